@@ -1,0 +1,48 @@
+"""The one interface between the pipeline and every runtime: tiles in, upscaled tiles out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+PrecisionName = Literal["fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Settings common to executors; each ignores what does not apply to it.
+
+    precision: None picks the executor's fastest precision that stays within 45 dB of fp32.
+    tile: the input tile size the executor is prepared for (Core ML builds its model for it);
+      0 asks for whole frames where the runtime can take any shape.
+    batch: tiles per call.
+    threads: CPU threads, None for the runtime's default.
+    device: a runtime-specific device ("cuda:0", "GPU", "vulkan:0", compute units "ALL"...).
+    """
+
+    precision: PrecisionName | None = None
+    tile: int = 0
+    batch: int = 1
+    threads: int | None = None
+    device: str | None = None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a super-resolution model on batches of tiles.
+
+    `run` takes float32 (N, 3, h, w) RGB in [0, 1], C-contiguous, and returns float32
+    (N, 3, h * scale, w * scale), unclamped. It raises OutOfMemoryError when the batch or tile
+    is too large for the device, so the caller can retry smaller, and ExecutorError otherwise.
+    `fixed_tile` is the only (h, w) a fixed-shape executor (Core ML) accepts, else None.
+    """
+
+    name: str
+    scale: int
+    fixed_tile: int | None
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...

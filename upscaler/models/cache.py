@@ -1,0 +1,128 @@
+"""A cache of built models (ONNX files, Core ML packages) in the user cache directory.
+
+Entries are keyed by everything that changes the built file: the model's source files (their
+content hash, so an edited user model is rebuilt), the format, the precision, the tile shape and
+this package's version. Each is built under a temporary name beside its final place and renamed
+into it, so a killed build or two processes building at once never leave a broken entry behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import platformdirs
+
+from upscaler.errors import ModelError
+from upscaler.models.registry import ModelRef
+
+CACHE_ENV = "UPSCALER_CACHE_DIR"
+
+
+def package_version() -> str:
+    try:
+        return version("upscaler")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+source"
+
+
+def cache_dir() -> Path:
+    """$UPSCALER_CACHE_DIR, else the platform's user cache directory for upscaler."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path(platformdirs.user_cache_dir("upscaler", appauthor=False))
+
+
+@dataclass(frozen=True)
+class BuildKey:
+    """What a built model depends on; `tile` is None for shape-dynamic builds."""
+
+    model: ModelRef
+    fmt: str  # "onnx" | "mlpackage"
+    precision: str
+    tile: tuple[int, int, int] | None = None  # (batch, height, width)
+
+    def filename(self) -> str:
+        shape = "dyn" if self.tile is None else "x".join(map(str, self.tile))
+        ext = {"onnx": ".onnx", "mlpackage": ".mlpackage"}[self.fmt]
+        source = _source_digest(self.model)[:12]
+        return f"{self.model.name}-{self.precision}-{shape}-{source}-v{package_version()}{ext}"
+
+
+def _source_digest(model: ModelRef) -> str:
+    digest = hashlib.sha256()
+    files = [model.path, model.bin_path] if model.kind == "ncnn" else [model.path]
+    for path in files:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def built_path(key: BuildKey) -> Path:
+    return cache_dir() / key.filename()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def get_or_build(key: BuildKey, build: Callable[[Path], None]) -> Path:
+    """The cached file for `key`; on a miss, `build(tmp_path)` writes it and it is moved in.
+
+    `build` must write a file (or a package directory) at exactly the path it is given.
+    """
+    final = built_path(key)
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _temp_sibling(final) as tmp:
+        try:
+            build(tmp)
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"building {key.fmt} ({key.precision}) failed: {e}",
+                             key.model.path) from e
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # A directory cannot replace a non-empty directory: another process finished the
+            # same build first, and its result is as good as ours.
+            if not final.exists():
+                raise
+    return final
+
+
+@contextlib.contextmanager
+def _temp_sibling(final: Path) -> Iterator[Path]:
+    workdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield workdir / final.name
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cached_builds(model: ModelRef) -> list[Path]:
+    """Built files of this model already in the cache (any format, precision or shape)."""
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith(f"{model.name}-"))
+
+
+def clear(remove: Callable[[Path], None] = _remove) -> int:
+    root = cache_dir()
+    entries = list(root.iterdir()) if root.is_dir() else []
+    for entry in entries:
+        remove(entry)
+    return len(entries)

