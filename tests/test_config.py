@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from upscaler.config import Options, load_jobs
+from upscaler.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "ep01.mkv").write_bytes(b"")
+    (tmp_path / "stills").mkdir(exist_ok=True)
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_apply_and_jobs_override(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+defaults: {model: realesr-animevideov3, crf: 18}
+jobs:
+  - {input: ep01.mkv, output: out/ep01.mkv}
+  - {input: stills/, output: out/stills/, format: png, crf: 20, scale: 2}
+""")
+    first, second = load_jobs(path)
+    assert first.input == tmp_path / "ep01.mkv"
+    assert first.output == tmp_path / "out" / "ep01.mkv"
+    assert first.options == Options(model="realesr-animevideov3", crf=18)
+    assert second.options.format == "png"
+    assert second.options.crf == 20
+    assert second.options.scale == 2.0
+    assert second.options.model == "realesr-animevideov3"
+
+
+def test_command_line_options_are_defaults_under_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "jobs:\n  - {input: ep01.mkv, tile: 128}\n")
+    (job,) = load_jobs(path, Options(tile=64, batch=4))
+    assert job.options.tile == 128
+    assert job.options.batch == 4
+    assert job.output is None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "needle"),
+    [
+        ("jobs:\n  - input: ep01.mkv\n    tiles: 3\n", 3, "unknown key 'tiles'"),
+        ("jobs:\n  - input: ep01.mkv\n    crf: high\n", 3, "jobs[1].crf: expected an integer"),
+        ("jobs:\n  - input: ep01.mkv\n  - output: x.mkv\n", 3, "jobs[2]: missing key 'input'"),
+        ("jobs:\n  - input: nothere.mkv\n", 2, "nothere.mkv does not exist"),
+        ("defaults:\n  overwrite: 3\njobs:\n  - input: ep01.mkv\n", 2, "expected true or false"),
+        ("defaults:\n  precision: fp8\njobs:\n  - input: ep01.mkv\n", 2, "precision must be"),
+        ("job:\n  - input: ep01.mkv\n", 1, "unknown key 'job'"),
+        ("defaults: {}\n", 1, "missing key 'jobs'"),
+        ("jobs: []\n", 1, "non-empty list"),
+        ("jobs:\n  - input: [ep01.mkv\n", 3, "not valid YAML"),
+        ("jobs:\n  - input: ep01.mkv\n    tile: 8\n", 2, "tile must be"),
+    ],
+)
+def test_mistakes_name_the_line_and_key(tmp_path: Path, text: str, line: int,
+                                        needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_jobs(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: "), message
+    assert needle in message
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read job file"):
+        load_jobs(tmp_path / "nope.yaml")
+
+
+def test_bundled_example_config_validates() -> None:
+    jobs = load_jobs(ROOT / "configs" / "job.yaml")
+    assert [j.input.name for j in jobs] == ["clip.mkv", "cel.png"]
+    assert jobs[1].options.model == "realesrgan-x4plus-anime"

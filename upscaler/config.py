@@ -1,0 +1,199 @@
+"""Options for one job, and YAML job files: plain frozen dataclasses, validated before any work.
+
+The CLI and the YAML file share one description of every option (OPTION_FIELDS), so an option
+added here is at once a command-line flag, a `defaults:` key and a per-job key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from upscaler.errors import ConfigError
+from upscaler.models.registry import DEFAULT_MODEL
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that shapes how one input is upscaled. None means "the executor's choice"."""
+
+    model: str = DEFAULT_MODEL
+    executor: str = "auto"
+    precision: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    tile: int | None = None
+    overlap: int = 16
+    batch: int = 1
+    scale: float | None = None
+    format: str | None = None
+    suffix: str = "_upscaled"
+    overwrite: bool = False
+    # Video only.
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    segment_seconds: float = 4.0
+
+
+@dataclass(frozen=True)
+class Job:
+    input: Path
+    output: Path | None
+    options: Options = field(default_factory=Options)
+
+
+@dataclass(frozen=True)
+class OptionField:
+    name: str
+    kind: type
+    help: str
+
+
+_HELP = {
+    "model": "model name (see `upscale models`) or a .param/.onnx/.mlpackage/.pth file",
+    "executor": "auto, coreml, openvino, onnxruntime, ncnn or torch",
+    "precision": "fp32, fp16 or bf16 (default: the executor's fastest that keeps >= 45 dB)",
+    "device": "executor device, e.g. cuda:0, GPU, vulkan:0, or Core ML compute units (ALL)",
+    "threads": "CPU threads for the executor",
+    "tile": "tile size in input pixels; 0 = whole frames where the executor allows it",
+    "overlap": "tile overlap in input pixels",
+    "batch": "tiles per executor call",
+    "scale": "output scale if not the model's (the model runs, then a good resize)",
+    "format": "output image format: png, jpg, webp, tif or bmp",
+    "suffix": "suffix for outputs placed next to their input",
+    "overwrite": "replace existing outputs",
+    "codec": "video codec (ffmpeg name, e.g. libx264, libx265, hevc_nvenc)",
+    "crf": "video constant rate factor",
+    "preset": "video encoder preset (ffmpeg name)",
+    "pix_fmt": "video pixel format (ffmpeg name, e.g. yuv420p10le)",
+    "segment_seconds": "video segment length in seconds",
+}
+
+
+def option_fields() -> list[OptionField]:
+    hints = {"str | None": str, "str": str, "int | None": int, "int": int,
+             "float | None": float, "float": float, "bool": bool}
+    return [OptionField(f.name, hints[str(f.type)], _HELP[f.name])
+            for f in dataclasses.fields(Options)]
+
+
+def validate_options(opts: Options) -> None:
+    """Value checks shared by the CLI and YAML; raises ValueError with the reason."""
+    if opts.precision is not None and opts.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if opts.tile is not None and (opts.tile < 0 or 0 < opts.tile < 16):
+        raise ValueError("tile must be 0 (no tiling) or at least 16")
+    if opts.overlap < 0:
+        raise ValueError("overlap must be >= 0")
+    if opts.batch < 1:
+        raise ValueError("batch must be >= 1")
+    if opts.threads is not None and opts.threads < 1:
+        raise ValueError("threads must be >= 1")
+    if opts.scale is not None and not 0 < opts.scale <= 16:
+        raise ValueError("scale must be in (0, 16]")
+    if opts.format is not None and opts.format.lower() not in IMAGE_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(IMAGE_FORMATS)}")
+    if opts.crf is not None and not 0 <= opts.crf <= 63:
+        raise ValueError("crf must be in [0, 63]")
+    if opts.segment_seconds <= 0:
+        raise ValueError("segment_seconds must be > 0")
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _scalar(node: yaml.Node, kind: type, where: str, path: Path) -> Any:
+    line = node.start_mark.line + 1
+    if not isinstance(node, yaml.ScalarNode):
+        raise ConfigError(f"{where}: expected {_KIND_NAMES[kind]}", path, line)
+    value = yaml.safe_load(node.value) if node.style is None else node.value
+    if value is None:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        value = node.value
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {_KIND_NAMES[kind]}, got {value!r}", path, line)
+    return value
+
+
+def _options_from(node: yaml.Node, base: Options, where: str, path: Path,
+                  extra: tuple[str, ...] = ()) -> tuple[Options, dict[str, Any]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{where}: expected a mapping", path, node.start_mark.line + 1)
+    kinds = {f.name: f.kind for f in option_fields()}
+    values: dict[str, Any] = {}
+    extras: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        line = key_node.start_mark.line + 1
+        if key in extras or key in values:
+            raise ConfigError(f"{where}: duplicate key {key!r}", path, line)
+        if key in extra:
+            extras[key] = _scalar(value_node, str, f"{where}.{key}", path)
+        elif key in kinds:
+            values[key] = _scalar(value_node, kinds[key], f"{where}.{key}", path)
+        else:
+            raise ConfigError(f"{where}: unknown key {key!r}", path, line)
+    opts = dataclasses.replace(base, **values)
+    try:
+        validate_options(opts)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}", path, node.start_mark.line + 1) from e
+    return opts, extras
+
+
+def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
+    """Read and validate a YAML job file; relative paths are relative to the file's folder.
+
+    Every mistake is reported with its line and key before any job runs.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        root = yaml.compose(text)
+    except OSError as e:
+        raise ConfigError(f"cannot read job file: {e.strerror}", path) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", path, line) from e
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError("expected a mapping with 'jobs' (and optionally 'defaults')", path, 1)
+    sections = {k.value: (k, v) for k, v in root.value}
+    for key, (key_node, _) in sections.items():
+        if key not in ("defaults", "jobs"):
+            raise ConfigError(f"unknown key {key!r} (expected defaults, jobs)", path,
+                              key_node.start_mark.line + 1)
+    defaults = base or Options()
+    if "defaults" in sections:
+        defaults, _ = _options_from(sections["defaults"][1], defaults, "defaults", path)
+    if "jobs" not in sections:
+        raise ConfigError("missing key 'jobs'", path, 1)
+    jobs_node = sections["jobs"][1]
+    if not isinstance(jobs_node, yaml.SequenceNode) or not jobs_node.value:
+        raise ConfigError("jobs: expected a non-empty list", path, jobs_node.start_mark.line + 1)
+
+    jobs = []
+    for i, node in enumerate(jobs_node.value, start=1):
+        where = f"jobs[{i}]"
+        opts, extras = _options_from(node, defaults, where, path, extra=("input", "output"))
+        line = node.start_mark.line + 1
+        if "input" not in extras or not extras["input"]:
+            raise ConfigError(f"{where}: missing key 'input'", path, line)
+        src = (path.parent / extras["input"]).resolve()
+        if not src.exists():
+            raise ConfigError(f"{where}.input: {extras['input']} does not exist", path, line)
+        dst = (path.parent / extras["output"]).resolve() if extras.get("output") else None
+        jobs.append(Job(src, dst, opts))
+    return jobs
