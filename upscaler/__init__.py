@@ -1,0 +1,1 @@
+"""upscaler: batch image and video upscaling for anime with Real-ESRGAN."""
