@@ -1,0 +1,299 @@
+"""The tile plan, the stitcher, and FrameUpscaler driving a real ONNX Runtime session."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import psnr
+from draw import draw_cel
+
+from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
+from upscaler.frame_upscaler import FrameUpscaler
+from upscaler.models.builds import onnx_file
+from upscaler.models.registry import resolve_model
+from upscaler.tiling import Stitcher, feather, plan_axis, plan_tiles
+
+
+class OrtExecutor:
+    """A minimal Executor on a real ONNX Runtime CPU session (fp32, 2 threads)."""
+
+    fixed_tile: int | None = None
+
+    def __init__(self, model: str) -> None:
+        ref = resolve_model(model)
+        assert ref.scale is not None
+        self.name = f"ort-{model}"
+        self.scale = ref.scale
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 2
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(onnx_file(ref)), options,
+                                             providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.calls: list[tuple[int, ...]] = []
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(batch.shape)
+        return self._session.run(None, {self._input: batch})[0]
+
+    def close(self) -> None:
+        pass
+
+
+class FixedTileExecutor:
+    """The real executor restricted to one input shape, as a Core ML model is."""
+
+    def __init__(self, inner: OrtExecutor, tile: int, max_batch: int | None = None) -> None:
+        self.inner, self.fixed_tile, self.max_batch = inner, tile, max_batch
+        self.name, self.scale = "fixed", inner.scale
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[2:] != (self.fixed_tile, self.fixed_tile):
+            raise ExecutorError(f"this model only takes {self.fixed_tile} px tiles")
+        if self.max_batch is not None and len(batch) > self.max_batch:
+            raise OutOfMemoryError(f"batch {len(batch)} does not fit")
+        return self.inner.run(batch)
+
+    def close(self) -> None:
+        pass
+
+
+class SmallMemoryExecutor:
+    """The real executor, failing as a small GPU would on inputs larger than `max_pixels`."""
+
+    fixed_tile = None
+
+    def __init__(self, inner: OrtExecutor, max_pixels: int) -> None:
+        self.inner, self.max_pixels = inner, max_pixels
+        self.name, self.scale = "small", inner.scale
+        self.refused = 0
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.shape[2] * batch.shape[3] > self.max_pixels:
+            self.refused += 1
+            raise OutOfMemoryError(f"{batch.shape} does not fit")
+        return self.inner.run(batch)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def anime() -> OrtExecutor:
+    return OrtExecutor("realesr-animevideov3")
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    return draw_cel(96, 128).astype(np.float32) / 255
+
+
+@pytest.fixture(scope="module")
+def untiled(anime: OrtExecutor, frame: np.ndarray) -> np.ndarray:
+    return FrameUpscaler(anime, tile=0).upscale(frame)
+
+
+# --- The plan -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [
+    (96, 128, 32, 8), (96, 128, 48, 16), (96, 128, 64, 16), (37, 53, 32, 8), (50, 50, 32, 16),
+    (1080, 1920, 512, 16), (33, 200, 32, 0), (500, 31, 64, 30),
+])
+def test_plan_covers_every_pixel_with_full_tiles(height: int, width: int, tile: int,
+                                                 overlap: int) -> None:
+    plan = plan_tiles(height, width, tile, overlap, scale=4)
+    hits = np.zeros(plan.padded_shape, np.int32)
+    for t in plan.tiles:
+        assert (t.y.stop - t.y.start, t.x.stop - t.x.start) == (tile, tile)
+        assert (t.out_y.start, t.out_x.start) == (t.y.start * 4, t.x.start * 4)
+        assert (t.out_y.stop, t.out_x.stop) == (t.y.stop * 4, t.x.stop * 4)
+        hits[t.y, t.x] += 1
+    assert hits.min() >= 1
+    for axis, length in ((plan.rows, height), (plan.cols, width)):
+        starts = [s.start for s in axis.spans]
+        # Edge tiles are shifted inward: nothing past the image unless it is shorter than a tile.
+        assert axis.padded == max(length, tile)
+        assert starts[0] == 0 and axis.spans[-1].stop == axis.padded
+        overlaps = [a.stop - b.start for a, b in zip(axis.spans, axis.spans[1:], strict=False)]
+        assert all(o >= overlap for o in overlaps)
+        # Counted first, then spread evenly: the overlaps differ by at most one pixel.
+        assert not overlaps or max(overlaps) - min(overlaps) <= 1
+        assert [s.before for s in axis.spans[1:]] == overlaps
+        assert [s.after for s in axis.spans[:-1]] == overlaps
+
+
+def test_plan_uses_the_fewest_tiles() -> None:
+    assert len(plan_axis(128, 48, 16).spans) == 4  # 3 would leave overlaps of 8
+    assert len(plan_axis(112, 48, 16).spans) == 3
+    assert len(plan_axis(48, 48, 16).spans) == 1
+
+
+def test_only_an_axis_shorter_than_the_tile_is_padded() -> None:
+    plan = plan_tiles(20, 100, 32, 8, scale=2)
+    assert plan.padded_shape == (32, 100)
+    assert len(plan.rows.spans) == 1 and len(plan.cols.spans) == 4
+    image = np.arange(3 * 20 * 100, dtype=np.float32).reshape(3, 20, 100)
+    padded = plan.pad(image)
+    assert padded.shape == (3, 32, 100)
+    np.testing.assert_array_equal(padded[:, :20], image)
+    np.testing.assert_array_equal(padded[:, 20:], image[:, 18:6:-1])  # mirrored, not invented
+    assert plan.crop(np.zeros((3, 64, 200))).shape == (3, 40, 200)
+    assert plan_tiles(40, 100, 32, 8).pad(image) is image
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(16, 16), (8, 16), (32, -1)])
+def test_plan_rejects_tiles_no_larger_than_the_overlap(tile: int, overlap: int) -> None:
+    with pytest.raises(UsageError):
+        plan_tiles(64, 64, tile, overlap)
+
+
+def test_feather_ramps_only_between_tiles() -> None:
+    first, middle, last = plan_axis(100, 40, 10).spans
+    for span in (first, middle, last):
+        w = feather(span, 2)
+        assert w.shape == (80,) and w.min() > 0 and w.max() == 1
+    assert feather(first, 2)[0] == 1 and feather(last, 2)[-1] == 1  # image borders: no ramp
+    assert feather(middle, 2)[0] < 0.01 and feather(middle, 2)[-1] < 0.01
+    assert feather(middle, 2)[40] == 1  # the centre
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [
+    (96, 128, 32, 8), (37, 53, 16, 4), (50, 50, 32, 16), (20, 70, 32, 8),
+])
+def test_stitching_exact_tiles_gives_back_the_exact_frame(height: int, width: int, tile: int,
+                                                          overlap: int) -> None:
+    # Tiles upscaled by pixel repetition agree wherever they overlap, so any blending weights
+    # that are normalised correctly must reproduce the repeated frame exactly.
+    image = np.random.default_rng(1).random((3, height, width), dtype=np.float32)
+    plan = plan_tiles(height, width, tile, overlap, scale=2)
+    padded = plan.pad(image)
+    stitcher = Stitcher(plan)
+    for t in plan.tiles:
+        stitcher.add(t, padded[:, t.y, t.x].repeat(2, axis=1).repeat(2, axis=2))
+    expected = image.repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_allclose(stitcher.result(), expected, rtol=0, atol=2e-6)
+
+
+def test_stitcher_refuses_wrong_or_missing_tiles() -> None:
+    plan = plan_tiles(64, 64, 48, 16, scale=2)
+    stitcher = Stitcher(plan)
+    with pytest.raises(ExecutorError):
+        stitcher.add(plan.tiles[0], np.zeros((3, 48, 48), np.float32))
+    stitcher.add(plan.tiles[0], np.zeros((3, 96, 96), np.float32))
+    with pytest.raises(ExecutorError):
+        stitcher.result()
+
+
+# --- FrameUpscaler on real ONNX Runtime -----------------------------------------------------
+
+def test_untiled_run_is_one_call_clamped(anime: OrtExecutor, frame: np.ndarray) -> None:
+    upscaler = FrameUpscaler(anime, tile=0)
+    out = upscaler.upscale(frame)
+    assert out.shape == (384, 512, 3) and out.dtype == np.float32
+    raw = anime.run(np.ascontiguousarray(frame.transpose(2, 0, 1))[None])
+    assert raw.min() < 0 or raw.max() > 1  # the model overshoots on line art...
+    assert out.min() >= 0 and out.max() <= 1  # ...and the frame is clamped
+    assert upscaler.tiles_run == 1 and upscaler.plans_built == 0
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 8), (48, 16), (64, 16)])
+def test_tiled_matches_untiled(anime: OrtExecutor, frame: np.ndarray, untiled: np.ndarray,
+                               tile: int, overlap: int) -> None:
+    upscaler = FrameUpscaler(anime, tile=tile, overlap=overlap)
+    out = upscaler.upscale(frame)
+    assert out.shape == untiled.shape
+    assert psnr(out, untiled) >= 45
+    assert upscaler.tiles_run == len(plan_tiles(96, 128, tile, overlap).tiles) > 1
+
+
+def test_tiled_matches_untiled_for_x4plus_anime() -> None:
+    executor = OrtExecutor("realesrgan-x4plus-anime")
+    frame = draw_cel(64, 96).astype(np.float32) / 255
+    whole = FrameUpscaler(executor).upscale(frame)
+    tiled = FrameUpscaler(executor, tile=48, overlap=16).upscale(frame)
+    assert psnr(tiled, whole) >= 45
+
+
+def test_frame_smaller_than_the_tile(anime: OrtExecutor) -> None:
+    frame = draw_cel(24, 40).astype(np.float32) / 255
+    anime.calls.clear()
+    out = FrameUpscaler(anime, tile=64).upscale(frame)
+    assert anime.calls == [(1, 3, 64, 64)]
+    assert out.shape == (96, 160, 3)
+    # Only the model's view of the bottom and right borders differs (mirrored pixels there
+    # instead of its zero padding); misplaced cropping would score far lower.
+    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 30
+
+
+def test_odd_frame_size(anime: OrtExecutor) -> None:
+    frame = draw_cel(37, 53).astype(np.float32) / 255
+    out = FrameUpscaler(anime, tile=32, overlap=8).upscale(frame)
+    assert out.shape == (148, 212, 3)
+    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 45
+
+
+def test_batch_size_does_not_change_the_result(anime: OrtExecutor, frame: np.ndarray) -> None:
+    anime.calls.clear()
+    one = FrameUpscaler(anime, tile=32, overlap=8, batch=1).upscale(frame)
+    n_tiles = len(anime.calls)
+    anime.calls.clear()
+    three = FrameUpscaler(anime, tile=32, overlap=8, batch=3).upscale(frame)
+    assert n_tiles == 20  # 4 rows x 5 columns; 20 = 6 * 3 + 2, so the last batch is short
+    assert [c[0] for c in anime.calls] == [3] * 6 + [2]
+    np.testing.assert_array_equal(one, three)
+
+
+def test_fixed_tile_executor_forces_its_tile(anime: OrtExecutor, frame: np.ndarray,
+                                             untiled: np.ndarray) -> None:
+    upscaler = FrameUpscaler(FixedTileExecutor(anime, 48), tile=0, overlap=16)
+    assert upscaler.tile == 48
+    assert psnr(upscaler.upscale(frame), untiled) >= 45
+
+
+def test_fixed_tile_executor_out_of_memory_halves_the_batch(anime: OrtExecutor) -> None:
+    frame = draw_cel(64, 80).astype(np.float32) / 255
+    executor = FixedTileExecutor(anime, 48, max_batch=1)
+    upscaler = FrameUpscaler(executor, overlap=16, batch=4)
+    out = upscaler.upscale(frame)
+    assert (upscaler.batch, upscaler.tile, upscaler.oom_retries) == (1, 48, 2)
+    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 45
+
+
+def test_out_of_memory_shrinks_the_tile_and_keeps_it(anime: OrtExecutor, frame: np.ndarray,
+                                                     untiled: np.ndarray) -> None:
+    executor = SmallMemoryExecutor(anime, max_pixels=48 * 48)
+    upscaler = FrameUpscaler(executor, tile=0, overlap=16)
+    out = upscaler.upscale(frame)
+    # Whole frame, then 64 (512 and above exceed the frame), then 32, which fits.
+    assert upscaler.tile == 32 and executor.refused == 2 and upscaler.oom_retries == 2
+    assert psnr(out, untiled) >= 45
+    upscaler.upscale(frame)
+    assert executor.refused == 2 and upscaler.frames_run == 2
+
+
+def test_out_of_memory_at_the_smallest_tile_raises(anime: OrtExecutor) -> None:
+    frame = draw_cel(40, 40).astype(np.float32) / 255
+    upscaler = FrameUpscaler(SmallMemoryExecutor(anime, max_pixels=16 * 16), tile=64)
+    with pytest.raises(OutOfMemoryError):
+        upscaler.upscale(frame)
+    assert upscaler.tile == 32
+
+
+def test_plan_is_built_once_per_frame_size(anime: OrtExecutor) -> None:
+    upscaler = FrameUpscaler(anime, tile=32, overlap=8)
+    small = draw_cel(40, 48).astype(np.float32) / 255
+    for _ in range(3):
+        upscaler.upscale(small)
+    assert upscaler.plans_built == 1 and upscaler.frames_run == 3
+    upscaler.upscale(draw_cel(48, 40).astype(np.float32) / 255)
+    assert upscaler.plans_built == 2
+
+
+def test_rejects_bad_arguments(anime: OrtExecutor) -> None:
+    with pytest.raises(UsageError):
+        FrameUpscaler(anime, tile=16, overlap=16)
+    with pytest.raises(UsageError):
+        FrameUpscaler(anime, tile=64, batch=0)
+    with pytest.raises(MediaError):
+        FrameUpscaler(anime).upscale(np.zeros((8, 8), np.float32))

@@ -1,0 +1,193 @@
+"""Tile plans and the feathering stitcher.
+
+A plan cuts a frame into tiles of exactly `tile` x `tile` input pixels, because a fixed-shape
+executor (Core ML) accepts nothing else, overlapping by at least `overlap` pixels so that the
+seams can be blended away. The geometry is worked out once for one axis (`plan_axis`) and used
+for both. Along an axis the tile count comes first and the positions are then spread evenly, so
+every overlap is about the same size (as chaiNNer's tiler does). Tiles at the image borders are
+shifted inward rather than padded: the model then sees the same zero-padded border it would see
+on the whole frame. Only an image shorter than the tile along an axis is reflect-padded up to the
+tile, and the padding is cropped from the output.
+
+Arrays are channel-first, (C, H, W); the slices of a tile apply to the last two axes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from upscaler.errors import ExecutorError, UsageError
+
+RAMP_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile's extent along one axis, in input pixels of the padded image.
+
+    `before` and `after` are the overlaps with the neighbouring tiles, 0 at the image borders.
+    """
+
+    start: int
+    stop: int
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one axis of `length` pixels is covered; `padded` = max(length, tile)."""
+
+    length: int
+    padded: int
+    spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: where it is read from the padded input and where it goes in the output.
+
+    `row` and `col` index the plan's row and column spans (for the blending weights).
+    """
+
+    row: int
+    col: int
+    y: slice
+    x: slice
+    out_y: slice
+    out_x: slice
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles of a `height` x `width` frame for a model that upscales by `scale`."""
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    scale: int
+    rows: AxisPlan
+    cols: AxisPlan
+    tiles: tuple[Tile, ...]
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        return self.rows.padded, self.cols.padded
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        return self.height * self.scale, self.width * self.scale
+
+    def pad(self, image: np.ndarray) -> np.ndarray:
+        """`image` (..., height, width), reflect-padded at the bottom and right up to the tile."""
+        pad_y, pad_x = self.rows.padded - self.height, self.cols.padded - self.width
+        if pad_y == 0 and pad_x == 0:
+            return image
+        widths = [(0, 0)] * (image.ndim - 2) + [(0, pad_y), (0, pad_x)]
+        return np.pad(image, widths, mode="reflect")
+
+    def crop(self, output: np.ndarray) -> np.ndarray:
+        """The upscaled padded frame `output` (..., H*s, W*s) without the upscaled padding."""
+        out_h, out_w = self.out_shape
+        return output[..., :out_h, :out_w]
+
+
+def plan_axis(length: int, tile: int, overlap: int) -> AxisPlan:
+    """Cover `length` pixels with tiles of `tile` pixels overlapping by at least `overlap`."""
+    if length <= tile:
+        return AxisPlan(length, tile, (Span(0, tile, 0, 0),))
+    # The fewest tiles whose overlaps can all be >= overlap, then spread evenly; rounding each
+    # start to the nearest pixel keeps every step <= tile - overlap.
+    count = math.ceil((length - overlap) / (tile - overlap))
+    travel, gaps = length - tile, count - 1
+    starts = [(i * travel + gaps // 2) // gaps for i in range(count)]
+    spans = tuple(
+        Span(
+            start,
+            start + tile,
+            before=starts[i - 1] + tile - start if i > 0 else 0,
+            after=start + tile - starts[i + 1] if i < gaps else 0,
+        )
+        for i, start in enumerate(starts)
+    )
+    return AxisPlan(length, length, spans)
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int = 16, scale: int = 1) -> TilePlan:
+    """The plan for a `height` x `width` frame; tiles of `tile` x `tile`, overlap >= `overlap`."""
+    if height < 1 or width < 1:
+        raise UsageError(f"cannot tile an empty {height}x{width} frame")
+    if scale < 1:
+        raise UsageError(f"scale must be at least 1, not {scale}")
+    if overlap < 0 or tile <= overlap:
+        raise UsageError(f"tile size {tile} must be larger than the overlap {overlap}")
+    rows, cols = plan_axis(height, tile, overlap), plan_axis(width, tile, overlap)
+    tiles = tuple(
+        Tile(
+            r, c,
+            slice(ys.start, ys.stop), slice(xs.start, xs.stop),
+            slice(ys.start * scale, ys.stop * scale), slice(xs.start * scale, xs.stop * scale),
+        )
+        for r, ys in enumerate(rows.spans)
+        for c, xs in enumerate(cols.spans)
+    )
+    return TilePlan(height, width, tile, overlap, scale, rows, cols, tiles)
+
+
+def feather(span: Span, scale: int) -> np.ndarray:
+    """Blending weights along one axis of an upscaled tile: 1 inside, ramps over the overlaps,
+    none at the image borders.
+
+    Where two tiles overlap, one's falling ramp and the other's rising ramp sum to about 1 (the
+    stitcher divides by the summed weights, so they need not be exact). The ramps rise over the
+    middle half of the overlap only: a tile's outer pixels are its worst, the model having seen
+    the least around them, so they are left to the neighbour, which saw more.
+    """
+    weight = np.ones((span.stop - span.start) * scale, np.float32)
+    if span.before:
+        weight[:span.before * scale] *= _ramp(span.before * scale)
+    if span.after:
+        weight[-span.after * scale:] *= _ramp(span.after * scale)[::-1]
+    return weight
+
+
+def _ramp(n: int) -> np.ndarray:
+    # A raised cosine from 0 to 1 across the middle half of n pixels, sampled at pixel centres;
+    # the floor keeps every weight above 0 so that the normalisation never divides by 0.
+    middle = np.clip(((np.arange(n) + 0.5) / n - 0.25) * 2, 0.0, 1.0)
+    return np.maximum(0.5 - 0.5 * np.cos(np.pi * middle), RAMP_FLOOR).astype(np.float32)
+
+
+class Stitcher:
+    """Collects the upscaled tiles of one frame and blends them into the upscaled frame."""
+
+    def __init__(self, plan: TilePlan, channels: int = 3) -> None:
+        self.plan = plan
+        out_h, out_w = plan.rows.padded * plan.scale, plan.cols.padded * plan.scale
+        self._sum = np.zeros((channels, out_h, out_w), np.float32)
+        self._weight = np.zeros((out_h, out_w), np.float32)
+        self._row_weights = [feather(s, plan.scale) for s in plan.rows.spans]
+        self._col_weights = [feather(s, plan.scale) for s in plan.cols.spans]
+        self._added = 0
+
+    def add(self, tile: Tile, upscaled: np.ndarray) -> None:
+        """Blend in `upscaled` (C, tile*scale, tile*scale), the executor's output for `tile`."""
+        expected = (self._sum.shape[0], tile.out_y.stop - tile.out_y.start,
+                    tile.out_x.stop - tile.out_x.start)
+        if upscaled.shape != expected:
+            raise ExecutorError(f"executor returned a tile of shape {upscaled.shape}, "
+                                f"expected {expected}")
+        weight = np.outer(self._row_weights[tile.row], self._col_weights[tile.col])
+        self._sum[:, tile.out_y, tile.out_x] += upscaled * weight
+        self._weight[tile.out_y, tile.out_x] += weight
+        self._added += 1
+
+    def result(self) -> np.ndarray:
+        """The upscaled frame (C, height*scale, width*scale), once every tile has been added."""
+        if self._added < len(self.plan.tiles):
+            raise ExecutorError(f"only {self._added} of {len(self.plan.tiles)} tiles were added")
+        return self.plan.crop(self._sum / self._weight)
