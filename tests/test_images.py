@@ -1,0 +1,373 @@
+"""Image reading and writing on real files, and the channel conversions around the model."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+import pytest
+from conftest import psnr
+from PIL import ImageCms, ImageOps
+
+from upscaler.channels import from_model_output, resize_to_scale, to_model_input, upscale_alpha
+from upscaler.errors import MediaError
+from upscaler.media import images
+from upscaler.media.images import Image, is_image_path, read_image, write_image
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _random(shape: tuple[int, ...], dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    peak = np.iinfo(dtype).max
+    return np.random.default_rng(seed).integers(0, peak + 1, shape).astype(dtype)
+
+
+def _pil_array(path: Path) -> np.ndarray:
+    with PIL.Image.open(path) as im:
+        return np.asarray(im).copy()
+
+
+# --- round trips --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif", ".tiff", ".bmp", ".webp"])
+def test_lossless_formats_round_trip_exactly(tmp_path: Path, cel: np.ndarray, ext: str) -> None:
+    path = write_image(Image(cel), tmp_path / f"cel{ext}")
+    back = read_image(path)
+    assert back.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(back.pixels, cel)
+    assert back.lossless
+
+
+def test_jpeg_round_trips_closely_and_reports_its_quality(tmp_path: Path, cel: np.ndarray) -> None:
+    back = read_image(write_image(Image(cel), tmp_path / "cel.jpg"))
+    assert back.source_format == "JPEG" and not back.lossless
+    assert back.quality == 95
+    assert psnr(back.pixels, cel, peak=255) > 38
+
+
+def test_jpeg_quality_is_estimated_and_never_lowered(tmp_path: Path, cel: np.ndarray) -> None:
+    src = tmp_path / "q70.jpg"
+    PIL.Image.fromarray(cel).save(src, quality=70)
+    image = read_image(src)
+    assert image.quality == 70
+    assert read_image(write_image(image, tmp_path / "default.jpg")).quality == 95
+    assert read_image(write_image(image, tmp_path / "asked.jpg", quality=60)).quality == 60
+    PIL.Image.fromarray(cel).save(tmp_path / "q98.jpg", quality=98)
+    best = read_image(tmp_path / "q98.jpg")
+    assert read_image(write_image(best, tmp_path / "kept.jpg")).quality == 98
+
+
+def test_webp_is_lossy_only_when_asked_or_the_source_was(tmp_path: Path, cel: np.ndarray) -> None:
+    lossy = read_image(write_image(Image(cel), tmp_path / "q.webp", quality=80))
+    assert not lossy.lossless
+    assert 30 < psnr(lossy.pixels, cel, peak=255) < float("inf")
+    from_jpeg = read_image(write_image(Image(cel), tmp_path / "cel.jpg"))
+    assert not read_image(write_image(from_jpeg, tmp_path / "j.webp")).lossless
+
+
+def test_rgba_png_and_webp_keep_alpha_and_hidden_colour(tmp_path: Path) -> None:
+    px = _random((24, 40, 4))
+    px[:4, :, 3] = 0  # fully transparent rows whose colour must survive too
+    for ext in (".png", ".webp", ".tiff"):
+        back = read_image(write_image(Image(px), tmp_path / f"a{ext}"))
+        np.testing.assert_array_equal(back.pixels, px, err_msg=ext)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_stays_16bit(tmp_path: Path, ext: str, channels: int) -> None:
+    px = _random((20, 30, channels), np.uint16, seed=channels)
+    back = read_image(write_image(Image(px, dpi=(300.0, 300.0)), tmp_path / f"deep{ext}"))
+    assert back.pixels.dtype == np.uint16
+    assert back.pixels.max() > 255
+    assert back.dpi == (300.0, 300.0)
+    if channels == 2 and ext == ".tiff":  # documented: written as RGBA, values intact
+        expected = np.concatenate([px[..., :1]] * 3 + [px[..., 1:]], axis=2)
+        np.testing.assert_array_equal(back.pixels, expected)
+    else:
+        np.testing.assert_array_equal(back.pixels, px)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_16bit_files_from_other_writers_read_exactly(tmp_path: Path, ext: str) -> None:
+    rgb = _random((16, 12, 3), np.uint16)
+    cv2.imwrite(str(tmp_path / f"rgb{ext}"), rgb[..., ::-1])
+    np.testing.assert_array_equal(read_image(tmp_path / f"rgb{ext}").pixels, rgb)
+    rgba = _random((16, 12, 4), np.uint16, seed=1)
+    cv2.imwrite(str(tmp_path / f"rgba{ext}"), rgba[..., [2, 1, 0, 3]])
+    np.testing.assert_array_equal(read_image(tmp_path / f"rgba{ext}").pixels, rgba)
+    gray = _random((16, 12), np.uint16, seed=2)
+    PIL.Image.fromarray(gray).save(tmp_path / f"gray{ext}")
+    back = read_image(tmp_path / f"gray{ext}")
+    assert back.pixels.shape == (16, 12, 1) and back.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(back.pixels[..., 0], gray)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff", ".bmp", ".jpg"])
+def test_gray_stays_gray(tmp_path: Path, ext: str) -> None:
+    gray = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (16, 1))
+    path = tmp_path / f"g{ext}"
+    PIL.Image.fromarray(gray).save(path)
+    back = read_image(path)
+    assert back.pixels.shape == (16, 64, 1) and back.is_gray
+    again = read_image(write_image(back, tmp_path / f"again{ext}"))
+    assert again.pixels.shape == (16, 64, 1)
+    if ext != ".jpg":
+        np.testing.assert_array_equal(again.pixels[..., 0], gray)
+
+
+def test_palette_png_with_transparency_becomes_rgba(tmp_path: Path) -> None:
+    idx = np.array([[0, 1, 2, 1]] * 3, np.uint8)
+    im = PIL.Image.new("P", (4, 3))
+    im.putdata(idx.ravel().tolist())
+    im.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 759)
+    im.save(tmp_path / "p.png", transparency=bytes([255, 128, 0]))
+    px = read_image(tmp_path / "p.png").pixels
+    assert px.shape == (3, 4, 4)
+    np.testing.assert_array_equal(px[0, 0], [255, 0, 0, 255])
+    np.testing.assert_array_equal(px[0, 1], [0, 255, 0, 128])
+    np.testing.assert_array_equal(px[0, 2], [0, 0, 255, 0])
+    im.save(tmp_path / "opaque.png")
+    assert read_image(tmp_path / "opaque.png").pixels.shape == (3, 4, 3)
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    PIL.Image.new("CMYK", (6, 4), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=100)
+    image = read_image(tmp_path / "c.jpg")
+    assert image.pixels.shape == (4, 6, 3) and image.icc_profile is None
+    assert image.pixels[..., 0].min() > 240 and image.pixels[..., 1:].max() < 15
+
+
+def test_gray_to_webp_is_written_as_rgb(tmp_path: Path) -> None:
+    gray = _random((8, 8, 2))
+    back = read_image(write_image(Image(gray), tmp_path / "g.webp"))
+    expected = np.concatenate([gray[..., :1]] * 3 + [gray[..., 1:]], axis=2)
+    np.testing.assert_array_equal(back.pixels, expected)
+
+
+def test_exif_orientation_6_jpeg_is_read_upright(tmp_path: Path) -> None:
+    px = np.zeros((32, 48, 3), np.uint8)
+    px[:, :24] = (250, 20, 20)  # left half red: after a clockwise turn it is the top half
+    im = PIL.Image.fromarray(px)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    exif[0x010F] = "TestCam"
+    im.save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    image = read_image(tmp_path / "turned.jpg")
+    assert image.pixels.shape == (48, 32, 3)
+    assert image.pixels[:20, :, 0].min() > 200 and image.pixels[28:, :, 0].max() < 60
+    with PIL.Image.open(tmp_path / "turned.jpg") as ref:
+        np.testing.assert_array_equal(image.pixels, np.asarray(ImageOps.exif_transpose(ref)))
+    out = write_image(image, tmp_path / "upright.png")
+    with PIL.Image.open(out) as written:
+        tags = written.getexif()
+        assert 0x0112 not in tags and tags[0x010F] == "TestCam"
+        assert written.size == (32, 48)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
+    im = PIL.Image.fromarray(_random((5, 7, 3)))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.png", exif=exif)
+    with PIL.Image.open(tmp_path / "o.png") as ref:
+        expected = np.asarray(ImageOps.exif_transpose(ref))
+    np.testing.assert_array_equal(read_image(tmp_path / "o.png").pixels, expected)
+
+
+@pytest.mark.parametrize("src_ext", [".png", ".jpg", ".tiff"])
+@pytest.mark.parametrize("dst_ext", [".png", ".webp", ".tiff", ".jpg"])
+def test_icc_profile_is_carried(tmp_path: Path, cel: np.ndarray, src_ext: str,
+                                dst_ext: str) -> None:
+    src = tmp_path / f"src{src_ext}"
+    PIL.Image.fromarray(cel).save(src, icc_profile=SRGB)
+    image = read_image(src)
+    assert image.icc_profile == SRGB
+    out = write_image(image, tmp_path / f"dst{dst_ext}")
+    with PIL.Image.open(out) as written:
+        assert written.info.get("icc_profile") == SRGB
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_icc_profile_is_carried_at_16bit(tmp_path: Path, ext: str) -> None:
+    px = _random((8, 8, 3), np.uint16)
+    back = read_image(write_image(Image(px, icc_profile=SRGB), tmp_path / f"p{ext}"))
+    assert back.icc_profile == SRGB
+
+
+def test_icc_profile_of_the_wrong_colour_space_is_dropped(tmp_path: Path) -> None:
+    gray = Image(_random((8, 8, 1)), icc_profile=SRGB)
+    assert read_image(write_image(gray, tmp_path / "g.png")).icc_profile is None
+
+
+def test_bmp_drops_icc_but_keeps_pixels(tmp_path: Path, cel: np.ndarray) -> None:
+    back = read_image(write_image(Image(cel, icc_profile=SRGB), tmp_path / "c.bmp"))
+    assert back.icc_profile is None
+    np.testing.assert_array_equal(back.pixels, cel)
+
+
+def test_jpeg_drops_opaque_alpha_refuses_transparency_or_flattens(tmp_path: Path) -> None:
+    px = np.full((8, 8, 4), 200, np.uint8)
+    px[..., 3] = 255
+    assert read_image(write_image(Image(px), tmp_path / "opaque.jpg")).pixels.shape == (8, 8, 3)
+    px[..., 3] = 0
+    with pytest.raises(MediaError, match=r"t\.jpg.*transparency"):
+        write_image(Image(px), tmp_path / "t.jpg")
+    assert not (tmp_path / "t.jpg").exists()
+    flat = read_image(write_image(Image(px), tmp_path / "f.bmp", background=(10, 20, 30)))
+    np.testing.assert_array_equal(flat.pixels[0, 0], [10, 20, 30])
+
+
+def test_16bit_to_8bit_formats_rounds(tmp_path: Path) -> None:
+    px = np.array([[[0, 128, 65535]], [[257 * 100 + 128, 257 * 100 + 129, 300]]], np.uint16)
+    back = read_image(write_image(Image(px), tmp_path / "d.bmp"))
+    assert back.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(back.pixels.reshape(-1), [0, 0, 255, 100, 101, 1])
+
+
+def test_format_argument_overrides_the_extension(tmp_path: Path, cel: np.ndarray) -> None:
+    out = write_image(Image(cel), tmp_path / "x.png", fmt="jpg")
+    assert read_image(out).source_format == "JPEG"
+    with pytest.raises(MediaError, match="gif"):
+        write_image(Image(cel), tmp_path / "x.gif", fmt="gif")
+    with pytest.raises(MediaError, match="extension"):
+        write_image(Image(cel), tmp_path / "x.unknown")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+# Pillow warns about the cut-off TIFF directory before failing; the failure is what counts here.
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".webp", ".tiff"])
+def test_truncated_file_raises_media_error_naming_it(tmp_path: Path, cel: np.ndarray,
+                                                      ext: str) -> None:
+    whole = write_image(Image(cel), tmp_path / f"whole{ext}").read_bytes()
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(MediaError, match=re.escape(f"cut{ext}")) as info:
+        read_image(cut)
+    assert info.value.path == cut
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_truncated_16bit_file_raises_media_error(tmp_path: Path, ext: str) -> None:
+    whole = write_image(Image(_random((64, 64, 3), np.uint16)), tmp_path / f"w{ext}")
+    cut = tmp_path / f"cut{ext}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(MediaError, match=re.escape(f"cut{ext}")):
+        read_image(cut)
+
+
+def test_text_file_named_png_and_missing_file_raise_media_error(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not a picture\n")
+    with pytest.raises(MediaError, match=r"notes\.png.*not an image"):
+        read_image(fake)
+    with pytest.raises(MediaError, match=r"missing\.png"):
+        read_image(tmp_path / "missing.png")
+
+
+# --- atomic writing -----------------------------------------------------------------------------
+
+
+def test_write_leaves_only_the_final_file(tmp_path: Path, cel: np.ndarray) -> None:
+    for ext in (".png", ".jpg", ".webp", ".tiff", ".bmp"):
+        write_image(Image(cel), tmp_path / f"out{ext}")
+    write_image(Image(_random((8, 8, 3), np.uint16)), tmp_path / "deep.png")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["deep.png", "out.bmp", "out.jpg", "out.png", "out.tiff", "out.webp"]
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path, cel: np.ndarray,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    target = write_image(Image(cel), tmp_path / "keep.png")
+    before = target.read_bytes()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images.os, "fsync", disk_full)
+    with pytest.raises(MediaError, match=r"keep\.png.*No space left"):
+        write_image(Image(cel[::2, ::2].copy()), target)
+    monkeypatch.undo()
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+
+
+def test_write_into_a_missing_folder_raises_media_error(tmp_path: Path, cel: np.ndarray) -> None:
+    with pytest.raises(MediaError, match="nowhere"):
+        write_image(Image(cel), tmp_path / "nowhere" / "x.png")
+
+
+def test_written_file_permissions_follow_the_umask(tmp_path: Path, cel: np.ndarray) -> None:
+    old = os.umask(0o022)
+    try:
+        out = write_image(Image(cel), tmp_path / "p.png")
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_is_image_path() -> None:
+    assert is_image_path("a/b.PNG") and is_image_path("x.jpeg") and is_image_path("y.tif")
+    assert not is_image_path("clip.mp4") and not is_image_path("._x.png")
+    assert not is_image_path("notes.txt")
+
+
+# --- channels around the model ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_channels_round_trip_exactly(dtype: type, channels: int) -> None:
+    px = _random((9, 11, channels), dtype, seed=channels)
+    src = to_model_input(Image(px))
+    assert src.rgb.dtype == np.float32 and src.rgb.shape == (9, 11, 3)
+    assert src.rgb.min() >= 0.0 and src.rgb.max() <= 1.0
+    assert (src.alpha is not None) == (channels in (2, 4))
+    assert src.gray == (channels in (1, 2))
+    back = from_model_output(src.rgb, src.alpha, like=src)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back, px)
+
+
+def test_from_model_output_rounds_clips_and_takes_luma() -> None:
+    src = to_model_input(np.zeros((1, 3, 2), np.uint8))
+    rgb = np.array([[[0.6 / 255, 0.6 / 255, 0.6 / 255], [1.5, 1.5, 1.5], [1.0, 0.0, 0.0]]],
+                   np.float32)
+    alpha = np.array([[-0.2, 1.2, 0.4 / 255]], np.float32)
+    out = from_model_output(rgb, alpha, like=src)
+    np.testing.assert_array_equal(out[0, :, 0], [1, 255, 76])  # rounded; clipped; BT.601 luma
+    np.testing.assert_array_equal(out[0, :, 1], [0, 255, 0])
+    with pytest.raises(ValueError, match="alpha"):
+        from_model_output(rgb, None, like=src)
+
+
+def test_upscale_alpha() -> None:
+    opaque = upscale_alpha(np.ones((5, 7), np.float32), 4)
+    assert opaque.shape == (20, 28) and np.all(opaque == 1.0)
+    edge = np.zeros((8, 8), np.float32)
+    edge[:, 4:] = 1.0
+    up = upscale_alpha(edge, 2)
+    assert up.shape == (16, 16) and up.min() >= 0.0 and up.max() <= 1.0
+    assert up[:, :6].max() < 0.05 and up[:, 10:].min() > 0.95
+
+
+def test_resize_to_scale() -> None:
+    arr = np.zeros((4, 4, 3), np.float32)
+    arr[:2, :2] = 1.0
+    small = resize_to_scale(arr, 2, 2)
+    np.testing.assert_allclose(small[..., 0], [[1.0, 0.0], [0.0, 0.0]])  # area averaging
+    big = resize_to_scale(arr, 9, 7)
+    assert big.shape == (9, 7, 3) and big.min() >= 0.0 and big.max() <= 1.0
+    single = resize_to_scale(np.ones((4, 4, 1), np.float32) * 0.5, 8, 8)
+    assert single.shape == (8, 8, 1)
+    np.testing.assert_allclose(single, 0.5, atol=1e-6)
+    assert resize_to_scale(arr, 4, 4) is arr
