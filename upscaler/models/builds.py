@@ -20,3 +20,17 @@ def onnx_file(model: ModelRef, precision: Precision = "fp32") -> Path:
         onnx.save_model(build_onnx(model.graph(), precision), path)
 
     return get_or_build(BuildKey(model, "onnx", precision), build)
+
+
+def mlpackage_file(model: ModelRef, tile: int, batch: int = 1, precision: str = "fp16") -> Path:
+    """A Core ML package for `model` at input (batch, 3, tile, tile): the user's as it is, or
+    one built from ncnn weights."""
+    if model.kind == "mlpackage":
+        return model.path
+    from upscaler.models.coreml_builder import build_mlpackage  # coremltools loads slowly
+
+    def build(path: Path) -> None:
+        build_mlpackage(model.graph(), path, tile, batch,
+                        precision="fp32" if precision == "fp32" else "fp16")
+
+    return get_or_build(BuildKey(model, "mlpackage", precision, (batch, tile, tile)), build)

@@ -1,0 +1,148 @@
+"""PyTorch executor: named models built from their graph, or a user's .pth/.pt/.safetensors
+through spandrel, on CUDA, Apple's MPS or the CPU."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
+from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.models.registry import ModelRef
+
+INSTALL_HINT = "install the torch extra: pip install 'upscaler[torch]'"
+_HALF_DEVICES = ("cuda", "mps")
+
+
+def unavailable_reason() -> str | None:
+    """None when PyTorch can run here, else why not."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"PyTorch is not installed ({e}); {INSTALL_HINT}"
+    return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _pick_device(device: str | None) -> Any:
+    import torch
+
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as e:
+        raise ExecutorError(f"torch: unknown device {device!r}; use cuda[:N], mps or cpu") from e
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ExecutorError("torch: CUDA is not available in this PyTorch build or machine")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ExecutorError("torch: MPS is not available on this machine")
+    return chosen
+
+
+def _load_spandrel(path: Any) -> Any:
+    """The spandrel ImageModelDescriptor of a user's weights file."""
+    try:
+        from spandrel import ImageModelDescriptor, ModelLoader
+    except Exception as e:  # a broken torchvision raises RuntimeError, not ImportError
+        raise ExecutorError(f"torch: spandrel cannot be imported ({_one_line(e)}); "
+                            f"{INSTALL_HINT}") from e
+    try:
+        descriptor = ModelLoader().load_from_file(path)
+    except Exception as e:  # spandrel raises ValueError, UnsupportedModelError, pickle errors
+        raise ModelError(f"not a model spandrel can load: {_one_line(e)}", path) from e
+    if not isinstance(descriptor, ImageModelDescriptor):
+        raise ModelError(f"{descriptor.architecture.name} is not an image-to-image model", path)
+    if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        raise ModelError(f"model maps {descriptor.input_channels} to "
+                         f"{descriptor.output_channels} channels, expected RGB to RGB", path)
+    return descriptor
+
+
+class TorchExecutor:
+    """Runs a model with PyTorch.
+
+    options.device: "cuda[:N]", "mps" or "cpu"; None picks CUDA, then MPS, then the CPU.
+    Precision: fp16 by default on CUDA and MPS, fp32 on the CPU (PyTorch's CPU fp16 kernels are
+    slow); bf16 where asked for. options.threads sets PyTorch's CPU threads for the whole
+    process. User models (.pth, .pt, .safetensors) load through spandrel, which knows the common
+    super-resolution architectures and their scale; spandrel clamps their output to [0, 1].
+    """
+
+    name = "torch"
+    fixed_tile: int | None = None
+
+    def __init__(self, model: ModelRef, options: ExecutorOptions) -> None:
+        reason = unavailable_reason()
+        if reason is not None:
+            raise ExecutorError(f"torch: {reason}")
+        import torch
+
+        self.device = _pick_device(options.device)
+        default: PrecisionName = "fp16" if self.device.type in _HALF_DEVICES else "fp32"
+        self.precision: PrecisionName = options.precision or default
+        self._dtype = {"fp32": torch.float32, "fp16": torch.float16,
+                       "bf16": torch.bfloat16}[self.precision]
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        self.path = model.path
+
+        if model.kind == "pth":
+            descriptor = _load_spandrel(model.path)
+            if self.precision == "fp16" and not descriptor.supports_half:
+                raise ExecutorError(f"torch: {descriptor.architecture.name} does not support "
+                                    f"fp16; use --precision fp32", model.path)
+            if self.precision == "bf16" and not descriptor.supports_bfloat16:
+                raise ExecutorError(f"torch: {descriptor.architecture.name} does not support "
+                                    f"bf16; use --precision fp32", model.path)
+            self._call: Any = descriptor.to(self.device, self._dtype).eval()
+            self.scale: int = int(descriptor.scale)
+        elif model.kind == "ncnn":
+            from upscaler.models.torch_builder import build_torch_module
+
+            graph = model.graph()
+            scale = graph.scale()
+            if scale.denominator != 1:
+                raise ModelError(f"non-integer scale {scale} is not supported", model.path)
+            self._call = build_torch_module(graph).to(self.device, self._dtype)
+            self.scale = int(scale)
+        else:
+            raise ExecutorError(f"torch: cannot run {model.kind} models, only the named "
+                                f"models and .pth, .pt or .safetensors files", model.path)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
+        import torch
+
+        try:
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+                y = self._call(x.to(self.device, self._dtype))
+                return y.float().cpu().numpy()
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()  # so that the caller's smaller retry can fit
+                raise OutOfMemoryError(f"torch ({self.device}): out of memory for input "
+                                       f"{tuple(batch.shape)}: {_one_line(e)}") from e
+            raise ExecutorError(f"torch ({self.device}) failed on input {tuple(batch.shape)}: "
+                                f"{_one_line(e)}", self.path) from e
+
+    def close(self) -> None:
+        self._call = None
+
+    def __enter__(self) -> TorchExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
