@@ -1,0 +1,263 @@
+"""The video path end to end on clips made here with ffmpeg: probe, decode, segments, join, mux."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from clips import decode_all, make_clip, make_flat_clip, packet_checksums, remux
+from conftest import psnr
+from draw import draw_cel
+
+from upscaler.errors import MediaError, OutputExistsError
+from upscaler.media import ffmpeg
+from upscaler.media.probe import _ffprobe_json, _parse, _pyav_json, probe
+from upscaler.media.segments import Segment, encode_segment, plan_segments, work_dir
+from upscaler.media.video_reader import VideoReader
+from upscaler.video import VideoSettings, upscale_video
+
+FAST = VideoSettings(crf=8, preset="ultrafast", segment_seconds=0.5)
+
+
+def double(frame: np.ndarray) -> np.ndarray:
+    return cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+
+
+def triple(frame: np.ndarray) -> np.ndarray:
+    return cv2.resize(frame, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+
+
+def assert_same_frames(out: list[np.ndarray], expected: list[np.ndarray], peak: float) -> None:
+    """Each output frame is closest to the frame at its own index: none dropped, none doubled."""
+    assert len(out) == len(expected)
+    for k, frame in enumerate(out):
+        own = psnr(frame, expected[k], peak)
+        assert own > 30, f"frame {k}: {own:.1f} dB"
+        for j in (k - 1, k + 1):
+            if 0 <= j < len(expected):
+                assert own > psnr(frame, expected[j], peak), f"frame {k} looks like frame {j}"
+
+
+@pytest.fixture(scope="module")
+def mkv_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clips") / "everything.mkv"
+    return make_clip(path, audio=True, subtitles=True, attachment=True, chapters=True)
+
+
+def test_probe_reports_rate_as_rational_and_every_stream(mkv_clip: Path) -> None:
+    info = probe(mkv_clip)
+    assert info.frame_rate == Fraction(24000, 1001)
+    assert info.frame_count == 30  # 1.25 s at 23.976 fps
+    assert (info.width, info.height, info.rotation) == (64, 36, 0)
+    assert (info.pix_fmt, info.bit_depth) == ("yuv420p", 8)
+    assert (info.color_matrix, info.color_primaries, info.color_transfer, info.color_range) == (
+        "bt709", "bt709", "bt709", "tv")
+    assert [s.kind for s in info.streams] == ["video", "audio", "subtitle", "attachment"]
+    assert [c.title for c in info.chapters] == ["Opening", "Ending"]
+    assert not info.vfr
+
+
+@pytest.mark.skipif(ffmpeg.ffprobe_exe() is None, reason="needs ffprobe to compare against")
+def test_pyav_probe_agrees_with_ffprobe(mkv_clip: Path, tmp_path: Path) -> None:
+    rotated = make_clip(tmp_path / "rot.mp4", rotation=90, tags=())
+    for path in (mkv_clip, rotated):
+        exe = ffmpeg.ffprobe_exe()
+        assert exe is not None
+        by_ffprobe = _parse(path, _ffprobe_json(exe, path))
+        by_pyav = _parse(path, _pyav_json(path))
+        # Container start times differ by how each FFmpeg version treats AAC priming.
+        assert by_pyav.frame_rate == by_ffprobe.frame_rate
+        assert by_pyav.rotation == by_ffprobe.rotation
+        assert [(s.kind, s.codec) for s in by_pyav.streams] == [
+            (s.kind, s.codec) for s in by_ffprobe.streams]
+        assert by_pyav.chapters == by_ffprobe.chapters
+        assert (by_pyav.color_matrix, by_pyav.color_range, by_pyav.pix_fmt) == (
+            by_ffprobe.color_matrix, by_ffprobe.color_range, by_ffprobe.pix_fmt)
+
+
+def test_mkv_keeps_streams_rate_count_and_colour(mkv_clip: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "out.mkv"
+    seen: list[tuple[int, int]] = []
+    upscale_video(mkv_clip, dst, double, FAST, progress=lambda d, t: seen.append((d, t)))
+    src, out = probe(mkv_clip), probe(dst)
+    assert len(plan_segments(src, FAST.segment_seconds)) >= 3
+    assert (out.width, out.height) == (128, 72)
+    assert out.frame_count == src.frame_count
+    assert out.frame_rate == Fraction(24000, 1001)
+    assert [(s.kind, s.codec) for s in out.streams] == [
+        ("video", "h264"), ("audio", "aac"), ("subtitle", "subrip"), ("attachment", "ttf")]
+    assert out.streams[3].tags.get("filename") == "font.ttf"
+    assert [c.title for c in out.chapters] == ["Opening", "Ending"]
+    assert (out.color_matrix, out.color_primaries, out.color_transfer, out.color_range) == (
+        "bt709", "bt709", "bt709", "tv")
+    assert out.bit_depth == 8
+    # Audio is copied packet for packet, not re-encoded.
+    assert packet_checksums(dst, "a:0") == packet_checksums(mkv_clip, "a:0")
+    assert seen[0] == (0, 30) and seen[-1] == (30, 30)
+    assert_same_frames(decode_all(dst), [double(f) for f in decode_all(mkv_clip)], 255)
+    assert not work_dir(dst).exists()
+
+
+def test_ten_bit_hevc_stays_ten_bit(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "deep.mkv", codec="libx265", pix_fmt="yuv420p10le", seconds=0.5)
+    dtypes: set[np.dtype] = set()
+
+    def record(frame: np.ndarray) -> np.ndarray:
+        dtypes.add(frame.dtype)
+        return double(frame)
+
+    dst = upscale_video(src, tmp_path / "deep-x2.mp4", record, FAST)
+    out = probe(dst)
+    assert dtypes == {np.dtype(np.uint16)}
+    assert (out.codec, out.pix_fmt, out.bit_depth) == ("hevc", "yuv420p10le", 10)
+    assert out.frame_count == probe(src).frame_count
+    assert out.frame_rate == Fraction(24000, 1001)
+    assert out.color_matrix == "bt709"
+    frames = decode_all(src)
+    # Real 10-bit content: 48-bit RGB with values between the 8-bit steps.
+    assert frames[0].dtype == np.uint16 and np.any(frames[0] % 257)
+    assert_same_frames(decode_all(dst), [double(f) for f in frames], 65535)
+
+
+def test_odd_output_size_with_420_is_padded(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "odd.mkv", size="21x15", pix_fmt="yuv444p", seconds=0.5)
+    kept = probe(upscale_video(src, tmp_path / "x3-444.mkv", triple, FAST))
+    assert (kept.width, kept.height, kept.pix_fmt) == (63, 45, "yuv444p")
+    settings = VideoSettings(crf=8, preset="ultrafast", pix_fmt="yuv420p")
+    padded = probe(upscale_video(src, tmp_path / "x3-420.mkv", triple, settings))
+    assert (padded.width, padded.height, padded.pix_fmt) == (64, 46, "yuv420p")
+    assert padded.frame_count == kept.frame_count == probe(src).frame_count
+
+
+def test_codec_name_picks_a_working_encoder(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "short.mkv", seconds=0.3)
+    settings = VideoSettings(codec="hevc", crf=20, preset="ultrafast")
+    out = probe(upscale_video(src, tmp_path / "hevc.mp4", double, settings))
+    # No GPU here, so the hardware encoders fail their trial and libx265 does the work.
+    assert (out.codec, out.bit_depth, out.frame_count) == ("hevc", 8, probe(src).frame_count)
+
+
+def test_rotated_phone_clip_comes_out_upright(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "phone.mp4", rate="30", seconds=0.5, audio=True, rotation=90,
+                    tags=())
+    info = probe(src)
+    assert info.rotation == 90 and info.display_size == (36, 64)
+    settings = VideoSettings(crf=8, preset="ultrafast", segment_seconds=0.2)  # 3 segments
+    dst = upscale_video(src, tmp_path / "phone-x2.mp4", double, settings)
+    out = probe(dst)
+    assert (out.width, out.height, out.rotation) == (72, 128, 0)
+    assert out.frame_count == info.frame_count and out.frame_rate == 30
+    assert [s.kind for s in out.streams] == ["video", "audio"]
+    # Untagged SD is converted as BT.601 and tagged so, since the bigger output would
+    # otherwise be read as BT.709.
+    assert (out.color_matrix, out.color_range) == ("smpte170m", "tv")
+    assert_same_frames(decode_all(dst), [double(f) for f in decode_all(src)], 255)
+
+
+def test_variable_frame_rate_timestamps_are_kept(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "vfr.mp4", rate="24", seconds=1.0, audio=True, vfr=True)
+    info = probe(src)
+    assert info.vfr
+    for suffix in (".mp4", ".mkv"):
+        out = probe(upscale_video(src, tmp_path / f"vfr-x2{suffix}", double, FAST))
+        assert out.frame_count == info.frame_count
+        # The oracle is ffmpeg's own stream copy into the same format: it applies the same
+        # container rules (Matroska's milliseconds, the shift for AAC priming) to the same
+        # timestamps, so any difference is ours.
+        ref = probe(remux(src, tmp_path / f"remux{suffix}"))
+        got = [out.seconds(p) for p in out.frame_pts]
+        assert got == pytest.approx([ref.seconds(p) for p in ref.frame_pts], abs=1e-6)
+        assert out.streams[1].start == pytest.approx(ref.streams[1].start, abs=1e-6)
+
+
+@pytest.mark.parametrize("matrix", ["bt709", "smpte170m"])
+def test_yuv_to_rgb_uses_the_tagged_matrix(tmp_path: Path, matrix: str) -> None:
+    rgb = (200, 40, 60)  # saturated: BT.601 and BT.709 disagree by ~20 levels here
+    src = make_flat_clip(tmp_path / f"{matrix}.mkv", rgb, matrix)
+    frame = decode_all(src)[0]
+    assert np.abs(frame.astype(int) - rgb).max() <= 3
+    # And back: the encoder converts with the same matrix, so the colour survives the trip.
+    settings = VideoSettings(crf=0, preset="ultrafast", pix_fmt="yuv444p")
+    out = decode_all(upscale_video(src, tmp_path / f"{matrix}-out.mkv", double, settings))
+    assert np.abs(out[0].astype(int) - rgb).max() <= 3
+
+
+def test_a_segment_is_encoded_on_its_own(mkv_clip: Path, tmp_path: Path) -> None:
+    info = probe(mkv_clip)
+    segments = plan_segments(info, 0.4)
+    assert [s.start for s in segments[1:]] == [s.start + s.count for s in segments[:-1]]
+    assert sum(s.count for s in segments) == info.frame_count
+    second = segments[1]
+    path = encode_segment(mkv_clip, second, double, FAST, tmp_path / second.name)
+    assert probe(path).frame_count == second.count
+    with VideoReader(info, second.start, second.count) as reader:
+        expected = [double(f) for f in reader]
+    assert_same_frames(decode_all(path), expected, 255)
+
+
+def test_existing_output_is_refused_unless_overwrite(mkv_clip: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "taken.mkv"
+    dst.write_bytes(b"keep me")
+    with pytest.raises(OutputExistsError):
+        upscale_video(mkv_clip, dst, double, FAST)
+    assert dst.read_bytes() == b"keep me"
+    upscale_video(mkv_clip, dst, double, VideoSettings(preset="ultrafast", overwrite=True))
+    assert probe(dst).frame_count == 30
+
+
+def test_failed_transform_leaves_no_output_and_keeps_work_dir(mkv_clip: Path,
+                                                             tmp_path: Path) -> None:
+    calls = 0
+
+    def fails_late(frame: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls > 20:
+            raise RuntimeError("model crashed")
+        return double(frame)
+
+    dst = tmp_path / "never.mkv"
+    with pytest.raises(RuntimeError, match="model crashed"):
+        upscale_video(mkv_clip, dst, fails_late, FAST)
+    assert not dst.exists()
+    finished = sorted(p.name for p in work_dir(dst).iterdir() if ".partial" not in p.name)
+    # The results queue holds few frames, so the first segment was closed before the failure.
+    assert finished[0] == "segment-00000.nut"
+
+
+def test_mp4_refuses_fonts_before_any_work(mkv_clip: Path, tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match="attachments"):
+        upscale_video(mkv_clip, tmp_path / "out.mp4", double, FAST)
+    assert not work_dir(tmp_path / "out.mp4").exists()
+
+
+def test_bad_input_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "notavideo.mp4"
+    bad.write_text("hello")
+    with pytest.raises(MediaError) as err:
+        probe(bad)
+    assert "notavideo.mp4" in str(err.value)
+    with pytest.raises(MediaError, match="no such file"):
+        probe(tmp_path / "missing.mkv")
+
+
+def test_sample_clip_is_the_drawn_animation() -> None:
+    clip = Path(__file__).resolve().parents[1] / "samples" / "clip.mkv"
+    info = probe(clip)
+    assert (info.width, info.height, info.frame_rate) == (160, 90, Fraction(24000, 1001))
+    assert [s.kind for s in info.streams] == ["video", "audio"]
+    assert clip.stat().st_size < 1_000_000
+    frames = decode_all(clip)
+    # The drawing survives the trip through H.264 and back, frame for frame.
+    for i in (0, len(frames) // 2, len(frames) - 1):
+        assert psnr(frames[i], draw_cel(90, 160, t=i / len(frames)), 255) > 30
+
+
+def test_plan_segments_cuts_on_time(mkv_clip: Path) -> None:
+    info = probe(mkv_clip)
+    segments = plan_segments(info, 0.5)
+    # 24000/1001 fps: 0.5 s is 11.99 frames, so cuts fall on frames 12 and 24.
+    assert segments == [Segment(0, 0, 12), Segment(1, 12, 12), Segment(2, 24, 6)]

@@ -1,0 +1,109 @@
+"""Decode a run of frames from a video into RGB numpy arrays, streamed through an ffmpeg pipe.
+
+Frames never touch the disk. Sources deeper than 8 bits come out as 48-bit RGB (uint16), the
+rest as 24-bit (uint8). The YUV -> RGB conversion names the source's matrix and range
+explicitly, because swscale otherwise falls back to BT.601 and shifts the colours of HD video.
+ffmpeg applies the display rotation, so frames arrive upright in `info.display_size`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from types import TracebackType
+
+import numpy as np
+
+from upscaler.errors import MediaError
+from upscaler.media import ffmpeg
+from upscaler.media.probe import SWS_MATRICES, VideoInfo
+
+# Chroma is interpolated, not replicated, and rounding is exact, so a decode -> encode round
+# trip does not drift.
+SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
+
+
+def frame_dtype(info: VideoInfo) -> np.dtype:
+    """uint16 for sources deeper than 8 bits, else uint8."""
+    return np.dtype(np.uint16) if info.bit_depth > 8 else np.dtype(np.uint8)
+
+
+def is_rgb(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb"))
+
+
+class VideoReader:
+    """Frames `start` .. `start + count - 1` of `info`'s video stream, as a context manager.
+
+    Iterating yields (H, W, 3) RGB arrays, each its own buffer so they can be queued. A reader
+    that stops early kills its ffmpeg. `frames_read` tells how many came out; fewer than asked
+    means the file ended early, which the caller decides about.
+    """
+
+    def __init__(self, info: VideoInfo, start: int = 0, count: int | None = None) -> None:
+        if not 0 <= start < max(info.frame_count, 1):
+            raise MediaError(f"frame {start} is outside 0..{info.frame_count - 1}", info.path)
+        self.info = info
+        self.start = start
+        self.count = info.frame_count - start if count is None else count
+        self.dtype = frame_dtype(info)
+        width, height = info.display_size
+        self.shape = (height, width, 3)
+        self.frames_read = 0
+        self._proc = ffmpeg.Process(self._command(), info.path, stdout=True)
+
+    def _command(self) -> list[str]:
+        info = self.info
+        args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error"]
+        if self.start > 0:
+            # Seek to halfway between the previous frame and the first wanted one: ffmpeg then
+            # decodes from the keyframe before and drops every frame earlier than this time,
+            # and the midpoint survives any rounding of the timestamps to microseconds.
+            mid = (info.frame_pts[self.start - 1] + info.frame_pts[self.start]) / 2
+            args += ["-ss", f"{info.seconds(round(mid)) - info.start_time:.6f}"]
+        rgb = "rgb48le" if self.dtype == np.uint16 else "rgb24"
+        if is_rgb(info.pix_fmt):
+            convert = f"format={rgb}"
+        else:
+            matrix = SWS_MATRICES[info.yuv_matrix]
+            convert = (f"scale=in_color_matrix={matrix}:in_range={info.yuv_range}"
+                       f":out_range=pc:flags={SWS_FLAGS},format={rgb}")
+        return [*args, "-i", str(info.path), "-map", f"0:{info.video_index}",
+                "-frames:v", str(self.count), "-vf", convert, "-fps_mode", "passthrough",
+                "-f", "rawvideo", "-pix_fmt", rgb, "pipe:1"]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        # rgb48le is little-endian; view it that way and convert only on big-endian hosts.
+        wire = self.dtype.newbyteorder("<")
+        nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        while self.frames_read < self.count:
+            frame = np.empty(self.shape, wire)
+            if not self._fill(memoryview(frame.reshape(-1).view(np.uint8)), nbytes):
+                break
+            self.frames_read += 1
+            yield frame if sys.byteorder == "little" else frame.astype(self.dtype)
+        self._proc.finish("decoding failed")
+
+    def _fill(self, view: memoryview, nbytes: int) -> bool:
+        """Read one whole frame into `view`; False at a clean end of stream."""
+        got = 0
+        while got < nbytes:
+            n = self._proc.stdout.readinto(view[got:])
+            if not n:
+                if got:
+                    raise self._proc.error("decoder stopped in the middle of a frame")
+                return False
+            got += n
+        return True
+
+    def close(self) -> None:
+        self._proc.kill()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None or self.frames_read < self.count:
+            self._proc.kill()
+        self._proc.__exit__(exc_type, exc, tb)

@@ -1,0 +1,192 @@
+"""Encode RGB numpy frames into a video file through an ffmpeg pipe.
+
+The RGB -> YUV conversion and the colour tags name the matrix, range, primaries and transfer
+explicitly (swscale would otherwise assume BT.601, and an encoder copies no tags on its own).
+Frames carry their timing in `Timing`: a constant rate, or for variable-frame-rate sources the
+exact timestamps, which a `setpts` expression lays back onto the frames.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from upscaler.errors import MediaError
+from upscaler.media import ffmpeg
+from upscaler.media.probe import SWS_MATRICES
+from upscaler.media.video_reader import SWS_FLAGS, is_rgb
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How to encode: an ffmpeg encoder name, its pixel format and options, and colour tags.
+
+    matrix/range/primaries/transfer use ffprobe's names; None leaves that tag unset.
+    options: extra encoder arguments such as ("-crf", "18", "-preset", "slow").
+    """
+
+    encoder: str
+    pix_fmt: str
+    matrix: str
+    range: str
+    primaries: str | None = None
+    transfer: str | None = None
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When each frame is shown. `pts`: per-frame timestamps in `time_base`, relative to the
+    first frame, for variable-frame-rate video; None means one frame every 1/`rate` seconds."""
+
+    rate: Fraction
+    time_base: Fraction | None = None
+    pts: tuple[int, ...] | None = None
+
+
+def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
+    """(horizontal, vertical) chroma subsampling of a YUV pixel format: yuv420p -> (2, 2)."""
+    if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p010", "p012", "p016")):
+        return 2, 2
+    if "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "p210", "p212", "p216", "yuyv")):
+        return 2, 1
+    if "411" in pix_fmt:
+        return 4, 1
+    if "440" in pix_fmt:
+        return 1, 2
+    return 1, 1
+
+
+def pts_expression(pts: tuple[int, ...]) -> str:
+    """A setpts expression giving frame N the timestamp pts[N].
+
+    Runs of equal steps become one linear piece, and the pieces sit in a balanced tree of
+    if(lt(N, k)) tests, so the expression stays short for steady stretches and shallow for
+    jittery ones (ffmpeg's expression parser is recursive).
+    """
+    pieces: list[tuple[int, int, int]] = []  # (first frame, its pts, step)
+    for i, p in enumerate(pts):
+        if pieces:
+            first, value, step = pieces[-1]
+            if i - first == 1:
+                pieces[-1] = (first, value, p - value)
+                continue
+            if value + (i - first) * step == p:
+                continue
+        pieces.append((i, p, 0))
+
+    def tree(lo: int, hi: int) -> str:
+        if hi - lo == 1:
+            first, value, step = pieces[lo]
+            return f"{value}+(N-{first})*{step}" if step else str(value)
+        mid = (lo + hi) // 2
+        return f"if(lt(N,{pieces[mid][0]}),{tree(lo, mid)},{tree(mid, hi)})"
+
+    return tree(0, len(pieces))
+
+
+class VideoWriter:
+    """Writes (H, W, 3) RGB frames of one dtype and size to `path`, as a context manager.
+
+    ffmpeg starts on the first frame, when the size is known. A size the pixel format cannot
+    hold (odd with 4:2:0) is padded by repeating the last row or column, so nothing of the
+    picture is lost. The file is complete only after `close()` returned; leaving the block
+    on an exception kills the encoder and leaves whatever it wrote for the caller to discard.
+    """
+
+    def __init__(self, path: str | Path, encoding: Encoding, timing: Timing) -> None:
+        self.path = Path(path)
+        self.encoding = encoding
+        self.timing = timing
+        self.frames_written = 0
+        self._proc: ffmpeg.Process | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
+        self._pad = (0, 0)
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
+            raise MediaError(f"expected (H, W, 3) uint8 or uint16 frames, got {frame.shape} "
+                             f"{frame.dtype}", self.path)
+        if self._proc is None:
+            self._start(frame)
+        elif frame.shape != self._shape or frame.dtype != self._dtype:
+            raise MediaError(f"frame {self.frames_written} is {frame.shape} {frame.dtype}, "
+                             f"earlier ones were {self._shape} {self._dtype}", self.path)
+        if self._pad != (0, 0):
+            frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        if frame.dtype == np.uint16 and sys.byteorder != "little":
+            frame = frame.astype("<u2")
+        data = np.ascontiguousarray(frame)
+        if self._proc is None:  # _start always sets it; this keeps type checkers informed
+            raise MediaError("encoder did not start", self.path)
+        try:
+            self._proc.stdin.write(memoryview(data.reshape(-1).view(np.uint8)))
+        except (BrokenPipeError, OSError) as e:
+            raise self._proc.error("encoding failed") from e
+        self.frames_written += 1
+
+    def _start(self, frame: np.ndarray) -> None:
+        self._shape, self._dtype = frame.shape, frame.dtype
+        height, width = frame.shape[:2]
+        sub_w, sub_h = chroma_subsampling(self.encoding.pix_fmt)
+        self._pad = (-height % sub_h, -width % sub_w)
+        size = f"{width + self._pad[1]}x{height + self._pad[0]}"
+        rgb = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
+        self._proc = ffmpeg.Process(self._command(size, rgb), self.path, stdin=True)
+
+    def _command(self, size: str, rgb: str) -> list[str]:
+        enc, timing = self.encoding, self.timing
+        filters = []
+        out_args = ["-fps_mode", "passthrough"]
+        if timing.pts is not None and timing.time_base is not None:
+            tb = timing.time_base
+            filters += [f"settb={tb.numerator}/{tb.denominator}",
+                        f"setpts='{pts_expression(timing.pts)}'"]
+            out_args += ["-enc_time_base", f"{tb.numerator}:{tb.denominator}"]
+        if is_rgb(enc.pix_fmt):
+            filters.append(f"format={enc.pix_fmt}")
+        else:
+            filters += [f"scale=out_color_matrix={SWS_MATRICES.get(enc.matrix, 'bt709')}"
+                        f":out_range={enc.range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
+        # setparams tags the frames, which recent ffmpeg prefers over the -color_* options.
+        tags = {"colorspace": enc.matrix, "range": enc.range,
+                "color_primaries": enc.primaries, "color_trc": enc.transfer}
+        filters.append("setparams=" + ":".join(f"{k}={v}" for k, v in tags.items() if v))
+        out_args += ["-colorspace", enc.matrix, "-color_range", enc.range]
+        if enc.primaries:
+            out_args += ["-color_primaries", enc.primaries]
+        if enc.transfer:
+            out_args += ["-color_trc", enc.transfer]
+        return [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+                "-f", "rawvideo", "-pix_fmt", rgb, "-s", size,
+                "-framerate", f"{timing.rate.numerator}/{timing.rate.denominator}",
+                "-i", "pipe:0", "-vf", ",".join(filters), "-c:v", enc.encoder,
+                "-pix_fmt", enc.pix_fmt, *enc.options, *out_args, "-an", "-sn", "-dn",
+                str(self.path)]
+
+    def close(self) -> None:
+        """Flush the encoder and wait for the file; MediaError when ffmpeg failed."""
+        if self._proc is None:
+            raise MediaError("no frames were written", self.path)
+        self._proc.finish("encoding failed")
+        self._proc.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Kill the encoder without finishing the file (another stage failed)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.__exit__(None, None, None)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._proc is not None:
+            self._proc.__exit__(exc_type, exc, tb)
