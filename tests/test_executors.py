@@ -1,0 +1,235 @@
+"""Every executor that runs here against ONNX Runtime in fp32; the registry and its auto choice."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import psnr
+from draw import draw_cel
+
+from upscaler.errors import ExecutorError, UsageError
+from upscaler.executors.base import Executor, ExecutorOptions
+from upscaler.executors.onnxruntime import OnnxRuntimeExecutor, _is_oom
+from upscaler.executors.openvino import OpenVinoExecutor
+from upscaler.executors.registry import (
+    EXECUTORS,
+    available_executors,
+    create_executor,
+    default_tile,
+    unavailable_reason,
+)
+from upscaler.models.builds import onnx_file
+from upscaler.models.registry import resolve_model
+
+FAST = "realesr-animevideov3"
+OPTIONS = ExecutorOptions(threads=2)
+
+
+@pytest.fixture(scope="module")
+def tiles() -> np.ndarray:
+    """Two 32x40 tiles: a drawn cel crop and noise (the hardest case for reduced precision)."""
+    cel = draw_cel(64, 80, seed=2)[16:48, 20:60].transpose(2, 0, 1).astype(np.float32) / 255
+    noise = np.random.default_rng(5).random((3, 32, 40), dtype=np.float32)
+    return np.ascontiguousarray(np.stack([cel, noise]))
+
+
+def reference(name: str, batch: np.ndarray) -> np.ndarray:
+    with OnnxRuntimeExecutor(resolve_model(name), ExecutorOptions(precision="fp32",
+                                                                  device="cpu")) as ex:
+        return ex.run(batch)
+
+
+def executor_or_skip(name: str, model: str = FAST,
+                     options: ExecutorOptions = OPTIONS) -> Executor:
+    reason = unavailable_reason(name)
+    if reason is not None:
+        pytest.skip(reason)
+    return create_executor(name, resolve_model(model), options)
+
+
+@pytest.mark.parametrize("name", list(EXECUTORS))
+def test_default_precision_close_to_fp32(name: str, tiles: np.ndarray) -> None:
+    executor = executor_or_skip(name)
+    try:
+        out = executor.run(tiles)
+    finally:
+        executor.close()
+    expected = reference(FAST, tiles)
+    assert out.dtype == np.float32 and out.shape == expected.shape
+    for got, want in zip(out, expected, strict=True):
+        assert psnr(got, want) >= 45
+
+
+@pytest.mark.parametrize("name", ["openvino", "ncnn"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cpu_precisions_close_to_fp32(name: str, precision: str, tiles: np.ndarray) -> None:
+    options = ExecutorOptions(threads=2, precision=precision)  # type: ignore[arg-type]
+    executor = executor_or_skip(name, options=options)
+    try:
+        out = executor.run(tiles[:1])
+    finally:
+        executor.close()
+    assert psnr(out, reference(FAST, tiles[:1])) >= 45
+
+
+@pytest.mark.parametrize("name", list(EXECUTORS))
+@pytest.mark.parametrize("model", ["realesr-animevideov3", "realesr-animevideov3-x3"])
+def test_batch_of_odd_sizes(name: str, model: str) -> None:
+    batch = np.random.default_rng(7).random((2, 3, 23, 17), dtype=np.float32)
+    executor = executor_or_skip(name, model)
+    if executor.fixed_tile is not None:
+        executor.close()
+        pytest.skip(f"{name} takes only {executor.fixed_tile}px tiles")
+    try:
+        out = executor.run(batch)
+        single = executor.run(batch[1:])
+    finally:
+        executor.close()
+    scale = resolve_model(model).scale
+    assert executor.scale == scale
+    assert out.shape == (2, 3, 23 * scale, 17 * scale)
+    assert psnr(out, reference(model, batch)) >= 45
+    # Each tile comes out as if it ran alone: nothing leaks between the items of a batch.
+    assert psnr(out[1:], single) >= 90
+
+
+@pytest.fixture
+def user_fp16_onnx(tmp_path: Path) -> Path:
+    path = tmp_path / "my-model-fp16.onnx"
+    shutil.copyfile(onnx_file(resolve_model(FAST), "fp16"), path)
+    return path
+
+
+def test_ncnn_on_vulkan(tiles: np.ndarray) -> None:
+    """Where ncnn sees a Vulkan device (Mesa's llvmpipe counts), fp16 there stays >= 45 dB."""
+    if unavailable_reason("ncnn") is not None:
+        pytest.skip("ncnn is not installed")
+    from upscaler.executors.ncnn import gpu_count
+
+    if gpu_count() == 0:
+        pytest.skip("ncnn finds no Vulkan device")
+    small = np.ascontiguousarray(tiles[:, :, :16, :16])
+    with create_executor("ncnn", resolve_model(FAST), ExecutorOptions(device="vulkan")) as ex:
+        assert ex.device == "vulkan:0"
+        out = ex.run(small)
+    for got, want in zip(out, reference(FAST, small), strict=True):
+        assert psnr(got, want) >= 45
+
+
+@pytest.mark.parametrize("executor_class", [OnnxRuntimeExecutor, OpenVinoExecutor])
+def test_user_onnx_with_fp16_input(user_fp16_onnx: Path, executor_class: type,
+                                   tiles: np.ndarray) -> None:
+    model = resolve_model(user_fp16_onnx)
+    assert model.kind == "onnx" and model.scale is None
+    with executor_class(model, OPTIONS) as executor:
+        assert executor.scale == 4  # measured: the file does not say
+        out = executor.run(tiles)
+    assert out.dtype == np.float32
+    assert psnr(out, reference(FAST, tiles)) >= 45
+
+
+def test_user_onnx_with_static_shape(tmp_path: Path) -> None:
+    proto = onnx.load(onnx_file(resolve_model(FAST), "fp32"))
+    for value, dims in ((proto.graph.input[0], (1, 3, 24, 24)),
+                        (proto.graph.output[0], (1, 3, 96, 96))):
+        for dim, size in zip(value.type.tensor_type.shape.dim, dims, strict=True):
+            dim.dim_value = size
+    path = tmp_path / "static.onnx"
+    onnx.save(proto, path)
+    batch = np.random.default_rng(3).random((2, 3, 24, 24), dtype=np.float32)
+    with OnnxRuntimeExecutor(resolve_model(path), OPTIONS) as executor:
+        assert (executor.fixed_tile, executor.scale) == (24, 4)
+        out = executor.run(batch)  # a batch of 2 on a batch-1 model runs tile by tile
+    assert psnr(out, reference(FAST, batch)) >= 90
+
+
+def test_ncnn_executor_needs_ncnn_files(user_fp16_onnx: Path) -> None:
+    if unavailable_reason("ncnn") is not None:
+        pytest.skip("ncnn is not installed")
+    with pytest.raises(ExecutorError, match="ncnn needs ncnn"):
+        create_executor("ncnn", resolve_model(user_fp16_onnx), OPTIONS)
+
+
+def test_forced_unavailable_executor_says_why() -> None:
+    missing = [name for name in EXECUTORS if unavailable_reason(name) is not None]
+    if not missing:
+        pytest.skip("every executor runs here")
+    with pytest.raises(ExecutorError) as info:
+        create_executor(missing[0], resolve_model(FAST), OPTIONS)
+    message = str(info.value)
+    assert missing[0] in message and str(unavailable_reason(missing[0])) in message
+    assert "\n" not in message
+
+
+def test_forced_unavailable_device_says_why() -> None:
+    with pytest.raises(ExecutorError, match="Vulkan device 7"):
+        executor_or_skip("ncnn", options=ExecutorOptions(device="vulkan:7"))
+    with pytest.raises(ExecutorError, match="unknown device"):
+        executor_or_skip("onnxruntime", options=ExecutorOptions(device="nosuchgpu"))
+    with pytest.raises(ExecutorError, match="NOSUCH"):
+        executor_or_skip("openvino", options=ExecutorOptions(device="NOSUCH"))
+
+
+def test_unknown_executor_lists_the_names() -> None:
+    with pytest.raises(UsageError) as info:
+        create_executor("tensorflow", resolve_model(FAST), OPTIONS)
+    for name in ("auto", *EXECUTORS):
+        assert name in str(info.value)
+
+
+def test_auto_picks_an_executor_that_runs(tiles: np.ndarray) -> None:
+    executor = create_executor("auto", resolve_model(FAST), OPTIONS)
+    try:
+        assert executor.name in available_executors()
+        out = executor.run(tiles[:1])
+    finally:
+        executor.close()
+    assert psnr(out, reference(FAST, tiles[:1])) >= 45
+
+
+def test_auto_skips_executors_that_cannot_load_the_kind(user_fp16_onnx: Path) -> None:
+    executor = create_executor("auto", resolve_model(user_fp16_onnx), OPTIONS)
+    executor.close()
+    assert executor.name in ("openvino", "onnxruntime", "coreml")
+
+
+def test_default_tiles() -> None:
+    fast, heavy = resolve_model(FAST), resolve_model("realesrgan-x4plus-anime")
+    assert default_tile("coreml", fast) == 256
+    # 2 GiB of activations: a small frame fits whole, a heavy model gets tiles.
+    assert default_tile("ncnn", fast, free_memory=8 << 30, frame_size=(360, 480)) == 0
+    assert 128 <= default_tile("openvino", heavy, free_memory=8 << 30) < 1024
+    assert default_tile("openvino", heavy, free_memory=8 << 30) < default_tile(
+        "openvino", fast, free_memory=8 << 30)
+    assert default_tile("torch", heavy, device="cuda", free_memory=1 << 30) < default_tile(
+        "torch", heavy, device="cuda", free_memory=40 << 30)
+    assert default_tile("auto", fast) > 0
+    with pytest.raises(UsageError):
+        default_tile("tensorflow", fast)
+
+
+@pytest.mark.parametrize("message", [
+    "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested "
+    "buffer of size 2147483648",
+    "CUDA failure 2: out of memory ; GPU=0",
+    "CUDNN failure 4: CUDNN_STATUS_INTERNAL_ERROR ; cudaErrorMemoryAllocation",
+])
+def test_ort_out_of_memory_messages_are_recognised(message: str) -> None:
+    assert _is_oom(RuntimeError(message))
+    assert not _is_oom(RuntimeError("Invalid input shape"))
+
+
+def test_openvino_throughput_hint_matches_latency(tiles: np.ndarray) -> None:
+    if unavailable_reason("openvino") is not None:
+        pytest.skip("openvino is not installed")
+    model = resolve_model(FAST)
+    with OpenVinoExecutor(model, OPTIONS, performance_hint="THROUGHPUT") as parallel:
+        out = parallel.run(tiles)  # one request per tile on parallel streams
+    with OpenVinoExecutor(model, OPTIONS) as single:
+        expected = single.run(tiles)
+    assert out.shape == expected.shape
+    assert psnr(out, expected) >= 90

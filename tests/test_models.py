@@ -1,0 +1,195 @@
+"""ONNX builds checked against Tencent's ncnn on the original files; bad model files; the cache."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import psnr
+from draw import draw_cel
+
+from upscaler.errors import ModelError
+from upscaler.executors.base import ExecutorOptions
+from upscaler.executors.ncnn import NcnnExecutor
+from upscaler.executors.onnxruntime import OnnxRuntimeExecutor
+from upscaler.executors.openvino import OpenVinoExecutor
+from upscaler.models.builds import onnx_file
+from upscaler.models.cache import CACHE_ENV, BuildKey, built_path
+from upscaler.models.registry import MODELS, ModelRef, resolve_model
+
+ncnn = pytest.importorskip("ncnn")
+
+FAST = "realesr-animevideov3"
+# Input side per model: the RRDB models are slow on 2 cores, so they get tiny tiles.
+TILE_SIDE = {"realesrgan-x4plus": 16, "realesrgan-x4plus-anime": 24}
+
+
+def run_ort(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x[None]})
+    return out[0]
+
+
+def run_ncnn_fp32(model: ModelRef, x: np.ndarray) -> np.ndarray:
+    """ncnn itself in fp32 on the shipped .param/.bin, independent of our executors."""
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.use_fp16_storage = net.opt.use_fp16_packed = net.opt.use_fp16_arithmetic = False
+    net.opt.num_threads = 2
+    assert net.load_param(str(model.path)) == 0
+    assert net.load_model(str(model.bin_path)) == 0
+    data = np.ascontiguousarray(x, dtype=np.float32)  # ncnn.Mat borrows this memory
+    with net.create_extractor() as ex:
+        ex.input("data", ncnn.Mat(data))
+        status, out = ex.extract("output")
+        assert status == 0
+        result = np.array(out)
+    net.clear()
+    return result
+
+
+def model_inputs(name: str) -> list[np.ndarray]:
+    side = TILE_SIDE.get(name, 40)
+    noise = np.random.default_rng(1).random((3, side, side + 4), dtype=np.float32)
+    cel = draw_cel(side + 8, side + 12, seed=3).transpose(2, 0, 1).astype(np.float32) / 255
+    return [noise, np.ascontiguousarray(cel)]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnx_build_matches_ncnn(name: str) -> None:
+    model = resolve_model(name)
+    path = onnx_file(model, "fp32")
+    for x in model_inputs(name):
+        expected = run_ncnn_fp32(model, x)
+        got = run_ort(path, x)
+        assert got.shape == (3, x.shape[1] * model.scale, x.shape[2] * model.scale)
+        assert expected.shape == got.shape
+        assert psnr(got, expected) >= 60
+
+
+def test_fp16_build_is_valid_fp16() -> None:
+    path = onnx_file(resolve_model(FAST), "fp16")
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
+    dtypes = {i.data_type for i in proto.graph.initializer if i.name in conv_weights}
+    assert dtypes == {onnx.TensorProto.FLOAT16}
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+
+
+def test_x4plus_anime_parameter_count() -> None:
+    model = resolve_model("realesrgan-x4plus-anime")
+    assert model.graph().parameter_count() == 4_467_779
+    proto = onnx.load(onnx_file(model, "fp32"))
+    sizes = {i.name: int(np.prod(i.dims)) for i in proto.graph.initializer}
+    weighted = {"Conv": (1, 2), "PRelu": (1,)}
+    params = sum(sizes[n.input[k]] for n in proto.graph.node
+                 for k in weighted.get(n.op_type, ()) if k < len(n.input))
+    assert params == 4_467_779
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path) -> Path:
+    """The fast model's .param/.bin copied where a test may damage them."""
+    src = resolve_model(FAST)
+    param = tmp_path / "copy.param"
+    shutil.copyfile(src.path, param)
+    shutil.copyfile(src.bin_path, param.with_suffix(".bin"))
+    return param
+
+
+def _damage(param: Path, how: str) -> Path:
+    """Damage the copy in one way; return the file the error should name."""
+    bin_path = param.with_suffix(".bin")
+    data = bin_path.read_bytes()
+    if how == "truncated bin":
+        bin_path.write_bytes(data[: len(data) // 2])
+        return bin_path
+    if how == "corrupt bin":
+        bin_path.write_bytes(data + b"\0" * 4096)
+        return bin_path
+    lines = param.read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("Convolution"))
+    lines[index] = lines[index].replace("Convolution", "NoSuchLayer", 1)
+    param.write_text("\n".join(lines) + "\n")
+    return param
+
+
+@pytest.mark.parametrize("how", ["truncated bin", "corrupt bin", "unknown layer"])
+def test_bad_ncnn_files_name_the_file(model_copy: Path, how: str) -> None:
+    culprit = _damage(model_copy, how)
+    with pytest.raises(ModelError) as info:
+        resolve_model(model_copy)
+    assert culprit.name in str(info.value)
+    # A ModelRef made without resolve_model's checks fails as clearly when it is built.
+    unchecked = ModelRef("copy", "ncnn", model_copy, 4)
+    with pytest.raises(ModelError) as info:
+        onnx_file(unchecked)
+    assert culprit.name in str(info.value)
+
+
+@pytest.mark.parametrize("how", ["truncated bin", "unknown layer"])
+def test_ncnn_executor_rejects_bad_files(model_copy: Path, how: str) -> None:
+    culprit = _damage(model_copy, how)
+    with pytest.raises(ModelError) as info:
+        NcnnExecutor(ModelRef("copy", "ncnn", model_copy, 4), ExecutorOptions(threads=1))
+    assert culprit.name in str(info.value)
+
+
+@pytest.mark.parametrize("executor", [OnnxRuntimeExecutor, OpenVinoExecutor])
+def test_non_model_onnx_names_the_file(tmp_path: Path, executor: type) -> None:
+    path = tmp_path / "notes.onnx"
+    path.write_text("these are not the weights you are looking for\n")
+    with pytest.raises(ModelError) as info:
+        executor(resolve_model(path), ExecutorOptions(threads=1))
+    assert "notes.onnx" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    return cache
+
+
+def test_cache_hit_does_not_rebuild(fresh_cache: Path) -> None:
+    model = resolve_model(FAST)
+    first = onnx_file(model, "fp32")
+    stamp = first.stat().st_mtime_ns
+    second = onnx_file(model, "fp32")
+    assert second == first
+    assert second.stat().st_mtime_ns == stamp
+    assert first.parent == fresh_cache
+
+
+def test_partial_entry_is_not_returned(fresh_cache: Path) -> None:
+    model = resolve_model(FAST)
+    final = built_path(BuildKey(model, "onnx", "fp32"))
+    # What a build killed half way leaves: its temporary folder with a cut-off file.
+    leftover = fresh_cache / f".{final.name}.killed" / final.name
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"\x08\x07partial")
+    path = onnx_file(model, "fp32")
+    assert path == final
+    onnx.checker.check_model(onnx.load(path))
+
+
+def _build_in_child(cache: str) -> str:
+    os.environ[CACHE_ENV] = cache
+    return str(onnx_file(resolve_model("realesr-animevideov3-x2"), "fp32"))
+
+
+def test_concurrent_builds_both_succeed(fresh_cache: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        paths = pool.map(_build_in_child, [str(fresh_cache)] * 2)
+    assert paths[0] == paths[1]
+    onnx.checker.check_model(onnx.load(paths[0]), full_check=True)
+    ort.InferenceSession(paths[0], providers=["CPUExecutionProvider"])
+    assert [p.name for p in fresh_cache.iterdir()] == [Path(paths[0]).name]

@@ -1,0 +1,169 @@
+"""ncnn executor: Real-ESRGAN's original .param/.bin files run by Tencent's ncnn (an extra)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
+from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.models.registry import ModelRef
+
+_NCNN_OOM = -100  # what ncnn layers return when a blob allocation fails
+_VULKAN_DEVICE = re.compile(r"vulkan(?::(\d+))?", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Any:
+    """Silence what ncnn's C++ side prints to fd 2 (e.g. "dlopen failed libvulkan.so.1").
+
+    Those lines are diagnostics for ncnn developers; our callers get the outcome as a return
+    value and turn it into one clear error.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def unavailable_reason() -> str | None:
+    """None when ncnn can run here (on the CPU at least), else why not."""
+    try:
+        import ncnn  # noqa: F401
+    except ImportError as e:
+        return f"ncnn is not installed (pip install 'upscaler[ncnn]'): {e}"
+    return None
+
+
+def gpu_count() -> int:
+    """Vulkan devices ncnn can use; 0 when there is no Vulkan loader or driver."""
+    import ncnn
+
+    with _quiet_stderr():
+        return int(ncnn.get_gpu_count())
+
+
+def _blob_names(param_path: Path) -> tuple[str, str]:
+    """(input, output) blob names: the Input layer's blob and the last layer's first output."""
+    try:
+        lines = [line.split() for line in param_path.read_text(encoding="ascii").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelError(f"cannot read ncnn param file: {e}", param_path) from e
+    layers = [f for f in lines[2:] if len(f) >= 4]
+    try:
+        first = next(f for f in layers if f[0] == "Input")
+        last = layers[-1]
+        input_blob = first[4 + int(first[2])]
+        output_blob = last[4 + int(last[2])]
+    except (StopIteration, IndexError, ValueError) as e:
+        raise ModelError("no Input layer or malformed last layer", param_path) from e
+    return input_blob, output_blob
+
+
+class NcnnExecutor:
+    """Runs ncnn .param/.bin models with ncnn, on the CPU or on Vulkan ("vulkan[:N]").
+
+    Precision: fp16 (the default) turns on ncnn's fp16 storage, packing and arithmetic, as
+    realesrgan-ncnn-vulkan does. Measured against fp32: on an x86 CPU (AVX2) ncnn keeps
+    activations in fp32 regardless, so the output is identical (> 120 dB); on Vulkan (Mesa
+    llvmpipe) fp16 storage gave 52-53 dB for x4plus-anime and 47 dB for animevideov3 on a noise
+    tile, so fp16 stays on. fp32 turns all three off; bf16 uses ncnn's bf16 storage (about
+    50-55 dB on the CPU, and slower there).
+    ncnn has no batch dimension, so a batch runs one tile after another.
+    """
+
+    name = "ncnn"
+    fixed_tile: int | None = None
+
+    def __init__(self, model: ModelRef, options: ExecutorOptions) -> None:
+        import ncnn
+
+        if model.kind != "ncnn":
+            raise ExecutorError(f"ncnn needs ncnn .param/.bin files, not a {model.kind} model",
+                                model.path)
+        if model.scale is None:
+            raise ModelError("scale of the ncnn model is unknown", model.path)
+        self.scale: int = model.scale
+        self.precision: PrecisionName = options.precision or "fp16"
+        self.path = model.path
+
+        net = ncnn.Net()
+        opt = net.opt
+        fp16 = self.precision == "fp16"
+        opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = fp16
+        opt.use_bf16_storage = self.precision == "bf16"
+        if options.threads:
+            opt.num_threads = options.threads
+        self.device = "cpu"
+        if options.device is not None and options.device.lower() != "cpu":
+            match = _VULKAN_DEVICE.fullmatch(options.device)
+            if match is None:
+                raise ExecutorError(f"ncnn: unknown device {options.device!r}; use cpu or "
+                                    "vulkan[:N]")
+            index = int(match.group(1) or 0)
+            count = gpu_count()
+            if index >= count:
+                raise ExecutorError(f"ncnn: no Vulkan device {index} (ncnn finds {count})")
+            opt.use_vulkan_compute = True
+            net.set_vulkan_device(index)
+            self.device = f"vulkan:{index}"
+
+        with _quiet_stderr():
+            if net.load_param(str(model.path)) != 0:
+                raise ModelError("ncnn cannot load the param file (unknown layer type or "
+                                 "malformed line)", model.path)
+            if net.load_model(str(model.bin_path)) != 0:
+                raise ModelError("ncnn cannot load the weights (truncated or does not match "
+                                 f"{model.path.name})", model.bin_path)
+        self._net = net
+        self._input_blob, self._output_blob = _blob_names(model.path)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
+        import ncnn
+
+        n, _, h, w = batch.shape
+        out = np.empty((n, 3, h * self.scale, w * self.scale), np.float32)
+        for i in range(n):
+            # ncnn.Mat borrows the array's memory: `tile` must outlive the extraction.
+            tile = np.ascontiguousarray(batch[i], dtype=np.float32)
+            mat_in = ncnn.Mat(tile)
+            with self._net.create_extractor() as extractor:
+                extractor.input(self._input_blob, mat_in)
+                status, mat_out = extractor.extract(self._output_blob)
+                if status == _NCNN_OOM:
+                    raise OutOfMemoryError(f"ncnn ({self.device}): out of memory for a "
+                                           f"{h}x{w} tile")
+                if status != 0:
+                    raise ExecutorError(f"ncnn ({self.device}) failed on a {h}x{w} tile "
+                                        f"(error {status})", self.path)
+                result = np.array(mat_out)  # copies before the extractor frees its blobs
+            if result.shape != out.shape[1:]:
+                raise ExecutorError(f"ncnn returned {result.shape} for a {h}x{w} tile, "
+                                    f"expected {out.shape[1:]}", self.path)
+            out[i] = result
+            del mat_in, tile
+        return out
+
+    def close(self) -> None:
+        if self._net is not None:
+            self._net.clear()
+        self._net = None
+
+    def __enter__(self) -> NcnnExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+

@@ -1,0 +1,210 @@
+"""ONNX Runtime executor: the built ONNX model, or a user's .onnx, on the best provider present."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
+from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.models.builds import onnx_file
+from upscaler.models.cache import cache_dir
+from upscaler.models.registry import ModelRef
+
+# Most capable first; ORT assigns each node to the first provider in the list that takes it.
+PROVIDER_ORDER = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "CPUExecutionProvider",
+)
+_DEVICE_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_FP16_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+_OOM_MARKERS = ("failed to allocate memory", "out of memory", "cudaerrormemoryallocation",
+                "cuda_error_out_of_memory", "bad_alloc")
+_PROBE_SIZE = 16  # input side used to measure the scale of a user model with dynamic shapes
+
+
+def unavailable_reason() -> str | None:
+    """None when ONNX Runtime can run here, else why not."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"onnxruntime is not installed ({e})"
+    return None
+
+
+def available_providers() -> list[str]:
+    """The providers of PROVIDER_ORDER that this ONNX Runtime build has, best first."""
+    import onnxruntime as ort
+
+    present = set(ort.get_available_providers())
+    return [p for p in PROVIDER_ORDER if p in present]
+
+
+def has_cuda() -> bool:
+    """Whether ONNX Runtime can run on an NVIDIA GPU here (TensorRT or CUDA provider)."""
+    return unavailable_reason() is None and any(p in _FP16_PROVIDERS for p in available_providers())
+
+
+def _is_oom(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or any(m in text for m in _OOM_MARKERS)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _providers(device: str | None) -> list[str | tuple[str, dict[str, Any]]]:
+    """The provider list for `device` ("cuda:1", "tensorrt", "cpu", a provider name or None)."""
+    present = available_providers()
+    if device is None:
+        return [_with_options(p, {}) for p in present]
+    kind, _, index = device.partition(":")
+    provider = _DEVICE_PROVIDERS.get(kind.lower(), kind)
+    if provider not in PROVIDER_ORDER:
+        known = ", ".join(sorted(_DEVICE_PROVIDERS))
+        raise ExecutorError(f"onnxruntime: unknown device {device!r}; use one of {known}")
+    if provider not in present:
+        raise ExecutorError(f"onnxruntime: {provider} is not available in this onnxruntime build "
+                            f"(has {', '.join(present)})")
+    options: dict[str, Any] = {"device_id": int(index)} if index.isdigit() else {}
+    chosen = [_with_options(provider, options)]
+    if provider == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in present:
+        chosen.append(("CUDAExecutionProvider", options))  # for nodes TensorRT cannot take
+    if provider != "CPUExecutionProvider":
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _with_options(provider: str, options: dict[str, Any]) -> str | tuple[str, dict[str, Any]]:
+    if provider == "TensorrtExecutionProvider":
+        # TensorRT builds an engine per input shape, which takes minutes: keep them across runs.
+        engines = cache_dir() / "tensorrt"
+        return provider, {**options, "trt_engine_cache_enable": True,
+                          "trt_engine_cache_path": str(engines)}
+    return (provider, options) if options else provider
+
+
+def _provider_name(entry: str | tuple[str, dict[str, Any]]) -> str:
+    return entry if isinstance(entry, str) else entry[0]
+
+
+class OnnxRuntimeExecutor:
+    """Runs a model with ONNX Runtime on TensorRT, CUDA, Core ML or the CPU, best present first.
+
+    options.device forces a provider: "tensorrt", "cuda[:N]", "coreml" or "cpu".
+    Precision: fp16 by default on TensorRT and CUDA; fp32 on the CPU (ORT's CPU provider has no
+    fp16 convolution, so an fp16 model would run slower there through casts) and on Core ML
+    (the Core ML provider takes fp32 graphs and picks its own precision per compute unit). bf16
+    is not offered. A user's .onnx runs as it is, in whatever dtype it declares: inputs are cast
+    to it and outputs back to float32.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model: ModelRef, options: ExecutorOptions) -> None:
+        import onnxruntime as ort
+
+        providers = _providers(options.device)
+        self.provider = _provider_name(providers[0])
+        default: PrecisionName = "fp16" if self.provider in _FP16_PROVIDERS else "fp32"
+        self.precision: PrecisionName = options.precision or default
+        if self.precision == "bf16":
+            raise ExecutorError("onnxruntime: bf16 is not supported; use fp32 or fp16")
+        path = onnx_file(model, self.precision)
+        self.path = path
+
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.threads:
+            session_options.intra_op_num_threads = options.threads
+            session_options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(path), session_options, providers=providers)
+        except Exception as e:  # ORT's pybind exceptions share no base class but Exception
+            if _is_oom(e):
+                raise OutOfMemoryError(f"onnxruntime: out of memory loading the model: "
+                                       f"{_one_line(e)}", path) from e
+            raise ModelError(f"not a loadable ONNX model: {_one_line(e)}", path) from e
+
+        model_input = self._session.get_inputs()[0]
+        self._input_name = model_input.name
+        self._output_name = self._session.get_outputs()[0].name
+        if model_input.type not in ("tensor(float16)", "tensor(float)"):
+            raise ModelError(f"model input is {model_input.type}, expected float", path)
+        self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+        if model.kind == "onnx":  # a user's file runs in the precision it was saved in
+            self.precision = "fp16" if self._input_dtype == np.float16 else "fp32"
+        batch, channels, height, width = _static_dims(model_input.shape, path)
+        if channels not in (None, 3):
+            raise ModelError(f"model takes {channels} channels, expected 3 (RGB)", path)
+        if (height is None) != (width is None) or (height is not None and height != width):
+            raise ModelError(f"fixed input shape {height}x{width} is not square", path)
+        self.fixed_tile: int | None = height
+        self._fixed_batch = batch
+        self.scale: int = model.scale if model.scale is not None else self._measure_scale(path)
+
+    def _measure_scale(self, path: Any) -> int:
+        out_shape = self._session.get_outputs()[0].shape
+        in_shape = self._session.get_inputs()[0].shape
+        if all(isinstance(d, int) for d in (*out_shape[2:], *in_shape[2:])):
+            in_h, in_w, out_h, out_w = (*in_shape[2:], *out_shape[2:])
+        else:
+            side = self.fixed_tile or _PROBE_SIZE
+            probe = np.zeros((1, 3, side, side), np.float32)
+            out_h, out_w = self.run(probe).shape[2:]
+            in_h = in_w = side
+        if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
+            raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
+                             f"{in_h}x{in_w}", path)
+        return out_h // in_h
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
+        feed = batch.astype(self._input_dtype, copy=False)
+        if self._fixed_batch is not None and self._fixed_batch != len(feed):
+            step = self._fixed_batch
+            if len(feed) % step:
+                raise ExecutorError(f"onnxruntime: the model takes batches of exactly {step}",
+                                    self.path)
+            parts = [self._run(feed[i : i + step]) for i in range(0, len(feed), step)]
+            return np.concatenate(parts)
+        return self._run(feed)
+
+    def _run(self, feed: np.ndarray) -> np.ndarray:
+        try:
+            (out,) = self._session.run([self._output_name], {self._input_name: feed})
+        except Exception as e:  # ORT's pybind exceptions share no base class but Exception
+            if _is_oom(e):
+                raise OutOfMemoryError(f"onnxruntime ({self.provider}): out of memory for input "
+                                       f"{tuple(feed.shape)}: {_one_line(e)}") from e
+            raise ExecutorError(f"onnxruntime ({self.provider}) failed on input "
+                                f"{tuple(feed.shape)}: {_one_line(e)}", self.path) from e
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
+
+    def __enter__(self) -> OnnxRuntimeExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _static_dims(shape: list[Any], path: Any) -> tuple[int | None, ...]:
+    """(batch, channels, height, width), None where the model leaves a dimension free."""
+    if len(shape) != 4:
+        raise ModelError(f"model input has rank {len(shape)}, expected 4 (NCHW)", path)
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)

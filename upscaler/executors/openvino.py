@@ -1,0 +1,158 @@
+"""OpenVINO executor: the ONNX model compiled for the CPU (or an Intel GPU) by OpenVINO."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
+from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.models.builds import onnx_file
+from upscaler.models.registry import ModelRef
+
+PerformanceHint = Literal["LATENCY", "THROUGHPUT"]
+_PRECISION_HINTS: dict[PrecisionName, str] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+_PROBE_SIZE = 16  # input side used to measure the scale of a user model
+
+
+def unavailable_reason() -> str | None:
+    """None when OpenVINO can run here, else why not."""
+    try:
+        import openvino as ov
+    except ImportError as e:
+        return f"openvino is not installed ({e})"
+    try:
+        devices = ov.Core().available_devices
+    except RuntimeError as e:
+        return f"openvino cannot list devices: {' '.join(str(e).split())}"
+    return None if devices else "openvino finds no device"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _is_oom(error: BaseException) -> bool:
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or "out of memory" in text or "bad_alloc" in text
+
+
+class OpenVinoExecutor:
+    """Runs a model with OpenVINO on "CPU" (default) or options.device ("GPU", "GPU.1"...).
+
+    Precision is OpenVINO's INFERENCE_PRECISION_HINT: fp32, fp16 or bf16. The default is fp32
+    on the CPU and fp16 on a GPU. Measured on this project's development CPU (AMD EPYC, AVX2
+    without AVX-512/AMX, OpenVINO 2026.4, 2 threads): the CPU plugin has no native bf16 or fp16
+    kernels there, so both hints fall back to f32 (the compiled model reports f32 and the output
+    is bit-identical to fp32) and are no faster: x4plus-anime at 128 px ran at 0.0133 (fp32),
+    0.0136 (fp16) and 0.0134 (bf16) Mpx/s, the same within noise. A claimed 0.081 Mpx/s for
+    bf16 did not reproduce, so fp32, the plain choice, is the default. On CPUs with AMX or
+    AVX-512 BF16 the bf16 hint is faster, but it rounds activations to 8 mantissa bits (ncnn's
+    bf16 storage gives 55 dB on x4plus-anime, 50 dB on animevideov3), not verified for
+    OpenVINO there, so it stays opt-in. Intel GPUs run fp16 natively, and the fp16 ONNX build
+    stays near 70 dB of fp32 (bench/bench_executors.py), so GPUs default to fp16.
+
+    The ONNX model keeps dynamic height and width: OpenVINO's CPU plugin runs dynamic shapes as
+    fast as a model reshaped and compiled per tile shape (measured within noise), and one
+    compiled model serves every tile size without recompiling.
+
+    performance_hint LATENCY (default) runs a batch as one request using all threads;
+    THROUGHPUT splits it into one request per tile run on parallel streams, which helps on
+    many-core CPUs with batches of several tiles.
+    """
+
+    name = "openvino"
+    fixed_tile: int | None = None
+
+    def __init__(self, model: ModelRef, options: ExecutorOptions, *,
+                 performance_hint: PerformanceHint = "LATENCY") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.device = options.device or "CPU"
+        available = core.available_devices
+        if self.device.split(".")[0] not in {d.split(".")[0] for d in available}:
+            raise ExecutorError(f"openvino: device {self.device!r} not found "
+                                f"(has {', '.join(available)})")
+        is_gpu = self.device.upper().startswith("GPU")
+        self.precision: PrecisionName = options.precision or ("fp16" if is_gpu else "fp32")
+        self.performance_hint = performance_hint
+        # OpenVINO converts precision itself from the hint, so it always reads the fp32 build.
+        path = onnx_file(model, "fp32")
+        self.path = path
+        try:
+            ov_model = core.read_model(str(path))
+        except RuntimeError as e:
+            raise ModelError(f"not a loadable ONNX model: {_one_line(e)}", path) from e
+        rank = ov_model.input(0).get_partial_shape().rank
+        if len(ov_model.inputs) != 1 or rank.is_dynamic or rank.get_length() != 4:
+            raise ModelError("expected one NCHW image input", path)
+
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[self.precision],
+            "PERFORMANCE_HINT": performance_hint,
+        }
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        try:
+            self._compiled = core.compile_model(ov_model, self.device, config)
+        except RuntimeError as e:
+            if _is_oom(e):
+                raise OutOfMemoryError(f"openvino: out of memory compiling the model: "
+                                       f"{_one_line(e)}", path) from e
+            raise ExecutorError(f"openvino cannot compile the model for {self.device}: "
+                                f"{_one_line(e)}", path) from e
+        self._input_dtype = self._compiled.input(0).get_element_type().to_dtype()
+        self._request = self._compiled.create_infer_request()
+        self._queue = (ov.AsyncInferQueue(self._compiled)
+                       if performance_hint == "THROUGHPUT" else None)
+        self.scale: int = model.scale if model.scale is not None else self._measure_scale()
+
+    def _measure_scale(self) -> int:
+        out_h, out_w = self.run(np.zeros((1, 3, _PROBE_SIZE, _PROBE_SIZE), np.float32)).shape[2:]
+        if out_h % _PROBE_SIZE or out_h != out_w:
+            raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
+                             f"{_PROBE_SIZE}x{_PROBE_SIZE}", self.path)
+        return out_h // _PROBE_SIZE
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
+        feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        try:
+            if self._queue is not None and len(feed) > 1:
+                return self._run_parallel(self._queue, feed)
+            out = self._request.infer({0: feed})[0]
+        except RuntimeError as e:
+            if _is_oom(e):
+                raise OutOfMemoryError(f"openvino ({self.device}): out of memory for input "
+                                       f"{tuple(feed.shape)}: {_one_line(e)}") from e
+            raise ExecutorError(f"openvino ({self.device}) failed on input "
+                                f"{tuple(feed.shape)}: {_one_line(e)}", self.path) from e
+        return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
+
+    @staticmethod
+    def _run_parallel(queue: Any, feed: np.ndarray) -> np.ndarray:
+        results: list[np.ndarray | None] = [None] * len(feed)
+
+        def done(request: Any, index: int) -> None:
+            results[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
+
+        queue.set_callback(done)
+        for i in range(len(feed)):
+            queue.start_async({0: feed[i : i + 1]}, i)
+        queue.wait_all()
+        return np.concatenate([r for r in results if r is not None])
+
+    def close(self) -> None:
+        self._queue = None
+        self._request = None  # type: ignore[assignment]
+        self._compiled = None  # type: ignore[assignment]
+
+    def __enter__(self) -> OpenVinoExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
