@@ -215,10 +215,27 @@ def test_tiled_matches_untiled_for_x4plus_anime() -> None:
     assert psnr(tiled, whole) >= 45
 
 
-def test_frame_smaller_than_the_tile(anime: OrtExecutor) -> None:
+def test_frame_smaller_than_the_tile_is_not_padded_for_a_flexible_executor(
+        anime: OrtExecutor) -> None:
     frame = draw_cel(24, 40).astype(np.float32) / 255
     anime.calls.clear()
     out = FrameUpscaler(anime, tile=64).upscale(frame)
+    assert anime.calls == [(1, 3, 24, 40)]  # padding to 64x64 would be wasted work
+    np.testing.assert_array_equal(out, FrameUpscaler(anime).upscale(frame))
+
+
+def test_an_axis_shorter_than_the_tile_gets_tiles_of_its_length(anime: OrtExecutor) -> None:
+    frame = draw_cel(24, 100).astype(np.float32) / 255
+    anime.calls.clear()
+    out = FrameUpscaler(anime, tile=64, overlap=16).upscale(frame)
+    assert {shape[2:] for shape in anime.calls} == {(24, 64)}
+    assert out.shape == (96, 400, 3)
+
+
+def test_frame_smaller_than_a_fixed_tile_is_reflect_padded(anime: OrtExecutor) -> None:
+    frame = draw_cel(24, 40).astype(np.float32) / 255
+    anime.calls.clear()
+    out = FrameUpscaler(FixedTileExecutor(anime, 64)).upscale(frame)
     assert anime.calls == [(1, 3, 64, 64)]
     assert out.shape == (96, 160, 3)
     # Only the model's view of the bottom and right borders differs (mirrored pixels there

@@ -91,7 +91,8 @@ class FrameUpscaler:
         key = (height, width, self.tile, self.overlap)
         plan = self._plans.get(key)
         if plan is None:
-            plan = plan_tiles(height, width, self.tile, self.overlap, self.executor.scale)
+            plan = plan_tiles(height, width, self.tile, self.overlap, self.executor.scale,
+                              pad_to_tile=self.executor.fixed_tile is not None)
             self._plans[key] = plan
             self.plans_built += 1
         return plan

@@ -96,10 +96,15 @@ class TilePlan:
         return output[..., :out_h, :out_w]
 
 
-def plan_axis(length: int, tile: int, overlap: int) -> AxisPlan:
-    """Cover `length` pixels with tiles of `tile` pixels overlapping by at least `overlap`."""
+def plan_axis(length: int, tile: int, overlap: int, pad_to_tile: bool = True) -> AxisPlan:
+    """Cover `length` pixels with tiles of `tile` pixels overlapping by at least `overlap`.
+
+    An axis shorter than the tile is one tile: reflect-padded to `tile` when the executor takes
+    only that shape (`pad_to_tile`), else as long as the axis, since padding would only be work.
+    """
     if length <= tile:
-        return AxisPlan(length, tile, (Span(0, tile, 0, 0),))
+        size = tile if pad_to_tile else length
+        return AxisPlan(length, size, (Span(0, size, 0, 0),))
     # The fewest tiles whose overlaps can all be >= overlap, then spread evenly; rounding each
     # start to the nearest pixel keeps every step <= tile - overlap.
     count = math.ceil((length - overlap) / (tile - overlap))
@@ -117,15 +122,21 @@ def plan_axis(length: int, tile: int, overlap: int) -> AxisPlan:
     return AxisPlan(length, length, spans)
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int = 16, scale: int = 1) -> TilePlan:
-    """The plan for a `height` x `width` frame; tiles of `tile` x `tile`, overlap >= `overlap`."""
+def plan_tiles(height: int, width: int, tile: int, overlap: int = 16, scale: int = 1,
+               pad_to_tile: bool = True) -> TilePlan:
+    """The plan for a `height` x `width` frame; tiles of `tile` x `tile`, overlap >= `overlap`.
+
+    With `pad_to_tile` off (executors that take any shape), an axis shorter than `tile` gets
+    tiles as long as the axis instead of padded ones.
+    """
     if height < 1 or width < 1:
         raise UsageError(f"cannot tile an empty {height}x{width} frame")
     if scale < 1:
         raise UsageError(f"scale must be at least 1, not {scale}")
     if overlap < 0 or tile <= overlap:
         raise UsageError(f"tile size {tile} must be larger than the overlap {overlap}")
-    rows, cols = plan_axis(height, tile, overlap), plan_axis(width, tile, overlap)
+    rows = plan_axis(height, tile, overlap, pad_to_tile)
+    cols = plan_axis(width, tile, overlap, pad_to_tile)
     tiles = tuple(
         Tile(
             r, c,
