@@ -1,0 +1,163 @@
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import psnr
+from draw import draw_cel
+from PIL import Image
+
+from upscaler.cli import main
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+FAST = ["--model", "realesr-animevideov3", "--quiet"]
+
+
+def save(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def load(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def test_untiled_onnx_image(tmp_path: Path) -> None:
+    src = save(tmp_path / "a.png", draw_cel(24, 32))
+    out = tmp_path / "a_x4.png"
+    assert main([str(src), "-o", str(out), "--executor", "onnx", "--tile", "0", *FAST]) == 0
+    assert load(out).shape == (96, 128, 3)
+
+
+def test_bundled_sample_with_defaults_matches_ncnn(tmp_path: Path) -> None:
+    """Defaults (tiling, the auto executor, the default model) stay within 40 dB of ncnn untiled."""
+    ncnn = pytest.importorskip("ncnn")
+    from upscaler.models.registry import resolve_model
+
+    src = shutil.copy(SAMPLES / "cel.png", tmp_path / "cel.png")
+    pixels = load(src)
+    assert main([str(src), "--quiet"]) == 0
+    ours = load(tmp_path / "cel_upscaled.png")
+
+    ref = resolve_model("realesrgan-x4plus-anime")
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.load_param(str(ref.path))
+    net.load_model(str(ref.bin_path))
+    chw = np.ascontiguousarray(pixels.transpose(2, 0, 1).astype(np.float32) / 255)
+    mat = ncnn.Mat(chw)  # ncnn.Mat borrows chw; keep both alive until extraction
+    with net.create_extractor() as ex:
+        ex.input("data", mat)
+        _, out = ex.extract("output")
+        expected = np.clip(np.rint(np.array(out).transpose(1, 2, 0) * 255), 0, 255)
+    assert psnr(ours, expected, 255) >= 40
+
+
+def test_folder_is_mirrored_and_existing_outputs_skipped(tmp_path: Path) -> None:
+    src = tmp_path / "stills"
+    save(src / "a.png", draw_cel(16, 16))
+    save(src / "sub" / "b.jpg", draw_cel(16, 20, seed=1))
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "--format", "png", *FAST]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "a.png", "sub/b.png"]
+    assert load(out / "sub" / "b.png").shape == (64, 80, 3)
+
+    before = (out / "a.png").stat().st_mtime_ns
+    (out / "sub" / "b.png").unlink()
+    assert main([str(src), "-o", str(out), "--format", "png", *FAST]) == 0
+    assert (out / "a.png").stat().st_mtime_ns == before  # skipped
+    assert (out / "sub" / "b.png").exists()  # redone
+    assert main([str(src), "-o", str(out), "--format", "png", "--overwrite", *FAST]) == 0
+    assert (out / "a.png").stat().st_mtime_ns != before
+
+
+def test_default_folder_output_is_beside_the_input(tmp_path: Path) -> None:
+    src = tmp_path / "stills"
+    save(src / "a.png", draw_cel(16, 16))
+    assert main([str(src), *FAST]) == 0
+    assert (tmp_path / "stills_upscaled" / "a.png").exists()
+
+
+def test_scale_option_resizes_after_the_model(tmp_path: Path) -> None:
+    src = save(tmp_path / "a.png", draw_cel(20, 30))
+    out = tmp_path / "b.png"
+    assert main([str(src), "-o", str(out), "--scale", "2.5", *FAST]) == 0
+    assert load(out).shape == (50, 75, 3)
+
+
+def test_existing_output_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                            ) -> None:
+    src = save(tmp_path / "a.png", draw_cel(16, 16))
+    out = tmp_path / "b.png"
+    out.write_bytes(b"precious")
+    assert main([str(src), "-o", str(out), *FAST]) == 6
+    err = capsys.readouterr().err.strip()
+    assert err == f"upscale: error: {out}: output exists (use --overwrite to replace it)"
+    assert out.read_bytes() == b"precious"
+    assert main([str(src), "-o", str(src), "--overwrite", *FAST]) == 6  # never the input
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["missing.png"], 5, "missing.png: input does not exist"),
+        (["{bad}"], 5, "bad.png"),
+        (["{img}", "--model", "nosuch"], 3, "unknown model"),
+        (["{img}", "--executor", "quantum"], 2, "quantum"),
+        (["{img}", "--tile", "5"], 2, "tile must be"),
+        ([], 2, "no input given"),
+    ],
+)
+def test_bad_inputs_give_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         args: list[str], code: int, needle: str) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_text("this is not a PNG")
+    img = save(tmp_path / "ok.png", draw_cel(16, 16))
+    argv = [a.format(bad=bad, img=img) if "{" in a else str(tmp_path / a) if a.endswith(".png")
+            else a for a in args]
+    assert main([*argv, "--quiet"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("upscale: error: "), err
+    assert needle in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "ok.png"]  # nothing written
+
+
+def test_config_runs_every_job(tmp_path: Path) -> None:
+    save(tmp_path / "in" / "a.png", draw_cel(16, 16))
+    save(tmp_path / "one.png", draw_cel(12, 12))
+    job = tmp_path / "job.yaml"
+    job.write_text("defaults: {model: realesr-animevideov3}\n"
+                   "jobs:\n"
+                   "  - {input: in/, output: out/, format: webp}\n"
+                   "  - {input: one.png, output: out/one.png, scale: 2}\n")
+    assert main(["--config", str(job), "--quiet"]) == 0
+    assert load(tmp_path / "out" / "a.webp").shape == (64, 64, 3)
+    assert load(tmp_path / "out" / "one.png").shape == (24, 24, 3)
+
+
+def test_models_lists_registry_and_built_files(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    src = save(tmp_path / "a.png", draw_cel(16, 16))
+    assert main([str(src), "--executor", "onnxruntime", *FAST]) == 0
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ("realesrgan-x4plus-anime (default)", "realesr-animevideov3-x2",
+                 "realesrgan-x4plus"):
+        assert name in out
+    assert "built:" in out and ".onnx" in out
+
+
+@pytest.mark.skipif(shutil.which("upscale") is None, reason="package not installed")
+def test_console_script(tmp_path: Path) -> None:
+    src = save(tmp_path / "a.png", draw_cel(16, 16))
+    env = {**os.environ, "UPSCALER_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([str(shutil.which("upscale")), str(src), *FAST],
+                          capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert load(tmp_path / "a_upscaled.png").shape == (64, 64, 3)

@@ -1,0 +1,5 @@
+import sys
+
+from upscaler.cli import main
+
+sys.exit(main())
