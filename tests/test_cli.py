@@ -161,3 +161,46 @@ def test_console_script(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert load(tmp_path / "a_upscaled.png").shape == (64, 64, 3)
+
+
+def test_alpha_16_bit_gray_and_palette_survive_the_pipeline(tmp_path: Path) -> None:
+    rgb = draw_cel(32, 48)
+    alpha = np.zeros((32, 48), np.uint8)
+    alpha[8:32, 12:40] = 255  # an opaque figure on a transparent background
+    rgba = save(tmp_path / "rgba.png", np.dstack([rgb, alpha]))
+    deep = tmp_path / "deep.png"
+    import cv2
+
+    cv2.imwrite(str(deep), (rgb.astype(np.uint16) * 257)[..., ::-1])
+    gray = save(tmp_path / "gray.png", rgb.mean(axis=2).astype(np.uint8))
+    palette = tmp_path / "palette.png"
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(palette)
+    for src in (rgba, deep, gray, palette):
+        assert main([str(src), *FAST]) == 0, src
+
+    out = load(tmp_path / "rgba_upscaled.png")
+    assert out.shape == (128, 192, 4)
+    # Inside stays fully opaque, outside fully transparent; the edge is the model's.
+    assert out[44:128, 60:148, 3].min() == 255
+    assert out[:20, :, 3].max() == 0 and out[:, :36, 3].max() == 0
+    deep_out = cv2.imread(str(tmp_path / "deep_upscaled.png"), cv2.IMREAD_UNCHANGED)
+    assert deep_out.dtype == np.uint16 and deep_out.shape == (128, 192, 3)
+    assert len(np.unique(deep_out)) > 256  # real 16-bit values, not 8-bit ones scaled up
+    assert load(tmp_path / "gray_upscaled.png").shape == (128, 192)
+    assert load(tmp_path / "palette_upscaled.png").shape == (128, 192, 3)
+
+
+def test_video_job_keeps_frames_rate_and_audio(tmp_path: Path) -> None:
+    from clips import make_clip
+
+    from upscaler.media.probe import probe
+
+    src = make_clip(tmp_path / "ep.mkv", size="32x18", seconds=0.5, audio=True)
+    out = tmp_path / "ep_x4.mkv"
+    assert main([str(src), "-o", str(out), *FAST]) == 0
+    before, after = probe(src), probe(out)
+    assert (after.width, after.height) == (128, 72)
+    assert after.frame_count == before.frame_count
+    assert after.frame_rate == before.frame_rate
+    assert [s.kind for s in after.streams] == [s.kind for s in before.streams]
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no work dir left

@@ -105,6 +105,28 @@ def upscale_alpha(alpha: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(up, 0.0, 1.0)
 
 
+FLAT_RADIUS = 3  # source pixels this far from any alpha change count as uniformly (in)visible
+
+
+def settle_alpha(upscaled: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """Model-upscaled alpha with the source's flat areas restored exactly.
+
+    The model draws crisp alpha edges, but it also leaves fully opaque areas at 253/255 or so,
+    which reads as slight transparency. Wherever the source alpha is the same within
+    FLAT_RADIUS pixels, the output takes that exact value; only the edges keep the model's.
+    """
+    size = 2 * FLAT_RADIUS + 1
+    kernel = np.ones((size, size), np.uint8)
+    src = source.astype(np.float32)
+    flat = cv2.erode(src, kernel, borderType=cv2.BORDER_REPLICATE) == cv2.dilate(
+        src, kernel, borderType=cv2.BORDER_REPLICATE)
+    out_h, out_w = upscaled.shape
+    flat_up = cv2.resize(flat.astype(np.uint8), (out_w, out_h),
+                         interpolation=cv2.INTER_NEAREST).astype(bool)
+    src_up = cv2.resize(src, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
+    return np.where(flat_up, src_up, np.clip(upscaled, 0.0, 1.0)).astype(np.float32)
+
+
 def resize_to_scale(arr: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Resize float (H, W[, C]) values in [0, 1] to exactly (out_h, out_w).
 

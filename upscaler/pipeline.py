@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from upscaler.channels import from_model_output, resize_to_scale, to_model_input
+from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options
 from upscaler.errors import MediaError, OutputExistsError, UsageError
 from upscaler.executors.base import Executor, ExecutorOptions
@@ -101,6 +101,7 @@ class Upscaler:
             # Alpha goes through the model too: its edges are line art, which a resampler blurs.
             gray = np.repeat(src.alpha[..., None], 3, axis=2)
             alpha = self._finish(self.frames.upscale(gray).mean(axis=2), height, width)
+            alpha = settle_alpha(alpha, src.alpha)
         return dataclasses.replace(image, pixels=from_model_output(rgb, alpha, like=src))
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
