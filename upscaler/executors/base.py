@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -46,3 +47,22 @@ class Executor(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+class ClosingExecutor:
+    """Base for executor classes: `with` support that calls the subclass's close()."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> ClosingExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def one_line(error: BaseException) -> str:
+    """A runtime's error message (often several lines of C++ context) as one line."""
+    return " ".join(str(error).split())

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import platform
 import sys
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ExecutorOptions
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, one_line
 from upscaler.models.builds import mlpackage_file
 from upscaler.models.registry import ModelRef
 
@@ -36,11 +35,7 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
-class CoreMLExecutor:
+class CoreMLExecutor(ClosingExecutor):
     """Runs a Core ML package built for (batch, 3, tile, tile) tiles.
 
     options.tile picks the tile the package is built for (256 when 0); a package is built and
@@ -72,7 +67,7 @@ class CoreMLExecutor:
         try:
             self._model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[units])
         except Exception as e:  # Core ML reports load failures as bare Exceptions
-            raise ModelError(f"not a loadable Core ML package: {_one_line(e)}", path) from e
+            raise ModelError(f"not a loadable Core ML package: {one_line(e)}", path) from e
 
         description = self._model.get_spec().description
         self._input_name = description.input[0].name
@@ -113,17 +108,10 @@ class CoreMLExecutor:
         except Exception as e:  # Core ML reports prediction failures as bare Exceptions
             if any(m in str(e).lower() for m in _OOM_MARKERS):
                 raise OutOfMemoryError(f"coreml ({self.compute_units}): out of memory for "
-                                       f"input {tuple(feed.shape)}: {_one_line(e)}") from e
+                                       f"input {tuple(feed.shape)}: {one_line(e)}") from e
             raise ExecutorError(f"coreml ({self.compute_units}) failed on input "
-                                f"{tuple(feed.shape)}: {_one_line(e)}", self.path) from e
+                                f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
         return np.asarray(out[self._output_name], dtype=np.float32)
 
     def close(self) -> None:
         self._model = None
-
-    def __enter__(self) -> CoreMLExecutor:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -6,13 +6,12 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
 from upscaler.models.registry import ModelRef
 
 _NCNN_OOM = -100  # what ncnn layers return when a blob allocation fails
@@ -70,7 +69,7 @@ def _blob_names(param_path: Path) -> tuple[str, str]:
     return input_blob, output_blob
 
 
-class NcnnExecutor:
+class NcnnExecutor(ClosingExecutor):
     """Runs ncnn .param/.bin models with ncnn, on the CPU or on Vulkan ("vulkan[:N]").
 
     Precision: fp16 (the default) turns on ncnn's fp16 storage, packing and arithmetic, as
@@ -159,11 +158,4 @@ class NcnnExecutor:
         if self._net is not None:
             self._net.clear()
         self._net = None
-
-    def __enter__(self) -> NcnnExecutor:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
 from upscaler.models.builds import onnx_file
 from upscaler.models.cache import cache_dir
 from upscaler.models.registry import ModelRef
@@ -60,10 +59,6 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, MemoryError) or any(m in text for m in _OOM_MARKERS)
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def _providers(device: str | None) -> list[str | tuple[str, dict[str, Any]]]:
     """The provider list for `device` ("cuda:1", "tensorrt", "cpu", a provider name or None)."""
     present = available_providers()
@@ -99,7 +94,7 @@ def _provider_name(entry: str | tuple[str, dict[str, Any]]) -> str:
     return entry if isinstance(entry, str) else entry[0]
 
 
-class OnnxRuntimeExecutor:
+class OnnxRuntimeExecutor(ClosingExecutor):
     """Runs a model with ONNX Runtime on TensorRT, CUDA, Core ML or the CPU, best present first.
 
     options.device forces a provider: "tensorrt", "cuda[:N]", "coreml" or "cpu".
@@ -134,8 +129,8 @@ class OnnxRuntimeExecutor:
         except Exception as e:  # ORT's pybind exceptions share no base class but Exception
             if _is_oom(e):
                 raise OutOfMemoryError(f"onnxruntime: out of memory loading the model: "
-                                       f"{_one_line(e)}", path) from e
-            raise ModelError(f"not a loadable ONNX model: {_one_line(e)}", path) from e
+                                       f"{one_line(e)}", path) from e
+            raise ModelError(f"not a loadable ONNX model: {one_line(e)}", path) from e
 
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
@@ -187,20 +182,13 @@ class OnnxRuntimeExecutor:
         except Exception as e:  # ORT's pybind exceptions share no base class but Exception
             if _is_oom(e):
                 raise OutOfMemoryError(f"onnxruntime ({self.provider}): out of memory for input "
-                                       f"{tuple(feed.shape)}: {_one_line(e)}") from e
+                                       f"{tuple(feed.shape)}: {one_line(e)}") from e
             raise ExecutorError(f"onnxruntime ({self.provider}) failed on input "
-                                f"{tuple(feed.shape)}: {_one_line(e)}", self.path) from e
+                                f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
-
-    def __enter__(self) -> OnnxRuntimeExecutor:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def _static_dims(shape: list[Any], path: Any) -> tuple[int | None, ...]:

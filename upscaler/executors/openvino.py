@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import ModelRef
 
@@ -30,16 +29,12 @@ def unavailable_reason() -> str | None:
     return None if devices else "openvino finds no device"
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
 def _is_oom(error: BaseException) -> bool:
     text = str(error).lower()
     return isinstance(error, MemoryError) or "out of memory" in text or "bad_alloc" in text
 
 
-class OpenVinoExecutor:
+class OpenVinoExecutor(ClosingExecutor):
     """Runs a model with OpenVINO on "CPU" (default) or options.device ("GPU", "GPU.1"...).
 
     Precision is OpenVINO's INFERENCE_PRECISION_HINT: fp32, fp16 or bf16. The default is fp32
@@ -85,7 +80,7 @@ class OpenVinoExecutor:
         try:
             ov_model = core.read_model(str(path))
         except RuntimeError as e:
-            raise ModelError(f"not a loadable ONNX model: {_one_line(e)}", path) from e
+            raise ModelError(f"not a loadable ONNX model: {one_line(e)}", path) from e
         rank = ov_model.input(0).get_partial_shape().rank
         if len(ov_model.inputs) != 1 or rank.is_dynamic or rank.get_length() != 4:
             raise ModelError("expected one NCHW image input", path)
@@ -101,9 +96,9 @@ class OpenVinoExecutor:
         except RuntimeError as e:
             if _is_oom(e):
                 raise OutOfMemoryError(f"openvino: out of memory compiling the model: "
-                                       f"{_one_line(e)}", path) from e
+                                       f"{one_line(e)}", path) from e
             raise ExecutorError(f"openvino cannot compile the model for {self.device}: "
-                                f"{_one_line(e)}", path) from e
+                                f"{one_line(e)}", path) from e
         self._input_dtype = self._compiled.input(0).get_element_type().to_dtype()
         self._request = self._compiled.create_infer_request()
         self._queue = (ov.AsyncInferQueue(self._compiled)
@@ -127,9 +122,9 @@ class OpenVinoExecutor:
         except RuntimeError as e:
             if _is_oom(e):
                 raise OutOfMemoryError(f"openvino ({self.device}): out of memory for input "
-                                       f"{tuple(feed.shape)}: {_one_line(e)}") from e
+                                       f"{tuple(feed.shape)}: {one_line(e)}") from e
             raise ExecutorError(f"openvino ({self.device}) failed on input "
-                                f"{tuple(feed.shape)}: {_one_line(e)}", self.path) from e
+                                f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
         return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
 
     @staticmethod
@@ -149,10 +144,3 @@ class OpenVinoExecutor:
         self._queue = None
         self._request = None  # type: ignore[assignment]
         self._compiled = None  # type: ignore[assignment]
-
-    def __enter__(self) -> OpenVinoExecutor:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -3,13 +3,12 @@ through spandrel, on CUDA, Apple's MPS or the CPU."""
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ExecutorOptions, PrecisionName
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
 from upscaler.models.registry import ModelRef
 
 INSTALL_HINT = "install the torch extra: pip install 'upscaler[torch]'"
@@ -23,10 +22,6 @@ def unavailable_reason() -> str | None:
     except ImportError as e:
         return f"PyTorch is not installed ({e}); {INSTALL_HINT}"
     return None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def _pick_device(device: str | None) -> Any:
@@ -54,12 +49,12 @@ def _load_spandrel(path: Any) -> Any:
     try:
         from spandrel import ImageModelDescriptor, ModelLoader
     except Exception as e:  # a broken torchvision raises RuntimeError, not ImportError
-        raise ExecutorError(f"torch: spandrel cannot be imported ({_one_line(e)}); "
+        raise ExecutorError(f"torch: spandrel cannot be imported ({one_line(e)}); "
                             f"{INSTALL_HINT}") from e
     try:
         descriptor = ModelLoader().load_from_file(path)
     except Exception as e:  # spandrel raises ValueError, UnsupportedModelError, pickle errors
-        raise ModelError(f"not a model spandrel can load: {_one_line(e)}", path) from e
+        raise ModelError(f"not a model spandrel can load: {one_line(e)}", path) from e
     if not isinstance(descriptor, ImageModelDescriptor):
         raise ModelError(f"{descriptor.architecture.name} is not an image-to-image model", path)
     if descriptor.input_channels != 3 or descriptor.output_channels != 3:
@@ -68,7 +63,7 @@ def _load_spandrel(path: Any) -> Any:
     return descriptor
 
 
-class TorchExecutor:
+class TorchExecutor(ClosingExecutor):
     """Runs a model with PyTorch.
 
     options.device: "cuda[:N]", "mps" or "cpu"; None picks CUDA, then MPS, then the CPU.
@@ -133,16 +128,9 @@ class TorchExecutor:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()  # so that the caller's smaller retry can fit
                 raise OutOfMemoryError(f"torch ({self.device}): out of memory for input "
-                                       f"{tuple(batch.shape)}: {_one_line(e)}") from e
+                                       f"{tuple(batch.shape)}: {one_line(e)}") from e
             raise ExecutorError(f"torch ({self.device}) failed on input {tuple(batch.shape)}: "
-                                f"{_one_line(e)}", self.path) from e
+                                f"{one_line(e)}", self.path) from e
 
     def close(self) -> None:
         self._call = None
-
-    def __enter__(self) -> TorchExecutor:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
