@@ -204,3 +204,17 @@ def test_video_job_keeps_frames_rate_and_audio(tmp_path: Path) -> None:
     assert after.frame_rate == before.frame_rate
     assert [s.kind for s in after.streams] == [s.kind for s in before.streams]
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no work dir left
+
+
+def test_a_bad_image_in_a_folder_fails_alone(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "stills"
+    save(src / "a.png", draw_cel(16, 16))
+    (src / "b.png").write_text("not a png")
+    save(src / "c.png", draw_cel(16, 16, seed=2))
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), *FAST]) == 5
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"upscale: error: {src / 'b.png'}: ")
+    assert err[1] == "upscale: 1 input(s) failed, see above"

@@ -80,6 +80,8 @@ class _Bars:
             self.inner = None
         if self.outer is not None:
             self.outer.update(1)
+        for failure in state.failures:
+            tqdm.write(f"{PROG}: error: {failure}", file=sys.stderr)
         if not self.quiet and state.skipped:
             tqdm.write(f"{state.label}: skipped {state.skipped} existing output(s) "
                        "(--overwrite to redo them)")
@@ -133,11 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         jobs = _jobs(args)
         bars = _Bars(args.quiet, len(jobs))
+        failures: list[UpscalerError] = []
         try:
             for job in jobs:
-                bars.job_done(run_job(job, bars))
+                state = run_job(job, bars)
+                bars.job_done(state)
+                failures += state.failures
         finally:
             bars.close()
+        if failures:
+            print(f"{PROG}: {len(failures)} input(s) failed, see above", file=sys.stderr)
+            return max(f.exit_code for f in failures)
     except UpscalerError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -10,14 +10,14 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options
-from upscaler.errors import MediaError, OutputExistsError, UsageError
+from upscaler.errors import MediaError, OutputExistsError, UpscalerError, UsageError
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.registry import create_executor, default_tile
 from upscaler.frame_upscaler import FrameUpscaler
@@ -37,6 +37,7 @@ class Progress:
     done: int = 0
     skipped: int = 0
     label: str = ""
+    failures: list[UpscalerError] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -184,9 +185,14 @@ def _run_folder(src: Path, dst: Path, options: Options, progress: ProgressCallba
         return state
     with Upscaler(options) as upscaler:
         for path, out in todo:
-            image = read_image(path)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_image(upscaler.upscale_image(image), out, options.format)
+            try:
+                image = read_image(path)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_image(upscaler.upscale_image(image), out, options.format)
+            except MediaError as e:
+                # One unreadable file must not cost the rest of the folder; it is reported
+                # and the job ends with an error once the others are done.
+                state.failures.append(e)
             state.done += 1
             progress(state)
     return state
