@@ -200,6 +200,9 @@ def test_auto_skips_executors_that_cannot_load_the_kind(user_fp16_onnx: Path) ->
 def test_default_tiles() -> None:
     fast, heavy = resolve_model(FAST), resolve_model("realesrgan-x4plus-anime")
     assert default_tile("coreml", fast) == 256
+    # The documented CPU defaults on a machine with RAM to spare (the 2 GiB cap applies).
+    assert default_tile("openvino", heavy, free_memory=20 << 30) == 256
+    assert default_tile("onnx", fast, free_memory=20 << 30) == 1024
     # 2 GiB of activations: a small frame fits whole, a heavy model gets tiles.
     assert default_tile("ncnn", fast, free_memory=8 << 30, frame_size=(360, 480)) == 0
     assert 128 <= default_tile("openvino", heavy, free_memory=8 << 30) < 1024

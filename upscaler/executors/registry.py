@@ -177,7 +177,7 @@ def default_tile(executor_name: str, model: ModelRef | None = None, *,
       TILE_STEPS whose estimated activation memory fits in half of `free_memory` (the GPU's
       free bytes), or 512 when that is not given.
     - CPU executors (openvino, onnxruntime, ncnn): the largest of TILE_STEPS whose estimated
-      activations fit in a quarter of the available RAM, capped at 2 GiB: 384 for
+      activations fit in a quarter of the available RAM, capped at 2 GiB: 256 for
       x4plus-anime, 1024 for animevideov3. Per pixel, CPU speed hardly depends on tile size,
       but bigger tiles waste less work on the overlap between tiles.
     With `frame_size` (height, width), 0 is returned when the whole frame fits the same budget,
