@@ -218,3 +218,29 @@ def test_a_bad_image_in_a_folder_fails_alone(tmp_path: Path,
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"upscale: error: {src / 'b.png'}: ")
     assert err[1] == "upscale: 1 input(s) failed, see above"
+
+
+def test_users_own_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+
+    from upscaler.models.builds import onnx_file
+    from upscaler.models.registry import resolve_model
+
+    x2 = resolve_model("realesr-animevideov3-x2")
+    param = Path(shutil.copy(x2.path, tmp_path / "mine.param"))
+    shutil.copy(x2.bin_path, tmp_path / "mine.bin")
+    own_onnx = tmp_path / "mine.onnx"
+    onnx.save_model(onnx.load(onnx_file(x2)), own_onnx)
+    src = save(tmp_path / "a.png", draw_cel(16, 20))
+    for model, executor in ((param, "auto"), (own_onnx, "onnxruntime")):
+        out = tmp_path / f"out-{model.suffix[1:]}.png"
+        args = [str(src), "-o", str(out), "--model", str(model), "--executor", executor]
+        assert main([*args, "--quiet"]) == 0
+        assert load(out).shape == (32, 40, 3)  # the scale is read from the file
+
+    (tmp_path / "mine.bin").write_bytes(x2.bin_path.read_bytes()[:1000])
+    out = tmp_path / "never.png"
+    assert main([str(src), "-o", str(out), "--model", str(param), "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"upscale: error: {tmp_path / 'mine.bin'}: truncated"), err
+    assert not out.exists()

@@ -7,7 +7,7 @@ The named models are Real-ESRGAN's official weights as shipped, in ncnn form, by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -69,11 +69,14 @@ class ModelRef:
         if self.kind != "ncnn":
             raise ModelError(f"a {self.kind} model cannot be converted to another format",
                              self.path)
-        return _read_graph(self.path)
+        # Keyed on the files' identity too, so an edited or replaced model is read again.
+        stats = tuple((p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in (self.path, self.bin_path) if p.exists())
+        return _read_graph(self.path, stats)
 
 
-@cache
-def _read_graph(param_path: Path) -> Graph:
+@lru_cache(maxsize=8)  # a handful of models per process; stale versions drop out
+def _read_graph(param_path: Path, _stats: tuple[tuple[int, int], ...]) -> Graph:
     return read_ncnn(param_path)
 
 
