@@ -72,7 +72,11 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_jobs(tmp_path / "nope.yaml")
 
 
-def test_bundled_example_config_validates() -> None:
+def test_bundled_example_configs_validate() -> None:
     jobs = load_jobs(ROOT / "configs" / "job.yaml")
     assert [j.input.name for j in jobs] == ["clip.mkv", "cel.png"]
     assert jobs[1].options.model == "realesrgan-x4plus-anime"
+    hevc, mp4 = load_jobs(ROOT / "configs" / "video.yaml")
+    assert (hevc.options.codec, hevc.options.crf, hevc.options.segment_seconds) == (
+        "libx265", 18, 4.0)
+    assert (mp4.options.codec, mp4.options.scale, mp4.output.suffix) == ("libx264", 2.0, ".mp4")
