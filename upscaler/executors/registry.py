@@ -32,13 +32,13 @@ def canonical_name(name: str) -> str:
     """The executor's registry name for `name` or one of its short aliases."""
     return ALIASES.get(name.lower(), name.lower())
 
-# Fastest first on a CPU, from bench/bench_executors.py with 2 threads on an AVX2 EPYC (best of
-# 4-6 runs, CPU shared with other jobs), Mpx/s at default precisions. x4plus-anime at 128 px:
-# openvino 0.0133, onnxruntime 0.0124, ncnn 0.0105, torch 0.0074. animevideov3 at 256 px:
-# ncnn 0.131, openvino 0.124, torch 0.100, onnxruntime 0.083. Over all runs OpenVINO led or
-# tied on both models; ncnn, second, is the lean one without a build step; ONNX Runtime is kept
-# before torch as it ships with the package.
-CPU_ORDER = ("openvino", "ncnn", "onnxruntime", "torch")
+# Fastest first on a CPU, from bench/bench_executors.py with 2 threads on an idle 2-core AVX2
+# EPYC, input Mpx/s at default precisions. animevideov3 at 256 px: ncnn 0.222, openvino 0.145,
+# onnxruntime 0.109. x4plus-anime at 128 px: ncnn 0.0189, openvino 0.0149, onnxruntime 0.0143.
+# ncnn's Winograd 3x3 convolutions win on these all-3x3 networks; OpenVINO's fp16/bf16 hints
+# fall back to fp32 on CPUs without AVX-512/AMX. ncnn loads only ncnn files, so a user's .onnx
+# goes to OpenVINO. (Runs with other jobs on the CPU ranked OpenVINO first: measure idle.)
+CPU_ORDER = ("ncnn", "openvino", "onnxruntime", "torch")
 # The model kinds each executor can load; "auto" skips the others instead of failing on them.
 KINDS: dict[str, frozenset[ModelKind]] = {
     "coreml": frozenset({"ncnn", "mlpackage"}),
