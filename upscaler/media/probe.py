@@ -168,7 +168,8 @@ def _pyav_json(path: Path) -> dict[str, Any]:
                    "start_time": str(box.start_time / 1e6) if box.start_time is not None else "0",
                    "duration": str(box.duration / 1e6) if box.duration is not None else "0"}
     except av.FFmpegError as e:
-        raise MediaError(f"cannot read: {e}", path) from e
+        # str(e) carries the errno and the path again; the reason alone reads better.
+        raise MediaError(f"cannot read: {e.strerror or e}", path) from e
     return {"streams": streams, "format": fmt, "chapters": chapters}
 
 
