@@ -121,7 +121,8 @@ def default_output(src: Path, options: Options) -> Path:
     return src.with_name(src.stem + options.suffix + ext)
 
 
-def _image_output(src: Path, dst: Path, options: Options) -> Path:
+def _with_format(dst: Path, options: Options) -> Path:
+    """`dst` with the extension of --format, when one is given."""
     if options.format:
         return dst.with_suffix(f".{options.format.lower()}")
     return dst
@@ -149,7 +150,7 @@ def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
     if not is_image_path(src):
         raise MediaError("not a supported image or video file", src)
     if dst.exists() and dst.is_dir():
-        dst = dst / (src.stem + (f".{options.format.lower()}" if options.format else src.suffix))
+        dst = _with_format(dst / src.name, options)
     _check_output(src, dst, options)
     image = read_image(src)
     state = Progress("image", 1, label=src.name)
@@ -176,7 +177,7 @@ def _run_folder(src: Path, dst: Path, options: Options, progress: ProgressCallba
     pairs = []
     for path in _walk_images(src):
         out = dst / path.relative_to(src)
-        pairs.append((path, _image_output(path, out, options)))
+        pairs.append((path, _with_format(out, options)))
     state = Progress("image", len(pairs), label=src.name)
     todo = [(s, d) for s, d in pairs if options.overwrite or not d.exists()]
     state.skipped = len(pairs) - len(todo)
