@@ -12,7 +12,6 @@ from types import ModuleType
 
 from upscaler.errors import ExecutorError, UsageError
 from upscaler.executors.base import Executor, ExecutorOptions
-from upscaler.models.graph import Concat, Conv, PixelShuffle, Resize, WeightedSum
 from upscaler.models.registry import ModelKind, ModelRef
 
 log = logging.getLogger(__name__)
@@ -229,29 +228,8 @@ def _available_ram() -> int:
 
 
 def activation_bytes_per_pixel(model: ModelRef) -> int:
-    """Estimated peak activation bytes per input pixel while running `model` in fp32."""
+    """Estimated peak activation bytes per input pixel while running `model` in fp32: the
+    largest set of blobs one layer reads and writes, doubled for runtime workspace."""
     if model.kind != "ncnn":
         return UNKNOWN_MODEL_BYTES_PER_PIXEL
-    graph = model.graph()
-    # Floats per input pixel of each blob: channels times the area factor at that point.
-    size: dict[str, float] = {graph.input: float(graph.in_channels)}
-    peak = 0.0
-    for layer in graph.layers:
-        if isinstance(layer, Concat | WeightedSum):
-            read = sum(size[b] for b in layer.inputs)
-            out = (read if isinstance(layer, Concat) else size[layer.inputs[0]])
-        else:
-            read = size[layer.input]
-            if isinstance(layer, Conv):
-                area = 1 / (layer.stride[0] * layer.stride[1])
-                in_channels = layer.weight.shape[1]
-                out = read / in_channels * layer.weight.shape[0] * area
-            elif isinstance(layer, Resize):
-                out = read * layer.scale_h * layer.scale_w
-            elif isinstance(layer, PixelShuffle):
-                out = read  # same floats, rearranged
-            else:
-                out = read
-        size[layer.output] = out
-        peak = max(peak, read + out)
-    return int(peak * 4 * 2)
+    return int(model.graph().peak_floats_per_pixel() * 4 * 2)

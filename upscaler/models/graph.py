@@ -88,6 +88,18 @@ class PixelShuffle:
 Layer = Conv | PReLU | Concat | WeightedSum | Resize | PixelShuffle
 
 
+@dataclass(frozen=True)
+class BlobShape:
+    """A blob's channels and its height (and width) as a multiple of the input's."""
+
+    channels: int
+    scale: Fraction
+
+    @property
+    def floats_per_pixel(self) -> float:
+        return float(self.channels * self.scale**2)
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """A whole network: RGB in [0, 1] in on `input`, RGB in [0, 1] (unclamped) out on `output`."""
@@ -108,37 +120,44 @@ class Graph:
                 total += layer.slope.size
         return total
 
-    def scale(self) -> Fraction:
-        """The factor from input size to output size, traced through the layers."""
-        factors: dict[str, Fraction] = {self.input: Fraction(1)}
+    def blob_shapes(self) -> dict[str, BlobShape]:
+        """Every blob's channels and size relative to the input, traced through the layers."""
+        shapes = {self.input: BlobShape(self.in_channels, Fraction(1))}
         for layer in self.layers:
+            first = shapes[layer_inputs(layer)[0]]
             if isinstance(layer, Conv):
                 if layer.stride[0] != layer.stride[1]:
                     raise ValueError("anisotropic stride")
-                factors[layer.output] = factors[layer.input] / layer.stride[0]
+                shape = BlobShape(layer.weight.shape[0], first.scale / layer.stride[0])
             elif isinstance(layer, Resize):
                 step = Fraction(layer.scale_h).limit_denominator(64)
-                factors[layer.output] = factors[layer.input] * step
+                shape = BlobShape(first.channels, first.scale * step)
             elif isinstance(layer, PixelShuffle):
-                factors[layer.output] = factors[layer.input] * layer.factor
-            elif isinstance(layer, PReLU):
-                factors[layer.output] = factors[layer.input]
+                shape = BlobShape(first.channels // layer.factor**2, first.scale * layer.factor)
+            elif isinstance(layer, Concat):
+                shape = BlobShape(sum(shapes[b].channels for b in layer.inputs), first.scale)
             else:
-                factors[layer.output] = factors[layer.inputs[0]]
-        return factors[self.output]
+                shape = first
+            shapes[layer.output] = shape
+        return shapes
+
+    def scale(self) -> Fraction:
+        """The factor from input size to output size."""
+        return self.blob_shapes()[self.output].scale
 
     def out_channels(self) -> int:
-        """Channels of the output blob, traced through the layers."""
-        channels: dict[str, int] = {self.input: self.in_channels}
-        for layer in self.layers:
-            if isinstance(layer, Conv):
-                channels[layer.output] = layer.weight.shape[0]
-            elif isinstance(layer, PixelShuffle):
-                channels[layer.output] = channels[layer.input] // (layer.factor**2)
-            elif isinstance(layer, Concat):
-                channels[layer.output] = sum(channels[i] for i in layer.inputs)
-            elif isinstance(layer, WeightedSum):
-                channels[layer.output] = channels[layer.inputs[0]]
-            else:
-                channels[layer.output] = channels[layer.input]
-        return channels[self.output]
+        return self.blob_shapes()[self.output].channels
+
+    def peak_floats_per_pixel(self) -> float:
+        """The most floats one layer reads and writes at once, per input pixel."""
+        shapes = self.blob_shapes()
+        return max(
+            sum(shapes[b].floats_per_pixel for b in layer_inputs(layer))
+            + shapes[layer.output].floats_per_pixel
+            for layer in self.layers
+        )
+
+
+def layer_inputs(layer: Layer) -> tuple[str, ...]:
+    """The blobs a layer reads, whichever kind it is."""
+    return layer.inputs if isinstance(layer, Concat | WeightedSum) else (layer.input,)

@@ -28,6 +28,7 @@ from upscaler.models.graph import (
     Resize,
     ResizeMode,
     WeightedSum,
+    layer_inputs,
 )
 
 PARAM_MAGIC = 7767517
@@ -258,8 +259,7 @@ def read_ncnn(param_path: str | Path, bin_path: str | Path | None = None) -> Gra
         )
     produced = {graph_input} | {layer.output for layer in layers}
     for layer in layers:
-        needed = layer.inputs if isinstance(layer, Concat | WeightedSum) else (layer.input,)
-        missing = [b for b in needed if b not in produced]
+        missing = [b for b in layer_inputs(layer) if b not in produced]
         if missing:
             raise ModelError(f"layer reads undefined blob {missing[0]!r}", param_path)
     return Graph(graph_input, layers[-1].output, tuple(layers), name=param_path.stem)

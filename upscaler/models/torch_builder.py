@@ -18,6 +18,7 @@ from upscaler.models.graph import (
     PReLU,
     Resize,
     WeightedSum,
+    layer_inputs,
 )
 
 
@@ -86,10 +87,8 @@ class GraphModule(nn.Module):
         self.output_name = graph.output
         for i, layer in enumerate(graph.layers):
             self.steps.append(_module(layer))
-            if isinstance(layer, Concat | WeightedSum):
-                self.wiring.append((type(layer).__name__, layer.inputs, layer.output))
-            else:
-                self.wiring.append(("unary", (layer.input,), layer.output))
+            kind = type(layer).__name__ if isinstance(layer, Concat | WeightedSum) else "unary"
+            self.wiring.append((kind, layer_inputs(layer), layer.output))
             if isinstance(layer, WeightedSum):
                 self.coeffs[i] = layer.coeffs
         last_use: dict[str, int] = {}
