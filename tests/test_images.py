@@ -13,7 +13,7 @@ import pytest
 from conftest import psnr
 from PIL import ImageCms, ImageOps
 
-from upscaler.channels import from_model_output, resize_to_scale, to_model_input, upscale_alpha
+from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.errors import MediaError
 from upscaler.media import images
 from upscaler.media.images import Image, is_image_path, read_image, write_image
@@ -350,14 +350,14 @@ def test_from_model_output_rounds_clips_and_takes_luma() -> None:
         from_model_output(rgb, None, like=src)
 
 
-def test_upscale_alpha() -> None:
-    opaque = upscale_alpha(np.ones((5, 7), np.float32), 4)
-    assert opaque.shape == (20, 28) and np.all(opaque == 1.0)
-    edge = np.zeros((8, 8), np.float32)
-    edge[:, 4:] = 1.0
-    up = upscale_alpha(edge, 2)
-    assert up.shape == (16, 16) and up.min() >= 0.0 and up.max() <= 1.0
-    assert up[:, :6].max() < 0.05 and up[:, 10:].min() > 0.95
+def test_settle_alpha_keeps_flat_areas_exact_and_edges_as_upscaled() -> None:
+    source = np.zeros((16, 16), np.float32)
+    source[:, 8:] = 1.0
+    model = np.clip(np.repeat(np.repeat(source, 4, 0), 4, 1) * 0.99 + 0.004, 0, 1)
+    settled = settle_alpha(model, source)
+    assert settled.shape == (64, 64)
+    assert np.all(settled[:, :4 * 5] == 0.0) and np.all(settled[:, 4 * 11:] == 1.0)
+    np.testing.assert_array_equal(settled[:, 28:36], model[:, 28:36])  # the edge
 
 
 def test_resize_to_scale() -> None:

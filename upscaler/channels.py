@@ -2,9 +2,10 @@
 
 The model sees float32 RGB in [0, 1]. Gray pictures are repeated into three channels and come
 back as the BT.601 luma of the model's output (its weights sum to 1, so a neutral output returns
-exactly the gray it was given). Alpha is kept apart and upscaled separately. 8-bit values are
-divided by 255 and 16-bit ones by 65535; on the way back values are clipped and rounded, never
-truncated, so a round trip through an identity model gives back every input value exactly.
+exactly the gray it was given). Alpha is kept apart, upscaled by the caller and settled with
+settle_alpha. 8-bit values are divided by 255 and 16-bit ones by 65535; on the way back values
+are clipped and rounded, never truncated, so a round trip through an identity model gives
+back every input value exactly.
 """
 
 from __future__ import annotations
@@ -86,23 +87,6 @@ def from_model_output(
 def _quantise(values: np.ndarray, peak: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
     scaled = np.clip(values, 0.0, 1.0) * np.float32(peak)
     return np.rint(scaled).astype(dtype)
-
-
-def upscale_alpha(alpha: np.ndarray, scale: float) -> np.ndarray:
-    """Alpha (H, W) float in [0, 1] resized by `scale` with bicubic interpolation, clipped.
-
-    Bicubic keeps edges crisper than bilinear at a fraction of the model's cost; its overshoot
-    at hard edges is clipped away. For sprite-like alpha where edge quality matters, run the
-    alpha through the model as gray RGB instead (Real-ESRGAN's choice). A constant alpha, such as
-    a fully opaque one, stays exactly constant.
-    """
-    h, w = alpha.shape
-    out_h, out_w = max(1, round(h * scale)), max(1, round(w * scale))
-    lo, hi = float(alpha.min()), float(alpha.max())
-    if lo == hi:
-        return np.full((out_h, out_w), lo, np.float32)
-    up = cv2.resize(alpha.astype(np.float32), (out_w, out_h), interpolation=cv2.INTER_CUBIC)
-    return np.clip(up, 0.0, 1.0)
 
 
 FLAT_RADIUS = 3  # source pixels this far from any alpha change count as uniformly (in)visible

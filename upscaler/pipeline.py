@@ -61,7 +61,8 @@ class Upscaler:
     def __init__(self, options: Options) -> None:
         self.options = options
         model = resolve_model(options.model)
-        tile = options.tile if options.tile is not None else default_tile(options.executor, model)
+        tile = options.tile if options.tile is not None else default_tile(
+            options.executor, model, device=options.device)
         exec_opts = ExecutorOptions(
             precision=options.precision,  # type: ignore[arg-type]  # validated in config
             tile=tile, batch=options.batch, threads=options.threads, device=options.device,
@@ -107,10 +108,9 @@ class Upscaler:
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
         """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size."""
-        peak = 65535.0 if frame.dtype == np.uint16 else 255.0
-        rgb = frame.astype(np.float32) / peak
-        up = self._finish(self.frames.upscale(rgb), *frame.shape[:2])
-        return np.clip(np.rint(up * peak), 0, peak).astype(frame.dtype)
+        src = to_model_input(frame)
+        rgb = self._finish(self.frames.upscale(src.rgb), *frame.shape[:2])
+        return from_model_output(rgb, None, like=src)
 
 
 def default_output(src: Path, options: Options) -> Path:
