@@ -14,6 +14,7 @@ Arrays are channel-first, (C, H, W); the slices of a tile apply to the last two 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -73,6 +74,15 @@ class TilePlan:
     rows: AxisPlan
     cols: AxisPlan
     tiles: tuple[Tile, ...]
+
+    @functools.cached_property
+    def row_weights(self) -> tuple[np.ndarray, ...]:
+        """Blending weights of each row span, normalised (see blend_weights); built once."""
+        return blend_weights(self.rows, self.scale)
+
+    @functools.cached_property
+    def col_weights(self) -> tuple[np.ndarray, ...]:
+        return blend_weights(self.cols, self.scale)
 
     @property
     def padded_shape(self) -> tuple[int, int]:
@@ -166,6 +176,21 @@ def feather(span: Span, scale: int) -> np.ndarray:
     return weight
 
 
+def blend_weights(axis: AxisPlan, scale: int) -> tuple[np.ndarray, ...]:
+    """Each span's feather weights divided by the sum of all spans' weights at each pixel.
+
+    The tiles form a grid and a tile's 2-D weight is the outer product of its row and column
+    weights, so the summed weight of all tiles is the product of the two axes' sums. Normalising
+    each axis once per plan therefore blends a frame with no per-frame weight map or division.
+    """
+    raw = [feather(span, scale) for span in axis.spans]
+    total = np.zeros(axis.padded * scale, np.float32)
+    for span, weight in zip(axis.spans, raw, strict=True):
+        total[span.start * scale:span.stop * scale] += weight
+    return tuple(weight / total[span.start * scale:span.stop * scale]
+                 for span, weight in zip(axis.spans, raw, strict=True))
+
+
 def _ramp(n: int) -> np.ndarray:
     # A raised cosine from 0 to 1 across the middle half of n pixels, sampled at pixel centres;
     # the floor keeps every weight above 0 so that the normalisation never divides by 0.
@@ -180,9 +205,6 @@ class Stitcher:
         self.plan = plan
         out_h, out_w = plan.rows.padded * plan.scale, plan.cols.padded * plan.scale
         self._sum = np.zeros((channels, out_h, out_w), np.float32)
-        self._weight = np.zeros((out_h, out_w), np.float32)
-        self._row_weights = [feather(s, plan.scale) for s in plan.rows.spans]
-        self._col_weights = [feather(s, plan.scale) for s in plan.cols.spans]
         self._added = 0
 
     def add(self, tile: Tile, upscaled: np.ndarray) -> None:
@@ -192,13 +214,12 @@ class Stitcher:
         if upscaled.shape != expected:
             raise ExecutorError(f"executor returned a tile of shape {upscaled.shape}, "
                                 f"expected {expected}")
-        weight = np.outer(self._row_weights[tile.row], self._col_weights[tile.col])
+        weight = self.plan.row_weights[tile.row][:, None] * self.plan.col_weights[tile.col]
         self._sum[:, tile.out_y, tile.out_x] += upscaled * weight
-        self._weight[tile.out_y, tile.out_x] += weight
         self._added += 1
 
     def result(self) -> np.ndarray:
         """The upscaled frame (C, height*scale, width*scale), once every tile has been added."""
         if self._added < len(self.plan.tiles):
             raise ExecutorError(f"only {self._added} of {len(self.plan.tiles)} tiles were added")
-        return self.plan.crop(self._sum / self._weight)
+        return self.plan.crop(self._sum)
