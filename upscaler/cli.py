@@ -34,11 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     for f in option_fields():
-        flag = "--" + f.name.replace("_", "-")
         if f.kind is bool:
-            parser.add_argument(flag, action="store_true", default=None, help=f.help)
+            action = "store_false" if f.flag.startswith("--no-") else "store_true"
+            parser.add_argument(f.flag, dest=f.name, action=action, default=None, help=f.help)
         else:
-            parser.add_argument(flag, type=f.kind, default=None, help=f.help,
+            parser.add_argument(f.flag, type=f.kind, default=None, help=f.help,
                                 metavar=f.name.upper())
     return parser
 

@@ -53,9 +53,18 @@ class Job:
 
 @dataclass(frozen=True)
 class OptionField:
+    """One option as the CLI and YAML see it. A bool whose default is True is turned off on the
+    command line with `--no-NAME` (`NAME: false` in YAML)."""
+
     name: str
     kind: type
     help: str
+    default: Any = None
+
+    @property
+    def flag(self) -> str:
+        name = self.name.replace("_", "-")
+        return f"--no-{name}" if self.kind is bool and self.default is True else f"--{name}"
 
 
 _HELP = {
@@ -82,7 +91,7 @@ _HELP = {
 def option_fields() -> list[OptionField]:
     hints = {"str | None": str, "str": str, "int | None": int, "int": int,
              "float | None": float, "float": float, "bool": bool}
-    return [OptionField(f.name, hints[str(f.type)], _HELP[f.name])
+    return [OptionField(f.name, hints[str(f.type)], _HELP[f.name], f.default)
             for f in dataclasses.fields(Options)]
 
 
