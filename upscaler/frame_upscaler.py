@@ -2,6 +2,8 @@
 
 When the executor runs out of memory the tile size is halved and the frame retried; the smaller
 size is kept for the frames after it, so a long video pays for finding it only once.
+With a `TileReuse`, tiles whose input has not changed since they were last computed take their
+stored output instead of a model pass (see reuse.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import numpy as np
 
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.base import Executor
+from upscaler.reuse import TileReuse
 from upscaler.tiling import Stitcher, TilePlan, plan_tiles
 
 FIRST_TILE = 512  # where tiling starts when a whole frame did not fit
@@ -21,15 +24,16 @@ class FrameUpscaler:
 
     tile: input tile size; 0 runs each frame in one call (not possible with a fixed-shape
       executor, whose `fixed_tile` always wins). overlap: minimum overlap of tiles, in input
-      pixels. batch: tiles per executor call.
+      pixels. batch: tiles per executor call. reuse: held-tile reuse (video), None for none.
 
     Attributes a caller may read: `tile`, `overlap` and `batch` as currently used (they shrink
     after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame counting as
-    one), `frames_run`, `oom_retries` and `plans_built`.
+    one), `frames_run`, `oom_retries`, `plans_built`, `tiles_reused` (tiles given their stored
+    output instead) and `frames_reused` (frames for which the model did not run at all).
     """
 
     def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16, batch: int = 1,
-                 *, min_tile: int = MIN_TILE) -> None:
+                 *, min_tile: int = MIN_TILE, reuse: TileReuse | None = None) -> None:
         if tile < 0 or overlap < 0 or batch < 1:
             raise UsageError(f"invalid tiling: tile {tile}, overlap {overlap}, batch {batch}")
         if executor.fixed_tile is not None:
@@ -45,6 +49,9 @@ class FrameUpscaler:
         self.frames_run = 0
         self.oom_retries = 0
         self.plans_built = 0
+        self.reuse = reuse
+        self.tiles_reused = 0
+        self.frames_reused = 0
         self._plans: dict[tuple[int, int, int, int], TilePlan] = {}
 
     def upscale(self, rgb: np.ndarray) -> np.ndarray:
@@ -52,6 +59,7 @@ class FrameUpscaler:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise MediaError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+        tiles_run = self.tiles_run
         while True:
             try:
                 out = self._run_whole(chw) if self.tile == 0 else self._run_tiled(chw)
@@ -59,18 +67,21 @@ class FrameUpscaler:
             except OutOfMemoryError as e:
                 self._shrink(chw.shape[1], chw.shape[2], e)
                 self.oom_retries += 1
+                if self.reuse is not None:
+                    self.reuse.reset()  # the old plan's tiles will not come again
         self.frames_run += 1
+        self.frames_reused += self.reuse is not None and self.tiles_run == tiles_run
         hwc = np.ascontiguousarray(out.transpose(1, 2, 0))
         return np.clip(hwc, 0.0, 1.0, out=hwc)
 
     def _run_whole(self, chw: np.ndarray) -> np.ndarray:
-        out = self.executor.run(chw[None])
+        out = self._run_batch(chw[None], [(0, chw.shape[1], 0, chw.shape[2])])[0]
         s = self.executor.scale
-        expected = (1, 3, chw.shape[1] * s, chw.shape[2] * s)
+        expected = (3, chw.shape[1] * s, chw.shape[2] * s)
         if out.shape != expected:
-            raise ExecutorError(f"executor returned shape {out.shape}, expected {expected}")
-        self.tiles_run += 1
-        return out[0]
+            raise ExecutorError(f"executor returned a frame of shape {out.shape}, "
+                                f"expected {expected}")
+        return out
 
     def _run_tiled(self, chw: np.ndarray) -> np.ndarray:
         plan = self._plan(chw.shape[1], chw.shape[2])
@@ -79,13 +90,33 @@ class FrameUpscaler:
         tiles = plan.tiles
         for i in range(0, len(tiles), self.batch):
             group = tiles[i:i + self.batch]
-            out = self.executor.run(np.stack([padded[:, t.y, t.x] for t in group]))
-            if len(out) != len(group):
-                raise ExecutorError(f"executor returned {len(out)} tiles for {len(group)}")
+            out = self._run_batch(np.stack([padded[:, t.y, t.x] for t in group]),
+                                  [(t.y.start, t.y.stop, t.x.start, t.x.stop) for t in group])
             for tile, upscaled in zip(group, out, strict=True):
                 stitcher.add(tile, upscaled)
-            self.tiles_run += len(group)
         return stitcher.result()
+
+    def _run_batch(self, batch: np.ndarray, keys: list[tuple[int, int, int, int]],
+                   ) -> list[np.ndarray]:
+        """The executor's output for each tile of `batch`; `keys` say where each tile lies.
+
+        Tiles that `self.reuse` finds unchanged take their stored output and skip the model.
+        """
+        outs = [None if self.reuse is None else self.reuse.lookup(key, tile)
+                for key, tile in zip(keys, batch, strict=True)]
+        todo = [i for i, out in enumerate(outs) if out is None]
+        if todo:
+            run = batch if len(todo) == len(batch) else np.ascontiguousarray(batch[todo])
+            computed = self.executor.run(run)
+            if len(computed) != len(todo):
+                raise ExecutorError(f"executor returned {len(computed)} tiles for {len(todo)}")
+            for i, upscaled in zip(todo, computed, strict=True):
+                outs[i] = upscaled
+                if self.reuse is not None:
+                    self.reuse.store(keys[i], batch[i], upscaled)
+        self.tiles_run += len(todo)
+        self.tiles_reused += len(batch) - len(todo)
+        return outs  # type: ignore[return-value]  # every None was filled
 
     def _plan(self, height: int, width: int) -> TilePlan:
         key = (height, width, self.tile, self.overlap)
