@@ -72,6 +72,9 @@ class _Bars:
                               leave=self.outer is None, dynamic_ncols=True)
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
+        if state.tiles:
+            self.inner.set_postfix_str(f"reused {state.frames_reused} frames, "
+                                       f"{state.tiles_reused}/{state.tiles} tiles", refresh=False)
         self.inner.update(state.done - self.inner.n)
 
     def job_done(self, state: Progress) -> None:
@@ -85,6 +88,9 @@ class _Bars:
         if not self.quiet and state.skipped:
             tqdm.write(f"{state.label}: skipped {state.skipped} existing output(s) "
                        "(--overwrite to redo them)")
+        if not self.quiet and state.tiles:
+            tqdm.write(f"{state.label}: reused held drawings: {state.frames_reused} of "
+                       f"{state.done} frames whole, {state.tiles_reused} of {state.tiles} tiles")
 
     def close(self) -> None:
         if self.outer is not None:

@@ -42,6 +42,7 @@ class Options:
     preset: str | None = None
     pix_fmt: str | None = None
     segment_seconds: float = 4.0
+    reuse: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ _HELP = {
     "preset": "video encoder preset (ffmpeg name)",
     "pix_fmt": "video pixel format (ffmpeg name, e.g. yuv420p10le)",
     "segment_seconds": "video segment length in seconds",
+    "reuse": "video: upscale a held drawing's unchanged tiles once and reuse them "
+             "(--no-reuse, or reuse: false, runs every frame through the model)",
 }
 
 

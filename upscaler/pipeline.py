@@ -23,6 +23,7 @@ from upscaler.executors.registry import create_executor, default_tile
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, is_image_path, read_image, write_image
 from upscaler.models.registry import resolve_model
+from upscaler.reuse import TileReuse
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2ts", ".flv",
                     ".wmv", ".mpg", ".mpeg")
@@ -30,7 +31,11 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2
 
 @dataclass
 class Progress:
-    """What a job reports: `unit` is "image" or "frame"; `total` may be 0 when unknown."""
+    """What a job reports: `unit` is "image" or "frame"; `total` may be 0 when unknown.
+
+    With held-frame reuse (video): `frames_reused` frames and `tiles_reused` of `tiles` tiles
+    took stored outputs instead of a model pass; `tiles` stays 0 when reuse is off.
+    """
 
     unit: str
     total: int
@@ -38,6 +43,9 @@ class Progress:
     skipped: int = 0
     label: str = ""
     failures: list[UpscalerError] = field(default_factory=list)
+    frames_reused: int = 0
+    tiles_reused: int = 0
+    tiles: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -58,7 +66,8 @@ class Upscaler:
     or the frames of a video pay for loading once.
     """
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, *, reuse: bool = False) -> None:
+        """reuse: give held tiles their stored output (video; see reuse.py)."""
         self.options = options
         model = resolve_model(options.model)
         tile = options.tile if options.tile is not None else default_tile(
@@ -69,7 +78,7 @@ class Upscaler:
         )
         self.executor: Executor = create_executor(options.executor, model, exec_opts)
         self.frames = FrameUpscaler(self.executor, tile=tile, overlap=options.overlap,
-                                    batch=options.batch)
+                                    batch=options.batch, reuse=TileReuse() if reuse else None)
 
     @property
     def model_scale(self) -> int:
@@ -208,10 +217,21 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
                              overwrite=options.overwrite)
     state = Progress("frame", 0, label=src.name)
 
-    def report(done: int, total: int) -> None:
-        state.done, state.total = done, total
-        progress(state)
+    with Upscaler(options, reuse=options.reuse) as upscaler:
+        frames = upscaler.frames
 
-    with Upscaler(options) as upscaler:
-        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report)
+        def report(done: int, total: int) -> None:
+            state.done, state.total = done, total
+            if frames.reuse is not None:
+                state.frames_reused, state.tiles_reused = frames.frames_reused, frames.tiles_reused
+                state.tiles = frames.tiles_run + frames.tiles_reused
+            progress(state)
+
+        def new_segment(_: object) -> None:
+            # Each segment on its own, as resume and per-segment workers run it.
+            if frames.reuse is not None:
+                frames.reuse.reset()
+
+        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
+                      on_segment=new_segment)
     return state

@@ -17,6 +17,7 @@ import numpy as np
 from upscaler.errors import OutputExistsError, UsageError
 from upscaler.media.probe import probe
 from upscaler.media.segments import (
+    Segment,
     VideoSettings,
     check_container,
     choose_encoding,
@@ -34,13 +35,17 @@ Progress = Callable[[int, int], None]
 def upscale_video(src: str | Path, dst: str | Path,
                   transform: Callable[[np.ndarray], np.ndarray],
                   settings: VideoSettings | None = None,
-                  progress: Progress | None = None) -> Path:
+                  progress: Progress | None = None,
+                  on_segment: Callable[[Segment], None] | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
       bits, full 16-bit scale), to the upscaled frame of the same dtype. It runs in this thread;
       decoding and encoding run alongside it in their own threads.
     progress: called as progress(frames_done, frames_total) after each frame.
+    on_segment: called with each segment before its first frame goes to `transform`; a
+      transform that remembers earlier frames resets there, so that every segment comes out
+      the same whether it runs after the one before it, alone on resume, or on another worker.
     Raises OutputExistsError when `dst` exists and settings.overwrite is off, MediaError for a
     source that cannot be read or an output that cannot be written.
     """
@@ -65,7 +70,8 @@ def upscale_video(src: str | Path, dst: str | Path,
     if progress is not None:
         progress(0, info.frame_count)
     files = encode_segments(info, segments, transform, settings,
-                            [work / s.name for s in segments], container, on_frame)
+                            [work / s.name for s in segments], container, on_frame,
+                            on_segment)
     join_and_mux(info, segments, files, dst, encoding.encoder, settings.overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return dst

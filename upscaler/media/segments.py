@@ -205,12 +205,14 @@ def encode_segment(src: VideoInfo | str | Path, segment: Segment, transform: Tra
 
 def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Transform,
                     settings: VideoSettings, out_paths: Sequence[Path], container: str = ".mkv",
-                    on_frame: Callable[[], None] | None = None) -> list[Path]:
+                    on_frame: Callable[[], None] | None = None,
+                    on_segment: Callable[[Segment], None] | None = None) -> list[Path]:
     """Encode several segments through one overlapped pipeline; returns the finished files.
 
     The decoder reads ahead into the next segment while the current one is still encoding, so
     the transform does not wait at segment boundaries. `on_frame` is called in this thread
-    after each transformed frame.
+    after each transformed frame, `on_segment` before a segment's first frame is transformed
+    (where a transform that remembers earlier frames starts afresh).
     """
     if len(segments) != len(out_paths):
         raise ValueError("one output path per segment is needed")
@@ -262,7 +264,11 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     for worker in workers:
         worker.start()
     try:
+        current = None
         for segment, frame in _drain(decoded, stop, len(segments)):
+            if segment is not current and on_segment is not None:
+                on_segment(segment)
+            current = segment
             _put(results, (segment, None if frame is None else transform(frame)), stop)
             if frame is not None and on_frame is not None:
                 on_frame()
