@@ -13,6 +13,7 @@ difference are collected, in 8-bit levels of the largest of the three channel di
     n>24    pixels more than 24 off     blk8    largest mean of an 8x8 block (on an 8-px grid)
     win8    largest mean of any 8x8 window      win16  the same for 16x16 windows
     dc      largest |mean signed difference| of a channel (a fade shifts it, noise does not)
+    shift   how far the tile's content moved, in pixels (upscaler.reuse.estimated_shift)
 
 It prints the spread of each statistic over held tiles (which should be reused) and over
 changed tiles (which must not be), per scene, then how upscaler.reuse.ReuseRule does on every
@@ -39,10 +40,10 @@ from anim import SCENES, scene, write_clip  # noqa: E402
 
 from upscaler.media.probe import probe  # noqa: E402
 from upscaler.media.video_reader import VideoReader  # noqa: E402
-from upscaler.reuse import ReuseRule  # noqa: E402
+from upscaler.reuse import ReuseRule, estimated_shift  # noqa: E402
 from upscaler.tiling import plan_tiles  # noqa: E402
 
-STATS = ("mean", "max", "p99.9", "n>24", "blk8", "win8", "win16", "dc")
+STATS = ("mean", "max", "p99.9", "n>24", "blk8", "win8", "win16", "dc", "shift")
 
 
 def window_max(d: np.ndarray, k: int) -> float:
@@ -64,7 +65,12 @@ def stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "p99.9": float(np.percentile(d, 99.9)), "n>24": float((d > 24).sum()),
         "blk8": float(blocks.max()), "win8": window_max(d, 8), "win16": window_max(d, 16),
         "dc": float(np.abs(signed.reshape(-1, 3).mean(axis=0)).max()),
+        "shift": estimated_shift(chw(a), chw(b)),
     }
+
+
+def chw(tile: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(tile.transpose(2, 0, 1), np.float32) / 255
 
 
 def decode(path: Path) -> list[np.ndarray]:
@@ -99,13 +105,14 @@ def simulate(decoded: list[np.ndarray], exact: list[np.ndarray], tile: int,
     PSNR of a reused tile) for `rule` on one clip, reusing as upscaler.reuse.TileReuse does."""
     reused = wrong = total = held = 0
     worst = float("inf")
-    frames = [d.transpose(2, 0, 1).astype(np.float32) / 255 for d in decoded]
+    frames = [chw(d) for d in decoded]
     for y, x in regions(*exact[0].shape[:2], tile):
         computed = 0
         for i in range(1, len(exact)):
             total += 1
             held += not np.any(exact[i][y, x] != exact[i - 1][y, x])
-            cur, ref = frames[i][:, y, x], frames[computed][:, y, x]
+            cur = np.ascontiguousarray(frames[i][:, y, x])
+            ref = np.ascontiguousarray(frames[computed][:, y, x])
             if rule.unchanged(cur, ref):
                 reused += 1
                 # Really changed since the computed frame, not just since the last one.
@@ -131,18 +138,22 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, nargs="+", default=[0, 256, 128])
     parser.add_argument("--size", default="320x180")
     parser.add_argument("--sweep", action="store_true",
-                        help="also try mean limits 0.25-1 and window limits 3-8")
+                        help="also try other limits around the rule's")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     clips = [(kind, scene(kind, args.frames, height, width)) for kind in SCENES]
-    clips.append(("pan0.5", scene("pan", args.frames, height, width, pan_speed=0.5)))
+    clips += [(f"pan{speed}", scene("pan", args.frames, height, width, pan_speed=speed))
+              for speed in (0.5, 0.25)]
     clips.append(("mouth-tiny", [f[::2, ::2].copy() for f in scene(
         "mouth", args.frames, height * 2, width * 2)]))
     rule = ReuseRule()
     rules = [rule]
     if args.sweep:
-        rules += [ReuseRule(mean_limit=m, window_limit=w) for m in (0.25, 0.5, 1.0)
-                  for w in (3.0, 4.0, 6.0, 8.0) if (m, w) != (rule.mean_limit, rule.window_limit)]
+        no_shift = float("inf")
+        others = [(0.5, w, 0.1) for w in (3.0, 4.0, 8.0)]
+        others += [(1.0, 6.0, 0.1), (0.5, 6.0, 0.125), (0.5, 3.0, no_shift), (0.5, 6.0, no_shift)]
+        rules += [ReuseRule(mean_limit=m, window_limit=w, shift_limit=s) for m, w, s in others
+                  if ReuseRule(mean_limit=m, window_limit=w, shift_limit=s) != rule]
     Result = tuple[int, str, tuple[int, int, int, int, float]]
     sweep: dict[ReuseRule, list[Result]] = defaultdict(list)
     by_group: dict[tuple[str, bool], dict[str, list[float]]] = defaultdict(
@@ -184,8 +195,8 @@ def main() -> None:
             worst = min(res[4] for _, res in mine)
             line.append(f"{100 * reused / max(held, 1):5.1f}% {moving:3d} {wrong:3d} "
                         f"{worst:4.1f} dB")
-        print(f"mean <= {r.mean_limit:4.2f}, {r.window}x{r.window} <= {r.window_limit:3.1f}: "
-              + " | ".join(line))
+        print(f"mean <= {r.mean_limit:4.2f}, {r.window}x{r.window} <= {r.window_limit:4.1f}, "
+              f"shift <= {r.shift_limit:5.3f}: " + " | ".join(line))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,13 @@ model again. Decoded held frames are not bit-identical, though: x264 leaves nois
 tile position, the input last *computed* there and its output, so that each new input is
 judged against what the model really saw and errors cannot creep across a long hold.
 
-The rule's numbers come from bench/reuse_study.py (drawn clips through x264 at CRF 18, 23 and
-28; see README): held tiles differ from their computed input by at most 0.9 levels on average
-and 8.3 in an 8x8 window (almost always under 0.5 and 3); a moving mouth of about 60 pixels
-changes an 8x8 window by at least 29 levels, a fade a whole tile by at least 2.6 on average.
+The rule's limits come from bench/reuse_study.py (drawn 320x180 clips through x264 at CRF 18,
+23 and 28, whole frames and 256- and 128-px tiles; README has the table). Against the input
+computed last, held tiles differ by at most 0.9 levels on average (99% under 0.6), 8.3 in the
+worst 8x8 window (99% under 6) and seem to move by at most 0.03 px. A mouth of 20-70 changed
+pixels makes an 8x8 window differ by 29 levels or more, a fade a whole tile by 2.4 on average,
+and pans of 1, 0.5 and 0.25 px a frame move tiles by 0.23 px or more wherever the mean alone
+does not catch them.
 """
 
 from __future__ import annotations
@@ -26,35 +29,74 @@ LEVELS = 255.0  # differences are judged in 8-bit levels, whatever the source's 
 
 @dataclass(frozen=True)
 class ReuseRule:
-    """When a tile counts as unchanged: both limits hold, in 8-bit levels.
+    """When a tile counts as unchanged: all three limits hold.
 
-    mean_limit: the mean absolute difference over the tile. Catches what changes everywhere a
-      little: fades, slow pans, grain.
-    window_limit: the mean absolute difference in every `window` x `window` square (sliding,
-      so a change on a block border is not split). Catches what changes much in a small place:
-      a mouth, an eye, a hand.
-    A pixel's difference is the largest of its three channels'.
+    mean_limit: the mean absolute difference over the tile, in 8-bit levels (a pixel's
+      difference is the largest of its three channels'). Catches what changes everywhere a
+      little: fades, pans, grain.
+    window_limit: the same mean in every `window` x `window` square (sliding, so that a change
+      on a block border is not split). Catches what changes much in a small place: a mouth, an
+      eye, a hand.
+    shift_limit: how far the tile's content may seem to move, in pixels (estimated_shift).
+      Catches slow pans over plain areas, whose differences are small everywhere.
     """
 
     mean_limit: float = 0.5
-    window_limit: float = 3.0
+    window_limit: float = 6.0
     window: int = 8
+    shift_limit: float = 0.1
 
     def unchanged(self, current: np.ndarray, reference: np.ndarray) -> bool:
         """Whether float (3, h, w) tiles in [0, 1] are the same drawing up to coding noise."""
-        diff = np.abs(current - reference).max(axis=0)
-        # The mean is cheap and rejects most changed tiles before the window pass.
+        diff = cv2.absdiff(current[0], reference[0])
+        for c in (1, 2):
+            cv2.max(diff, cv2.absdiff(current[c], reference[c]), dst=diff)
+        # Cheapest first: most changed tiles fail the mean.
         if float(diff.mean()) * LEVELS > self.mean_limit:
             return False
-        return window_max(diff, self.window) * LEVELS <= self.window_limit
+        if window_max(diff, self.window) * LEVELS > self.window_limit:
+            return False
+        return estimated_shift(current, reference) <= self.shift_limit
+
+
+def estimated_shift(current: np.ndarray, reference: np.ndarray) -> float:
+    """How far, in pixels, the content of `reference` moved to make `current`.
+
+    The least-squares fit of current - reference = -(u * d/dx + v * d/dy) reference over the
+    tile (one step of Lucas-Kanade), on the mean of the channels in 8-bit levels. A ridge of 1
+    level per pixel of gradient keeps flat tiles, where a shift changes nothing, near 0.
+    """
+    ref, cur = _luma(reference), _luma(current)
+    diff = cv2.subtract(cur, ref)
+    # Central differences, (next - previous) / 2.
+    gx = cv2.Sobel(ref, cv2.CV_32F, 1, 0, ksize=1, scale=0.5).ravel()
+    gy = cv2.Sobel(ref, cv2.CV_32F, 0, 1, ksize=1, scale=0.5).ravel()
+    diff = diff.ravel()
+    ridge = float(ref.size)
+    a11 = float(np.dot(gx, gx)) + ridge
+    a22 = float(np.dot(gy, gy)) + ridge
+    a12 = float(np.dot(gx, gy))
+    b1, b2 = float(np.dot(gx, diff)), float(np.dot(gy, diff))
+    det = a11 * a22 - a12 * a12
+    return float(np.hypot(a22 * b1 - a12 * b2, a11 * b2 - a12 * b1)) / det
+
+
+def _luma(chw: np.ndarray) -> np.ndarray:
+    """The mean of the three channels, in 8-bit levels (cv2: no temporaries, threaded)."""
+    third = LEVELS / 3
+    luma = cv2.addWeighted(chw[0], third, chw[1], third, 0.0)
+    return cv2.scaleAdd(chw[2], third, luma)
 
 
 def window_max(diff: np.ndarray, size: int) -> float:
     """The largest mean of the 2-D `diff` over any `size` x `size` square inside it."""
-    k_y, k_x = min(size, diff.shape[0]), min(size, diff.shape[1])
-    sums = cv2.integral(np.ascontiguousarray(diff, np.float32), sdepth=cv2.CV_64F)
-    windows = sums[k_y:, k_x:] - sums[:-k_y, k_x:] - sums[k_y:, :-k_x] + sums[:-k_y, :-k_x]
-    return float(windows.max()) / (k_y * k_x)
+    height, width = diff.shape
+    k_y, k_x = min(size, height), min(size, width)
+    # With the anchor at the top left, each output pixel is the mean of the window below and
+    # right of it; the last k-1 rows and columns reach past the edge and are left out.
+    means = cv2.blur(np.ascontiguousarray(diff, np.float32), (k_x, k_y), anchor=(0, 0),
+                     borderType=cv2.BORDER_CONSTANT)
+    return float(means[:height - k_y + 1, :width - k_x + 1].max())
 
 
 @dataclass
