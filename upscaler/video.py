@@ -15,16 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from upscaler.errors import OutputExistsError, UsageError
+from upscaler.media.encoding import VideoSettings, choose_encoding
+from upscaler.media.mux import check_container, join_and_mux
 from upscaler.media.probe import probe
-from upscaler.media.segments import (
-    VideoSettings,
-    check_container,
-    choose_encoding,
-    encode_segments,
-    join_and_mux,
-    plan_segments,
-    work_dir,
-)
+from upscaler.media.segments import encode_segments, plan_segments, work_dir
 
 __all__ = ["VideoSettings", "upscale_video"]
 
