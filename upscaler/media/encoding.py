@@ -7,6 +7,7 @@ machine, else the software one; an ffmpeg encoder name is used as given.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from upscaler.errors import UsageError
 from upscaler.media import ffmpeg
@@ -40,6 +41,9 @@ class VideoSettings:
     queue_frames: frames buffered between each pair of stages; more smooths uneven stages at
       the cost of memory (frame size x 2 x queue_frames).
     overwrite: replace an existing output instead of raising OutputExistsError.
+    resume: reuse the segments an earlier, unfinished run of the same job left (resume.py).
+    work_dir: the folder to keep segments in until the output is written; None puts them
+      beside the output.
     """
 
     codec: str | None = None
@@ -49,6 +53,8 @@ class VideoSettings:
     segment_seconds: float = 4.0
     queue_frames: int = 4
     overwrite: bool = False
+    resume: bool = True
+    work_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.segment_seconds > 0:

@@ -44,7 +44,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
                     "-i", str(listing), "-i", str(info.path),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
                     "-map", "-1:d?", "-map_metadata", "1", "-map_chapters", "1", "-c", "copy",
-                    *_container_args(info, dst, encoder), "-f", _MUXERS[dst.suffix.lower()],
+                    *_container_args(info, dst, encoder), "-f", MUXERS[dst.suffix.lower()],
                     str(partial)], dst)
         if dst.exists() and not overwrite:
             raise OutputExistsError("appeared while encoding; not replaced", dst)
@@ -56,7 +56,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
 
 
 _MP4_LIKE = (".mp4", ".m4v", ".mov")
-_MUXERS = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+MUXERS = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 _WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis", "webvtt"}
 _TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "text", "mov_text"}
 
@@ -68,8 +68,8 @@ def check_container(info: VideoInfo, dst: str | Path) -> None:
     """
     dst = Path(dst)
     suffix = dst.suffix.lower()
-    if suffix not in _MUXERS:
-        raise MediaError(f"unknown video format {suffix!r}; use one of {', '.join(_MUXERS)}", dst)
+    if suffix not in MUXERS:
+        raise MediaError(f"unknown video format {suffix!r}; use one of {', '.join(MUXERS)}", dst)
     if suffix == ".webm":
         for s in info.streams:
             if s.index != info.video_index and s.codec not in _WEBM_CODECS:
@@ -84,6 +84,13 @@ def check_container(info: VideoInfo, dst: str | Path) -> None:
         if s.kind == "subtitle" and s.codec not in _TEXT_SUBTITLES:
             raise MediaError(f"{suffix} cannot hold the {s.codec} subtitles of "
                              f"{info.path.name}; write .mkv instead", dst)
+
+
+def video_tag_args(suffix: str, encoder: str) -> list[str]:
+    """The video stream's codec tag where a container needs one: Apple players require hvc1
+    for HEVC in MP4 and MOV."""
+    hevc = encoder in CODEC_CANDIDATES["hevc"] or encoder == "libkvazaar"
+    return ["-tag:v", "hvc1"] if hevc and suffix in _MP4_LIKE else []
 
 
 def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
@@ -102,9 +109,8 @@ def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
         if info.vfr and info.time_base.numerator == 1:
             args += ["-video_track_timescale", str(info.time_base.denominator)]
         args += ["-movflags", "+faststart"]
-        if encoder in CODEC_CANDIDATES["hevc"] or encoder == "libkvazaar":
-            args += ["-tag:v", "hvc1"]
-    elif suffix == ".mkv":
+    args += video_tag_args(suffix, encoder)
+    if suffix == ".mkv":
         for n, s in enumerate(subtitles):
             if s.codec == "mov_text":
                 args += [f"-c:s:{n}", "srt"]

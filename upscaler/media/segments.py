@@ -4,9 +4,10 @@ A segment is the unit that resume and a Ray scale-out build on: `encode_segment`
 source, the segment's frame range and the settings, and writes one self-contained file
 atomically. mux.py joins the finished files into the output.
 
-Inside `encode_segments` decoding, the transform and encoding overlap: a decoder thread and an
-encoder thread each talk to their ffmpeg through bounded queues, while the transform (the model)
-runs in the calling thread. Memory holds at most a few queued frames, however long the video.
+Inside `encode_segments` decoding, the transform and encoding overlap: a decoder thread, a
+transform thread (the model) and an encoder thread pass frames through bounded queues, while the
+calling thread waits and answers interrupts. Memory holds at most a few queued frames, however
+long the video.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from upscaler.errors import MediaError, UsageError
+from upscaler.media import ffmpeg
 from upscaler.media.encoding import VideoSettings, choose_encoding
 from upscaler.media.probe import VideoInfo, probe
 from upscaler.media.video_reader import VideoReader
@@ -33,6 +35,9 @@ Transform = Callable[[np.ndarray], np.ndarray]
 # A variable-frame-rate segment carries its timestamps in a setpts expression on the command
 # line; this bound keeps that expression far below any OS limit on argument length.
 MAX_VFR_SEGMENT_FRAMES = 1000
+
+# Files still being written carry this before their suffix; only complete files lose it.
+PARTIAL = ".partial"
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,19 @@ def encode_segment(src: VideoInfo | str | Path, segment: Segment, transform: Tra
 
 def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Transform,
                     settings: VideoSettings, out_paths: Sequence[Path], container: str = ".mkv",
-                    on_frame: Callable[[], None] | None = None) -> list[Path]:
+                    on_frame: Callable[[], None] | None = None,
+                    on_segment: Callable[[Segment, Path], None] | None = None) -> list[Path]:
     """Encode several segments through one overlapped pipeline; returns the finished files.
 
     The decoder reads ahead into the next segment while the current one is still encoding, so
-    the transform does not wait at segment boundaries. `on_frame` is called in this thread
-    after each transformed frame.
+    the transform does not wait at segment boundaries. The transform runs in a thread of its
+    own, which leaves this thread free to take a Ctrl-C at once even while a model call runs in
+    native code for seconds (the runtimes release the GIL). On an interrupt every ffmpeg is
+    ended and the interrupt raised again; segments finished by then stay on disk.
+
+    on_frame: called after each transformed frame, in the transform's thread.
+    on_segment: called with (segment, path) once a segment is complete under its final name,
+      in the thread that finished it.
     """
     if len(segments) != len(out_paths):
         raise ValueError("one output path per segment is needed")
@@ -112,6 +124,10 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     decoded: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     results: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     failures: list[BaseException] = []
+
+    def fail(error: BaseException) -> None:  # the calling thread re-raises the first failure
+        failures.append(error)
+        stop.set()
 
     def decode() -> None:
         try:
@@ -126,9 +142,17 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
                         raise MediaError(f"segment {segment.index} decoded {reader.frames_read}"
                                          f" of {segment.count} frames", info.path)
                 _put(decoded, (segment, None), stop)
-        except BaseException as e:  # handed to the calling thread, which re-raises it
-            failures.append(e)
-            stop.set()
+        except BaseException as e:
+            fail(e)
+
+    def run_transform() -> None:
+        try:
+            for segment, frame in _drain(decoded, stop, len(segments)):
+                _put(results, (segment, None if frame is None else transform(frame)), stop)
+                if frame is not None and on_frame is not None:
+                    on_frame()
+        except BaseException as e:
+            fail(e)
 
     def encode() -> None:
         # A finished segment's encoder is flushed and closed on its own thread, so the next
@@ -139,32 +163,34 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
                 writer = _fill_segment(info, segment, path, encoding, results, stop)
                 if writer is None:
                     break
-                closer = threading.Thread(target=_close_segment, args=(writer, path, failures,
-                                                                       stop), daemon=True)
+                closer = threading.Thread(target=_close_segment, daemon=True,
+                                          args=(writer, segment, path, on_segment, fail))
                 closer.start()
                 closing.append(closer)
         except BaseException as e:
-            failures.append(e)
-            stop.set()
+            fail(e)
         finally:
             for closer in closing:
                 closer.join()
 
+    # The transform's thread is no daemon: should the process end while a model call is under
+    # way, Python waits for that call instead of tearing the runtime down beneath it, which
+    # crashes ncnn and ONNX Runtime.
     workers = [threading.Thread(target=decode, name="decode", daemon=True),
-               threading.Thread(target=encode, name="encode", daemon=True)]
+               threading.Thread(target=encode, name="encode", daemon=True),
+               threading.Thread(target=run_transform, name="transform")]
     for worker in workers:
         worker.start()
     try:
-        for segment, frame in _drain(decoded, stop, len(segments)):
-            _put(results, (segment, None if frame is None else transform(frame)), stop)
-            if frame is not None and on_frame is not None:
-                on_frame()
-    except BaseException:
-        stop.set()
-        raise
-    finally:
         for worker in workers:
-            worker.join()
+            while worker.is_alive():
+                worker.join(0.1)  # in short waits, so that a Ctrl-C is taken on every platform
+    except BaseException:  # an interrupt: stop now, keep what is finished
+        stop.set()
+        ffmpeg.kill_all()
+        for worker in workers[:2]:
+            worker.join(1.0)
+        raise
     if failures:
         raise failures[0]
     return list(out_paths)
@@ -174,7 +200,9 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
                   results: queue.Queue[Any], stop: threading.Event) -> VideoWriter | None:
     """Write one segment's frames to a new encoder; None when the pipeline stopped."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    # The name is this process's own: an encoder left over from a killed run may still be
+    # finishing its file, and must never write into ours.
+    partial = path.with_name(f"{path.stem}.{os.getpid()}{PARTIAL}{path.suffix}")
     writer = VideoWriter(partial, encoding, segment_timing(info, segment))
     try:
         while True:
@@ -194,15 +222,31 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
         raise
 
 
-def _close_segment(writer: VideoWriter, path: Path, failures: list[BaseException],
-                   stop: threading.Event) -> None:
+def _close_segment(writer: VideoWriter, segment: Segment, path: Path,
+                   on_segment: Callable[[Segment, Path], None] | None,
+                   fail: Callable[[BaseException], None]) -> None:
     try:
         with writer:
             writer.close()
+        sync_to_disk(writer.path)  # its data reaches the disk before its name says it is done
         os.replace(writer.path, path)
+        if on_segment is not None:
+            on_segment(segment, path)
     except BaseException as e:
-        failures.append(e)
-        stop.set()
+        fail(e)
+
+
+def sync_to_disk(path: Path) -> None:
+    """Flush a file's data, or a folder's renames, to the disk, so that a power cut cannot
+    leave a finished name on an empty file. (POSIX only: Windows has no handle to a folder,
+    and os.fsync there needs a writable one.)"""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _drain(q: queue.Queue[Any], stop: threading.Event, ends: int) -> Iterable[Any]:
@@ -235,8 +279,3 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
             continue
     return None
 
-
-def work_dir(dst: str | Path) -> Path:
-    """Where the segments of `dst` are kept until the final mux succeeds: next to the output."""
-    dst = Path(dst)
-    return dst.parent / f".{dst.name}.segments"
