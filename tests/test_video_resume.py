@@ -140,6 +140,12 @@ def test_killed_job_resumes_from_its_last_finished_segment(clip: Path, reference
     wait_until(proc, lambda: finished_segments(work) >= 4, "4 segments were finished")
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
+    # Its ffmpeg processes end too: the decoder on its broken pipe, the encoder at the end of
+    # its input, anything started from the main thread by the parent-death signal.
+    deadline = time.monotonic() + 2
+    while running_ffmpegs(tmp_path, clip) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_ffmpegs(tmp_path, clip) == []
     assert not out.exists()
     kept = finished_segments(work)
     assert 4 <= kept < 16
@@ -164,26 +170,30 @@ def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(path, seconds=2.0, audio=True)
 
 
-def stop_at_mux(src: Path, out: Path, *extra: str) -> Path:
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
+    """The CLI in this process (no signals needed): exit code and stderr lines."""
+    code = main(list(args))
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def stop_at_mux(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *extra: str) -> Path:
     """Run a job that finishes all its segments and then finds the disk full writing the
     output (ffmpeg's output is a link to /dev/full, where every write fails with ENOSPC);
     return its work folder."""
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full")
     (out.parent / f".{out.stem}.partial{out.suffix}").symlink_to("/dev/full")
-    done = upscale(out.parent, str(src), "-o", str(out), *FAST, *extra)
-    assert done.returncode == 5, done.stderr
+    code, err = run_cli(capsys, str(src), "-o", str(out), *FAST, *extra)
+    assert code == 5, err
     under = extra[extra.index("--work-dir") + 1] if "--work-dir" in extra else None
     folder = work_dir(out, under)
-    assert done.stderr.strip().splitlines() == [
-        f"upscale: error: disk full while writing {out}: 4 of 4 segments kept for resume "
-        f"in {folder}"]
+    assert err == [f"upscale: error: disk full while writing {out}: 4 of 4 segments kept for "
+                   f"resume in {folder}"]
     assert not out.exists()
     assert finished_segments(folder) == 4
     return folder
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("change", "expected"), [
     ([], ("resuming out.mkv: 4 of 4 segments done, only the output is left to write",
           "out.mkv: 0 frames upscaled, 48 reused from the earlier run")),
@@ -202,30 +212,33 @@ def stop_at_mux(src: Path, out: Path, *extra: str) -> Path:
                   "out.mkv: 12 frames upscaled, 36 reused from the earlier run")),
 ])
 def test_a_rerun_reuses_only_segments_made_the_same_way(
-        short_clip: Path, tmp_path: Path, change: list[str] | str,
-        expected: tuple[str, ...]) -> None:
+        short_clip: Path, tmp_path: Path, change: list[str] | str, expected: tuple[str, ...],
+        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.mkv"
-    folder = stop_at_mux(short_clip, out)
+    folder = stop_at_mux(capsys, short_clip, out)
     if change == "truncate":
         segment = folder / "segment-00001.nut"
         segment.write_bytes(segment.read_bytes()[:1000])
         change = []
-    done = upscale(tmp_path, str(short_clip), "-o", str(out), *FAST, *change)
-    assert done.returncode == 0, done.stderr
-    assert sorted(done.stderr.strip().splitlines()) == sorted(f"upscale: {e}" for e in expected)
+    code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST, *change)
+    assert code == 0, err
+    assert sorted(err) == sorted(f"upscale: {e}" for e in expected)
     assert probe(out).frame_count == 48
     assert not folder.exists()
 
 
-def test_work_dir_option_keeps_the_segments_there(short_clip: Path, tmp_path: Path) -> None:
+def test_work_dir_option_keeps_the_segments_there(short_clip: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.mkv"
     scratch = tmp_path / "scratch"
-    folder = stop_at_mux(short_clip, out, "--work-dir", str(scratch))
+    folder = stop_at_mux(capsys, short_clip, out, "--work-dir", str(scratch))
     assert folder.parent == scratch and folder.name.startswith("out.mkv-")
     assert not work_dir(out).exists()
-    done = upscale(tmp_path, str(short_clip), "-o", str(out), *FAST, "--work-dir", str(scratch))
-    assert done.returncode == 0, done.stderr
-    assert "resuming out.mkv: 4 of 4 segments done" in done.stderr
+    code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST, "--work-dir",
+                        str(scratch))
+    assert code == 0, err
+    assert "upscale: resuming out.mkv: 4 of 4 segments done, only the output is left to " \
+        "write" in err
     assert probe(out).frame_count == 48
     assert list(scratch.iterdir()) == []
 

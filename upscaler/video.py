@@ -113,7 +113,8 @@ def upscale_video(src: str | Path, dst: str | Path,
             if scale is not None:
                 width, height = info.display_size
                 out_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-                check_space(info, encoding, segments, todo, out_size, folder.path, dst)
+                check_space(info, encoding, settings.crf, segments, todo, out_size,
+                            folder.path, dst)
             if progress is not None:
                 progress(done, info.frame_count)
             encode_segments(info, todo, transform, settings, [folder.path_of(s) for s in todo],

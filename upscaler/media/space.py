@@ -8,10 +8,8 @@ A segment's size is estimated by a trial that costs seconds, not the model's hou
 frames from a few spots of the source are enlarged to the output size with a Lanczos filter,
 standing in for the model, and encoded with the job's own encoder and options, one fresh
 encoder per spot as the job starts one per segment. A segment then costs one keyframe plus
-(frames - 1) of the other frames, at the sizes the trial measured. The model draws cleaner
-lines and flatter fills than Lanczos, which encoders spend fewer bits on; `bench/
-disk_estimate.py` measures the ratio (see MARGIN). Where even raw frames would fit, the trial
-is skipped.
+(frames - 1) of the other frames, at the sizes the trial measured, times a margin (see
+margin()). Where even uncompressed frames would fit, the trial is skipped.
 """
 
 from __future__ import annotations
@@ -29,10 +27,16 @@ from upscaler.media.segments import Segment
 from upscaler.media.video_reader import is_rgb
 from upscaler.media.video_writer import Encoding, chroma_subsampling
 
-# The estimate is multiplied by this. bench/disk_estimate.py: the model's real segments came
-# to 0.53-0.97 of the unscaled estimate over drawn animation at three sizes, x264 at CRF 12
-# to 28 and x265; 1.25 keeps a margin over the worst case without refusing jobs that fit.
-MARGIN = 1.25
+# The real segments over the trial's estimate, measured by bench/disk_estimate.py on drawn
+# animation (160x90, 320x180 and 480x270, 96 frames, upscaled 4x by realesr-animevideov3):
+# x264 at CRF 28 1.09-1.15, at its default 23 1.23-1.26, 20 1.35-1.38, 18 1.47-1.50,
+# 16 1.64-1.72, 12 2.07-2.31; x264 slow 1.17-1.25; x265 at its default 1.09-1.20. The model
+# draws fine detail that Lanczos lacks, and the lower the CRF, the more of it the encoder
+# keeps; so the margin is MARGIN, raised by LOW_CRF_STEP for each step of CRF below 23.
+MARGIN = 1.3
+LOW_CRF_STEP = 1.05
+# Two spots of 24 frames: with 8-frame spots the trial ran 7-25% lower against a whole
+# Lanczos-upscaled job, as short runs give the rate control too little to look ahead to.
 TRIAL_SPOTS = 2
 TRIAL_FRAMES = 24
 # What stands in for the model in the trial: an ffmpeg filter to the output size.
@@ -58,14 +62,20 @@ def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, MediaError) and any(t in error.message for t in _DISK_FULL_TEXTS)
 
 
-def check_space(info: VideoInfo, encoding: Encoding, segments: Sequence[Segment],
-                todo: Sequence[Segment], out_size: tuple[int, int], work: Path,
-                dst: Path) -> Estimate | None:
+def margin(crf: int | None) -> float:
+    """What the trial's estimate is multiplied by for a job at this CRF (None: the encoder's
+    default)."""
+    return MARGIN * LOW_CRF_STEP ** max(0, 23 - crf) if crf is not None else MARGIN
+
+
+def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
+                segments: Sequence[Segment], todo: Sequence[Segment], out_size: tuple[int, int],
+                work: Path, dst: Path) -> Estimate | None:
     """DiskFullError with the estimate when the job cannot fit; the estimate, or None when
     even uncompressed frames would fit and no trial was needed.
 
-    segments: the whole plan; todo: those still to encode (the rest are on disk already).
-    out_size: (width, height) of the upscaled frames.
+    crf: the one the user gave, if any. segments: the whole plan; todo: those still to encode
+    (the rest are on disk already). out_size: (width, height) of the upscaled frames.
     """
     others = max(0, info.path.stat().st_size - info.video_bytes)
     raw = _raw_frame_bytes(encoding.pix_fmt, out_size)
@@ -76,7 +86,7 @@ def check_space(info: VideoInfo, encoding: Encoding, segments: Sequence[Segment]
     first, rest = _trial(info, encoding, out_size)
 
     def size(group: Sequence[Segment]) -> int:
-        return round(MARGIN * sum(first + (s.count - 1) * rest for s in group))
+        return round(margin(crf) * sum(first + (s.count - 1) * rest for s in group))
 
     estimate = Estimate(work=size(todo), output=size(segments) + others)
     problem = _fits(estimate, work, dst)
@@ -149,8 +159,8 @@ def _trial(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) -> tu
 
 
 def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    units = ["bytes", "KiB", "MiB", "GiB"]
+    while n >= 1024 and len(units) > 1:
         n /= 1024
-    return f"{n:.1f} TiB"
+        units.pop(0)
+    return f"{n:.0f} bytes" if units[0] == "bytes" else f"{n:.1f} {units[0]}"
