@@ -4,7 +4,8 @@ For drawn animation at a few sizes (samples/draw.py, encoded like samples/clip.m
 (realesr-animevideov3 on ncnn) upscales every frame once; the frames are then encoded into
 segments with several encoder settings, as a job would. Each row compares the segments' real
 size with the estimate before its MARGIN (space._trial: Lanczos-enlarged source frames through
-the same encoder, one keyframe per segment) and with the naive source bytes x scale^2.
+the same encoder, one keyframe per segment), with the estimate the check uses (times
+space.margin()), and with the naive source bytes x scale^2.
 
     python bench/disk_estimate.py [--frames 96] [--sizes 160x90,320x180,480x270]
 """
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "samples"))
 
-SETTINGS = {"x264 default": {}, "x264 crf 12": {"crf": 12}, "x264 crf 28": {"crf": 28},
+SETTINGS = {"x264 default": {}, **{f"x264 crf {c}": {"crf": c} for c in (12, 16, 18, 20, 28)},
             "x264 slow": {"preset": "slow"}, "x265 default": {"codec": "libx265"}}
 
 
@@ -51,19 +52,18 @@ def main() -> None:
     from upscaler.media.encoding import VideoSettings, choose_encoding
     from upscaler.media.probe import probe
     from upscaler.media.segments import encode_segments, plan_segments
-    from upscaler.media.space import _trial
+    from upscaler.media.space import _trial, margin
+    from upscaler.media.video_reader import VideoReader
     from upscaler.pipeline import Upscaler
 
-    print(f"{'source':>9} {'settings':>13} {'real':>9} {'estimate':>9} {'ratio':>6} "
-          f"{'naive':>9} {'ratio':>6}")
+    print(f"{'source':>9} {'settings':>13} {'real':>9} {'trial':>9} {'ratio':>6} "
+          f"{'checked':>7} {'naive':>9} {'ratio':>6}")
     with tempfile.TemporaryDirectory() as tmp, \
             Upscaler(Options(model="realesr-animevideov3", executor="ncnn")) as up:
         for size in args.sizes.split(","):
             width, height = map(int, size.split("x"))
             src = make_source(Path(tmp) / f"{size}.mkv", width, height, args.frames)
             info = probe(src)
-            frames = []
-            from upscaler.media.video_reader import VideoReader
             with VideoReader(info) as reader:
                 frames = [up.upscale_frame(f) for f in reader]
             for name, kw in SETTINGS.items():
@@ -77,8 +77,9 @@ def main() -> None:
                 first, rest = _trial(info, encoding, (width * 4, height * 4))
                 estimate = sum(first + (s.count - 1) * rest for s in segments)
                 naive = info.video_bytes * 16
+                checked = estimate * margin(settings.crf)
                 print(f"{size:>9} {name:>13} {real:>9} {estimate:>9} {real / estimate:>6.2f} "
-                      f"{naive:>9} {real / naive:>6.2f}", flush=True)
+                      f"{real / checked:>7.2f} {naive:>9} {real / naive:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":
