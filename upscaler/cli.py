@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", help="output file or folder (a trailing / means a "
                         "folder; missing folders are made)")
     parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (errors, skips and the summary still show)")
     for f in option_fields():
         if f.kind is bool:
             action = "store_false" if f.flag.startswith("--no-") else "store_true"
@@ -158,7 +159,7 @@ class _Tally:
         return f"{PROG}: {self.done} done, {skipped}, {self.failed} failed"
 
 
-def _run(tasks: list[Task], bars: _Bars, quiet: bool) -> int:
+def _run(tasks: list[Task], bars: _Bars) -> int:
     tally = _Tally()
     for task in tasks:
         for note in task.notes:
@@ -174,11 +175,10 @@ def _run(tasks: list[Task], bars: _Bars, quiet: bool) -> int:
         bars.job_done()
         for failure in state.failures:
             bars.say(f"{PROG}: error: {failure}")
-        if state.skipped and task.kind != "folder" and not quiet:
+        if state.skipped and task.kind != "folder":
             bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
         tally.add(task, state)
-    batch = len(tasks) > 1 or any(task.kind == "folder" for task in tasks)
-    if batch and (tally.failures or not quiet):
+    if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
         bars.say(tally.summary())
     return max((f.exit_code for f in tally.failures), default=0)
 
@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = plan_jobs(_jobs(args))
         bars = _Bars(args.quiet, len(tasks))
         try:
-            return _run(tasks, bars, args.quiet)
+            return _run(tasks, bars)
         finally:
             bars.close()
     except PlanError as e:

@@ -129,11 +129,14 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
     if task.output.exists() and not task.options.overwrite:
         state.skipped = 1
         return state
-    make_folder(task.output.parent)
     if video:
+        make_folder(task.output.parent)
         return _run_video(task.input, task.output, task.options, progress)
+    image, background = _read_storable(task.input, task.output, task.options)
+    make_folder(task.output.parent)
     with Upscaler(task.options) as upscaler:
-        _upscale_file(upscaler, task.input, task.output, task.options)
+        write_image(upscaler.upscale_image(image), task.output, task.options.format,
+                    background=background)
     state.done = 1
     progress(state)
     return state
@@ -146,13 +149,14 @@ def make_folder(folder: Path) -> None:
         raise MediaError(f"cannot make folder: {e.strerror or e}", folder) from e
 
 
-def _upscale_file(upscaler: Upscaler, src: Path, dst: Path, options: Options) -> None:
-    """One image file to another; what the output format cannot hold is refused before the
-    model runs."""
+def _read_storable(src: Path, dst: Path, options: Options
+                   ) -> tuple[Image, tuple[int, int, int] | None]:
+    """The image of `src` and the background to flatten it onto; MediaError, before the model
+    runs, when `dst`'s format cannot hold it."""
     image = read_image(src)
     background = parse_colour(options.background) if options.background else None
     check_storable(image, dst, options.format, background)
-    write_image(upscaler.upscale_image(image), dst, options.format, background=background)
+    return image, background
 
 
 def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
@@ -166,8 +170,10 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:
+                image, background = _read_storable(path, out, options)
                 make_folder(out.parent)
-                _upscale_file(upscaler, path, out, options)
+                write_image(upscaler.upscale_image(image), out, options.format,
+                            background=background)
                 state.done += 1
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported

@@ -70,25 +70,27 @@ class PlanError(UpscalerError):
 
 
 def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
-    """The tasks of `jobs`, in order; PlanError listing every mistake when there is any."""
-    errors: list[UpscalerError] = []
-    planned: list[tuple[Task, Job]] = []
+    """The tasks of `jobs`, in order; PlanError listing every mistake, in job order, if any."""
+    errors: list[tuple[int, UpscalerError]] = []
+    planned: list[tuple[int, Task]] = []
     runtimes: dict[tuple[str | None, str, str | None], UpscalerError | None] = {}
-    for job in jobs:
+    for n, job in enumerate(jobs):
         try:
             task = _plan(job)
             key = (task.options.model, task.options.executor, task.options.device)
             if key not in runtimes:
                 runtimes[key] = _runtime_problem(task.options)
-            if runtimes[key] is not None:
-                raise runtimes[key]  # type: ignore[misc]
-            planned.append((task, job))
+            problem = runtimes[key]
+            if problem is not None:
+                raise problem
+            planned.append((n, task))
         except UpscalerError as e:
-            errors.append(_located(e, job))
-    errors += [_located(e, job) for e, job in _clashes(planned)]
+            errors.append((n, e))
+    errors += _clashes(planned)
     if errors:
-        raise PlanError(errors)
-    return [task for task, _ in planned]
+        errors.sort(key=lambda item: item[0])
+        raise PlanError([_located(e, jobs[n]) for n, e in errors])
+    return [task for _, task in planned]
 
 
 def _located(error: UpscalerError, job: Job) -> UpscalerError:
@@ -233,17 +235,17 @@ def _runtime_problem(options: Options) -> UpscalerError | None:
     return None
 
 
-def _clashes(planned: list[tuple[Task, Job]]) -> Iterator[tuple[UpscalerError, Job]]:
+def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerError]]:
     """Outputs that another job also writes, or that another job reads."""
-    inputs = {_path_key(task.input): task.input for task, _ in planned}
+    inputs = {_path_key(task.input) for _, task in planned}
     written: dict[str, Path] = {}
-    for task, job in planned:
+    for n, task in planned:
         for out in task.outputs:
             key = _path_key(out)
             if key in inputs:
-                yield UsageError(f"is the input of another job ({inputs[key]})", out), job
+                yield n, UsageError("is the input of another job", out)
             elif key in written:
-                yield UsageError(f"is written by two jobs (also from {written[key]})", out), job
+                yield n, UsageError(f"is written by two jobs (also from {written[key]})", out)
             else:
                 written[key] = task.input
 
