@@ -194,3 +194,10 @@ def test_tilde_means_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     save(tmp_path / "img.png", draw_cel(12, 12))
     assert main(["~/img.png", "-o", "~/out/big.png", *FAST]) == 0
     assert (tmp_path / "out" / "big.png").exists()
+
+
+def test_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save(tmp_path / "pics" / "a.png", draw_cel(12, 12))
+    monkeypatch.chdir(tmp_path / "pics")
+    assert main([".", *FAST]) == 0
+    assert files(tmp_path / "pics_upscaled") == ["a.png"]

@@ -14,6 +14,7 @@ Nothing here touches the disk except to ask what exists; every mistake raises Us
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from upscaler.config import Options
@@ -100,7 +101,12 @@ def video_output(src: Path, output: Path | None, typed_as_folder: bool,
 
 def folder_output(src: Path, output: Path | None, options: Options) -> Path:
     """The folder a folder job mirrors its images into."""
-    return output if output is not None else src.with_name(src.name + options.suffix)
+    if output is not None:
+        return output
+    named = Path(os.path.abspath(src))  # `upscale .` names the folder it is in
+    if not named.name:
+        raise UsageError("give -o for the output of a file system's root", src)
+    return named.with_name(named.name + options.suffix)
 
 
 def folder_item_output(image: Path, src_root: Path, dst_root: Path, options: Options) -> Path:
