@@ -37,7 +37,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "--codec nosuch: this ffmpeg has no encoder named 'nosuch'"),
     ("out.mkv", ["--codec", "libx265", "--crf", "60"],
      "--crf 60: libx265 does not accept it"),
-    ("folder.mkv", [], "is a folder; give the output file's name"),
+    ("folder.mkv", [], "is a folder; give "),
 ])
 def test_bad_video_settings_fail_before_any_work(clip: Path, tmp_path: Path, output: str,
                                                  args: list[str], message: str,
@@ -53,7 +53,7 @@ def test_bad_video_settings_fail_before_any_work(clip: Path, tmp_path: Path, out
     assert list((tmp_path / "folder.mkv").iterdir()) == []
 
 
-def test_trials_are_cached_for_a_batch(clip: Path, tmp_path: Path) -> None:
+def test_check_video_job_caches_trials_for_a_batch(clip: Path, tmp_path: Path) -> None:
     settings = VideoSettings(preset="veryfast", crf=20)
     check_video_job(clip, tmp_path / "a.mkv", settings)
     before = _encode_fails.cache_info()
@@ -61,5 +61,8 @@ def test_trials_are_cached_for_a_batch(clip: Path, tmp_path: Path) -> None:
     check_video_job(other, tmp_path / "b.mkv", settings)
     after = _encode_fails.cache_info()
     assert (after.misses, after.hits) == (before.misses, before.hits + 1)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="yuv999p"):
         check_video_job(clip, tmp_path / "c.mkv", VideoSettings(pix_fmt="yuv999p"))
+    (tmp_path / "d.mkv").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        check_video_job(clip, tmp_path / "d.mkv", settings)

@@ -278,4 +278,3 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
         except queue.Empty:
             continue
     return None
-
