@@ -123,11 +123,12 @@ class WorkFolder:
             else:
                 changed = tuple(_differences(manifest.get("fingerprint") or {},
                                              self.fingerprint))
-        keep = {s.name for s in kept} | {_LOCK}
+        # Counted as finished first, so that a job stopped during the sweep keeps them.
+        self._done = {s.name: dict(listed[s.name]) for s in kept}
+        keep = {s.name for s in kept} | {_LOCK, MANIFEST}
         for entry in self.path.iterdir():
             if entry.name not in keep:
                 _delete(entry)
-        self._done = {s.name: dict(listed[s.name]) for s in kept}
         self._write()
         return Resumed(reused=tuple(kept), discarded=len(listed) - len(kept), changed=changed)
 
