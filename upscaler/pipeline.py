@@ -21,7 +21,7 @@ from upscaler.executors.registry import create_executor, default_tile
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.models.registry import resolve_model
-from upscaler.plan import Task, plan_jobs
+from upscaler.plan import Task, plan_jobs, video_settings
 
 
 @dataclass
@@ -199,14 +199,10 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
 
 
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
-    from upscaler.video import VideoSettings, check_video_job, upscale_video
+    from upscaler.video import check_video_job, upscale_video
 
-    settings = VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
-                             pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
-                             overwrite=options.overwrite, resume=options.resume,
-                             work_dir=Path(options.work_dir).expanduser()
-                             if options.work_dir else None)
-    check_video_job(src, dst, settings)  # before the model loads
+    settings = video_settings(options)
+    check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
     state = Progress("frame", 0, label=src.name)
 
     def report(done: int, total: int) -> None:
