@@ -43,7 +43,7 @@ from upscaler.media.probe import probe  # noqa: E402
 from upscaler.media.video_reader import VideoReader  # noqa: E402
 from upscaler.models.registry import resolve_model  # noqa: E402
 
-SUMMARY = re.compile(r"reused held drawings: (\d+) of (\d+) frames whole, (\d+) of (\d+) tiles")
+SUMMARY = re.compile(r"held drawings reused: (\d+) frames whole, (\d+) of (\d+) tiles")
 
 
 def decode(path: Path) -> list[np.ndarray]:
@@ -82,7 +82,7 @@ def job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, tuple[int
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"upscale failed: {done.stderr.strip().splitlines()[-1]}")
-    found = SUMMARY.search(done.stdout)
+    found = SUMMARY.search(done.stderr)
     return seconds, tuple(int(v) for v in found.groups()) if found else None
 
 
@@ -127,8 +127,8 @@ def main() -> None:
         b, o = statistics.median(bare), statistics.median(ours)
         ratio = statistics.median(t / n for t, n in zip(ours, bare, strict=True))
         print(f"median of {args.repeat}: ncnn bare {b:.1f} s, job {o:.1f} s; median ratio of "
-              f"a round {ratio:.3f} (target <= 0.5); reused {counts} (frames, of frames, "
-              "tiles, of tiles)")
+              f"a round {ratio:.3f} (target <= 0.5); reused {counts} (frames whole, tiles, "
+              "of tiles)")
         seconds, _ = job(src, work / "plain.mkv", args.model, "--no-reuse", *extra)
         low, clip = compare(work / "reuse.mkv", work / "plain.mkv")
         print(f"--no-reuse job {seconds:.1f} s; reuse against it: lowest frame {low:.1f} dB "
