@@ -1,0 +1,175 @@
+"""Write an `Image` in the format asked for, atomically, keeping what the format can hold.
+
+Where a format cannot hold something:
+- JPEG, WebP and BMP hold 8 bits only: 16-bit pixels are rounded to 8 bits.
+- JPEG and BMP hold no transparency: an alpha channel that is fully opaque is dropped; any other
+  alpha raises MediaError unless a `background` colour to composite over is given, because
+  silently flattening a sprite onto black or white is a loss the user did not ask for.
+- WebP holds no gray: gray pixels are written as RGB (read back as RGB). 16-bit gray+alpha TIFF
+  is written as RGBA too, since neither Pillow nor OpenCV can read that layout back.
+- BMP holds no ICC profile or EXIF; TIFF output carries no EXIF.
+- An ICC profile whose colour space does not match the written pixels (gray vs RGB) is dropped
+  rather than written into a file that readers would reject.
+JPEG is written at 4:4:4 (chroma subsampling smears coloured line art) and, unless `quality` is
+given, at the source's estimated quality but never below 95. WebP is lossless unless the source
+was lossy or a `quality` is given. DPI is copied unchanged; scaling it is the caller's choice.
+
+Every write goes to a temporary file beside the final path and is renamed over it, so a crash
+never leaves a half-written file at the final path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from upscaler.errors import MediaError
+from upscaler.media.image_data import (
+    EXIF_FORMATS,
+    FORMAT_ALIASES,
+    FORMAT_BY_EXTENSION,
+    WRITABLE_FORMATS,
+    Image,
+    icc_space,
+)
+from upscaler.media.images_16bit import png16, tiff16
+
+_NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
+_EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP"})
+_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+_DEFAULT_QUALITY = 95
+
+
+def write_image(
+    image: Image,
+    path: str | Path,
+    fmt: str | None = None,
+    quality: int | None = None,
+    *,
+    background: tuple[int, int, int] | None = None,
+) -> Path:
+    """Write `image` to `path` atomically, in `fmt` or the format its extension names.
+
+    `quality` (1-100) applies to JPEG and WebP. `background` (8-bit RGB) is what transparent
+    pixels are composited over for formats without alpha; without it, such a picture with any
+    transparency raises MediaError. Returns `path`.
+    """
+    path = Path(path)
+    fmt = _output_format(path, fmt, image.source_format)
+    if quality is not None and not 1 <= quality <= 100:
+        raise MediaError(f"quality must be 1-100, not {quality}", path)
+    pixels = _fit_pixels(image.pixels, fmt, background, path)
+    icc = image.icc_profile if fmt in _ICC_FORMATS else None
+    if icc is not None and (icc_space(icc) == "GRAY") != (pixels.shape[2] in (1, 2)):
+        icc = None
+    exif = image.exif if fmt in EXIF_FORMATS else None
+    if pixels.dtype == np.uint16:
+        encode16 = png16 if fmt == "PNG" else tiff16
+        data = encode16(pixels, icc, image.dpi, exif)
+    else:
+        data = _encode_pillow(pixels, fmt, image, quality, icc, exif)
+    _atomic_write(path, data)
+    return path
+
+
+def _output_format(path: Path, fmt: str | None, source_format: str | None) -> str:
+    if fmt:
+        name = fmt.upper().lstrip(".")
+        name = FORMAT_ALIASES.get(name, name)
+        if name not in WRITABLE_FORMATS:
+            raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, tiff or bmp", path)
+        return name
+    by_ext = FORMAT_BY_EXTENSION.get(path.suffix.lower())
+    if by_ext:
+        return by_ext
+    if source_format in WRITABLE_FORMATS:
+        return source_format
+    raise MediaError(f"unknown image extension {path.suffix!r}; give a format", path)
+
+
+def _fit_pixels(
+    pixels: np.ndarray, fmt: str, background: tuple[int, int, int] | None, path: Path
+) -> np.ndarray:
+    """Pixels reshaped to what `fmt` can hold, refusing to drop transparency silently."""
+    if fmt in _EIGHT_BIT_FORMATS and pixels.dtype == np.uint16:
+        pixels = np.rint(pixels / 257.0).astype(np.uint8)
+    channels = pixels.shape[2]
+    if fmt in _NO_ALPHA_FORMATS and channels in (2, 4):
+        peak = np.iinfo(pixels.dtype).max
+        alpha = pixels[..., -1:]
+        colour = pixels[..., :-1]
+        if int(alpha.min()) == peak:
+            pixels = colour
+        elif background is None:
+            raise MediaError(f"{fmt} cannot store transparency; write PNG, WebP or TIFF, "
+                             "or give a background colour to flatten onto", path)
+        else:
+            bg = np.asarray(background, np.float64) * (peak / 255.0)
+            if colour.shape[2] == 1:
+                bg = np.array([bg @ np.array([0.299, 0.587, 0.114])])
+            a = alpha / float(peak)
+            pixels = np.rint(colour * a + bg * (1.0 - a)).astype(pixels.dtype)
+    # Neither Pillow nor OpenCV reads 16-bit gray+alpha TIFF back, so it is written as RGBA.
+    gray_alpha_tiff16 = fmt == "TIFF" and pixels.dtype == np.uint16 and pixels.shape[2] == 2
+    if (fmt == "WEBP" and pixels.shape[2] in (1, 2)) or gray_alpha_tiff16:
+        gray, rest = pixels[..., :1], pixels[..., 1:]
+        pixels = np.concatenate([gray, gray, gray, rest], axis=2)
+    return np.ascontiguousarray(pixels)
+
+
+def _encode_pillow(
+    pixels: np.ndarray,
+    fmt: str,
+    image: Image,
+    quality: int | None,
+    icc: bytes | None,
+    exif: bytes | None,
+) -> bytes:
+    im = PIL.Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    opts: dict[str, object] = {}
+    if icc:
+        opts["icc_profile"] = icc
+    if exif:
+        opts["exif"] = exif
+    if image.dpi and fmt != "WEBP":
+        opts["dpi"] = image.dpi
+    if fmt == "PNG":
+        opts["compress_level"] = 6
+    elif fmt == "JPEG":
+        opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY),
+                    subsampling=0, optimize=True)
+    elif fmt == "WEBP":
+        if quality is None and image.lossless:
+            # `exact` keeps the colour under fully transparent pixels, as the source had it.
+            opts.update(lossless=True, quality=100, exact=True)
+        else:
+            opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY))
+    elif fmt == "TIFF":
+        opts["compression"] = "tiff_adobe_deflate"
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **opts)
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write beside `path` under a hidden temporary name, then rename over it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MediaError(f"cannot write: {e.strerror or e}", path) from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # gone already after a successful rename
