@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from upscaler.config import Job, Options, load_jobs, option_fields, validate_options
+from upscaler.config import Job, Options, load_jobs, names_folder, option_fields, validate_options
 from upscaler.errors import UpscalerError, UsageError
-from upscaler.pipeline import Progress, run_job
+from upscaler.pipeline import Progress, run_task
+from upscaler.plan import PlanError, Task, plan_jobs
 
 PROG = "upscale"
 
@@ -30,9 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="`upscale models` lists the models and their built files.",
     )
     parser.add_argument("input", nargs="?", type=Path, help="image, folder or video")
-    parser.add_argument("-o", "--output", type=Path, help="output file or folder")
+    parser.add_argument("-o", "--output", help="output file or folder (a trailing / means a "
+                        "folder; missing folders are made)")
     parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (errors, skips and the summary still show)")
     for f in option_fields():
         if f.kind is bool:
             action = "store_false" if f.flag.startswith("--no-") else "store_true"
@@ -72,19 +75,18 @@ class _Bars:
                               leave=self.outer is None, dynamic_ncols=True)
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
-        self.inner.update(state.done - self.inner.n)
+        self.inner.update(state.finished - self.inner.n)
 
-    def job_done(self, state: Progress) -> None:
+    def job_done(self) -> None:
         if self.inner is not None:
             self.inner.close()
             self.inner = None
         if self.outer is not None:
             self.outer.update(1)
-        for failure in state.failures:
-            tqdm.write(f"{PROG}: error: {failure}", file=sys.stderr)
-        if not self.quiet and state.skipped:
-            tqdm.write(f"{state.label}: skipped {state.skipped} existing output(s) "
-                       "(--overwrite to redo them)")
+
+    def say(self, line: str) -> None:
+        """A line on stderr that does not tear the bars."""
+        tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.outer is not None:
@@ -124,7 +126,61 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
         validate_options(options)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    return [Job(args.input, args.output, options)]
+    output = Path(args.output) if args.output else None
+    return [Job(args.input, output, options, output_is_folder=names_folder(args.output or ""))]
+
+
+class _Tally:
+    """Counts outputs over a batch: a folder job counts its images, other jobs count one."""
+
+    def __init__(self) -> None:
+        self.done = self.skipped = self.failed = 0
+        self.failures: list[UpscalerError] = []
+
+    def add(self, task: Task, state: Progress) -> None:
+        self.failures += state.failures
+        if task.kind == "folder":
+            self.done += state.done
+            self.skipped += state.skipped
+            self.failed += len(state.failures)
+        elif state.skipped:
+            self.skipped += 1
+        else:
+            self.done += 1
+
+    def fail(self, error: UpscalerError) -> None:
+        self.failures.append(error)
+        self.failed += 1
+
+    def summary(self) -> str:
+        skipped = f"{self.skipped} skipped"
+        if self.skipped:
+            skipped += " (outputs exist; --overwrite redoes them)"
+        return f"{PROG}: {self.done} done, {skipped}, {self.failed} failed"
+
+
+def _run(tasks: list[Task], bars: _Bars) -> int:
+    tally = _Tally()
+    for task in tasks:
+        for note in task.notes:
+            bars.say(f"{PROG}: {note}")
+        try:
+            state = run_task(task, bars)
+        except UpscalerError as e:
+            # A failed job is reported and the batch goes on with the next one.
+            bars.job_done()
+            bars.say(f"{PROG}: error: {e}")
+            tally.fail(e)
+            continue
+        bars.job_done()
+        for failure in state.failures:
+            bars.say(f"{PROG}: error: {failure}")
+        if state.skipped and task.kind != "folder":
+            bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
+        tally.add(task, state)
+    if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
+        bars.say(tally.summary())
+    return max((f.exit_code for f in tally.failures), default=0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,26 +189,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["models"]:
             return _list_models(argv[1:])
         args = _parser().parse_args(argv)
-        jobs = _jobs(args)
-        bars = _Bars(args.quiet, len(jobs))
-        failures: list[UpscalerError] = []
+        tasks = plan_jobs(_jobs(args))
+        bars = _Bars(args.quiet, len(tasks))
         try:
-            for job in jobs:
-                state = run_job(job, bars)
-                bars.job_done(state)
-                failures += state.failures
+            return _run(tasks, bars)
         finally:
             bars.close()
-        if failures:
-            print(f"{PROG}: {len(failures)} input(s) failed, see above", file=sys.stderr)
-            return max(f.exit_code for f in failures)
+    except PlanError as e:
+        for error in e.errors:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+        return e.exit_code
     except UpscalerError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

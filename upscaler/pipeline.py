@@ -6,26 +6,22 @@ of the others. Progress is reported through a callback so that the library never
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
-from upscaler.config import Job, Options
-from upscaler.errors import MediaError, OutputExistsError, UpscalerError, UsageError
+from upscaler.config import Job, Options, parse_colour
+from upscaler.errors import MediaError, UpscalerError
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.registry import create_executor, default_tile
 from upscaler.frame_upscaler import FrameUpscaler
-from upscaler.media.images import Image, is_image_path, read_image, write_image
+from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.models.registry import resolve_model
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2ts", ".flv",
-                    ".wmv", ".mpg", ".mpeg")
+from upscaler.plan import Task, plan_jobs
 
 
 @dataclass
@@ -39,16 +35,17 @@ class Progress:
     label: str = ""
     failures: list[UpscalerError] = field(default_factory=list)
 
+    @property
+    def finished(self) -> int:
+        """Units done or failed: how far a progress bar has come."""
+        return self.done + len(self.failures)
+
 
 ProgressCallback = Callable[[Progress], None]
 
 
 def _ignore(_: Progress) -> None:
     pass
-
-
-def is_video_path(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 class Upscaler:
@@ -113,88 +110,75 @@ class Upscaler:
         return from_model_output(rgb, None, like=src)
 
 
-def default_output(src: Path, options: Options) -> Path:
-    """Where an output goes when none is given: next to the input, with the suffix."""
-    if src.is_dir():
-        return src.with_name(src.name + options.suffix)
-    ext = f".{options.format.lower()}" if options.format and not is_video_path(src) else src.suffix
-    return src.with_name(src.stem + options.suffix + ext)
-
-
-def _with_format(dst: Path, options: Options) -> Path:
-    """`dst` with the extension of --format, when one is given."""
-    if options.format:
-        return dst.with_suffix(f".{options.format.lower()}")
-    return dst
-
-
-def _walk_images(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if is_image_path(path):
-                yield path
-
-
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
-    """Run one job (an image, a folder of images or a video) and return its final counters."""
-    src, options = job.input, job.options
-    if not src.exists():
-        raise MediaError("input does not exist", src)
-    dst = job.output or default_output(src, options)
-    if src.is_dir():
-        return _run_folder(src, dst, options, progress)
-    if is_video_path(src):
-        return _run_video(src, dst, options, progress)
-    if not is_image_path(src):
-        raise MediaError("not a supported image or video file", src)
-    if dst.exists() and dst.is_dir():
-        dst = _with_format(dst / src.name, options)
-    _check_output(src, dst, options)
-    image = read_image(src)
-    state = Progress("image", 1, label=src.name)
-    with Upscaler(options) as upscaler:
-        write_image(upscaler.upscale_image(image), dst, options.format)
+    """Check one job as a batch of one (PlanError if anything is wrong), then run it."""
+    (task,) = plan_jobs([job])
+    return run_task(task, progress)
+
+
+def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
+    """Run one planned task and return its final counters.
+
+    An output that exists is skipped (counted in `skipped`) unless options.overwrite, so a
+    rerun of a batch does only what is left.
+    """
+    if task.kind == "folder":
+        return _run_folder(task, progress)
+    video = task.kind == "video"
+    state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
+    if task.output.exists() and not task.options.overwrite:
+        state.skipped = 1
+        return state
+    if video:
+        make_folder(task.output.parent)
+        return _run_video(task.input, task.output, task.options, progress)
+    image, background = _read_storable(task.input, task.output, task.options)
+    make_folder(task.output.parent)
+    with Upscaler(task.options) as upscaler:
+        write_image(upscaler.upscale_image(image), task.output, task.options.format,
+                    background=background)
     state.done = 1
     progress(state)
     return state
 
 
-def _check_output(src: Path, dst: Path, options: Options) -> None:
-    if dst.resolve() == src.resolve():
-        raise OutputExistsError("output would overwrite the input", dst)
-    if dst.exists() and not options.overwrite:
-        raise OutputExistsError("output exists (use --overwrite to replace it)", dst)
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MediaError(f"cannot make folder: {e.strerror or e}", folder) from e
 
 
-def _run_folder(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
-    if dst.exists() and not dst.is_dir():
-        raise UsageError("output for a folder must be a folder", dst)
-    with contextlib.suppress(ValueError):
-        dst.resolve().relative_to(src.resolve())
-        raise UsageError(f"output folder must not be inside the input folder {src}", dst)
-    pairs = []
-    for path in _walk_images(src):
-        out = dst / path.relative_to(src)
-        pairs.append((path, _with_format(out, options)))
-    state = Progress("image", len(pairs), label=src.name)
-    todo = [(s, d) for s, d in pairs if options.overwrite or not d.exists()]
-    state.skipped = len(pairs) - len(todo)
+def _read_storable(src: Path, dst: Path, options: Options
+                   ) -> tuple[Image, tuple[int, int, int] | None]:
+    """The image of `src` and the background to flatten it onto; MediaError, before the model
+    runs, when `dst`'s format cannot hold it."""
+    image = read_image(src)
+    background = parse_colour(options.background) if options.background else None
+    check_storable(image, dst, options.format, background)
+    return image, background
+
+
+def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
+    options = task.options
+    todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
+    state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
+                     label=task.input.name)
     progress(state)
     if not todo:
         return state
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:
-                image = read_image(path)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_image(upscaler.upscale_image(image), out, options.format)
+                image, background = _read_storable(path, out, options)
+                make_folder(out.parent)
+                write_image(upscaler.upscale_image(image), out, options.format,
+                            background=background)
+                state.done += 1
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
                 state.failures.append(e)
-            state.done += 1
             progress(state)
     return state
 
@@ -202,7 +186,6 @@ def _run_folder(src: Path, dst: Path, options: Options, progress: ProgressCallba
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
     from upscaler.video import VideoSettings, upscale_video
 
-    _check_output(src, dst, options)
     settings = VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
                              pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
                              overwrite=options.overwrite)

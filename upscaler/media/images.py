@@ -6,7 +6,12 @@ The work is split by job: `image_data` (the `Image` type and the format tables),
 
 from upscaler.media.image_data import IMAGE_EXTENSIONS, WRITABLE_FORMATS, Image, is_image_path
 from upscaler.media.images_read import read_image
-from upscaler.media.images_write import write_image
+from upscaler.media.images_write import (
+    check_storable,
+    format_of_extension,
+    format_of_name,
+    write_image,
+)
 
-__all__ = ["IMAGE_EXTENSIONS", "WRITABLE_FORMATS", "Image", "is_image_path", "read_image",
-           "write_image"]
+__all__ = ["IMAGE_EXTENSIONS", "WRITABLE_FORMATS", "Image", "check_storable",
+           "format_of_extension", "format_of_name", "is_image_path", "read_image", "write_image"]

@@ -389,6 +389,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
 
 _MP4_LIKE = (".mp4", ".m4v", ".mov")
 _MUXERS = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+WRITABLE_CONTAINERS: tuple[str, ...] = tuple(_MUXERS)
 _WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis", "webvtt"}
 _TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "text", "mov_text"}
 
