@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from upscaler.borders import crop_frame, pad_frame
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.base import Executor
 from upscaler.tiling import Stitcher, TilePlan, plan_tiles
@@ -21,7 +22,8 @@ class FrameUpscaler:
 
     tile: input tile size; 0 runs each frame in one call (not possible with a fixed-shape
       executor, whose `fixed_tile` always wins). overlap: minimum overlap of tiles, in input
-      pixels. batch: tiles per executor call.
+      pixels. batch: tiles per executor call. border: pixels mirrored out on every side of a
+      frame before the model and cropped after (see borders.py; the model's `border`).
 
     Attributes a caller may read: `tile`, `overlap` and `batch` as currently used (they shrink
     after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame counting as
@@ -29,7 +31,7 @@ class FrameUpscaler:
     """
 
     def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16, batch: int = 1,
-                 *, min_tile: int = MIN_TILE) -> None:
+                 *, min_tile: int = MIN_TILE, border: int = 0) -> None:
         if tile < 0 or overlap < 0 or batch < 1:
             raise UsageError(f"invalid tiling: tile {tile}, overlap {overlap}, batch {batch}")
         if executor.fixed_tile is not None:
@@ -41,6 +43,7 @@ class FrameUpscaler:
         self.overlap = overlap
         self.batch = batch
         self.min_tile = min_tile
+        self.border = max(0, border)
         self.tiles_run = 0
         self.frames_run = 0
         self.oom_retries = 0
@@ -51,7 +54,8 @@ class FrameUpscaler:
         """float32 (H, W, 3) RGB in [0, 1] -> float32 (H*s, W*s, 3) in [0, 1]."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise MediaError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
-        chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+        padded = pad_frame(rgb, self.border)
+        chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
         while True:
             try:
                 out = self._run_whole(chw) if self.tile == 0 else self._run_tiled(chw)
@@ -60,7 +64,8 @@ class FrameUpscaler:
                 self._shrink(chw.shape[1], chw.shape[2], e)
                 self.oom_retries += 1
         self.frames_run += 1
-        hwc = np.ascontiguousarray(out.transpose(1, 2, 0))
+        hwc = np.ascontiguousarray(crop_frame(out.transpose(1, 2, 0),
+                                              self.border * self.executor.scale))
         return np.clip(hwc, 0.0, 1.0, out=hwc)
 
     def _run_whole(self, chw: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ class Upscaler:
         )
         self.executor: Executor = create_executor(options.executor, model, exec_opts)
         self.frames = FrameUpscaler(self.executor, tile=tile, overlap=options.overlap,
-                                    batch=options.batch)
+                                    batch=options.batch, border=model.border)
 
     @property
     def model_scale(self) -> int:
