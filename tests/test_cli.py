@@ -154,6 +154,28 @@ def test_models_lists_registry_and_built_files(capsys: pytest.CaptureFixture[str
     assert "built:" in out and ".onnx" in out
 
 
+def test_models_lists_built_files_only_under_their_own_model(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model whose name starts another's (realesr-animevideov3, realesr-animevideov3-x2)."""
+    monkeypatch.setenv("UPSCALER_CACHE_DIR", str(tmp_path / "cache"))
+    src = save(tmp_path / "a.png", draw_cel(16, 16))
+    assert main([str(src), "--executor", "onnxruntime", "--quiet",
+                 "--model", "realesr-animevideov3-x2"]) == 0
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    built: dict[str, list[str]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line and not line.startswith(" ") and not line.startswith("built models"):
+            model = line.split()[0]
+            built[model] = []
+        elif line.strip().startswith("built:"):
+            built[model].append(Path(line.split(":", 1)[1].strip()).name)
+    assert len(built["realesr-animevideov3-x2"]) == 1
+    assert built["realesr-animevideov3-x2"][0].startswith("realesr-animevideov3-x2-fp32-dyn-")
+    assert built["realesr-animevideov3"] == []
+
+
 @pytest.mark.skipif(shutil.which("upscale") is None, reason="package not installed")
 def test_console_script(tmp_path: Path) -> None:
     src = save(tmp_path / "a.png", draw_cel(16, 16))
