@@ -14,7 +14,8 @@ from draw import draw_cel
 
 from upscaler.errors import MediaError, OutputExistsError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import _ffprobe_json, _parse, _pyav_json, probe
+from upscaler.media.probe import _ffprobe_json, _parse, probe
+from upscaler.media.probe_pyav import pyav_json
 from upscaler.media.segments import Segment, encode_segment, plan_segments, work_dir
 from upscaler.media.video_reader import VideoReader
 from upscaler.video import VideoSettings, upscale_video
@@ -67,7 +68,7 @@ def test_pyav_probe_agrees_with_ffprobe(mkv_clip: Path, tmp_path: Path) -> None:
         exe = ffmpeg.ffprobe_exe()
         assert exe is not None
         by_ffprobe = _parse(path, _ffprobe_json(exe, path))
-        by_pyav = _parse(path, _pyav_json(path))
+        by_pyav = _parse(path, pyav_json(path))
         # Container start times differ by how each FFmpeg version treats AAC priming.
         assert by_pyav.frame_rate == by_ffprobe.frame_rate
         assert by_pyav.rotation == by_ffprobe.rotation
