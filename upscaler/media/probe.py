@@ -58,6 +58,8 @@ class VideoInfo:
 
     width, height: the stored picture; `display_size` applies `rotation` (degrees
       counter-clockwise, as ffprobe reports the display matrix, normalised to 0/90/180/270).
+    sar: the sample (pixel) aspect ratio of the stored picture, 32/27 for 16:9 DVD; 1 for
+      square pixels or when the file does not say. `display_aspect` is the shape shown.
     frame_rate: the nominal rate as an exact rational (24000/1001); for a variable-frame-rate
       source (`vfr`) it is only the base the timestamps are laid on.
     frame_pts: every frame's presentation timestamp in `time_base` units, in display order;
@@ -89,6 +91,7 @@ class VideoInfo:
     chapters: tuple[Chapter, ...]
     frame_pts: tuple[int, ...] = field(repr=False, compare=False, default=())
     end_pts: int = 0
+    sar: Fraction = Fraction(1)
 
     @property
     def yuv_matrix(self) -> str:
@@ -112,6 +115,13 @@ class VideoInfo:
         if self.rotation in (90, 270):
             return self.height, self.width
         return self.width, self.height
+
+    @property
+    def display_aspect(self) -> Fraction:
+        """Width / height as shown: the upright frames' shape times their pixel aspect."""
+        width, height = self.display_size
+        sar = 1 / self.sar if self.rotation in (90, 270) else self.sar
+        return Fraction(width, height) * sar
 
     def seconds(self, pts: int) -> float:
         """A timestamp of this stream in seconds on the container's clock."""
@@ -184,6 +194,8 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
                        for c in raw.get("chapters", [])),
         frame_pts=pts,
         end_pts=end,
+        # "0:1" means unknown, which players show as square pixels.
+        sar=_fraction(str(video.get("sample_aspect_ratio", "")).replace(":", "/")) or Fraction(1),
     )
 
 

@@ -72,7 +72,8 @@ def _pyav_stream(box: Any, s: Any) -> dict[str, Any]:
                color_range=_RANGES.get(ctx.color_range),
                color_space=_MATRICES.get(ctx.colorspace),
                color_primaries=_PRIMARIES.get(ctx.color_primaries),
-               color_transfer=_TRANSFERS.get(ctx.color_trc))
+               color_transfer=_TRANSFERS.get(ctx.color_trc),
+               sample_aspect_ratio=str(s.sample_aspect_ratio or ctx.sample_aspect_ratio or "0/1"))
     # PyAV has no getter for the stream's display matrix; the decoder copies it onto frames.
     if not out["disposition"]["attached_pic"] and s is box.streams.video[0]:
         try:
