@@ -3,12 +3,14 @@
 Pillow decodes and supplies the metadata; 16-bit colour pictures, which Pillow would cut to 8
 bits, are decoded by OpenCV. EXIF orientation is applied, so pixels come out upright and the
 orientation tag is dropped. Palette pictures become RGB, or RGBA when they have transparency.
-CMYK pictures are converted to sRGB through their profile when they carry one. Multi-frame files
-(animated WebP, multi-page TIFF) give their first frame.
+CMYK pictures are converted to sRGB through their profile when they carry one. Animated PNG,
+WebP and GIF give every frame, as 8-bit RGB(A) (see animation.py); a multi-page TIFF gives its
+first page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import zlib
@@ -21,7 +23,15 @@ import PIL.Image
 from PIL import ImageCms
 
 from upscaler.errors import MediaError
-from upscaler.media.image_data import EXIF_FORMATS, FORMAT_ALIASES, Image, icc_space
+from upscaler.media.animation import is_animated, read_frames
+from upscaler.media.image_data import (
+    ANIMATED_FORMATS,
+    EXIF_FORMATS,
+    FORMAT_ALIASES,
+    Animation,
+    Image,
+    icc_space,
+)
 
 _LOSSY_FORMATS = frozenset({"JPEG"})
 _ORIENTATION_TAG = 0x0112
@@ -72,22 +82,31 @@ def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
     icc: bytes | None = im.info.get("icc_profile") or None
     exif = im.getexif()
     orientation = exif.get(_ORIENTATION_TAG, 1)
-    if _is_16bit(im, data):
+    dpi = im.info.get("dpi")
+    raw_exif = im.info.get("exif")
+    animation: Animation | None = None
+    if fmt in ANIMATED_FORMATS and is_animated(im):
+        pixels, animation = read_frames(im)
+    elif _is_16bit(im, data):
         pixels = _decode_16bit(im, data, path)
     else:
         pixels, icc = _decode_8bit(im, icc, path)
     if orientation in _UPRIGHT:
-        pixels = np.ascontiguousarray(_UPRIGHT[orientation](pixels))
-    dpi = im.info.get("dpi")
+        upright = _UPRIGHT[orientation]
+        pixels = np.ascontiguousarray(upright(pixels))
+        if animation is not None:
+            animation = dataclasses.replace(animation, frames=tuple(
+                np.ascontiguousarray(upright(f)) for f in animation.frames))
     return Image(
         pixels=pixels,
         icc_profile=icc,
         source_format=fmt,
         # PNG stores dots per metre: 300 dpi comes back as 299.9994.
         dpi=(round(float(dpi[0]), 1), round(float(dpi[1]), 1)) if dpi and all(dpi) else None,
-        exif=_exif_without_orientation(im.info.get("exif")) if fmt in EXIF_FORMATS else None,
+        exif=_exif_without_orientation(raw_exif) if fmt in EXIF_FORMATS else None,
         quality=_jpeg_quality(im) if fmt == "JPEG" else None,
         lossless=fmt not in _LOSSY_FORMATS and not (fmt == "WEBP" and not _webp_lossless(data)),
+        animation=animation,
     )
 
 
@@ -192,12 +211,16 @@ def _jpeg_quality(im: PIL.Image.Image) -> int | None:
 
 
 def _webp_lossless(data: bytes) -> bool:
-    """Whether a WebP file's bitstream is VP8L (lossless) rather than VP8 (lossy)."""
+    """Whether a WebP file's bitstream is VP8L (lossless) rather than VP8 (lossy); for an
+    animation, its first frame's."""
     pos = 12
     while pos + 8 <= len(data):
         tag = data[pos:pos + 4]
         if tag in (b"VP8L", b"VP8 "):
             return tag == b"VP8L"
+        if tag == b"ANMF":  # a frame: 16 bytes of placement and timing, then its own chunks
+            pos += 8 + 16
+            continue
         size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
         pos += 8 + size + (size & 1)
     return False

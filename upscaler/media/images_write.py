@@ -7,7 +7,10 @@ Where a format cannot hold something:
   silently flattening a sprite onto black or white is a loss the user did not ask for.
 - WebP holds no gray: gray pixels are written as RGB (read back as RGB). 16-bit gray+alpha TIFF
   is written as RGBA too, since neither Pillow nor OpenCV can read that layout back.
-- BMP holds no ICC profile or EXIF; TIFF output carries no EXIF.
+- BMP and GIF hold no ICC profile or EXIF; TIFF output carries no EXIF.
+- GIF holds 256 colours and 1-bit transparency (see animation.py for how they are chosen).
+- Only PNG (APNG), WebP and GIF hold an animation; another format raises MediaError. Animated
+  frames are written at 8 bits.
 - An ICC profile whose colour space does not match the written pixels (gray vs RGB) is dropped
   rather than written into a file that readers would reject.
 JPEG is written at 4:4:4 (chroma subsampling smears coloured line art) and, unless `quality` is
@@ -30,7 +33,9 @@ import numpy as np
 import PIL.Image
 
 from upscaler.errors import MediaError
+from upscaler.media.animation import encode_frames, gif_frame
 from upscaler.media.image_data import (
+    ANIMATED_FORMATS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
     FORMAT_BY_EXTENSION,
@@ -41,7 +46,8 @@ from upscaler.media.image_data import (
 from upscaler.media.images_16bit import png16, tiff16
 
 _NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
-_EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP"})
+_EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
+_NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
 _ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 _DEFAULT_QUALITY = 95
 
@@ -64,18 +70,32 @@ def write_image(
     fmt = _output_format(path, fmt, image.source_format)
     if quality is not None and not 1 <= quality <= 100:
         raise MediaError(f"quality must be 1-100, not {quality}", path)
-    pixels = _fit_pixels(image.pixels, fmt, background, path)
+    _check_animation(image, fmt, path)
+    frames = [_fit_pixels(p, fmt, background, path) for p in image.frames]
+    pixels = frames[0]
     icc = image.icc_profile if fmt in _ICC_FORMATS else None
     if icc is not None and (icc_space(icc) == "GRAY") != (pixels.shape[2] in (1, 2)):
         icc = None
     exif = image.exif if fmt in EXIF_FORMATS else None
-    if pixels.dtype == np.uint16:
+    if image.animation is not None:
+        # Pillow writes animations from 8-bit pictures only.
+        frames = [np.rint(f / 257.0).astype(np.uint8) if f.dtype == np.uint16 else f
+                  for f in frames]
+        options = _pillow_options(fmt, image, quality, icc, exif)
+        data = encode_frames(frames, image.animation, fmt, options)
+    elif pixels.dtype == np.uint16:
         encode16 = png16 if fmt == "PNG" else tiff16
         data = encode16(pixels, icc, image.dpi, exif)
     else:
         data = _encode_pillow(pixels, fmt, image, quality, icc, exif)
     _atomic_write(path, data)
     return path
+
+
+def _check_animation(image: Image, fmt: str, path: Path) -> None:
+    if image.animation is not None and fmt not in ANIMATED_FORMATS:
+        raise MediaError(f"{fmt} cannot hold an animation ({len(image.frames)} frames); "
+                         "write PNG, WebP or GIF", path)
 
 
 def format_of_extension(ext: str) -> str | None:
@@ -93,7 +113,8 @@ def _output_format(path: Path, fmt: str | None, source_format: str | None) -> st
     if fmt:
         name = format_of_name(fmt)
         if name not in WRITABLE_FORMATS:
-            raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, tiff or bmp", path)
+            raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, tiff, bmp "
+                             "or gif", path)
         return name
     by_ext = FORMAT_BY_EXTENSION.get(path.suffix.lower())
     if by_ext:
@@ -108,6 +129,7 @@ def check_storable(image: Image, path: str | Path, fmt: str | None = None,
     """MediaError now, before any work, if writing `image` to `path` would be refused."""
     path = Path(path)
     fmt = _output_format(path, fmt, image.source_format)
+    _check_animation(image, fmt, path)
     if fmt in _NO_ALPHA_FORMATS and background is None and _transparent(image.pixels):
         raise _transparency_error(fmt, path)
 
@@ -143,7 +165,7 @@ def _fit_pixels(
             pixels = np.rint(colour * a + bg * (1.0 - a)).astype(pixels.dtype)
     # Neither Pillow nor OpenCV reads 16-bit gray+alpha TIFF back, so it is written as RGBA.
     gray_alpha_tiff16 = fmt == "TIFF" and pixels.dtype == np.uint16 and pixels.shape[2] == 2
-    if (fmt == "WEBP" and pixels.shape[2] in (1, 2)) or gray_alpha_tiff16:
+    if (fmt in _NO_GRAY_FORMATS and pixels.shape[2] in (1, 2)) or gray_alpha_tiff16:
         gray, rest = pixels[..., :1], pixels[..., 1:]
         pixels = np.concatenate([gray, gray, gray, rest], axis=2)
     return np.ascontiguousarray(pixels)
@@ -157,13 +179,27 @@ def _encode_pillow(
     icc: bytes | None,
     exif: bytes | None,
 ) -> bytes:
-    im = PIL.Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    if fmt == "GIF":
+        im = gif_frame(pixels)
+    else:
+        im = PIL.Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    opts = _pillow_options(fmt, image, quality, icc, exif)
+    if "transparency" in im.info:
+        opts["transparency"] = im.info["transparency"]
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **opts)
+    return buf.getvalue()
+
+
+def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | None,
+                    exif: bytes | None) -> dict[str, object]:
+    """Pillow's save options for `fmt`: what to carry over, and how to compress."""
     opts: dict[str, object] = {}
     if icc:
         opts["icc_profile"] = icc
     if exif:
         opts["exif"] = exif
-    if image.dpi and fmt != "WEBP":
+    if image.dpi and fmt not in ("WEBP", "GIF"):
         opts["dpi"] = image.dpi
     if fmt == "PNG":
         opts["compress_level"] = 6
@@ -178,9 +214,7 @@ def _encode_pillow(
             opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY))
     elif fmt == "TIFF":
         opts["compression"] = "tiff_adobe_deflate"
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **opts)
-    return buf.getvalue()
+    return opts
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
