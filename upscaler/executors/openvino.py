@@ -101,8 +101,13 @@ class OpenVinoExecutor(ClosingExecutor):
                                 f"{one_line(e)}", path) from e
         self._input_dtype = self._compiled.input(0).get_element_type().to_dtype()
         self._request = self._compiled.create_infer_request()
-        self._queue = (ov.AsyncInferQueue(self._compiled)
-                       if performance_hint == "THROUGHPUT" else None)
+        # Parallel requests for THROUGHPUT, one per stream. They are waited on one by one rather
+        # than through AsyncInferQueue's Python callbacks: those run on OpenVINO's threads and
+        # need the interpreter lock, and releasing the compiled model with one of them pending
+        # hung the process.
+        streams = (int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+                   if performance_hint == "THROUGHPUT" else 0)
+        self._parallel = [self._compiled.create_infer_request() for _ in range(streams)]
         self.scale: int = model.scale if model.scale is not None else self._measure_scale()
 
     def _measure_scale(self) -> int:
@@ -116,8 +121,8 @@ class OpenVinoExecutor(ClosingExecutor):
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
         try:
-            if self._queue is not None and len(feed) > 1:
-                return self._run_parallel(self._queue, feed)
+            if len(self._parallel) > 1 and len(feed) > 1:
+                return self._run_parallel(feed)
             out = self._request.infer({0: feed})[0]
         except RuntimeError as e:
             if _is_oom(e):
@@ -127,20 +132,18 @@ class OpenVinoExecutor(ClosingExecutor):
                                 f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
         return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
 
-    @staticmethod
-    def _run_parallel(queue: Any, feed: np.ndarray) -> np.ndarray:
-        results: list[np.ndarray | None] = [None] * len(feed)
-
-        def done(request: Any, index: int) -> None:
-            results[index] = np.array(request.get_output_tensor(0).data, dtype=np.float32)
-
-        queue.set_callback(done)
-        for i in range(len(feed)):
-            queue.start_async({0: feed[i : i + 1]}, i)
-        queue.wait_all()
-        return np.concatenate([r for r in results if r is not None])
+    def _run_parallel(self, feed: np.ndarray) -> np.ndarray:
+        results = []
+        for start in range(0, len(feed), len(self._parallel)):
+            running = self._parallel[:len(feed) - start]
+            for i, request in enumerate(running):
+                request.start_async({0: feed[start + i:start + i + 1]})
+            for request in running:
+                request.wait()
+                results.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
+        return np.concatenate(results)
 
     def close(self) -> None:
-        self._queue = None
+        self._parallel = []
         self._request = None  # type: ignore[assignment]
         self._compiled = None  # type: ignore[assignment]
