@@ -165,19 +165,25 @@ class VideoWriter:
             filters += [f"settb={tb.numerator}/{tb.denominator}",
                         f"setpts='{pts_expression(timing.pts)}'"]
             out_args += ["-enc_time_base", f"{tb.numerator}:{tb.denominator}"]
+        matrix, value_range = enc.matrix, enc.range
         if is_rgb(enc.pix_fmt):
             filters.append(f"format={enc.pix_fmt}")
+            # Stored as RGB: tagged so, or decoders read the planes as YUV in the source's
+            # matrix (libx264rgb output came back 14 dB from its input).
+            matrix, value_range = "gbr", "pc"
         else:
-            filters += [f"scale=out_color_matrix={SWS_MATRICES.get(enc.matrix, 'bt709')}"
-                        f":out_range={enc.range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
+            filters += [f"scale=out_color_matrix={SWS_MATRICES.get(matrix, 'bt709')}"
+                        f":out_range={value_range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
         # setparams tags the frames, which recent ffmpeg prefers over the -color_* options.
-        tags = {"colorspace": enc.matrix, "range": enc.range,
+        tags = {"colorspace": matrix, "range": value_range,
                 "color_primaries": enc.primaries, "color_trc": enc.transfer}
         filters.append("setparams=" + ":".join(f"{k}={v}" for k, v in tags.items() if v))
         if sar is not None:
             # max: setsar approximates ratios with terms above 100 unless told otherwise.
             filters.append(f"setsar={sar.numerator}/{sar.denominator}:max=65535")
-        out_args += ["-colorspace", enc.matrix, "-color_range", enc.range]
+        # The encoder option names RGB "rgb" where the filters and ffprobe say "gbr".
+        out_args += ["-colorspace", "rgb" if matrix == "gbr" else matrix,
+                     "-color_range", value_range]
         if enc.primaries:
             out_args += ["-color_primaries", enc.primaries]
         if enc.transfer:
