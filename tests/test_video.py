@@ -32,14 +32,19 @@ def triple(frame: np.ndarray) -> np.ndarray:
 
 
 def assert_same_frames(out: list[np.ndarray], expected: list[np.ndarray], peak: float) -> None:
-    """Each output frame is closest to the frame at its own index: none dropped, none doubled."""
+    """Each output frame is closest to the frame at its own index: none dropped, none doubled.
+
+    Measured on the clips here: 35.3 dB or more to its own frame (lossy H.264/H.265), at least
+    15.3 dB more than to either neighbour.
+    """
     assert len(out) == len(expected)
     for k, frame in enumerate(out):
         own = psnr(frame, expected[k], peak)
-        assert own > 30, f"frame {k}: {own:.1f} dB"
+        assert own > 32, f"frame {k}: {own:.1f} dB"
         for j in (k - 1, k + 1):
             if 0 <= j < len(expected):
-                assert own > psnr(frame, expected[j], peak), f"frame {k} looks like frame {j}"
+                other = psnr(frame, expected[j], peak)
+                assert own > other + 10, f"frame {k} looks like frame {j}"
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +282,7 @@ def test_sample_clip_is_the_drawn_animation() -> None:
     frames = decode_all(clip)
     # The drawing survives the trip through H.264 and back, frame for frame.
     for i in (0, len(frames) // 2, len(frames) - 1):
-        assert psnr(frames[i], draw_cel(90, 160, t=i / len(frames)), 255) > 30
+        assert psnr(frames[i], draw_cel(90, 160, t=i / len(frames)), 255) > 30  # 33.2-34.9
 
 
 def test_plan_segments_cuts_on_time(mkv_clip: Path) -> None:
