@@ -88,3 +88,19 @@ def test_a_failed_job_does_not_stop_the_others(stills: Path,
     assert err[0].startswith(f"upscale: error: {stills / 'broken.png'}: not an image")
     assert err[1] == "upscale: 1 done, 0 skipped, 1 failed"
     assert sorted(p.name for p in (stills / "out").iterdir()) == ["a.png"]
+
+
+def test_video_settings_are_tried_before_any_job_runs(stills: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from clips import make_clip
+
+    make_clip(stills / "ep.mkv", size="32x18", seconds=0.25)
+    jobs = write_jobs(stills, "{input: a.png, output: out/a.png}",
+                      "{input: ep.mkv, output: out/ep.mkv, pix_fmt: yuv999p}",
+                      "{input: ep.mkv, output: out/ep.webm, codec: libx264}")
+    code, err = run(jobs, capsys)
+    assert code == 2
+    assert err[0].startswith(f"upscale: error: {jobs}:4: ") and "yuv999p" in err[0]
+    assert err[1].startswith(f"upscale: error: {jobs}:5: ") and "libx264" in err[1]
+    assert len(err) == 2
+    assert not (stills / "out").exists()

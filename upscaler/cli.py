@@ -9,19 +9,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from tqdm import tqdm
 
 from upscaler.config import Job, Options, load_jobs, names_folder, option_fields, validate_options
-from upscaler.errors import UpscalerError, UsageError
+from upscaler.errors import Interrupted, UpscalerError, UsageError
+from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, run_task
 from upscaler.plan import PlanError, Task, plan_jobs
 
 PROG = "upscale"
+# How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
+HARD_EXIT_AFTER = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,6 +100,62 @@ class _Bars:
     def close(self) -> None:
         if self.outer is not None:
             self.outer.close()
+
+
+class _LogLine(logging.Handler):
+    """Shows the library's log (a video resuming, say) as `upscale: ...` lines above the bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(f"{PROG}: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_log() -> None:
+    logger = logging.getLogger("upscaler")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _LogLine) for h in logger.handlers):
+        logger.addHandler(_LogLine())
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the job alike: exit 130 or 143, ffmpeg children ended, finished
+    video segments kept for a rerun.
+
+    The first signal raises Interrupted in the main thread, where the job cleans up and says
+    what it kept. A model call already running in native code cannot be cut short, so should
+    the process still be alive HARD_EXIT_AFTER seconds later it ends at once: by then the
+    finished segments are on disk and nothing else is being written. Later signals are ignored
+    while that happens.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        timer = threading.Timer(HARD_EXIT_AFTER, _hard_exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
+        raise Interrupted("interrupted", 128 + signum)
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    finally:
+        if not fired:  # after a signal the process is ending; keep ignoring repeats
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _hard_exit(code: int) -> None:
+    ffmpeg.kill_all()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def _list_models(argv: Sequence[str]) -> int:
@@ -183,6 +248,7 @@ def _run(tasks: list[Task], bars: _Bars) -> int:
     return max((f.exit_code for f in tally.failures), default=0)
 
 
+@_stop_on_signals()
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -190,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _list_models(argv[1:])
         args = _parser().parse_args(argv)
         tasks = plan_jobs(_jobs(args))
+        _show_log()
         bars = _Bars(args.quiet, len(tasks))
         try:
             return _run(tasks, bars)
@@ -202,9 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UpscalerError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{PROG}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

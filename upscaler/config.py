@@ -44,6 +44,8 @@ class Options:
     preset: str | None = None
     pix_fmt: str | None = None
     segment_seconds: float = 4.0
+    resume: bool = True
+    work_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ _HELP = {
     "preset": "video encoder preset (ffmpeg name)",
     "pix_fmt": "video pixel format (ffmpeg name, e.g. yuv420p10le)",
     "segment_seconds": "video segment length in seconds",
+    "resume": "start a video over, discarding segments an unfinished earlier run left",
+    "work_dir": "folder for a video's segments until it is done (default: beside the output)",
 }
 
 

@@ -20,7 +20,7 @@ from upscaler.executors.registry import create_executor, default_tile
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.models.registry import resolve_model
-from upscaler.plan import Task, plan_jobs
+from upscaler.plan import Task, plan_jobs, video_settings
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Upscaler:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        model = resolve_model(options.model)
+        self.model = model = resolve_model(options.model)
         tile = options.tile if options.tile is not None else default_tile(
             options.executor, model, device=options.device)
         exec_opts = ExecutorOptions(
@@ -70,6 +70,21 @@ class Upscaler:
     @property
     def model_scale(self) -> int:
         return self.executor.scale
+
+    def identity(self) -> dict[str, str]:
+        """What makes this upscaler's output what it is, as strings: a video's finished
+        segments are reused only while it stays the same. The model file counts by size and
+        modification time; the tile is the one the job starts with."""
+        files = [self.model.path, self.model.bin_path] if self.model.kind == "ncnn" else [
+            self.model.path]
+        stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                  for p in files if p.exists()]
+        precision = getattr(self.executor, "precision", None) or self.options.precision
+        return {"model": self.model.name, "model_files": " ".join(stamps),
+                "executor": self.executor.name, "precision": str(precision),
+                "device": str(self.options.device), "tile": str(self.frames.tile),
+                "overlap": str(self.options.overlap), "border": str(self.frames.border),
+                "scale": str(self.options.scale or self.model_scale)}
 
     def close(self) -> None:
         self.executor.close()
@@ -187,17 +202,28 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
 
 
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
-    from upscaler.video import VideoSettings, upscale_video
+    from upscaler.video import check_video_job, upscale_video
 
-    settings = VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
-                             pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
-                             overwrite=options.overwrite)
+    settings = video_settings(options)
+    check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
     state = Progress("frame", 0, label=src.name)
 
     def report(done: int, total: int) -> None:
         state.done, state.total = done, total
         progress(state)
 
-    with Upscaler(options) as upscaler:
-        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report)
+    upscaler = Upscaler(options)
+    interrupted = False
+    try:
+        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
+                      identity=upscaler.identity(),
+                      scale=options.scale or upscaler.model_scale)
+    except KeyboardInterrupt:
+        # A model call may still be running in the video's transform thread, and closing the
+        # executor beneath it crashes ncnn; the process is ending, which frees it safely.
+        interrupted = True
+        raise
+    finally:
+        if not interrupted:
+            upscaler.close()
     return state

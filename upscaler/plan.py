@@ -35,6 +35,7 @@ from upscaler.outputs import (
     is_video_path,
     video_output,
 )
+from upscaler.video import VideoSettings, check_video_job
 
 TaskKind = Literal["image", "folder", "video"]
 
@@ -122,7 +123,18 @@ def _plan(job: Job) -> Task:
     if dst.is_dir():
         raise UsageError("the output is a folder", dst)
     check_writable(dst.parent)
+    if kind == "video":
+        check_video_job(src, dst, video_settings(options))
     return Task(kind, src, dst, options)
+
+
+def video_settings(options: Options) -> VideoSettings:
+    """The video layer's settings for a job's options."""
+    return VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
+                         pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
+                         overwrite=options.overwrite, resume=options.resume,
+                         work_dir=Path(options.work_dir).expanduser() if options.work_dir
+                         else None)
 
 
 def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
