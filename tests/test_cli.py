@@ -243,6 +243,7 @@ def test_video_job_keeps_frames_rate_and_audio(tmp_path: Path) -> None:
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no work dir left
 
 
+@pytest.mark.slow
 def test_video_frames_are_the_models_output(tmp_path: Path) -> None:
     """A real model's video, encoded losslessly as RGB, holds exactly what Tencent's ncnn makes
     of each decoded source frame (padded as images are). Measured: identical, every frame."""
