@@ -2,8 +2,8 @@
 
 On Linux coremltools can build and save but not predict, so the saved program is read back and
 checked three ways: its interface, its stored weights (bit for bit), and what it computes, by
-running its ops in numpy as MIL defines them and comparing with ONNX Runtime. The tests marked
-macos run the packages in Core ML itself.
+running its ops in numpy as MIL defines them and comparing with Tencent's ncnn
+(tests/reference.py). The tests marked macos run the packages in Core ML itself.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def random_input(seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["realesr-animevideov3", "realesrgan-x4plus-anime"])
-def test_module_matches_onnxruntime(name: str) -> None:
+def test_module_matches_ncnn(name: str) -> None:
     model = resolve_model(name)
     x = random_input()
     with torch.inference_mode():
