@@ -42,7 +42,9 @@ def model_inputs(name: str) -> list[np.ndarray]:
     return [noise, np.ascontiguousarray(cel)]
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+# The RRDB models take 4-8 s each here, most of it building them.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in TILE_SIDE else n
+                                  for n in sorted(MODELS)])
 def test_onnx_build_matches_ncnn(name: str) -> None:
     model = resolve_model(name)
     path = onnx_file(model, "fp32")

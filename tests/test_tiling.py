@@ -208,6 +208,7 @@ def test_tiled_matches_untiled(anime: OrtExecutor, frame: np.ndarray, untiled: n
     assert upscaler.tiles_run == len(plan_tiles(96, 128, tile, overlap).tiles) > 1
 
 
+@pytest.mark.slow  # 3.7-6.3 s on the shared 2-core machine
 def test_tiled_matches_untiled_for_x4plus_anime() -> None:
     executor = OrtExecutor("realesrgan-x4plus-anime")
     frame = draw_cel(64, 96).astype(np.float32) / 255
