@@ -101,13 +101,13 @@ class OpenVinoExecutor(ClosingExecutor):
                                 f"{one_line(e)}", path) from e
         self._input_dtype = self._compiled.input(0).get_element_type().to_dtype()
         self._request = self._compiled.create_infer_request()
-        # Parallel requests for THROUGHPUT, one per stream. They are waited on one by one rather
-        # than through AsyncInferQueue's Python callbacks: those run on OpenVINO's threads and
-        # need the interpreter lock, and releasing the compiled model with one of them pending
-        # hung the process.
+        # Plain requests rather than an AsyncInferQueue with a Python callback: releasing such
+        # a queue can deadlock (its threads wait for the GIL that the releasing thread holds),
+        # which hung our tests now and then.
         streams = (int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-                   if performance_hint == "THROUGHPUT" else 0)
-        self._parallel = [self._compiled.create_infer_request() for _ in range(streams)]
+                   if performance_hint == "THROUGHPUT" else 1)
+        self._parallel = [self._compiled.create_infer_request()
+                          for _ in range(streams)] if streams > 1 else []
         self.scale: int = model.scale if model.scale is not None else self._measure_scale()
 
     def _measure_scale(self) -> int:
@@ -121,8 +121,8 @@ class OpenVinoExecutor(ClosingExecutor):
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
         try:
-            if len(self._parallel) > 1 and len(feed) > 1:
-                return self._run_parallel(feed)
+            if self._parallel and len(feed) > 1:
+                return self._run_parallel(self._parallel, feed)
             out = self._request.infer({0: feed})[0]
         except RuntimeError as e:
             if _is_oom(e):
@@ -132,10 +132,12 @@ class OpenVinoExecutor(ClosingExecutor):
                                 f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
         return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
 
-    def _run_parallel(self, feed: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _run_parallel(requests: list[Any], feed: np.ndarray) -> np.ndarray:
+        """One tile per request, as many at once as there are requests, in order."""
         results = []
-        for start in range(0, len(feed), len(self._parallel)):
-            running = self._parallel[:len(feed) - start]
+        for start in range(0, len(feed), len(requests)):
+            running = requests[:len(feed) - start]
             for i, request in enumerate(running):
                 request.start_async({0: feed[start + i:start + i + 1]})
             for request in running:
