@@ -45,11 +45,12 @@ def make_clip(path: Path, *, size: str = "64x36", rate: str = "24000/1001",
               seconds: float = 1.25, codec: str = "libx264", pix_fmt: str = "yuv420p",
               audio: bool = False, subtitles: bool = False, attachment: bool = False,
               chapters: bool = False, rotation: int = 0, vfr: bool = False,
-              tags: tuple[str, ...] = BT709) -> Path:
+              tags: tuple[str, ...] = BT709, sar: str | None = None) -> Path:
     """Write a clip to `path` and return it.
 
     vfr: frames alternate between two durations (a jittery phone-camera rhythm), stored with a
       1/90000 time base. rotation: a display-matrix rotation in degrees, as phones write it.
+    sar: a pixel aspect such as "32/27" (anamorphic 16:9 DVD), tagged on the stream.
     """
     exe = ffmpeg.ffmpeg_exe()
     work = path.parent
@@ -83,7 +84,8 @@ def make_clip(path: Path, *, size: str = "64x36", rate: str = "24000/1001",
     params = [f"colorspace={tags[1]}", f"color_primaries={tags[3]}", f"color_trc={tags[5]}",
               f"range={tags[7]}"] if tags else []
     sws = f"scale=out_color_matrix={tags[1]}:flags=accurate_rnd" if tags else "scale"
-    filters = [sws, f"format={pix_fmt}", *(["setparams=" + ":".join(params)] if params else [])]
+    filters = [sws, f"format={pix_fmt}", *(["setparams=" + ":".join(params)] if params else []),
+               *([f"setsar={sar}"] if sar else [])]
     video = ["-c:v", codec, "-pix_fmt", pix_fmt, *tags]
     if codec == "libx265":
         video += ["-x265-params", "log-level=error"]

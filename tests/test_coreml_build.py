@@ -2,8 +2,8 @@
 
 On Linux coremltools can build and save but not predict, so the saved program is read back and
 checked three ways: its interface, its stored weights (bit for bit), and what it computes, by
-running its ops in numpy as MIL defines them and comparing with ONNX Runtime. The tests marked
-macos run the packages in Core ML itself.
+running its ops in numpy as MIL defines them and comparing with Tencent's ncnn
+(tests/reference.py). The tests marked macos run the packages in Core ML itself.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import onnxruntime as ort
 import pytest
 from conftest import psnr
 from onnx import TensorProto, helper
+from reference import ncnn_run, ncnn_run_param
 
 from upscaler.errors import ExecutorError
 from upscaler.executors import coreml
 from upscaler.executors.base import ExecutorOptions
-from upscaler.models.builds import mlpackage_file, onnx_file
+from upscaler.models.builds import mlpackage_file
 from upscaler.models.coreml_builder import resample_matrix
 from upscaler.models.graph import Conv, PReLU
 from upscaler.models.registry import MODELS, ModelRef, resolve_model
@@ -52,11 +53,6 @@ def load_program(package: Path) -> Any:
     weights = package / "Data" / "com.apple.CoreML" / "weights"
     return load(spec, specification_version=spec.specificationVersion,
                 file_weights_dir=str(weights)).functions["main"]
-
-
-def ort_run(model: ModelRef, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(onnx_file(model)), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": x})[0]
 
 
 def cel_tiles(cel: np.ndarray, count: int, side: int = TILE) -> np.ndarray:
@@ -153,17 +149,12 @@ def test_resample_matrix_matches_onnxruntime(mode: str, in_size: int, out_size: 
 
 @pytest.mark.parametrize(("mode", "in_size", "out_size"), RESIZES)
 def test_resample_matrix_matches_ncnn(mode: str, in_size: int, out_size: int) -> None:
-    ncnn = pytest.importorskip("ncnn")
     in_h, out_h = in_size + 3, (in_size + 3) * out_size // in_size
     resize_type = {"nearest": 1, "bilinear": 2, "bicubic": 3}[mode]
-    net = ncnn.Net()
-    net.load_param_mem(f"7767517\n2 2\nInput in 0 1 in\n"
-                       f"Interp resize 1 1 in out 0={resize_type} 3={out_h} 4={out_size}\n")
     x = np.random.default_rng(2).random((2, in_h, in_size), dtype=np.float32)
-    with net.create_extractor() as extractor:
-        extractor.input("in", ncnn.Mat(x))  # x must outlive the extraction: Mat borrows it
-        _, out = extractor.extract("out")
-        expected = np.array(out)
+    expected = ncnn_run_param(f"7767517\n2 2\nInput in 0 1 in\n"
+                              f"Interp resize 1 1 in out 0={resize_type} 3={out_h} 4={out_size}\n",
+                              x)
     np.testing.assert_allclose(resize_by_matrices(x, out_h, out_size, mode), expected,
                                atol=4e-6)
 
@@ -238,14 +229,21 @@ def run_program(function: Any, x: np.ndarray) -> np.ndarray:
     return values[function.outputs[0].name]
 
 
-@pytest.mark.parametrize("name", BUILT)
-def test_program_computes_like_onnxruntime(packages: dict[str, Path], name: str,
-                                           cel: np.ndarray) -> None:
+# The fp16 program against ncnn fp32, measured: 88.0, 89.6 and 76.1 dB.
+PROGRAM_DB = {"realesr-animevideov3": 85, "realesr-animevideov3-x2": 85,
+              "realesrgan-x4plus-anime": 73}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)
+                                  if name == "realesrgan-x4plus-anime" else name
+                                  for name in BUILT])  # the numpy run of x4plus-anime: 4-9 s
+def test_program_computes_like_ncnn(packages: dict[str, Path], name: str,
+                                    cel: np.ndarray) -> None:
     x = cel_tiles(cel, BUILT[name])
     got = run_program(load_program(packages[name]), x)
-    expected = ort_run(resolve_model(name), x)
+    expected = ncnn_run(resolve_model(name), x)
     assert got.shape == expected.shape
-    assert psnr(got, expected) >= 60
+    assert psnr(got, expected) >= PROGRAM_DB[name]
 
 
 # --- macOS: Core ML itself ---------------------------------------------------------------
@@ -258,16 +256,18 @@ def test_unavailable_reason_matches_platform() -> None:
             coreml.CoreMLExecutor(resolve_model("realesr-animevideov3"), ExecutorOptions())
 
 
+# Core ML itself runs only on the macOS CI job, so its figures are not measured here; the same
+# fp16 programs run op by op in numpy give 76-90 dB (above), Core ML's own fp16 kernels less.
 @macos
 @pytest.mark.macos
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_coreml_predicts_like_onnxruntime(name: str, cel: np.ndarray) -> None:
+def test_coreml_predicts_like_ncnn(name: str, cel: np.ndarray) -> None:
     model = resolve_model(name)
     package = mlpackage_file(model, TILE, 1)
     x = cel_tiles(cel, 1)
     mlmodel = ct.models.MLModel(str(package))
     got = mlmodel.predict({"input": x})["output"]
-    assert psnr(got, ort_run(model, x)) >= 45
+    assert psnr(got, ncnn_run(model, x)) >= 45
 
 
 @macos
@@ -282,4 +282,4 @@ def test_coreml_executor_batches(units: str, cel: np.ndarray) -> None:
         assert (executor.fixed_tile, executor.scale) == (TILE, 4)
         got = executor.run(x)
     assert got.shape == (3, 3, TILE * 4, TILE * 4)
-    assert psnr(got, ort_run(model, x)) >= 45
+    assert psnr(got, ncnn_run(model, x)) >= 45

@@ -1,8 +1,11 @@
-"""Every executor that runs here against ONNX Runtime in fp32; the registry and its auto choice."""
+"""Every executor that runs here against Tencent's ncnn in fp32 (tests/reference.py); the
+registry and its auto choice, also on simulated platforms."""
 
 from __future__ import annotations
 
+import platform
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import onnx
 import pytest
 from conftest import psnr
 from draw import draw_cel
+from reference import ncnn_run
 
 from upscaler.errors import ExecutorError, UsageError
 from upscaler.executors.base import Executor, ExecutorOptions
@@ -37,10 +41,23 @@ def tiles() -> np.ndarray:
     return np.ascontiguousarray(np.stack([cel, noise]))
 
 
-def reference(name: str, batch: np.ndarray) -> np.ndarray:
-    with OnnxRuntimeExecutor(resolve_model(name), ExecutorOptions(precision="fp32",
-                                                                  device="cpu")) as ex:
-        return ex.run(batch)
+FP32_DB = 115
+FP16_DB = 45
+
+
+def expected_db(executor: Executor) -> float:
+    """What `executor` at its precision must score against ncnn fp32, a few dB under measured.
+
+    Measured on the x86 (AVX2) development CPU, on the tiles below: 120.2-134.9 dB in fp32
+    (ONNX Runtime, OpenVINO, PyTorch); ncnn identical (inf), as it keeps fp32 activations on
+    x86 even with fp16 storage on. In fp16 arithmetic: 56.3 dB (OpenVINO's fp16 hint), 47 dB
+    (ncnn on Vulkan, llvmpipe); Core ML and ARM CPUs compute in fp16 too.
+    """
+    device = str(getattr(executor, "device", "cpu")).lower()
+    x86_cpu = platform.machine().lower() in ("x86_64", "amd64") and device == "cpu"
+    if getattr(executor, "precision", None) == "fp32" or (executor.name == "ncnn" and x86_cpu):
+        return FP32_DB
+    return FP16_DB
 
 
 def executor_or_skip(name: str, model: str = FAST,
@@ -58,10 +75,10 @@ def test_default_precision_close_to_fp32(name: str, tiles: np.ndarray) -> None:
         out = executor.run(tiles)
     finally:
         executor.close()
-    expected = reference(FAST, tiles)
+    expected = ncnn_run(FAST, tiles)
     assert out.dtype == np.float32 and out.shape == expected.shape
     for got, want in zip(out, expected, strict=True):
-        assert psnr(got, want) >= 45
+        assert psnr(got, want) >= expected_db(executor)
 
 
 @pytest.mark.parametrize("name", ["openvino", "ncnn"])
@@ -73,7 +90,9 @@ def test_cpu_precisions_close_to_fp32(name: str, precision: str, tiles: np.ndarr
         out = executor.run(tiles[:1])
     finally:
         executor.close()
-    assert psnr(out, reference(FAST, tiles[:1])) >= 45
+    # OpenVINO's fp16 hint measured 56.3 dB here.
+    minimum = expected_db(executor) if executor.name == "ncnn" or precision == "fp32" else 53
+    assert psnr(out, ncnn_run(FAST, tiles[:1])) >= minimum
 
 
 @pytest.mark.parametrize("name", list(EXECUTORS))
@@ -92,9 +111,10 @@ def test_batch_of_odd_sizes(name: str, model: str) -> None:
     scale = resolve_model(model).scale
     assert executor.scale == scale
     assert out.shape == (2, 3, 23 * scale, 17 * scale)
-    assert psnr(out, reference(model, batch)) >= 45
-    # Each tile comes out as if it ran alone: nothing leaks between the items of a batch.
-    assert psnr(out[1:], single) >= 90
+    assert psnr(out, ncnn_run(model, batch)) >= expected_db(executor)
+    # Each tile comes out as if it ran alone: nothing leaks between the items of a batch
+    # (measured 134.8 dB or identical).
+    assert psnr(out[1:], single) >= 125
 
 
 @pytest.fixture
@@ -105,7 +125,8 @@ def user_fp16_onnx(tmp_path: Path) -> Path:
 
 
 def test_ncnn_on_vulkan(tiles: np.ndarray) -> None:
-    """Where ncnn sees a Vulkan device (Mesa's llvmpipe counts), fp16 there stays >= 45 dB."""
+    """Where ncnn sees a Vulkan device (Mesa's llvmpipe counts), fp16 there stays >= 45 dB
+    (measured 47 dB on llvmpipe; this machine has no Vulkan device to measure again)."""
     if unavailable_reason("ncnn") is not None:
         pytest.skip("ncnn is not installed")
     from upscaler.executors.ncnn import gpu_count
@@ -116,7 +137,7 @@ def test_ncnn_on_vulkan(tiles: np.ndarray) -> None:
     with create_executor("ncnn", resolve_model(FAST), ExecutorOptions(device="vulkan")) as ex:
         assert ex.device == "vulkan:0"
         out = ex.run(small)
-    for got, want in zip(out, reference(FAST, small), strict=True):
+    for got, want in zip(out, ncnn_run(FAST, small), strict=True):
         assert psnr(got, want) >= 45
 
 
@@ -129,7 +150,7 @@ def test_user_onnx_with_fp16_input(user_fp16_onnx: Path, executor_class: type,
         assert executor.scale == 4  # measured: the file does not say
         out = executor.run(tiles)
     assert out.dtype == np.float32
-    assert psnr(out, reference(FAST, tiles)) >= 45
+    assert psnr(out, ncnn_run(FAST, tiles)) >= 70  # fp16 weights: measured 73.0 dB
 
 
 def test_user_onnx_with_static_shape(tmp_path: Path) -> None:
@@ -144,7 +165,7 @@ def test_user_onnx_with_static_shape(tmp_path: Path) -> None:
     with OnnxRuntimeExecutor(resolve_model(path), OPTIONS) as executor:
         assert (executor.fixed_tile, executor.scale) == (24, 4)
         out = executor.run(batch)  # a batch of 2 on a batch-1 model runs tile by tile
-    assert psnr(out, reference(FAST, batch)) >= 90
+    assert psnr(out, ncnn_run(FAST, batch)) >= FP32_DB  # measured 121.8 dB
 
 
 def test_ncnn_executor_needs_ncnn_files(user_fp16_onnx: Path) -> None:
@@ -188,7 +209,7 @@ def test_auto_picks_an_executor_that_runs(tiles: np.ndarray) -> None:
         out = executor.run(tiles[:1])
     finally:
         executor.close()
-    assert psnr(out, reference(FAST, tiles[:1])) >= 45
+    assert psnr(out, ncnn_run(FAST, tiles[:1])) >= expected_db(executor)
 
 
 def test_auto_skips_executors_that_cannot_load_the_kind(user_fp16_onnx: Path) -> None:
@@ -235,4 +256,46 @@ def test_openvino_throughput_hint_matches_latency(tiles: np.ndarray) -> None:
     with OpenVinoExecutor(model, OPTIONS) as single:
         expected = single.run(tiles)
     assert out.shape == expected.shape
-    assert psnr(out, expected) >= 90
+    assert psnr(out, expected) >= FP32_DB  # measured identical
+
+
+# --- the auto order on simulated platforms: what the machine reports is set, nothing else ----
+
+def _simulate(monkeypatch: pytest.MonkeyPatch, system: str, cuda_onnxruntime: bool,
+              nvidia: bool) -> None:
+    from upscaler.executors import registry
+
+    monkeypatch.setattr(sys, "platform", system)
+    monkeypatch.setattr(registry, "_onnxruntime_has_cuda", lambda: cuda_onnxruntime)
+    monkeypatch.setattr(registry, "_nvidia_gpu_present", lambda: nvidia)
+
+
+@pytest.mark.parametrize(("system", "cuda", "nvidia", "order"), [
+    ("darwin", False, False, ["coreml", "ncnn", "openvino", "onnxruntime", "torch"]),
+    ("linux", True, True, ["onnxruntime", "torch", "ncnn", "openvino"]),
+    ("win32", False, True, ["torch", "ncnn", "openvino", "onnxruntime"]),
+    ("linux", False, False, ["ncnn", "openvino", "onnxruntime", "torch"]),
+])
+def test_auto_order_by_platform(monkeypatch: pytest.MonkeyPatch, system: str, cuda: bool,
+                                nvidia: bool, order: list[str]) -> None:
+    from upscaler.executors.registry import auto_candidates
+
+    _simulate(monkeypatch, system, cuda, nvidia)
+    candidates = auto_candidates(resolve_model(FAST), OPTIONS)
+    assert [name for name, _ in candidates] == order
+    if nvidia and not cuda:  # PyTorch is sent to the GPU it was picked for
+        assert dict(candidates)["torch"].device == "cuda"
+    # A user's ONNX file goes only to the executors that load ONNX, in the same order.
+    user = resolve_model(onnx_file(resolve_model(FAST)))
+    assert [name for name, _ in auto_candidates(user, OPTIONS)] == [
+        n for n in order if n in ("openvino", "onnxruntime")]
+
+
+def test_auto_on_an_old_mac_moves_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated macOS 12, older than our Core ML packages need: auto takes the next in line."""
+    _simulate(monkeypatch, "darwin", False, False)
+    monkeypatch.setattr(platform, "mac_ver", lambda: ("12.6", ("", "", ""), "arm64"))
+    assert "macOS 13" in str(unavailable_reason("coreml"))
+    with create_executor("auto", resolve_model(FAST), OPTIONS) as executor:
+        assert executor.name == next(n for n in ("ncnn", "openvino", "onnxruntime", "torch")
+                                     if unavailable_reason(n) is None)

@@ -197,22 +197,24 @@ def test_untiled_run_is_one_call_clamped(anime: OrtExecutor, frame: np.ndarray) 
     assert upscaler.tiles_run == 1 and upscaler.plans_built == 0
 
 
-@pytest.mark.parametrize(("tile", "overlap"), [(32, 8), (48, 16), (64, 16)])
+# Measured 52.4, 70.3 and 86.6 dB (README quotes the last two).
+@pytest.mark.parametrize(("tile", "overlap", "min_db"), [(32, 8, 49), (48, 16, 67), (64, 16, 83)])
 def test_tiled_matches_untiled(anime: OrtExecutor, frame: np.ndarray, untiled: np.ndarray,
-                               tile: int, overlap: int) -> None:
+                               tile: int, overlap: int, min_db: float) -> None:
     upscaler = FrameUpscaler(anime, tile=tile, overlap=overlap)
     out = upscaler.upscale(frame)
     assert out.shape == untiled.shape
-    assert psnr(out, untiled) >= 45
+    assert psnr(out, untiled) >= min_db
     assert upscaler.tiles_run == len(plan_tiles(96, 128, tile, overlap).tiles) > 1
 
 
+@pytest.mark.slow  # 3.7-6.3 s on the shared 2-core machine
 def test_tiled_matches_untiled_for_x4plus_anime() -> None:
     executor = OrtExecutor("realesrgan-x4plus-anime")
     frame = draw_cel(64, 96).astype(np.float32) / 255
     whole = FrameUpscaler(executor).upscale(frame)
     tiled = FrameUpscaler(executor, tile=48, overlap=16).upscale(frame)
-    assert psnr(tiled, whole) >= 45
+    assert psnr(tiled, whole) >= 48  # measured 51.6 dB
 
 
 def test_frame_smaller_than_the_tile_is_not_padded_for_a_flexible_executor(
@@ -240,14 +242,14 @@ def test_frame_smaller_than_a_fixed_tile_is_reflect_padded(anime: OrtExecutor) -
     assert out.shape == (96, 160, 3)
     # Only the model's view of the bottom and right borders differs (mirrored pixels there
     # instead of its zero padding); misplaced cropping would score far lower.
-    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 30
+    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 35  # measured 38.6 dB
 
 
 def test_odd_frame_size(anime: OrtExecutor) -> None:
     frame = draw_cel(37, 53).astype(np.float32) / 255
     out = FrameUpscaler(anime, tile=32, overlap=8).upscale(frame)
     assert out.shape == (148, 212, 3)
-    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 45
+    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 55  # measured 58.5 dB
 
 
 def test_batch_size_does_not_change_the_result(anime: OrtExecutor, frame: np.ndarray) -> None:
@@ -265,7 +267,7 @@ def test_fixed_tile_executor_forces_its_tile(anime: OrtExecutor, frame: np.ndarr
                                              untiled: np.ndarray) -> None:
     upscaler = FrameUpscaler(FixedTileExecutor(anime, 48), tile=0, overlap=16)
     assert upscaler.tile == 48
-    assert psnr(upscaler.upscale(frame), untiled) >= 45
+    assert psnr(upscaler.upscale(frame), untiled) >= 67  # measured 70.3 dB
 
 
 def test_fixed_tile_executor_out_of_memory_halves_the_batch(anime: OrtExecutor) -> None:
@@ -274,7 +276,7 @@ def test_fixed_tile_executor_out_of_memory_halves_the_batch(anime: OrtExecutor) 
     upscaler = FrameUpscaler(executor, overlap=16, batch=4)
     out = upscaler.upscale(frame)
     assert (upscaler.batch, upscaler.tile, upscaler.oom_retries) == (1, 48, 2)
-    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 45
+    assert psnr(out, FrameUpscaler(anime).upscale(frame)) >= 64  # measured 67.7 dB
 
 
 def test_out_of_memory_shrinks_the_tile_and_keeps_it(anime: OrtExecutor, frame: np.ndarray,
@@ -284,7 +286,7 @@ def test_out_of_memory_shrinks_the_tile_and_keeps_it(anime: OrtExecutor, frame: 
     out = upscaler.upscale(frame)
     # Whole frame, then 64 (512 and above exceed the frame), then 32, which fits.
     assert upscaler.tile == 32 and executor.refused == 2 and upscaler.oom_retries == 2
-    assert psnr(out, untiled) >= 45
+    assert psnr(out, untiled) >= 56  # measured 59.6 dB
     upscaler.upscale(frame)
     assert executor.refused == 2 and upscaler.frames_run == 2
 
@@ -314,3 +316,16 @@ def test_rejects_bad_arguments(anime: OrtExecutor) -> None:
         FrameUpscaler(anime, tile=64, batch=0)
     with pytest.raises(MediaError):
         FrameUpscaler(anime).upscale(np.zeros((8, 8), np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda ex: ex, lambda ex: FixedTileExecutor(ex, 32)])
+def test_border_padding_keeps_flat_frames_flat(anime: OrtExecutor, make: object) -> None:
+    """Whole frames, tiles and fixed-shape tiles: every one touching the frame edge is padded."""
+    flat = np.full((20, 44, 3), (200 / 255, 60 / 255, 30 / 255), np.float32)
+    executor = make(anime)  # type: ignore[operator]
+    upscaler = FrameUpscaler(executor, tile=32, overlap=8, border=10)
+    out = np.rint(upscaler.upscale(flat) * 255)
+    assert out.shape == (80, 176, 3)
+    assert np.abs(out - out[40, 88]).max() <= 1  # measured 1; 6 and 4 without the border
+    bare = np.rint(FrameUpscaler(executor, tile=32, overlap=8).upscale(flat) * 255)
+    assert np.abs(bare - bare[40, 88]).max() >= 4

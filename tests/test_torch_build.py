@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from conftest import psnr
+from reference import ncnn_run
 
 from upscaler.errors import ExecutorError, ModelError
 from upscaler.executors.base import ExecutorOptions
@@ -27,20 +27,15 @@ def random_input(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((2, 3, 20, 24), dtype=np.float32)
 
 
-def ort_run(model: ModelRef, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(onnx_file(model)), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": x})[0]
-
-
 @pytest.mark.parametrize("name", ["realesr-animevideov3", "realesrgan-x4plus-anime"])
-def test_module_matches_onnxruntime(name: str) -> None:
+def test_module_matches_ncnn(name: str) -> None:
     model = resolve_model(name)
     x = random_input()
     with torch.inference_mode():
         got = build_torch_module(model.graph())(torch.from_numpy(x)).numpy()
-    expected = ort_run(model, x)
+    expected = ncnn_run(model, x)
     assert got.shape == expected.shape == (2, 3, 80, 96)
-    assert psnr(got, expected) >= 60
+    assert psnr(got, expected) >= 115  # measured 122.1 and 129.3 dB
 
 
 @pytest.mark.parametrize(("name", "scale"), [("realesr-animevideov3-x2", 2),
@@ -52,7 +47,7 @@ def test_executor_runs_named_models_with_resize(name: str, scale: int) -> None:
         assert (executor.scale, executor.fixed_tile, executor.precision) == (scale, None, "fp32")
         got = executor.run(x)
     assert got.dtype == np.float32 and got.shape == (2, 3, 20 * scale, 24 * scale)
-    assert psnr(got, ort_run(model, x)) >= 60
+    assert psnr(got, ncnn_run(model, x)) >= 115  # measured 121.5 and 119.6 dB
 
 
 def compact_state_dict(model: ModelRef) -> dict[str, torch.Tensor]:
@@ -90,8 +85,9 @@ def test_spandrel_model_file(tmp_path: Path, suffix: str) -> None:
     with TorchExecutor(user, CPU) as executor:
         assert executor.scale == 4
         got = executor.run(x)
-    # spandrel clamps its models' output to [0, 1].
-    assert psnr(got, np.clip(ort_run(named, x), 0, 1)) >= 60
+    # spandrel clamps its models' output to [0, 1]. (Not measured: spandrel is not installed on
+    # the development machine, so this threshold stays where it was.)
+    assert psnr(got, np.clip(ncnn_run(named, x), 0, 1)) >= 60
 
 
 def test_unreadable_model_file(tmp_path: Path) -> None:

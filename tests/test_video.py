@@ -14,7 +14,8 @@ from draw import draw_cel
 
 from upscaler.errors import MediaError, OutputExistsError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import _ffprobe_json, _parse, _pyav_json, probe
+from upscaler.media.probe import _ffprobe_json, _parse, probe
+from upscaler.media.probe_pyav import pyav_json
 from upscaler.media.resume import work_dir
 from upscaler.media.segments import Segment, encode_segment, plan_segments
 from upscaler.media.video_reader import VideoReader
@@ -32,14 +33,19 @@ def triple(frame: np.ndarray) -> np.ndarray:
 
 
 def assert_same_frames(out: list[np.ndarray], expected: list[np.ndarray], peak: float) -> None:
-    """Each output frame is closest to the frame at its own index: none dropped, none doubled."""
+    """Each output frame is closest to the frame at its own index: none dropped, none doubled.
+
+    Measured on the clips here: 35.3 dB or more to its own frame (lossy H.264/H.265), at least
+    15.3 dB more than to either neighbour.
+    """
     assert len(out) == len(expected)
     for k, frame in enumerate(out):
         own = psnr(frame, expected[k], peak)
-        assert own > 30, f"frame {k}: {own:.1f} dB"
+        assert own > 32, f"frame {k}: {own:.1f} dB"
         for j in (k - 1, k + 1):
             if 0 <= j < len(expected):
-                assert own > psnr(frame, expected[j], peak), f"frame {k} looks like frame {j}"
+                other = psnr(frame, expected[j], peak)
+                assert own > other + 10, f"frame {k} looks like frame {j}"
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +70,16 @@ def test_probe_reports_rate_as_rational_and_every_stream(mkv_clip: Path) -> None
 @pytest.mark.skipif(ffmpeg.ffprobe_exe() is None, reason="needs ffprobe to compare against")
 def test_pyav_probe_agrees_with_ffprobe(mkv_clip: Path, tmp_path: Path) -> None:
     rotated = make_clip(tmp_path / "rot.mp4", rotation=90, tags=())
-    for path in (mkv_clip, rotated):
+    anamorphic = make_clip(tmp_path / "dvd.mkv", size="48x32", seconds=0.3, sar="32/27")
+    for path in (mkv_clip, rotated, anamorphic):
         exe = ffmpeg.ffprobe_exe()
         assert exe is not None
         by_ffprobe = _parse(path, _ffprobe_json(exe, path))
-        by_pyav = _parse(path, _pyav_json(path))
+        by_pyav = _parse(path, pyav_json(path))
         # Container start times differ by how each FFmpeg version treats AAC priming.
         assert by_pyav.frame_rate == by_ffprobe.frame_rate
         assert by_pyav.rotation == by_ffprobe.rotation
+        assert by_pyav.sar == by_ffprobe.sar
         assert [(s.kind, s.codec) for s in by_pyav.streams] == [
             (s.kind, s.codec) for s in by_ffprobe.streams]
         assert by_pyav.chapters == by_ffprobe.chapters
@@ -156,6 +164,27 @@ def test_rotated_phone_clip_comes_out_upright(tmp_path: Path) -> None:
     # otherwise be read as BT.709.
     assert (out.color_matrix, out.color_range) == ("smpte170m", "tv")
     assert_same_frames(decode_all(dst), [double(f) for f in decode_all(src)], 255)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_anamorphic_video_keeps_its_display_aspect(tmp_path: Path, suffix: str) -> None:
+    """DVD-style 16:9 stored as 48x32 with 32:27 pixels comes out 16:9, not 3:2."""
+    from upscaler.cli import main
+
+    src = make_clip(tmp_path / f"dvd{suffix}", size="48x32", seconds=0.3, sar="32/27")
+    info = probe(src)
+    assert (info.sar, info.display_aspect) == (Fraction(32, 27), Fraction(16, 9))
+    fast = ["--model", "realesr-animevideov3", "--quiet", "--crf", "8"]
+    out = tmp_path / f"x4{suffix}"
+    assert main([str(src), "-o", str(out), *fast]) == 0
+    got = probe(out)
+    assert (got.width, got.height) == (192, 128)
+    assert (got.sar, got.display_aspect) == (Fraction(32, 27), Fraction(16, 9))
+    # A scale that rounds the sides unevenly (62x42) changes the pixel aspect, not the shape.
+    odd = tmp_path / f"x1.3{suffix}"
+    assert main([str(src), "-o", str(odd), "--scale", "1.3", *fast]) == 0
+    got = probe(odd)
+    assert (got.width, got.height, got.display_aspect) == (62, 42, Fraction(16, 9))
 
 
 def test_variable_frame_rate_timestamps_are_kept(tmp_path: Path) -> None:
@@ -254,7 +283,7 @@ def test_sample_clip_is_the_drawn_animation() -> None:
     frames = decode_all(clip)
     # The drawing survives the trip through H.264 and back, frame for frame.
     for i in (0, len(frames) // 2, len(frames) - 1):
-        assert psnr(frames[i], draw_cel(90, 160, t=i / len(frames)), 255) > 30
+        assert psnr(frames[i], draw_cel(90, 160, t=i / len(frames)), 255) > 30  # 33.2-34.9
 
 
 def test_plan_segments_cuts_on_time(mkv_clip: Path) -> None:

@@ -18,7 +18,7 @@ from upscaler.errors import ConfigError
 from upscaler.models.registry import DEFAULT_MODEL
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
+IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ _HELP = {
     "overlap": "tile overlap in input pixels",
     "batch": "tiles per executor call",
     "scale": "output scale if not the model's (the model runs, then a good resize)",
-    "format": "output image format: png, jpg, webp, tif or bmp",
+    "format": "output image format: png, jpg, webp, tif, bmp or gif",
     "suffix": "suffix for outputs placed next to their input",
     "overwrite": "replace existing outputs",
     "background": "colour to flatten transparency onto for JPEG/BMP output: #rrggbb, #rgb or "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from upscaler.borders import crop_frame, pad_frame
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.base import Executor
 from upscaler.reuse import TileReuse
@@ -24,7 +25,9 @@ class FrameUpscaler:
 
     tile: input tile size; 0 runs each frame in one call (not possible with a fixed-shape
       executor, whose `fixed_tile` always wins). overlap: minimum overlap of tiles, in input
-      pixels. batch: tiles per executor call. reuse: held-tile reuse (video), None for none.
+      pixels. batch: tiles per executor call. border: pixels mirrored out on every side of a
+      frame before the model and cropped after (see borders.py; the model's `border`).
+      reuse: held-tile reuse (video), None for none.
 
     Attributes a caller may read: `tile`, `overlap` and `batch` as currently used (they shrink
     after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame counting as
@@ -33,7 +36,8 @@ class FrameUpscaler:
     """
 
     def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16, batch: int = 1,
-                 *, min_tile: int = MIN_TILE, reuse: TileReuse | None = None) -> None:
+                 *, min_tile: int = MIN_TILE, border: int = 0,
+                 reuse: TileReuse | None = None) -> None:
         if tile < 0 or overlap < 0 or batch < 1:
             raise UsageError(f"invalid tiling: tile {tile}, overlap {overlap}, batch {batch}")
         if executor.fixed_tile is not None:
@@ -45,6 +49,7 @@ class FrameUpscaler:
         self.overlap = overlap
         self.batch = batch
         self.min_tile = min_tile
+        self.border = max(0, border)
         self.tiles_run = 0
         self.frames_run = 0
         self.oom_retries = 0
@@ -58,7 +63,8 @@ class FrameUpscaler:
         """float32 (H, W, 3) RGB in [0, 1] -> float32 (H*s, W*s, 3) in [0, 1]."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise MediaError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
-        chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+        padded = pad_frame(rgb, self.border)
+        chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
         tiles_run = self.tiles_run
         while True:
             try:
@@ -71,7 +77,9 @@ class FrameUpscaler:
                     self.reuse.reset()  # the old plan's tiles will not come again
         self.frames_run += 1
         self.frames_reused += self.reuse is not None and self.tiles_run == tiles_run
-        hwc = np.ascontiguousarray(out.transpose(1, 2, 0))
+        # A copy, always: `out` may be a reused output, which must stay as it is.
+        hwc = np.array(crop_frame(out.transpose(1, 2, 0), self.border * self.executor.scale),
+                       order="C")
         return np.clip(hwc, 0.0, 1.0, out=hwc)
 
     def _run_whole(self, chw: np.ndarray) -> np.ndarray:

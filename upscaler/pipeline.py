@@ -6,7 +6,6 @@ of the others. Progress is reported through a callback so that the library never
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +74,8 @@ class Upscaler:
         )
         self.executor: Executor = create_executor(options.executor, model, exec_opts)
         self.frames = FrameUpscaler(self.executor, tile=tile, overlap=options.overlap,
-                                    batch=options.batch, reuse=TileReuse() if reuse else None)
+                                    batch=options.batch, border=model.border,
+                                    reuse=TileReuse() if reuse else None)
 
     @property
     def model_scale(self) -> int:
@@ -93,7 +93,7 @@ class Upscaler:
         return {"model": self.model.name, "model_files": " ".join(stamps),
                 "executor": self.executor.name, "precision": str(precision),
                 "device": str(self.options.device), "tile": str(self.frames.tile),
-                "overlap": str(self.options.overlap),
+                "overlap": str(self.options.overlap), "border": str(self.frames.border),
                 "scale": str(self.options.scale or self.model_scale),
                 "reuse": str(self.frames.reuse is not None)}
 
@@ -117,7 +117,11 @@ class Upscaler:
         return up
 
     def upscale_image(self, image: Image) -> Image:
-        src = to_model_input(image)
+        """Every frame of `image` (one for a still picture) upscaled; its metadata kept."""
+        return image.with_frames([self._upscale_pixels(p) for p in image.frames])
+
+    def _upscale_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        src = to_model_input(pixels)
         height, width = src.rgb.shape[:2]
         rgb = self._finish(self.frames.upscale(src.rgb), height, width)
         alpha = None
@@ -126,7 +130,7 @@ class Upscaler:
             gray = np.repeat(src.alpha[..., None], 3, axis=2)
             alpha = self._finish(self.frames.upscale(gray).mean(axis=2), height, width)
             alpha = settle_alpha(alpha, src.alpha)
-        return dataclasses.replace(image, pixels=from_model_output(rgb, alpha, like=src))
+        return from_model_output(rgb, alpha, like=src)
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
         """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size."""

@@ -175,7 +175,8 @@ def _fingerprint(src: Path, settings: VideoSettings, encoding: Encoding, contain
         "encoding": {"encoder": encoding.encoder, "pix_fmt": encoding.pix_fmt,
                      "crf": settings.crf, "preset": settings.preset,
                      "matrix": encoding.matrix, "range": encoding.range,
-                     "primaries": encoding.primaries, "transfer": encoding.transfer},
+                     "primaries": encoding.primaries, "transfer": encoding.transfer,
+                     "display_aspect": str(encoding.display_aspect)},
         "container": container,
         "segment_seconds": settings.segment_seconds,
     }

@@ -79,7 +79,8 @@ def choose_encoding(info: VideoInfo, settings: VideoSettings, container: str) ->
         options += ["-x265-params", "log-level=error"]
     return Encoding(encoder=encoder, pix_fmt=pix_fmt, matrix=info.yuv_matrix,
                     range=info.yuv_range, primaries=info.color_primaries,
-                    transfer=info.color_transfer, options=tuple(options))
+                    transfer=info.color_transfer, options=tuple(options),
+                    display_aspect=info.display_aspect if info.sar != 1 else None)
 
 
 def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) -> str:

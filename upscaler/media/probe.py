@@ -5,7 +5,8 @@ has no ffprobe (imageio-ffmpeg ships ffmpeg alone), so there we read the header 
 (`pip install av`): it is maintained by the FFmpeg-adjacent PyAV project, ships wheels with its
 own FFmpeg libraries for Linux, macOS and Windows, and exposes the demuxer's structured fields,
 where scraping `ffmpeg -i`'s human-readable banner would break with each FFmpeg release. The
-PyAV reading is turned into ffprobe's JSON shape so that a single parser builds `VideoInfo`.
+PyAV reading (probe_pyav.py) is turned into ffprobe's JSON shape so that a single parser builds
+`VideoInfo`.
 
 Frame timestamps (and so the exact frame count) come from one pass of the ffmpeg binary that
 copies the video packets into the `framecrc` muxer: it demuxes without decoding, works with any
@@ -25,27 +26,11 @@ from typing import Any
 
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
-
-# FFmpeg's enum values (stable across releases) -> the names ffprobe prints.
-_RANGES = {1: "tv", 2: "pc"}
-_MATRICES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m",
-             8: "ycgco", 9: "bt2020nc", 10: "bt2020c", 11: "smpte2085",
-             12: "chroma-derived-nc", 13: "chroma-derived-c", 14: "ictcp"}
-_PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film",
-              9: "bt2020", 10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
-_TRANSFERS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m",
-              8: "linear", 9: "log100", 10: "log316", 11: "iec61966-2-4", 12: "bt1361e",
-              13: "iec61966-2-1", 14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084",
-              17: "smpte428", 18: "arib-std-b67"}
+from upscaler.media.probe_pyav import pyav_json
 
 # Matrix names as ffprobe prints them -> as swscale's in/out_color_matrix options take them.
 SWS_MATRICES = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt470", "fcc": "fcc",
                 "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
-# How FFmpeg's Matroska demuxer names attachments by MIME type (PyAV does not expose it).
-_FONT_MIMETYPES = {"application/x-truetype-font": "ttf", "application/x-font": "ttf",
-                   "font/ttf": "ttf", "font/sfnt": "ttf", "application/font-sfnt": "ttf",
-                   "application/vnd.ms-opentype": "otf", "font/otf": "otf",
-                   "application/x-font-opentype": "otf"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +58,8 @@ class VideoInfo:
 
     width, height: the stored picture; `display_size` applies `rotation` (degrees
       counter-clockwise, as ffprobe reports the display matrix, normalised to 0/90/180/270).
+    sar: the sample (pixel) aspect ratio of the stored picture, 32/27 for 16:9 DVD; 1 for
+      square pixels or when the file does not say. `display_aspect` is the shape shown.
     frame_rate: the nominal rate as an exact rational (24000/1001); for a variable-frame-rate
       source (`vfr`) it is only the base the timestamps are laid on.
     frame_pts: every frame's presentation timestamp in `time_base` units, in display order;
@@ -107,6 +94,7 @@ class VideoInfo:
     frame_pts: tuple[int, ...] = field(repr=False, compare=False, default=())
     end_pts: int = 0
     video_bytes: int = 0
+    sar: Fraction = Fraction(1)
 
     @property
     def yuv_matrix(self) -> str:
@@ -131,6 +119,13 @@ class VideoInfo:
             return self.height, self.width
         return self.width, self.height
 
+    @property
+    def display_aspect(self) -> Fraction:
+        """Width / height as shown: the upright frames' shape times their pixel aspect."""
+        width, height = self.display_size
+        sar = 1 / self.sar if self.rotation in (90, 270) else self.sar
+        return Fraction(width, height) * sar
+
     def seconds(self, pts: int) -> float:
         """A timestamp of this stream in seconds on the container's clock."""
         return float(pts * self.time_base)
@@ -142,7 +137,7 @@ def probe(path: str | Path) -> VideoInfo:
     if not path.is_file():
         raise MediaError("no such file", path)
     exe = ffmpeg.ffprobe_exe()
-    raw = _ffprobe_json(exe, path) if exe else _pyav_json(path)
+    raw = _ffprobe_json(exe, path) if exe else pyav_json(path)
     return _parse(path, raw)
 
 
@@ -153,59 +148,6 @@ def _ffprobe_json(exe: str, path: Path) -> dict[str, Any]:
         return dict(json.loads(text))
     except json.JSONDecodeError as e:
         raise MediaError(f"ffprobe wrote unreadable JSON: {e}", path) from e
-
-
-def _pyav_json(path: Path) -> dict[str, Any]:
-    """The fields of ffprobe's JSON that _parse reads, filled from PyAV."""
-    try:
-        import av
-    except ImportError as e:
-        raise MediaError("probing needs ffprobe on PATH or PyAV (pip install av)", path) from e
-    try:
-        with av.open(str(path)) as box:
-            streams = [_pyav_stream(box, s) for s in box.streams]
-            chapters = [{"start_time": str(float(c["start"] * c["time_base"])),
-                         "end_time": str(float(c["end"] * c["time_base"])),
-                         "tags": dict(c.get("metadata", {}))} for c in box.chapters()]
-            fmt = {"format_name": box.format.name,
-                   "start_time": str(box.start_time / 1e6) if box.start_time is not None else "0",
-                   "duration": str(box.duration / 1e6) if box.duration is not None else "0"}
-    except av.FFmpegError as e:
-        # str(e) carries the errno and the path again; the reason alone reads better.
-        raise MediaError(f"cannot read: {e.strerror or e}", path) from e
-    return {"streams": streams, "format": fmt, "chapters": chapters}
-
-
-def _pyav_stream(box: Any, s: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"index": s.index, "codec_type": s.type, "tags": dict(s.metadata),
-                           "time_base": str(s.time_base),
-                           "disposition": {"attached_pic": int(bool(s.disposition & 1024))}}
-    if s.start_time is not None:
-        out["start_time"] = str(float(s.start_time * s.time_base))
-    ctx = s.codec_context
-    if s.type == "attachment":
-        out["codec_name"] = _FONT_MIMETYPES.get(str(getattr(s, "mimetype", "")).lower())
-        return out
-    # canonical_name is the codec's own name (subrip), as ffprobe prints it; name is the
-    # decoder's (srt).
-    out["codec_name"] = getattr(ctx.codec, "canonical_name", ctx.name) if ctx is not None else None
-    if s.type != "video" or ctx is None:
-        return out
-    out.update(width=ctx.width, height=ctx.height, pix_fmt=ctx.pix_fmt,
-               r_frame_rate=str(s.base_rate or s.guessed_rate or 0),
-               color_range=_RANGES.get(ctx.color_range),
-               color_space=_MATRICES.get(ctx.colorspace),
-               color_primaries=_PRIMARIES.get(ctx.color_primaries),
-               color_transfer=_TRANSFERS.get(ctx.color_trc))
-    # PyAV has no getter for the stream's display matrix; the decoder copies it onto frames.
-    if not out["disposition"]["attached_pic"] and s is box.streams.video[0]:
-        try:
-            frame = next(box.decode(s), None)
-        except Exception:  # a file whose first frame fails will fail loudly in the decoder
-            frame = None
-        if frame is not None and frame.rotation:
-            out["side_data_list"] = [{"rotation": frame.rotation}]
-    return out
 
 
 def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
@@ -256,6 +198,8 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
         frame_pts=pts,
         end_pts=end,
         video_bytes=size,
+        # "0:1" means unknown, which players show as square pixels.
+        sar=_fraction(str(video.get("sample_aspect_ratio", "")).replace(":", "/")) or Fraction(1),
     )
 
 

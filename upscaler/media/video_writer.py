@@ -28,6 +28,9 @@ class Encoding:
 
     matrix/range/primaries/transfer use ffprobe's names; None leaves that tag unset.
     options: extra encoder arguments such as ("-crf", "18", "-preset", "slow").
+    display_aspect: the width / height the picture is shown at, whatever its pixel size: the
+      frames are tagged with the pixel aspect that gives it (anamorphic video). None leaves
+      pixels square.
     """
 
     encoder: str
@@ -37,6 +40,7 @@ class Encoding:
     primaries: str | None = None
     transfer: str | None = None
     options: tuple[str, ...] = ()
+    display_aspect: Fraction | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,16 @@ def pts_expression(pts: tuple[int, ...]) -> str:
     return tree(0, len(pieces))
 
 
+def pixel_aspect(display_aspect: Fraction, height: int, width: int) -> Fraction:
+    """The pixel aspect that shows a `width` x `height` picture at `display_aspect`.
+
+    Video formats store it as two 16-bit numbers; a ratio beyond that (frame sizes rounded by
+    --scale) is approximated, which moves the shape by far less than a pixel.
+    """
+    sar = display_aspect * height / width
+    return 1 / (1 / sar).limit_denominator(65535) if sar > 1 else sar.limit_denominator(65535)
+
+
 class VideoWriter:
     """Writes (H, W, 3) RGB frames of one dtype and size to `path`, as a context manager.
 
@@ -138,9 +152,11 @@ class VideoWriter:
         self._pad = (-height % sub_h, -width % sub_w)
         size = f"{width + self._pad[1]}x{height + self._pad[0]}"
         rgb = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
-        self._proc = ffmpeg.Process(self._command(size, rgb), self.path, stdin=True)
+        command = self._command(size, rgb, pixel_aspect(self.encoding.display_aspect, height, width)
+                                if self.encoding.display_aspect is not None else None)
+        self._proc = ffmpeg.Process(command, self.path, stdin=True)
 
-    def _command(self, size: str, rgb: str) -> list[str]:
+    def _command(self, size: str, rgb: str, sar: Fraction | None) -> list[str]:
         enc, timing = self.encoding, self.timing
         filters = []
         out_args = ["-fps_mode", "passthrough"]
@@ -149,16 +165,25 @@ class VideoWriter:
             filters += [f"settb={tb.numerator}/{tb.denominator}",
                         f"setpts='{pts_expression(timing.pts)}'"]
             out_args += ["-enc_time_base", f"{tb.numerator}:{tb.denominator}"]
+        matrix, value_range = enc.matrix, enc.range
         if is_rgb(enc.pix_fmt):
             filters.append(f"format={enc.pix_fmt}")
+            # Stored as RGB: tagged so, or decoders read the planes as YUV in the source's
+            # matrix (libx264rgb output came back 14 dB from its input).
+            matrix, value_range = "gbr", "pc"
         else:
-            filters += [f"scale=out_color_matrix={SWS_MATRICES.get(enc.matrix, 'bt709')}"
-                        f":out_range={enc.range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
+            filters += [f"scale=out_color_matrix={SWS_MATRICES.get(matrix, 'bt709')}"
+                        f":out_range={value_range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
         # setparams tags the frames, which recent ffmpeg prefers over the -color_* options.
-        tags = {"colorspace": enc.matrix, "range": enc.range,
+        tags = {"colorspace": matrix, "range": value_range,
                 "color_primaries": enc.primaries, "color_trc": enc.transfer}
         filters.append("setparams=" + ":".join(f"{k}={v}" for k, v in tags.items() if v))
-        out_args += ["-colorspace", enc.matrix, "-color_range", enc.range]
+        if sar is not None:
+            # max: setsar approximates ratios with terms above 100 unless told otherwise.
+            filters.append(f"setsar={sar.numerator}/{sar.denominator}:max=65535")
+        # The encoder option names RGB "rgb" where the filters and ffprobe say "gbr".
+        out_args += ["-colorspace", "rgb" if matrix == "gbr" else matrix,
+                     "-color_range", value_range]
         if enc.primaries:
             out_args += ["-color_primaries", enc.primaries]
         if enc.transfer:

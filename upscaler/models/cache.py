@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -53,6 +54,11 @@ class BuildKey:
         ext = {"onnx": ".onnx", "mlpackage": ".mlpackage"}[self.fmt]
         source = _source_digest(self.model)[:12]
         return f"{self.model.name}-{self.precision}-{shape}-{source}-v{package_version()}{ext}"
+
+
+# What follows the model's name in a filename() (names have dashes too: realesrgan-x4plus is the
+# start of realesrgan-x4plus-anime-fp32-..., so a prefix does not tell whose a file is).
+_AFTER_NAME = re.compile(r"-[^-]+-[^-]+-[0-9a-f]{12}-v[^-]+\.(onnx|mlpackage)")
 
 
 def _source_digest(model: ModelRef) -> str:
@@ -117,7 +123,8 @@ def cached_builds(model: ModelRef) -> list[Path]:
     root = cache_dir()
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.name.startswith(f"{model.name}-"))
+    return sorted(p for p in root.iterdir() if p.name.startswith(f"{model.name}-")
+                  and _AFTER_NAME.fullmatch(p.name, len(model.name)))
 
 
 def clear(remove: Callable[[Path], None] = _remove) -> int:

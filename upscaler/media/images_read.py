@@ -1,0 +1,226 @@
+"""Read still images into `Image`, upright and with their metadata.
+
+Pillow decodes and supplies the metadata; 16-bit colour pictures, which Pillow would cut to 8
+bits, are decoded by OpenCV. EXIF orientation is applied, so pixels come out upright and the
+orientation tag is dropped. Palette pictures become RGB, or RGBA when they have transparency.
+CMYK pictures are converted to sRGB through their profile when they carry one. Animated PNG,
+WebP and GIF give every frame, as 8-bit RGB(A) (see animation.py); a multi-page TIFF gives its
+first page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+from PIL import ImageCms
+
+from upscaler.errors import MediaError
+from upscaler.media.animation import is_animated, read_frames
+from upscaler.media.image_data import (
+    ANIMATED_FORMATS,
+    EXIF_FORMATS,
+    FORMAT_ALIASES,
+    Animation,
+    Image,
+    icc_space,
+)
+
+_LOSSY_FORMATS = frozenset({"JPEG"})
+_ORIENTATION_TAG = 0x0112
+
+# EXIF orientation value -> the array operation that makes the picture upright.
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+# The IJG luminance quantisation table that libjpeg scales by the quality setting.
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+])
+
+
+def read_image(path: str | Path) -> Image:
+    """Decode an image file; MediaError naming the file when it is missing, damaged or no image."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MediaError(f"cannot read: {e.strerror or e}", path) from e
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return _decode(im, data, path)
+    except PIL.UnidentifiedImageError as e:
+        raise MediaError("not an image, or in a format we cannot read", path) from e
+    except PIL.Image.DecompressionBombError as e:
+        raise MediaError(f"refusing a picture this large: {e}", path) from e
+    except ImageCms.PyCMSError as e:
+        raise MediaError(f"cannot convert its colours to sRGB: {e}", path) from e
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
+        raise MediaError(f"damaged or truncated image: {e}", path) from e
+
+
+def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
+    fmt = FORMAT_ALIASES.get(im.format or "", im.format)
+    icc: bytes | None = im.info.get("icc_profile") or None
+    exif = im.getexif()
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    dpi = im.info.get("dpi")
+    raw_exif = im.info.get("exif")
+    animation: Animation | None = None
+    if fmt in ANIMATED_FORMATS and is_animated(im):
+        pixels, animation = read_frames(im)
+    elif _is_16bit(im, data):
+        pixels = _decode_16bit(im, data, path)
+    else:
+        pixels, icc = _decode_8bit(im, icc, path)
+    if orientation in _UPRIGHT:
+        upright = _UPRIGHT[orientation]
+        pixels = np.ascontiguousarray(upright(pixels))
+        if animation is not None:
+            animation = dataclasses.replace(animation, frames=tuple(
+                np.ascontiguousarray(upright(f)) for f in animation.frames))
+    return Image(
+        pixels=pixels,
+        icc_profile=icc,
+        source_format=fmt,
+        # PNG stores dots per metre: 300 dpi comes back as 299.9994.
+        dpi=(round(float(dpi[0]), 1), round(float(dpi[1]), 1)) if dpi and all(dpi) else None,
+        exif=_exif_without_orientation(raw_exif) if fmt in EXIF_FORMATS else None,
+        quality=_jpeg_quality(im) if fmt == "JPEG" else None,
+        lossless=fmt not in _LOSSY_FORMATS and not (fmt == "WEBP" and not _webp_lossless(data)),
+        animation=animation,
+    )
+
+
+def _is_16bit(im: PIL.Image.Image, data: bytes) -> bool:
+    if im.format == "PNG":
+        return data[24] == 16  # bit depth in IHDR, always the first chunk
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, 8)  # type: ignore[attr-defined]
+        return max(bits if isinstance(bits, tuple) else (bits,)) == 16
+    return False
+
+
+def _decode_16bit(im: PIL.Image.Image, data: bytes, path: Path) -> np.ndarray:
+    # Pillow reports 16-bit gray+alpha PNG as RGBA, so ask the file: IHDR colour type, or
+    # TIFF photometric interpretation.
+    png = im.format == "PNG"
+    gray = data[25] in (0, 4) if png else im.tag_v2.get(262) in (0, 1)  # type: ignore[attr-defined]
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im)
+        if arr.min() < 0 or arr.max() > 65535:
+            raise MediaError("pixel values outside the 16-bit range", path)
+        return arr.astype(np.uint16)[..., None]
+    # Pillow has no 16-bit colour modes and would cut these to 8 bits.
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.dtype != np.uint16:
+        raise MediaError("cannot decode this 16-bit image", path)
+    if arr.ndim == 2:
+        return arr[..., None]
+    if arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    elif arr.shape[2] == 4:
+        arr = arr[..., [2, 1, 0, 3]]
+    if gray and arr.shape[2] >= 3:  # OpenCV widens gray+alpha to four channels
+        arr = arr[..., [0, 3]] if arr.shape[2] == 4 else arr[..., :1]
+    return np.ascontiguousarray(arr)
+
+
+def _decode_8bit(
+    im: PIL.Image.Image, icc: bytes | None, path: Path
+) -> tuple[np.ndarray, bytes | None]:
+    mode = im.mode
+    transparent = "transparency" in im.info
+    if mode in ("I", "F") or mode.startswith("I;"):
+        raise MediaError(f"{mode!r} pixels (32-bit or signed) are not supported", path)
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im, icc)
+    if mode in ("L", "1"):
+        target = "LA" if transparent else "L"
+    elif mode in ("LA", "La"):
+        target = "LA"
+    elif mode in ("P", "RGB"):
+        target = "RGBA" if transparent else "RGB"
+    elif "A" in mode or "a" in mode:
+        target = "RGBA"
+    else:  # YCbCr, LAB, HSV, RGBX
+        target = "RGB"
+    if target != mode:
+        im = im.convert(target)
+    arr = np.asarray(im)
+    return (arr[..., None] if arr.ndim == 2 else arr).copy(), icc
+
+
+def _cmyk_to_rgb(im: PIL.Image.Image, icc: bytes | None) -> tuple[np.ndarray, bytes | None]:
+    if icc is not None and icc_space(icc) == "CMYK":
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        rgb = ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
+        return np.asarray(rgb).copy(), srgb.tobytes()
+    return np.asarray(im.convert("RGB")).copy(), None
+
+
+def _exif_without_orientation(raw: bytes | None) -> bytes | None:
+    """The EXIF block minus its orientation tag, which no longer applies once pixels are upright."""
+    if not raw:
+        return None
+    exif = PIL.Image.Exif()
+    try:
+        exif.load(raw)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return None  # unreadable EXIF is not worth failing the picture for
+    exif.pop(_ORIENTATION_TAG, None)
+    return exif.tobytes() if len(exif) else None
+
+
+def _jpeg_quality(im: PIL.Image.Image) -> int | None:
+    """The libjpeg quality whose scaled table best matches the file's luminance table.
+
+    Tables are compared as sorted values so that zigzag versus natural order does not matter.
+    """
+    tables = getattr(im, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    luma = np.sort(np.asarray(tables[0], np.int64))
+    best, best_err = None, None
+    for q in range(1, 101):
+        scale = 5000 // q if q < 50 else 200 - 2 * q
+        ref = np.sort(np.clip((_IJG_LUMA * scale + 50) // 100, 1, 255))
+        err = int(np.abs(ref - luma).sum())
+        if best_err is None or err < best_err:
+            best, best_err = q, err
+    return best
+
+
+def _webp_lossless(data: bytes) -> bool:
+    """Whether a WebP file's bitstream is VP8L (lossless) rather than VP8 (lossy); for an
+    animation, its first frame's."""
+    pos = 12
+    while pos + 8 <= len(data):
+        tag = data[pos:pos + 4]
+        if tag in (b"VP8L", b"VP8 "):
+            return tag == b"VP8L"
+        if tag == b"ANMF":  # a frame: 16 bytes of placement and timing, then its own chunks
+            pos += 8 + 16
+            continue
+        size = struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        pos += 8 + size + (size & 1)
+    return False

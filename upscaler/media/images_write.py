@@ -1,0 +1,235 @@
+"""Write an `Image` in the format asked for, atomically, keeping what the format can hold.
+
+Where a format cannot hold something:
+- JPEG, WebP and BMP hold 8 bits only: 16-bit pixels are rounded to 8 bits.
+- JPEG and BMP hold no transparency: an alpha channel that is fully opaque is dropped; any other
+  alpha raises MediaError unless a `background` colour to composite over is given, because
+  silently flattening a sprite onto black or white is a loss the user did not ask for.
+- WebP holds no gray: gray pixels are written as RGB (read back as RGB). 16-bit gray+alpha TIFF
+  is written as RGBA too, since neither Pillow nor OpenCV can read that layout back.
+- BMP and GIF hold no ICC profile or EXIF; TIFF output carries no EXIF.
+- GIF holds 256 colours and 1-bit transparency (see animation.py for how they are chosen).
+- Only PNG (APNG), WebP and GIF hold an animation; another format raises MediaError. Animated
+  frames are written at 8 bits.
+- An ICC profile whose colour space does not match the written pixels (gray vs RGB) is dropped
+  rather than written into a file that readers would reject.
+JPEG is written at 4:4:4 (chroma subsampling smears coloured line art) and, unless `quality` is
+given, at the source's estimated quality but never below 95. WebP is lossless unless the source
+was lossy or a `quality` is given. DPI is copied unchanged; scaling it is the caller's choice.
+
+Every write goes to a temporary file beside the final path and is renamed over it, so a crash
+never leaves a half-written file at the final path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from upscaler.errors import MediaError
+from upscaler.media.animation import encode_frames, gif_frame
+from upscaler.media.image_data import (
+    ANIMATED_FORMATS,
+    EXIF_FORMATS,
+    FORMAT_ALIASES,
+    FORMAT_BY_EXTENSION,
+    WRITABLE_FORMATS,
+    Image,
+    icc_space,
+)
+from upscaler.media.images_16bit import png16, tiff16
+
+_NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
+_EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
+_NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
+_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+_DEFAULT_QUALITY = 95
+
+
+def write_image(
+    image: Image,
+    path: str | Path,
+    fmt: str | None = None,
+    quality: int | None = None,
+    *,
+    background: tuple[int, int, int] | None = None,
+) -> Path:
+    """Write `image` to `path` atomically, in `fmt` or the format its extension names.
+
+    `quality` (1-100) applies to JPEG and WebP. `background` (8-bit RGB) is what transparent
+    pixels are composited over for formats without alpha; without it, such a picture with any
+    transparency raises MediaError. Returns `path`.
+    """
+    path = Path(path)
+    fmt = _output_format(path, fmt, image.source_format)
+    if quality is not None and not 1 <= quality <= 100:
+        raise MediaError(f"quality must be 1-100, not {quality}", path)
+    _check_animation(image, fmt, path)
+    frames = [_fit_pixels(p, fmt, background, path) for p in image.frames]
+    pixels = frames[0]
+    icc = image.icc_profile if fmt in _ICC_FORMATS else None
+    if icc is not None and (icc_space(icc) == "GRAY") != (pixels.shape[2] in (1, 2)):
+        icc = None
+    exif = image.exif if fmt in EXIF_FORMATS else None
+    if image.animation is not None:
+        # Pillow writes animations from 8-bit pictures only.
+        frames = [np.rint(f / 257.0).astype(np.uint8) if f.dtype == np.uint16 else f
+                  for f in frames]
+        options = _pillow_options(fmt, image, quality, icc, exif)
+        data = encode_frames(frames, image.animation, fmt, options)
+    elif pixels.dtype == np.uint16:
+        encode16 = png16 if fmt == "PNG" else tiff16
+        data = encode16(pixels, icc, image.dpi, exif)
+    else:
+        data = _encode_pillow(pixels, fmt, image, quality, icc, exif)
+    _atomic_write(path, data)
+    return path
+
+
+def _check_animation(image: Image, fmt: str, path: Path) -> None:
+    if image.animation is not None and fmt not in ANIMATED_FORMATS:
+        raise MediaError(f"{fmt} cannot hold an animation ({len(image.frames)} frames); "
+                         "write PNG, WebP or GIF", path)
+
+
+def format_of_extension(ext: str) -> str | None:
+    """The format an extension (".jpg") names, as Pillow calls it ("JPEG"); None if unknown."""
+    return FORMAT_BY_EXTENSION.get(ext.lower())
+
+
+def format_of_name(fmt: str) -> str:
+    """A user's format name ("jpg", "tif") as Pillow calls it ("JPEG", "TIFF")."""
+    name = fmt.upper().lstrip(".")
+    return FORMAT_ALIASES.get(name, name)
+
+
+def _output_format(path: Path, fmt: str | None, source_format: str | None) -> str:
+    if fmt:
+        name = format_of_name(fmt)
+        if name not in WRITABLE_FORMATS:
+            raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, tiff, bmp "
+                             "or gif", path)
+        return name
+    by_ext = FORMAT_BY_EXTENSION.get(path.suffix.lower())
+    if by_ext:
+        return by_ext
+    if source_format in WRITABLE_FORMATS:
+        return source_format
+    raise MediaError(f"unknown image extension {path.suffix!r}; give a format", path)
+
+
+def check_storable(image: Image, path: str | Path, fmt: str | None = None,
+                   background: tuple[int, int, int] | None = None) -> None:
+    """MediaError now, before any work, if writing `image` to `path` would be refused."""
+    path = Path(path)
+    fmt = _output_format(path, fmt, image.source_format)
+    _check_animation(image, fmt, path)
+    if fmt in _NO_ALPHA_FORMATS and background is None and _transparent(image.pixels):
+        raise _transparency_error(fmt, path)
+
+
+def _transparent(pixels: np.ndarray) -> bool:
+    return pixels.shape[2] in (2, 4) and int(pixels[..., -1].min()) < np.iinfo(pixels.dtype).max
+
+
+def _transparency_error(fmt: str, path: Path) -> MediaError:
+    return MediaError(f"{fmt} cannot store transparency; write PNG, WebP or TIFF, or give "
+                      "--background (e.g. '#ffffff') to flatten onto", path)
+
+
+def _fit_pixels(
+    pixels: np.ndarray, fmt: str, background: tuple[int, int, int] | None, path: Path
+) -> np.ndarray:
+    """Pixels reshaped to what `fmt` can hold, refusing to drop transparency silently."""
+    if fmt in _EIGHT_BIT_FORMATS and pixels.dtype == np.uint16:
+        pixels = np.rint(pixels / 257.0).astype(np.uint8)
+    if fmt in _NO_ALPHA_FORMATS and pixels.shape[2] in (2, 4):
+        peak = np.iinfo(pixels.dtype).max
+        alpha = pixels[..., -1:]
+        colour = pixels[..., :-1]
+        if not _transparent(pixels):
+            pixels = colour
+        elif background is None:
+            raise _transparency_error(fmt, path)
+        else:
+            bg = np.asarray(background, np.float64) * (peak / 255.0)
+            if colour.shape[2] == 1:
+                bg = np.array([bg @ np.array([0.299, 0.587, 0.114])])
+            a = alpha / float(peak)
+            pixels = np.rint(colour * a + bg * (1.0 - a)).astype(pixels.dtype)
+    # Neither Pillow nor OpenCV reads 16-bit gray+alpha TIFF back, so it is written as RGBA.
+    gray_alpha_tiff16 = fmt == "TIFF" and pixels.dtype == np.uint16 and pixels.shape[2] == 2
+    if (fmt in _NO_GRAY_FORMATS and pixels.shape[2] in (1, 2)) or gray_alpha_tiff16:
+        gray, rest = pixels[..., :1], pixels[..., 1:]
+        pixels = np.concatenate([gray, gray, gray, rest], axis=2)
+    return np.ascontiguousarray(pixels)
+
+
+def _encode_pillow(
+    pixels: np.ndarray,
+    fmt: str,
+    image: Image,
+    quality: int | None,
+    icc: bytes | None,
+    exif: bytes | None,
+) -> bytes:
+    if fmt == "GIF":
+        im = gif_frame(pixels)
+    else:
+        im = PIL.Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    opts = _pillow_options(fmt, image, quality, icc, exif)
+    if "transparency" in im.info:
+        opts["transparency"] = im.info["transparency"]
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **opts)
+    return buf.getvalue()
+
+
+def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | None,
+                    exif: bytes | None) -> dict[str, object]:
+    """Pillow's save options for `fmt`: what to carry over, and how to compress."""
+    opts: dict[str, object] = {}
+    if icc:
+        opts["icc_profile"] = icc
+    if exif:
+        opts["exif"] = exif
+    if image.dpi and fmt not in ("WEBP", "GIF"):
+        opts["dpi"] = image.dpi
+    if fmt == "PNG":
+        opts["compress_level"] = 6
+    elif fmt == "JPEG":
+        opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY),
+                    subsampling=0, optimize=True)
+    elif fmt == "WEBP":
+        if quality is None and image.lossless:
+            # `exact` keeps the colour under fully transparent pixels, as the source had it.
+            opts.update(lossless=True, quality=100, exact=True)
+        else:
+            opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY))
+    elif fmt == "TIFF":
+        opts["compression"] = "tiff_adobe_deflate"
+    return opts
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write beside `path` under a hidden temporary name, then rename over it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise MediaError(f"cannot write: {e.strerror or e}", path) from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # gone already after a successful rename
