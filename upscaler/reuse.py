@@ -3,17 +3,17 @@
 Anime holds each drawing for two or three frames and keeps backgrounds still while a mouth
 moves. A tile's output depends only on its input, so an unchanged tile need not go through the
 model again. Decoded held frames are not bit-identical, though: x264 leaves noise of up to
-40-50 levels at a few pixels. `ReuseRule` tells noise from change, and `TileReuse` keeps, per
+40-60 levels at a few pixels. `ReuseRule` tells noise from change, and `TileReuse` keeps, per
 tile position, the input last *computed* there and its output, so that each new input is
 judged against what the model really saw and errors cannot creep across a long hold.
 
 The rule's limits come from bench/reuse_study.py (drawn 320x180 clips through x264 at CRF 18,
 23 and 28, whole frames and 256- and 128-px tiles; README has the table). Against the input
-computed last, held tiles differ by at most 0.9 levels on average (99% under 0.6), 8.3 in the
-worst 8x8 window (99% under 6) and seem to move by at most 0.03 px. A mouth of 20-70 changed
-pixels makes an 8x8 window differ by 29 levels or more, a fade a whole tile by 2.4 on average,
-and pans of 1, 0.5 and 0.25 px a frame move tiles by 0.23 px or more wherever the mean alone
-does not catch them.
+computed last, held tiles differ by at most 0.9 levels on average and 10.1 in the worst 8x8
+window, and seem to move by at most 0.03 px; the limits below reuse 98.8-100% of them. A mouth
+of 20-70 changed pixels makes an 8x8 window differ by 29 levels or more, a fade a whole tile by
+2.4 on average, and pans of 1, 0.5 and 0.25 px a frame move tiles by 0.23 px or more where the
+mean alone does not catch them.
 """
 
 from __future__ import annotations
