@@ -114,7 +114,8 @@ class TileReuse:
     running the model the caller `store`s the input and output. `reset()` forgets everything:
     called where a run of frames starts afresh (a video segment), so that each segment's
     output depends on its own frames only, as resume and a per-segment scale-out need.
-    Memory: one input and one output per tile position, copies of both.
+    Memory: one input and one output per tile position, copies of both, in float32: about
+    410 MiB for 1080p to 4K in whole frames.
     """
 
     rule: ReuseRule = field(default_factory=ReuseRule)
