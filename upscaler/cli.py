@@ -16,16 +16,25 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
 from tqdm import tqdm
 
-from upscaler.config import Job, Options, load_jobs, names_folder, option_fields, validate_options
+from upscaler.config import (
+    Job,
+    Options,
+    RaySettings,
+    load_jobs,
+    load_ray_settings,
+    names_folder,
+    option_fields,
+    validate_options,
+)
 from upscaler.errors import Interrupted, UpscalerError, UsageError
 from upscaler.media import ffmpeg
-from upscaler.pipeline import Progress, run_task
+from upscaler.pipeline import Progress, ProgressCallback, run_task
 from upscaler.plan import PlanError, Task, plan_jobs
 
 PROG = "upscale"
@@ -45,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bars (errors, skips and the summary still show)")
+    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="run on Ray: video segments and images become Ray tasks; ADDRESS "
+                        "joins a cluster (auto: the one this machine is in), none starts a "
+                        "local Ray. Work folders (--work-dir) must be on storage all nodes see")
+    parser.add_argument("--ray-workers", type=int, metavar="N",
+                        help="with --ray: segments or files worked on at once (default: as "
+                        "many as the cluster takes)")
+    parser.add_argument("--ray-cpus", type=int, metavar="N",
+                        help="with --ray: CPU cores (executor threads) per worker (default 1)")
     for f in option_fields():
         if f.kind is bool:
             action = "store_false" if f.flag.startswith("--no-") else "store_true"
@@ -161,6 +179,13 @@ def _hard_exit(code: int) -> None:
     os._exit(code)
 
 
+def _ray_input(args: argparse.Namespace) -> None:
+    """`upscale --ray clip.mkv`: argparse gives the input to --ray as its address; an
+    "address" that is a file or folder here was meant as the input."""
+    if args.input is None and args.ray and Path(args.ray).expanduser().exists():
+        args.input, args.ray = Path(args.ray), ""
+
+
 def _list_models(argv: Sequence[str]) -> int:
     from upscaler.models import cache
     from upscaler.models.registry import DEFAULT_MODEL, MODELS, resolve_model
@@ -198,6 +223,24 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
     return [Job(args.input, output, options, output_is_folder=names_folder(args.output or ""))]
 
 
+def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
+    """Ray's settings for the run: the job file's `ray:`, then --ray, --ray-workers and
+    --ray-cpus over it; None for a run on this machine alone."""
+    settings = load_ray_settings(args.config) if args.config is not None else None
+    given = {k: v for k, v in (("workers", args.ray_workers), ("cpus", args.ray_cpus))
+             if v is not None}
+    if args.ray is None and settings is None:
+        if given:
+            raise UsageError("--ray-workers and --ray-cpus go with --ray")
+        return None
+    if args.ray:
+        given["address"] = args.ray
+    try:
+        return dataclasses.replace(settings or RaySettings(), **given)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
 class _Tally:
     """Counts outputs over a batch: a folder job counts its images, other jobs count one."""
 
@@ -227,13 +270,14 @@ class _Tally:
         return f"{PROG}: {self.done} done, {skipped}, {self.failed} failed"
 
 
-def _run(tasks: list[Task], bars: _Bars) -> int:
+def _run(tasks: list[Task], bars: _Bars,
+         run: Callable[[Task, ProgressCallback], Progress] = run_task) -> int:
     tally = _Tally()
     for task in tasks:
         for note in task.notes:
             bars.say(f"{PROG}: {note}")
         try:
-            state = run_task(task, bars)
+            state = run(task, bars)
         except UpscalerError as e:
             # A failed job is reported and the batch goes on with the next one.
             bars.job_done()
@@ -261,11 +305,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ["models"]:
             return _list_models(argv[1:])
         args = _parser().parse_args(argv)
-        tasks = plan_jobs(_jobs(args))
+        _ray_input(args)
+        jobs = _jobs(args)
+        ray = _ray_settings(args)
+        if ray is not None:
+            from upscaler import ray_runner
+
+            ray_runner.require_ray()  # before any work: the install hint, exit 2
+        tasks = plan_jobs(jobs)
         _show_log()
         bars = _Bars(args.quiet, len(tasks))
         try:
-            return _run(tasks, bars)
+            if ray is None:
+                return _run(tasks, bars)
+            with ray_runner.RayRunner(ray) as runner:
+                return _run(tasks, bars, runner)
         finally:
             bars.close()
     except PlanError as e:

@@ -64,6 +64,29 @@ class Job:
     where: tuple[Path, int] | None = None
 
 
+@dataclass(frozen=True)
+class RaySettings:
+    """Where a run's work goes with --ray (`ray:` in a job file).
+
+    address: None starts a local Ray; "auto" joins the cluster this machine belongs to;
+      "HOST:PORT" or "ray://HOST:PORT" another.
+    workers: how many segments or files are worked on at once; None: as many as the cluster's
+      CPUs (or GPUs, for CUDA executors) take.
+    cpus: CPU cores each worker asks Ray for, which its executor uses as threads (unless
+      --threads says otherwise).
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    cpus: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("ray workers must be >= 1")
+        if self.cpus < 1:
+            raise ValueError("ray cpus must be >= 1")
+
+
 def names_folder(typed: str) -> bool:
     """Whether a path as typed ends with a separator, which means "a folder"."""
     return typed.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
@@ -227,8 +250,8 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
         raise ConfigError("expected a mapping with 'jobs' (and optionally 'defaults')", path, 1)
     sections = {k.value: (k, v) for k, v in root.value}
     for key, (key_node, _) in sections.items():
-        if key not in ("defaults", "jobs"):
-            raise ConfigError(f"unknown key {key!r} (expected defaults, jobs)", path,
+        if key not in ("defaults", "jobs", "ray"):
+            raise ConfigError(f"unknown key {key!r} (expected defaults, jobs, ray)", path,
                               key_node.start_mark.line + 1)
     defaults = base or Options()
     if "defaults" in sections:
@@ -254,3 +277,36 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
         jobs.append(Job(src, dst, opts, output_is_folder=names_folder(output or ""),
                         where=(path, line)))
     return jobs
+
+
+_RAY_KEYS = {"address": str, "workers": int, "cpus": int}
+
+
+def load_ray_settings(path: str | Path) -> RaySettings | None:
+    """The `ray:` section of a job file (load_jobs has checked the file), None without one.
+
+        ray:
+          address: auto    # or HOST:PORT; leave out to start a local Ray
+          workers: 8
+    """
+    path = Path(path)
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    node = next((v for k, v in root.value if k.value == "ray"), None)
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+        return RaySettings()  # `ray:` alone: a local Ray with the defaults
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError("ray: expected a mapping (address, workers, cpus)", path, line)
+    values: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        if key not in _RAY_KEYS:
+            raise ConfigError(f"ray: unknown key {key!r} (expected address, workers, cpus)",
+                              path, key_node.start_mark.line + 1)
+        values[key] = _scalar(value_node, _RAY_KEYS[key], f"ray.{key}", path)
+    try:
+        return RaySettings(**{k: v for k, v in values.items() if v is not None})
+    except ValueError as e:
+        raise ConfigError(str(e), path, line) from e

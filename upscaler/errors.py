@@ -22,6 +22,10 @@ class UpscalerError(Exception):
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path is not None else self.message
 
+    def __reduce__(self) -> tuple[type, tuple[str, Path | None]]:
+        # Pickled whole (a Ray worker's error reaches the driver so): message and path.
+        return type(self), (self.message, self.path)
+
 
 class UsageError(UpscalerError):
     """Wrong command-line arguments or option values."""
@@ -74,6 +78,11 @@ class OutputExistsError(UpscalerError):
 
 class DiskFullError(MediaError):
     """Not enough free space for a job, found before it starts or when a write fails."""
+
+
+class ClusterError(UpscalerError):
+    """A Ray cluster that cannot be reached, or work on it that failed for a reason of the
+    cluster's own (a worker that died on every try, workers whose executors differ)."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -97,6 +97,13 @@ class Upscaler:
                 "scale": str(self.options.scale or self.model_scale),
                 "reuse": str(self.frames.reuse is not None)}
 
+    def start_segment(self, _segment: object = None) -> None:
+        """A video segment starts: held-tile reuse starts afresh, so that a segment comes out
+        the same whether it follows the one before, is redone on resume, or runs on a worker of
+        its own (see encode_segments' on_segment_start)."""
+        if self.frames.reuse is not None:
+            self.frames.reuse.reset()
+
     def close(self) -> None:
         self.executor.close()
 
@@ -161,14 +168,19 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
     if video:
         make_folder(task.output.parent)
         return _run_video(task.input, task.output, task.options, progress)
-    image, background = _read_storable(task.input, task.output, task.options)
-    make_folder(task.output.parent)
     with Upscaler(task.options) as upscaler:
-        write_image(upscaler.upscale_image(image), task.output, task.options.format,
-                    background=background)
+        upscale_file(upscaler, task.input, task.output)
     state.done = 1
     progress(state)
     return state
+
+
+def upscale_file(upscaler: Upscaler, src: Path, dst: Path) -> None:
+    """Read the image `src`, upscale it and write it to `dst` (folders made as needed)."""
+    options = upscaler.options
+    image, background = _read_storable(src, dst, options)
+    make_folder(dst.parent)
+    write_image(upscaler.upscale_image(image), dst, options.format, background=background)
 
 
 def make_folder(folder: Path) -> None:
@@ -199,10 +211,7 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:
-                image, background = _read_storable(path, out, options)
-                make_folder(out.parent)
-                write_image(upscaler.upscale_image(image), out, options.format,
-                            background=background)
+                upscale_file(upscaler, path, out)
                 state.done += 1
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
@@ -229,17 +238,12 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
             state.tiles = frames.tiles_run + frames.tiles_reused
         progress(state)
 
-    def segment_start(_: object) -> None:
-        # Each segment on its own, as a resumed run or a per-segment worker makes it.
-        if frames.reuse is not None:
-            frames.reuse.reset()
-
     interrupted = False
     try:
         upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
                       identity=upscaler.identity(),
                       scale=options.scale or upscaler.model_scale,
-                      on_segment_start=segment_start)
+                      on_segment_start=upscaler.start_segment)
     except KeyboardInterrupt:
         # A model call may still be running in the video's transform thread, and closing the
         # executor beneath it crashes ncnn; the process is ending, which frees it safely.

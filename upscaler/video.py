@@ -40,6 +40,10 @@ from upscaler.media.video_writer import Encoding
 __all__ = ["VideoSettings", "check_video_job", "upscale_video", "work_dir"]
 
 Progress = Callable[[int, int], None]
+# Makes the segments a job has left: (source, segments, their files, the output's container,
+# on_frames(n) as frames are upscaled, on_segment(segment, file) once each file is complete).
+SegmentEncoder = Callable[[VideoInfo, Sequence[Segment], Sequence[Path], str,
+                           Callable[[int], None], Callable[[Segment, Path], None]], None]
 log = logging.getLogger(__name__)
 
 
@@ -63,12 +67,13 @@ def check_video_job(src: str | Path, dst: str | Path,
 
 
 def upscale_video(src: str | Path, dst: str | Path,
-                  transform: Callable[[np.ndarray], np.ndarray],
+                  transform: Callable[[np.ndarray], np.ndarray] | None,
                   settings: VideoSettings | None = None,
                   progress: Progress | None = None, *,
                   identity: Mapping[str, str] | None = None,
                   scale: float | None = None,
-                  on_segment_start: Callable[[Segment], None] | None = None) -> Path:
+                  on_segment_start: Callable[[Segment], None] | None = None,
+                  encode: SegmentEncoder | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
@@ -85,11 +90,16 @@ def upscale_video(src: str | Path, dst: str | Path,
       its thread; a transform that remembers earlier frames resets there, so that a segment
       comes out the same whether it follows the one before, is redone on resume, or runs
       alone on another worker.
+    encode: makes the segments left to do in place of `encode_segments` with `transform` in
+      this process (which is then unused): the Ray runner's, which makes them on a cluster.
+      Everything else (resume, the manifest, the join and mux) stays here.
     Raises OutputExistsError when `dst` exists and settings.overwrite is off, UsageError or
     MediaError from `check_video_job`, DiskFullError when the job does not fit or a write
     finds the disk full, and Interrupted on Ctrl-C or SIGTERM. After any failure the finished
     segments stay in the work folder, which the error names.
     """
+    if transform is None and encode is None:
+        raise ValueError("upscale_video needs a transform or an encode")
     settings = settings or VideoSettings()
     src, dst = Path(src), Path(dst)
     check_video_job(src, dst, settings)
@@ -103,9 +113,9 @@ def upscale_video(src: str | Path, dst: str | Path,
         upscaled = 0
         done = 0
 
-        def on_frame() -> None:
+        def on_frames(count: int = 1) -> None:
             nonlocal upscaled
-            upscaled += 1
+            upscaled += count
             if progress is not None:
                 progress(done + upscaled, info.frame_count)
 
@@ -122,8 +132,12 @@ def upscale_video(src: str | Path, dst: str | Path,
                             folder.path, dst)
             if progress is not None:
                 progress(done, info.frame_count)
-            encode_segments(info, todo, transform, settings, [folder.path_of(s) for s in todo],
-                            container, on_frame, folder.finished, on_segment_start)
+            paths = [folder.path_of(s) for s in todo]
+            if encode is not None:
+                encode(info, todo, paths, container, on_frames, folder.finished)
+            elif transform is not None:
+                encode_segments(info, todo, transform, settings, paths, container, on_frames,
+                                folder.finished, on_segment_start)
             join_and_mux(info, segments, [folder.path_of(s) for s in segments], dst,
                          encoding.encoder, settings.overwrite)
         except BaseException as e:

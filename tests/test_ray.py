@@ -1,0 +1,188 @@
+"""--ray: video segments and image files as Ray tasks on a local Ray the tests start.
+
+One Ray for the module (starting it costs seconds), with two CPUs. Runs go through the CLI on
+real clips, the real model and ffmpeg, and are compared with local runs of the same command.
+A worker that dies is a real process ending mid-segment (the UPSCALER_RAY_CRASHES hook ends
+it), a driver that dies is the CLI subprocess killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clips import decode_all, make_clip, packet_checksums
+from conftest import ROOT
+from PIL import Image
+from test_video_resume import (
+    RESUMING,
+    WORK_DONE,
+    finished_segments,
+    start,
+    wait_until,
+)
+
+from upscaler.cli import main
+from upscaler.config import RaySettings, load_jobs, load_ray_settings
+from upscaler.media.probe import probe
+from upscaler.media.resume import work_dir
+from upscaler.ray_runner import CRASHES, MAX_RETRIES
+
+FAST = ["--model", "realesr-animevideov3", "--quiet", "--segment-seconds", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Ray with 2 CPUs for the module; its workers get the crash hook's folder."""
+    ray = pytest.importorskip("ray")
+    crashes = tmp_path_factory.mktemp("crashes")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(CRASHES, str(crashes))  # workers inherit the environment Ray starts with
+    context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context.address_info["address"]
+    ray.shutdown()
+    mp.undo()
+
+
+@pytest.fixture
+def crashes(ray_address: str) -> Iterator[Path]:
+    """The hook's folder: each file put there ends one segment task's worker."""
+    folder = Path(os.environ[CRASHES])
+    yield folder
+    for token in folder.iterdir():
+        token.unlink()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s with audio and subtitles: 72 frames in 6 segments of 12."""
+    return make_clip(tmp_path_factory.mktemp("clips") / "ep.mkv", seconds=3.0, audio=True,
+                     subtitles=True)
+
+
+@pytest.fixture(scope="module")
+def local(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The clip upscaled on this machine alone."""
+    out = tmp_path_factory.mktemp("local") / "local.mkv"
+    assert main([str(clip), "-o", str(out), *FAST]) == 0
+    return out
+
+
+def assert_same_video(out: Path, ref: Path) -> None:
+    """Frames, timestamps and streams as in `ref`; the encoder is deterministic here, so the
+    pictures are too."""
+    a, b = probe(out), probe(ref)
+    assert a.frame_count == b.frame_count == 72
+    assert [a.seconds(p) for p in a.frame_pts] == [b.seconds(p) for p in b.frame_pts]
+    assert [(s.kind, s.codec) for s in a.streams] == [(s.kind, s.codec) for s in b.streams]
+    for spec in ("a:0", "s:0"):
+        assert packet_checksums(out, spec) == packet_checksums(ref, spec)
+    for x, y in zip(decode_all(out), decode_all(ref), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow
+def test_segments_on_ray_give_the_local_output(clip: Path, local: Path, tmp_path: Path,
+                                               ray_address: str) -> None:
+    out = tmp_path / "ray.mkv"
+    assert main([str(clip), "-o", str(out), *FAST, "--ray"]) == 0
+    assert_same_video(out, local)
+    assert not work_dir(out).exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_segment_is_retried(clip: Path, local: Path, tmp_path: Path,
+                                                crashes: Path) -> None:
+    (crashes / "once").touch()
+    out = tmp_path / "ray.mkv"
+    assert main([str(clip), "-o", str(out), *FAST, "--ray"]) == 0
+    assert not any(crashes.iterdir()), "no worker was killed"
+    assert_same_video(out, local)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["ray", "local"])
+def test_a_killed_driver_resumes_on_ray(first: str, clip: Path, local: Path, tmp_path: Path,
+                                        ray_address: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.mkv"
+    args = [str(clip), "-o", str(out), *FAST]
+    # One segment at a time, so that the kill comes while most are left.
+    on_ray = ["--ray", ray_address, "--ray-workers", "1"] if first == "ray" else []
+    proc = start(tmp_path, *args, *on_ray)
+    wait_until(proc, lambda: finished_segments(work_dir(out)) >= 1, "a segment was finished")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    kept = finished_segments(work_dir(out))
+    assert 1 <= kept < 6
+
+    assert main([*args, "--ray"]) == 0
+    log = capsys.readouterr().err
+    resumed = RESUMING.search(log)
+    assert resumed, log
+    assert int(resumed[2]) >= kept and resumed[3] == "6"
+    work = WORK_DONE.search(log)
+    assert work, log
+    assert int(work[2]) == 72 - 12 * int(resumed[2]) and int(work[3]) == 12 * int(resumed[2])
+    assert_same_video(out, local)
+
+
+@pytest.mark.slow
+def test_a_segment_that_keeps_failing_fails_its_job_and_the_batch_goes_on(
+        clip: Path, tmp_path: Path, crashes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for n in range(MAX_RETRIES + 1):
+        (crashes / f"crash{n}").touch()
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for name, size in (("a.png", (40, 30)), ("b.png", (24, 36))):
+        Image.open(ROOT / "samples" / "cel.png").convert("RGB").resize(size).save(
+            pictures / name)
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(f"defaults: {{model: realesr-animevideov3, segment_seconds: 0.5}}\n"
+                    f"ray: {{workers: 1}}\n"
+                    f"jobs:\n  - {{input: {clip}, output: {tmp_path / 'out.mkv'}}}\n"
+                    f"  - {{input: {pictures}, output: {tmp_path / 'big'}}}\n")
+    assert main(["--config", str(jobs), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"error: segment 1 of \S*ep.mkv failed on each of {MAX_RETRIES + 1} "
+                     r"tries: .*(worker|died)", err), err
+    assert "upscale: 2 done, 0 skipped, 1 failed" in err
+    assert not (tmp_path / "out.mkv").exists()
+    # The folder's images, made on Ray, are those of a local run.
+    assert main([str(pictures), "-o", str(tmp_path / "here"), "--model",
+                 "realesr-animevideov3", "--quiet"]) == 0
+    for name in ("a.png", "b.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "big" / name)),
+                                      np.asarray(Image.open(tmp_path / "here" / name)))
+
+
+def test_without_ray_the_option_says_how_to_install_it(clip: Path, tmp_path: Path) -> None:
+    blocked = ("import sys; sys.modules['ray'] = None; from upscaler.cli import main; "
+               "sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "out.mkv"
+    done = subprocess.run([sys.executable, "-c", blocked, "--ray", str(clip), "-o", str(out)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        'upscale: error: --ray needs Ray, which is not installed: pip install "upscaler[ray]"']
+    assert not out.exists() and not work_dir(out).exists()
+
+
+def test_ray_settings_from_a_job_file_and_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("ray: {address: auto, workers: 8}\njobs:\n  - input: a.png\n")
+    assert len(load_jobs(jobs)) == 1
+    assert load_ray_settings(jobs) == RaySettings(address="auto", workers=8, cpus=1)
+    jobs.write_text("ray:\n  adress: auto\njobs:\n  - input: a.png\n")
+    assert main(["--config", str(jobs), "--ray"]) == 2
+    assert "ray: unknown key 'adress'" in capsys.readouterr().err
+    assert main([str(ROOT / "samples" / "cel.png"), "--ray-workers", "2"]) == 2
+    assert "--ray-workers and --ray-cpus go with --ray" in capsys.readouterr().err

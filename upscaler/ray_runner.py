@@ -1,0 +1,307 @@
+"""Run a batch on a Ray cluster: video segments and image files become Ray tasks.
+
+Only the upscaling moves. The driver (the `upscale` process) plans every job, keeps each
+video's work folder and manifest, and joins and muxes the segments, as a local run does
+(video.upscale_video, with this module's segment encoder). A segment task needs nothing but the
+source's path, its frame range and the settings: it reads the source itself and writes its
+segment atomically into the work folder, so that folder and the source must be on storage
+every node sees at the same path. Each worker process keeps the last Upscaler it built, so a
+model loads once per worker, not once per task.
+
+Ray schedules and retries; we add no scheduler. A task whose worker or node dies is run again
+(MAX_RETRIES times); an error of the task's own (an unreadable frame) is not retried and fails
+its job with its reason, and the batch goes on with the next job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from upscaler.config import Options, RaySettings
+from upscaler.errors import ClusterError, UpscalerError, UsageError
+from upscaler.executors.registry import canonical_name
+from upscaler.media.encoding import VideoSettings
+from upscaler.media.probe import VideoInfo
+from upscaler.media.segments import Segment, encode_segments
+from upscaler.pipeline import Progress, ProgressCallback, Upscaler, upscale_file
+from upscaler.plan import Task, video_settings
+
+INSTALL_HINT = '--ray needs Ray, which is not installed: pip install "upscaler[ray]"'
+MAX_RETRIES = 3
+# Fault injection for the tests: where this names a folder, a segment task that has upscaled a
+# frame takes one file out of it, if one is left, and ends its worker process on the spot, as a
+# crash would. Each file is one crash.
+CRASHES = "UPSCALER_RAY_CRASHES"
+# Executors that run on CUDA when Ray gives their task a GPU.
+_GPU_EXECUTORS = ("auto", "onnxruntime", "torch")
+# The options an Upscaler is built from; a worker reuses its model while these stay the same.
+_MODEL_OPTIONS = ("model", "executor", "precision", "device", "threads", "tile", "overlap",
+                  "batch", "scale", "reuse")
+
+
+def require_ray() -> None:
+    """UsageError (exit 2) with the install command when Ray cannot be imported."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as e:
+        raise UsageError(INSTALL_HINT) from e
+
+
+class RayRunner:
+    """A run's connection to Ray, as a context manager; called like pipeline.run_task.
+
+    Joins `settings.address`, or starts a local Ray (and stops it at the end) without one. In a
+    process already connected (a notebook, the tests) it uses that connection and leaves it.
+    """
+
+    def __init__(self, settings: RaySettings) -> None:
+        self.settings = settings
+        self._started = False
+        self._gpus = 0.0
+        self._remote: dict[Callable[..., Any], Any] = {}
+
+    def __enter__(self) -> RayRunner:
+        import ray
+
+        if not ray.is_initialized():
+            where = self.settings.address or "a local Ray"
+            local = {} if self.settings.address else {"include_dashboard": False}
+            try:
+                ray.init(address=self.settings.address, log_to_driver=False,
+                         logging_level=logging.ERROR, **local)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ClusterError(f"cannot start or join {where}: {_first_line(e)}") from e
+            self._started = True
+        self._gpus = ray.cluster_resources().get("GPU", 0.0)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+
+    def __call__(self, task: Task, progress: ProgressCallback) -> Progress:
+        """Run one planned task on the cluster and return its counters, as run_task does."""
+        if task.kind == "folder":
+            return self._folder(task, progress)
+        video = task.kind == "video"
+        state = Progress("frame" if video else "image", 0 if video else 1,
+                         label=task.input.name)
+        if task.output.exists() and not task.options.overwrite:
+            state.skipped = 1
+            return state
+        if video:
+            return self._video(task, state, progress)
+        for _, result in self._each([self._call(_upscale_file, task.options,
+                                                task.input.resolve(), task.output.resolve())]):
+            if isinstance(result, BaseException):
+                raise _reason(result, str(task.input))
+        state.done = 1
+        progress(state)
+        return state
+
+    def _folder(self, task: Task, progress: ProgressCallback) -> Progress:
+        todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
+        state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
+                         label=task.input.name)
+        progress(state)
+        calls = [self._call(_upscale_file, task.options, src.resolve(), dst.resolve())
+                 for src, dst in todo]
+        for n, result in self._each(calls):
+            if isinstance(result, BaseException):
+                # One file that fails must not cost the rest of the folder, as in a local run.
+                state.failures.append(_reason(result, str(todo[n][0])))
+            else:
+                state.done += 1
+            progress(state)
+        return state
+
+    def _video(self, task: Task, state: Progress, progress: ProgressCallback) -> Progress:
+        from upscaler.video import upscale_video
+
+        settings = video_settings(task.options)
+        # One worker builds the model first: the segments' identity (for resume) and the
+        # scale are the workers', not this machine's, which may have no GPU or another RAM.
+        (_, described), = self._each([self._call(_describe, task.options)])
+        if isinstance(described, BaseException):
+            raise _reason(described, f"loading the model for {task.input}")
+        identity, scale, tile = described
+        options = task.options if task.options.tile is not None else dataclasses.replace(
+            task.options, tile=tile)  # every worker tiles as the identity says
+
+        def report(done: int, total: int) -> None:
+            state.done, state.total = done, total
+            progress(state)
+
+        def encode(info: VideoInfo, segments: Sequence[Segment], paths: Sequence[Path],
+                   container: str, on_frames: Callable[[int], None],
+                   on_segment: Callable[[Segment, Path], None]) -> None:
+            # Paths as every node sees them, not relative to this process's folder.
+            info = dataclasses.replace(info, path=info.path.resolve())
+            calls = [self._call(_make_segment, options, info, segment, settings, container,
+                                path.resolve()) for segment, path in zip(segments, paths,
+                                                                         strict=True)]
+            for n, result in self._each(calls):
+                segment = segments[n]
+                if isinstance(result, BaseException):
+                    raise _reason(result, f"segment {segment.index + 1} of {task.input}")
+                _check_same(identity, result["identity"], task.input)
+                state.frames_reused += result["frames_reused"]
+                state.tiles_reused += result["tiles_reused"]
+                state.tiles += result["tiles"]
+                on_frames(segment.count)
+                on_segment(segment, paths[n])
+
+        upscale_video(task.input, task.output, None, settings, progress=report,
+                      identity=identity, scale=scale, encode=encode)
+        return state
+
+    def _call(self, fn: Callable[..., Any], options: Options, *args: Any) -> Callable[[], Any]:
+        """A call of `fn` as a Ray task with the resources `options`' executor needs; it starts
+        when the returned function is called."""
+        import ray
+
+        if fn not in self._remote:
+            self._remote[fn] = ray.remote(fn)
+        device = (options.device or "").lower()
+        gpu = device.startswith("cuda") or (not device and self._gpus > 0 and
+                                            canonical_name(options.executor) in _GPU_EXECUTORS)
+        cpus = 1 if gpu else self.settings.cpus
+        if not gpu and options.threads is None:
+            options = dataclasses.replace(options, threads=cpus)  # no more than it was given
+        remote = self._remote[fn].options(num_cpus=cpus, num_gpus=1 if gpu else 0,
+                                          max_retries=MAX_RETRIES)
+        return lambda: remote.remote(options, *args)
+
+    def _each(self, calls: Sequence[Callable[[], Any]]) -> Iterator[tuple[int, Any]]:
+        """Start `calls` (at most settings.workers at a time) and yield (index, result) as each
+        ends; the result is the Ray error where the task failed. What is still running when the
+        caller stops (an error, Ctrl-C) is cancelled."""
+        import ray
+        from ray.exceptions import RayError
+
+        limit = self.settings.workers or len(calls)
+        pending: dict[Any, int] = {}
+        started = 0
+        try:
+            while started < len(calls) or pending:
+                while started < len(calls) and len(pending) < limit:
+                    pending[calls[started]()] = started
+                    started += 1
+                # In short waits, so that Ctrl-C is taken at once.
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+                for ref in ready:
+                    n = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except RayError as e:
+                        result = e
+                    yield n, result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+
+def _reason(error: BaseException, what: str) -> UpscalerError:
+    """The error a failed task stands for: its own where it raised one of ours."""
+    from ray.exceptions import RayTaskError
+
+    if isinstance(error, RayTaskError):
+        cause = error.cause
+        if isinstance(cause, UpscalerError):
+            return cause
+        return ClusterError(f"{what} failed on a worker: {type(cause).__name__}: "
+                            f"{_first_line(cause)}")
+    return ClusterError(f"{what} failed on each of {MAX_RETRIES + 1} tries: "
+                        f"{_first_line(error)}")
+
+
+def _check_same(identity: Mapping[str, str], worker: Mapping[str, str], src: Path) -> None:
+    """ClusterError where a worker's model differs from the one the job's identity describes:
+    segments of one output must not come from two executors or precisions."""
+    differ = sorted(k for k in set(identity) | set(worker) if identity.get(k) != worker.get(k))
+    if differ:
+        shown = ", ".join(f"{k} {identity.get(k)} vs {worker.get(k)}" for k in differ)
+        raise ClusterError(f"the workers do not all run the same model ({shown}); give "
+                           "--executor, --precision and --tile to make them agree", src)
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()),
+                type(error).__name__)
+
+
+# What runs on the workers. Module-level functions, so that Ray ships them by name.
+
+_cached: tuple[tuple[Any, ...], Upscaler] | None = None
+
+
+def _upscaler(options: Options, video: bool) -> Upscaler:
+    """This worker process's Upscaler for `options`, built once and kept for the next task."""
+    global _cached
+    key = (video, *(getattr(options, name) for name in _MODEL_OPTIONS))
+    if _cached is None or _cached[0] != key:
+        if _cached is not None:
+            _cached[1].close()
+            _cached = None
+        up = Upscaler(options, reuse=video and options.reuse)
+        # Built with the tile it chose, it is also the Upscaler for that tile given outright.
+        chosen = dataclasses.replace(options, tile=up.frames.tile)
+        _cached = ((video, *(getattr(chosen, name) for name in _MODEL_OPTIONS)), up)
+        return up
+    return _cached[1]
+
+
+def _describe(options: Options) -> tuple[dict[str, str], float, int]:
+    """(Worker) The identity, scale and tile of the video Upscaler for `options`."""
+    up = _upscaler(options, video=True)
+    return up.identity(), options.scale or up.model_scale, up.frames.tile
+
+
+def _make_segment(options: Options, info: VideoInfo, segment: Segment,
+                  settings: VideoSettings, container: str, path: Path) -> dict[str, Any]:
+    """(Worker) Upscale one segment of the source into `path`, written atomically; returns
+    the worker's identity and what held-tile reuse saved in the segment."""
+    up = _upscaler(options, video=True)
+    frames = up.frames
+    before = frames.frames_reused, frames.tiles_reused, frames.tiles_run
+    transform = up.upscale_frame
+    crashes = os.environ.get(CRASHES)
+    if crashes:
+        transform = _crashing(transform, Path(crashes))
+    encode_segments(info, [segment], transform, settings, [path], container,
+                    on_segment_start=up.start_segment)
+    reused = frames.tiles_reused - before[1]
+    return {"identity": up.identity(), "frames_reused": frames.frames_reused - before[0],
+            "tiles_reused": reused,
+            "tiles": reused + frames.tiles_run - before[2] if frames.reuse else 0}
+
+
+def _upscale_file(options: Options, src: Path, dst: Path) -> None:
+    """(Worker) Upscale the image `src` to `dst`."""
+    upscale_file(_upscaler(options, video=False), src, dst)
+
+
+def _crashing(transform: Callable[[np.ndarray], np.ndarray],
+              crashes: Path) -> Callable[[np.ndarray], np.ndarray]:
+    def crash_after(frame: np.ndarray) -> np.ndarray:
+        out = transform(frame)
+        for token in sorted(crashes.glob("*")):
+            try:
+                token.unlink()  # of workers racing for one token, one wins
+            except FileNotFoundError:
+                continue
+            os._exit(1)
+        return out
+
+    return crash_after
