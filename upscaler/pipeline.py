@@ -6,6 +6,7 @@ of the others. Progress is reported through a callback so that the library never
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,19 +169,24 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
     if video:
         make_folder(task.output.parent)
         return _run_video(task.input, task.output, task.options, progress)
-    with Upscaler(task.options) as upscaler:
-        upscale_file(upscaler, task.input, task.output)
+    with contextlib.ExitStack() as stack:
+        upscale_file(lambda: stack.enter_context(Upscaler(task.options)), task.input,
+                     task.output, task.options)
     state.done = 1
     progress(state)
     return state
 
 
-def upscale_file(upscaler: Upscaler, src: Path, dst: Path) -> None:
-    """Read the image `src`, upscale it and write it to `dst` (folders made as needed)."""
-    options = upscaler.options
+def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
+                 options: Options) -> None:
+    """Read the image `src`, upscale it and write it to `dst` (folders made as needed).
+
+    `upscaler` is called for the model only once the image is known to fit `dst`'s format, so
+    that an image refused (transparency to JPEG) costs no model load.
+    """
     image, background = _read_storable(src, dst, options)
     make_folder(dst.parent)
-    write_image(upscaler.upscale_image(image), dst, options.format, background=background)
+    write_image(upscaler().upscale_image(image), dst, options.format, background=background)
 
 
 def make_folder(folder: Path) -> None:
@@ -211,7 +217,7 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:
-                upscale_file(upscaler, path, out)
+                upscale_file(lambda: upscaler, path, out, options)
                 state.done += 1
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported

@@ -289,7 +289,7 @@ def _make_segment(options: Options, info: VideoInfo, segment: Segment,
 
 def _upscale_file(options: Options, src: Path, dst: Path) -> None:
     """(Worker) Upscale the image `src` to `dst`."""
-    upscale_file(_upscaler(options, video=False), src, dst)
+    upscale_file(lambda: _upscaler(options, video=False), src, dst, options)
 
 
 def _crashing(transform: Callable[[np.ndarray], np.ndarray],
