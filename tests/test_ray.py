@@ -135,6 +135,23 @@ def test_a_killed_driver_resumes_on_ray(first: str, clip: Path, local: Path, tmp
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_job_on_ray_and_keeps_its_segments(clip: Path, tmp_path: Path,
+                                                           ray_address: str) -> None:
+    out = tmp_path / "out.mkv"
+    proc = start(tmp_path, str(clip), "-o", str(out), *FAST, "--ray", ray_address,
+                 "--ray-workers", "1")
+    wait_until(proc, lambda: finished_segments(work_dir(out)) >= 1, "a segment was finished")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err
+    kept = finished_segments(work_dir(out))
+    assert kept >= 1 and not out.exists()
+    assert err.strip().splitlines()[-1] == (
+        f"upscale: interrupted: {kept} of 6 segments kept in {work_dir(out)}; run the same "
+        "command again to resume (--no-resume starts over)")
+
+
+@pytest.mark.slow
 def test_a_segment_that_keeps_failing_fails_its_job_and_the_batch_goes_on(
         clip: Path, tmp_path: Path, crashes: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for n in range(MAX_RETRIES + 1):

@@ -40,6 +40,8 @@ from upscaler.plan import PlanError, Task, plan_jobs
 PROG = "upscale"
 # How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
 HARD_EXIT_AFTER = 1.0
+# The same with --ray: the driver runs no model, and stopping a local Ray takes seconds.
+HARD_EXIT_AFTER_RAY = 15.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,7 +159,10 @@ def _stop_on_signals() -> Iterator[None]:
         if fired:
             return
         fired.append(signum)
-        timer = threading.Timer(HARD_EXIT_AFTER, _hard_exit, args=(128 + signum,))
+        ray = sys.modules.get("ray")
+        on_ray = ray is not None and getattr(ray, "is_initialized", lambda: False)()
+        timer = threading.Timer(HARD_EXIT_AFTER_RAY if on_ray else HARD_EXIT_AFTER,
+                                _hard_exit, args=(128 + signum,))
         timer.daemon = True
         timer.start()
         raise Interrupted("interrupted", 128 + signum)
@@ -301,6 +306,12 @@ def _run(tasks: list[Task], bars: _Bars,
 @_stop_on_signals()
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Ray, where a run uses it, stops after the run's last line is out.
+    with contextlib.ExitStack() as cluster:
+        return _main(argv, cluster)
+
+
+def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     try:
         if argv[:1] == ["models"]:
             return _list_models(argv[1:])
@@ -318,8 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if ray is None:
                 return _run(tasks, bars)
-            with ray_runner.RayRunner(ray) as runner:
-                return _run(tasks, bars, runner)
+            return _run(tasks, bars, cluster.enter_context(ray_runner.RayRunner(ray)))
         finally:
             bars.close()
     except PlanError as e:

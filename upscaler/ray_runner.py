@@ -15,9 +15,13 @@ its job with its reason, and the batch goes on with the next job.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -74,11 +78,17 @@ class RayRunner:
         if not ray.is_initialized():
             where = self.settings.address or "a local Ray"
             local = {} if self.settings.address else {"include_dashboard": False}
+            # Ray sets a SIGTERM handler of its own; ours stops the job as for Ctrl-C, says
+            # what it kept, and leaves by __exit__, which stops a local Ray.
+            sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 ray.init(address=self.settings.address, log_to_driver=False,
                          logging_level=logging.ERROR, **local)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ClusterError(f"cannot start or join {where}: {_first_line(e)}") from e
+            finally:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, sigterm)
             self._started = True
         self._gpus = ray.cluster_resources().get("GPU", 0.0)
         return self
@@ -198,8 +208,11 @@ class RayRunner:
                 while started < len(calls) and len(pending) < limit:
                     pending[calls[started]()] = started
                     started += 1
-                # In short waits, so that Ctrl-C is taken at once.
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.2)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0)
+                if not ready:
+                    # Waiting here, not in Ray: a signal that comes while Ray waits turns into
+                    # a bare KeyboardInterrupt, and SIGTERM's exit code would be lost.
+                    time.sleep(0.05)
                 for ref in ready:
                     n = pending.pop(ref)
                     try:
@@ -210,6 +223,10 @@ class RayRunner:
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
+            for ref in pending:
+                # Read, so that Ray does not print the errors of the stopped tasks as unhandled.
+                with contextlib.suppress(RayError):
+                    ray.get(ref, timeout=5)
 
 
 def _reason(error: BaseException, what: str) -> UpscalerError:
