@@ -244,3 +244,17 @@ def test_users_own_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert err.startswith(f"upscale: error: {tmp_path / 'mine.bin'}: truncated"), err
     assert not out.exists()
+
+
+def test_a_small_frame_runs_whole_by_default(tmp_path: Path) -> None:
+    # 40x300 is wider than the 256-px tiles of earlier versions, far within the memory budget.
+    src = save(tmp_path / "wide.png", draw_cel(40, 300))
+    assert main([str(src), "-o", str(tmp_path / "default.png"), "--quiet"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "whole.png"), "--tile", "0", "--quiet",
+                 "--model", "realesrgan-x4plus-anime"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "tiled.png"), "--tile", "160", "--quiet"]) == 0
+    default, whole = load(tmp_path / "default.png"), load(tmp_path / "whole.png")
+    # The same bytes as whole frames with the image model: one tile, and x4plus-anime.
+    np.testing.assert_array_equal(default, whole)
+    tiled = load(tmp_path / "tiled.png")
+    assert not np.array_equal(tiled, whole) and psnr(tiled, whole, 255) > 40

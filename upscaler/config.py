@@ -31,7 +31,7 @@ class Options:
     threads: int | None = None
     tile: int | None = None
     overlap: int = 16
-    batch: int = 1
+    batch: int | None = None
     scale: float | None = None
     format: str | None = None
     suffix: str = "_upscaled"
@@ -73,9 +73,10 @@ _HELP = {
     "precision": "fp32, fp16 or bf16 (default: the executor's fastest that keeps >= 45 dB)",
     "device": "executor device, e.g. cuda:0, GPU, vulkan:0, or Core ML compute units (ALL)",
     "threads": "CPU threads for the executor",
-    "tile": "tile size in input pixels; 0 = whole frames where the executor allows it",
+    "tile": "longest tile side in input pixels (default: whole frames, or the fewest tiles "
+            "that fit the executor's memory budget); 0 = whole frames",
     "overlap": "tile overlap in input pixels",
-    "batch": "tiles per executor call",
+    "batch": "tiles per executor call (default: 1; Core ML: all of a frame's tiles)",
     "scale": "output scale if not the model's (the model runs, then a good resize)",
     "format": "output image format: png, jpg, webp, tif or bmp",
     "suffix": "suffix for outputs placed next to their input",
@@ -103,7 +104,7 @@ def validate_options(opts: Options) -> None:
         raise ValueError("tile must be 0 (no tiling) or at least 16")
     if opts.overlap < 0:
         raise ValueError("overlap must be >= 0")
-    if opts.batch < 1:
+    if opts.batch is not None and opts.batch < 1:
         raise ValueError("batch must be >= 1")
     if opts.threads is not None and opts.threads < 1:
         raise ValueError("threads must be >= 1")

@@ -19,7 +19,7 @@ from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, 
 from upscaler.config import Job, Options
 from upscaler.errors import MediaError, OutputExistsError, UpscalerError, UsageError
 from upscaler.executors.base import Executor, ExecutorOptions
-from upscaler.executors.registry import create_executor, default_tile
+from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, is_image_path, read_image, write_image
 from upscaler.models.registry import resolve_model
@@ -61,15 +61,19 @@ class Upscaler:
     def __init__(self, options: Options) -> None:
         self.options = options
         model = resolve_model(options.model)
-        tile = options.tile if options.tile is not None else default_tile(
-            options.executor, model, device=options.device)
         exec_opts = ExecutorOptions(
             precision=options.precision,  # type: ignore[arg-type]  # validated in config
-            tile=tile, batch=options.batch, threads=options.threads, device=options.device,
+            tile=options.tile or 0, batch=options.batch or 1, threads=options.threads,
+            device=options.device,
         )
         self.executor: Executor = create_executor(options.executor, model, exec_opts)
-        self.frames = FrameUpscaler(self.executor, tile=tile, overlap=options.overlap,
-                                    batch=options.batch)
+        # --tile caps the tile side (0: whole frames); without it the memory budget decides.
+        budget = None if options.tile is not None else tile_budget(
+            self.executor.name, model, device=options.device, batch=options.batch or 1,
+            precision=options.precision)
+        self.frames = FrameUpscaler(self.executor, tile=options.tile or 0,
+                                    overlap=options.overlap, batch=options.batch,
+                                    max_pixels=budget)
 
     @property
     def model_scale(self) -> int:
