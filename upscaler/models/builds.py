@@ -22,15 +22,19 @@ def onnx_file(model: ModelRef, precision: Precision = "fp32") -> Path:
     return get_or_build(BuildKey(model, "onnx", precision), build)
 
 
-def mlpackage_file(model: ModelRef, tile: int, batch: int = 1, precision: str = "fp16") -> Path:
-    """A Core ML package for `model` at input (batch, 3, tile, tile): the user's as it is, or
-    one built from ncnn weights."""
+def mlpackage_file(model: ModelRef, shape: int | tuple[int, int], batch: int = 1,
+                   precision: str = "fp16") -> Path:
+    """A Core ML package for `model` at input (batch, 3, height, width), `shape` being
+    (height, width) or one side of a square: the user's as it is, or one built from ncnn
+    weights (cached per shape)."""
     if model.kind == "mlpackage":
         return model.path
     from upscaler.models.coreml_builder import build_mlpackage  # coremltools loads slowly
 
+    height, width = (shape, shape) if isinstance(shape, int) else shape
+
     def build(path: Path) -> None:
-        build_mlpackage(model.graph(), path, tile, batch,
+        build_mlpackage(model.graph(), path, (height, width), batch,
                         precision="fp32" if precision == "fp32" else "fp16")
 
-    return get_or_build(BuildKey(model, "mlpackage", precision, (batch, tile, tile)), build)
+    return get_or_build(BuildKey(model, "mlpackage", precision, (batch, height, width)), build)
