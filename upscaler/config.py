@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from upscaler.errors import ConfigError
-from upscaler.models.registry import DEFAULT_MODEL
+from upscaler.models.registry import DEFAULT_MODELS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
@@ -22,9 +22,10 @@ IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp")
 
 @dataclass(frozen=True)
 class Options:
-    """Everything that shapes how one input is upscaled. None means "the executor's choice"."""
+    """Everything that shapes how one input is upscaled. None means "the executor's choice"
+    (for `model`: the default for the media kind, see upscaler.models.registry.model_for)."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     executor: str = "auto"
     precision: str | None = None
     device: str | None = None
@@ -68,7 +69,9 @@ class OptionField:
 
 
 _HELP = {
-    "model": "model name (see `upscale models`) or a .param/.onnx/.mlpackage/.pth file",
+    "model": "model name (see `upscale models`) or a .param/.onnx/.mlpackage/.pth file "
+             f"(default: {DEFAULT_MODELS['video']} for videos, {DEFAULT_MODELS['image']} for "
+             "images)",
     "executor": "auto, coreml, openvino, onnxruntime, ncnn or torch",
     "precision": "fp32, fp16 or bf16 (default: the executor's fastest that keeps >= 45 dB)",
     "device": "executor device, e.g. cuda:0, GPU, vulkan:0, or Core ML compute units (ALL)",

@@ -22,7 +22,7 @@ from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, is_image_path, read_image, write_image
-from upscaler.models.registry import resolve_model
+from upscaler.models.registry import MediaKind, model_for, resolve_model
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2ts", ".flv",
                     ".wmv", ".mpg", ".mpeg")
@@ -58,9 +58,9 @@ class Upscaler:
     or the frames of a video pay for loading once.
     """
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, media: MediaKind = "image") -> None:
         self.options = options
-        model = resolve_model(options.model)
+        model = resolve_model(model_for(options.model, media))
         exec_opts = ExecutorOptions(
             precision=options.precision,  # type: ignore[arg-type]  # validated in config
             tile=options.tile or 0, batch=options.batch or 1, threads=options.threads,
@@ -216,6 +216,6 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
         state.done, state.total = done, total
         progress(state)
 
-    with Upscaler(options) as upscaler:
+    with Upscaler(options, "video") as upscaler:
         upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report)
     return state
