@@ -9,6 +9,8 @@ after it, so a long video pays for finding it only once.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
@@ -32,8 +34,11 @@ class FrameUpscaler:
 
     Attributes a caller may read: `tile`, `max_pixels`, `overlap` and `batch` as currently used
     (they shrink after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame
-    counting as one), `frames_run`, `pixels_run` (input pixels given to the executor),
-    `frame_pixels` (pixels of the frames themselves), `oom_retries` and `plans_built`.
+    counting as one), `frames_run`, `oom_retries`, `plans_built`, and the work done: the
+    pixels of the frames given (`frame_pixels`), of the frames as planned (`planned_pixels`,
+    more when a frame is padded before tiling) and given to the executor (`pixels_run`,
+    overlaps and retries included), and the seconds spent inside the executor
+    (`executor_seconds`).
     """
 
     def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16,
@@ -56,6 +61,8 @@ class FrameUpscaler:
         self.frames_run = 0
         self.pixels_run = 0
         self.frame_pixels = 0
+        self.planned_pixels = 0
+        self.executor_seconds = 0.0
         self.oom_retries = 0
         self.plans_built = 0
         self._plans: dict[tuple[int, int, int, int | None, int], TilePlan] = {}
@@ -69,6 +76,7 @@ class FrameUpscaler:
         """float32 (H, W, 3) RGB in [0, 1] -> float32 (H*s, W*s, 3) in [0, 1]."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise MediaError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
+        self.frame_pixels += rgb.shape[0] * rgb.shape[1]
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
         while True:
             plan = self.plan(chw.shape[1], chw.shape[2])
@@ -79,7 +87,7 @@ class FrameUpscaler:
                 self._shrink(plan, e)
                 self.oom_retries += 1
         self.frames_run += 1
-        self.frame_pixels += plan.height * plan.width
+        self.planned_pixels += plan.height * plan.width
         hwc = np.ascontiguousarray(out.transpose(1, 2, 0))
         return np.clip(hwc, 0.0, 1.0, out=hwc)
 
@@ -108,14 +116,21 @@ class FrameUpscaler:
             return self._run_whole(chw)
         return self._run_tiled(chw, plan)
 
+    def _execute(self, batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return self.executor.run(batch)
+        finally:
+            self.executor_seconds += time.perf_counter() - start
+            self.pixels_run += batch.shape[0] * batch.shape[2] * batch.shape[3]
+
     def _run_whole(self, chw: np.ndarray) -> np.ndarray:
-        out = self.executor.run(chw[None])
+        out = self._execute(chw[None])
         s = self.executor.scale
         expected = (1, 3, chw.shape[1] * s, chw.shape[2] * s)
         if out.shape != expected:
             raise ExecutorError(f"executor returned shape {out.shape}, expected {expected}")
         self.tiles_run += 1
-        self.pixels_run += chw.shape[1] * chw.shape[2]
         return out[0]
 
     def _run_tiled(self, chw: np.ndarray, plan: TilePlan) -> np.ndarray:
@@ -125,13 +140,12 @@ class FrameUpscaler:
         batch = self.batch or (len(tiles) if self.executor.fixed_tile is not None else 1)
         for i in range(0, len(tiles), batch):
             group = tiles[i:i + batch]
-            out = self.executor.run(np.stack([padded[:, t.y, t.x] for t in group]))
+            out = self._execute(np.stack([padded[:, t.y, t.x] for t in group]))
             if len(out) != len(group):
                 raise ExecutorError(f"executor returned {len(out)} tiles for {len(group)}")
             for tile, upscaled in zip(group, out, strict=True):
                 stitcher.add(tile, upscaled)
             self.tiles_run += len(group)
-            self.pixels_run += len(group) * plan.tile[0] * plan.tile[1]
         return stitcher.result()
 
     def _shrink(self, plan: TilePlan, error: OutOfMemoryError) -> None:

@@ -22,6 +22,7 @@ from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, is_image_path, read_image, write_image
+from upscaler.media.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, model_for, resolve_model
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2ts", ".flv",
@@ -38,6 +39,17 @@ class Progress:
     skipped: int = 0
     label: str = ""
     failures: list[UpscalerError] = field(default_factory=list)
+    # Where the time went, for reports and benchmarks (bench/bench_job.py): each video stage's
+    # busy and waiting seconds, and the model's work (see FrameUpscaler's counters).
+    stages: StageTimes | None = None
+    frame_pixels: int = 0
+    planned_pixels: int = 0
+    model_pixels: int = 0
+    model_seconds: float = 0.0
+
+    def count_work(self, frames: FrameUpscaler) -> None:
+        self.frame_pixels, self.planned_pixels = frames.frame_pixels, frames.planned_pixels
+        self.model_pixels, self.model_seconds = frames.pixels_run, frames.executor_seconds
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -210,12 +222,14 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
     settings = VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
                              pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
                              overwrite=options.overwrite)
-    state = Progress("frame", 0, label=src.name)
+    state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
     def report(done: int, total: int) -> None:
         state.done, state.total = done, total
         progress(state)
 
     with Upscaler(options, "video") as upscaler:
-        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report)
+        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
+                      times=state.stages)
+        state.count_work(upscaler.frames)
     return state

@@ -25,8 +25,9 @@ from upscaler.media.segments import (
     plan_segments,
     work_dir,
 )
+from upscaler.media.stage_times import StageTimes
 
-__all__ = ["VideoSettings", "upscale_video"]
+__all__ = ["StageTimes", "VideoSettings", "upscale_video"]
 
 Progress = Callable[[int, int], None]
 
@@ -34,13 +35,15 @@ Progress = Callable[[int, int], None]
 def upscale_video(src: str | Path, dst: str | Path,
                   transform: Callable[[np.ndarray], np.ndarray],
                   settings: VideoSettings | None = None,
-                  progress: Progress | None = None) -> Path:
+                  progress: Progress | None = None,
+                  times: StageTimes | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
       bits, full 16-bit scale), to the upscaled frame of the same dtype. It runs in this thread;
       decoding and encoding run alongside it in their own threads.
     progress: called as progress(frames_done, frames_total) after each frame.
+    times: added to as the stages run: seconds each spent working and waiting (stage_times).
     Raises OutputExistsError when `dst` exists and settings.overwrite is off, MediaError for a
     source that cannot be read or an output that cannot be written.
     """
@@ -65,7 +68,7 @@ def upscale_video(src: str | Path, dst: str | Path,
     if progress is not None:
         progress(0, info.frame_count)
     files = encode_segments(info, segments, transform, settings,
-                            [work / s.name for s in segments], container, on_frame)
+                            [work / s.name for s in segments], container, on_frame, times)
     join_and_mux(info, segments, files, dst, encoding.encoder, settings.overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return dst

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +28,7 @@ import numpy as np
 from upscaler.errors import MediaError, OutputExistsError, UsageError
 from upscaler.media import ffmpeg
 from upscaler.media.probe import VideoInfo, probe
+from upscaler.media.stage_times import StageTimes
 from upscaler.media.video_reader import VideoReader
 from upscaler.media.video_writer import Encoding, Timing, VideoWriter
 
@@ -205,12 +207,14 @@ def encode_segment(src: VideoInfo | str | Path, segment: Segment, transform: Tra
 
 def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Transform,
                     settings: VideoSettings, out_paths: Sequence[Path], container: str = ".mkv",
-                    on_frame: Callable[[], None] | None = None) -> list[Path]:
+                    on_frame: Callable[[], None] | None = None,
+                    times: StageTimes | None = None) -> list[Path]:
     """Encode several segments through one overlapped pipeline; returns the finished files.
 
     The decoder reads ahead into the next segment while the current one is still encoding, so
     the transform does not wait at segment boundaries. `on_frame` is called in this thread
-    after each transformed frame.
+    after each transformed frame. `times`, when given, is added to: what each stage spent
+    working and waiting (see stage_times).
     """
     if len(segments) != len(out_paths):
         raise ValueError("one output path per segment is needed")
@@ -219,13 +223,24 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     decoded: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     results: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     failures: list[BaseException] = []
+    times = times if times is not None else StageTimes()
+    clock = time.perf_counter
 
     def decode() -> None:
         try:
             for segment in segments:
                 with VideoReader(info, segment.start, segment.count) as reader:
-                    for frame in reader:
-                        if not _put(decoded, (segment, frame), stop):
+                    frames = iter(reader)
+                    while True:
+                        start = clock()
+                        frame = next(frames, None)
+                        got = clock()
+                        times.decode.busy += got - start
+                        if frame is None:
+                            break
+                        put = _put(decoded, (segment, frame), stop)
+                        times.decode.waiting += clock() - got
+                        if not put:
                             return
                     # A damaged tail may decode short; anywhere else a short segment is an error.
                     tolerated = segment is segments[-1] and reader.frames_read > 0
@@ -243,7 +258,7 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
         closing: list[threading.Thread] = []
         try:
             for segment, path in zip(segments, out_paths, strict=True):
-                writer = _fill_segment(info, segment, path, encoding, results, stop)
+                writer = _fill_segment(info, segment, path, encoding, results, stop, times)
                 if writer is None:
                     break
                 closer = threading.Thread(target=_close_segment, args=(writer, path, failures,
@@ -262,10 +277,18 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     for worker in workers:
         worker.start()
     try:
+        waited = clock()
         for segment, frame in _drain(decoded, stop, len(segments)):
-            _put(results, (segment, None if frame is None else transform(frame)), stop)
+            start = clock()
+            times.model.waiting += start - waited
+            upscaled = None if frame is None else transform(frame)
+            done = clock()
+            times.model.busy += done - start
+            _put(results, (segment, upscaled), stop)
             if frame is not None and on_frame is not None:
                 on_frame()
+            waited = clock()
+            times.model.waiting += waited - done
     except BaseException:
         stop.set()
         raise
@@ -278,14 +301,17 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
 
 
 def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encoding,
-                  results: queue.Queue[Any], stop: threading.Event) -> VideoWriter | None:
+                  results: queue.Queue[Any], stop: threading.Event,
+                  times: StageTimes) -> VideoWriter | None:
     """Write one segment's frames to a new encoder; None when the pipeline stopped."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial{path.suffix}")
     writer = VideoWriter(partial, encoding, segment_timing(info, segment))
     try:
         while True:
+            start = time.perf_counter()
             got = _get(results, stop)
+            times.encode.waiting += time.perf_counter() - start
             if got is None:
                 writer.abort()  # another stage failed; the calling thread raises its error
                 return None
@@ -295,7 +321,9 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
             if seg.index != segment.index:
                 raise MediaError(f"segment {segment.index} received frames of {seg.index}",
                                  info.path)
+            start = time.perf_counter()
             writer.write(frame)
+            times.encode.busy += time.perf_counter() - start
     except BaseException:
         writer.abort()
         raise
