@@ -76,8 +76,8 @@ _HELP = {
     "precision": "fp32, fp16 or bf16 (default: the executor's fastest that keeps >= 45 dB)",
     "device": "executor device, e.g. cuda:0, GPU, vulkan:0, or Core ML compute units (ALL)",
     "threads": "CPU threads for the executor",
-    "tile": "longest tile side in input pixels (default: whole frames, or the fewest tiles "
-            "that fit the executor's memory budget); 0 = whole frames",
+    "tile": "longest tile side in input pixels (default: whole frames, or even tiles that "
+            "fit the executor's memory budget); 0 = whole frames",
     "overlap": "tile overlap in input pixels",
     "batch": "tiles per executor call (default: 1; Core ML: all of a frame's tiles)",
     "scale": "output scale if not the model's (the model runs, then a good resize)",
