@@ -112,8 +112,9 @@ class CoreMLExecutor(ClosingExecutor):
         self.scale = out_shape[2] // height
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); (h, w) = fixed_tile."""
-        if self.fixed_tile is None:
+        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s). A package built here
+        takes any (h, w), building one for a new shape; a user's only its own."""
+        if self.can_reshape and batch.ndim == 4 and batch.shape[2:] != self.fixed_tile:
             self.reshape(*batch.shape[2:])
         if batch.ndim != 4 or batch.shape[1:] != (3, *self.fixed_tile):  # type: ignore[misc]
             raise ExecutorError(f"coreml: the package takes (N, 3, {self.fixed_tile[0]}, "

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from upscaler.models.cache import BuildKey, get_or_build
-from upscaler.models.onnx_builder import Precision, build_onnx
 from upscaler.models.registry import ModelRef
+
+if TYPE_CHECKING:
+    from upscaler.models.onnx_builder import Precision
 
 
 def onnx_file(model: ModelRef, precision: Precision = "fp32") -> Path:
@@ -17,6 +18,11 @@ def onnx_file(model: ModelRef, precision: Precision = "fp32") -> Path:
         return model.path
 
     def build(path: Path) -> None:
+        # onnx takes 0.3-0.8 s to import: only when a model is built, not in every job.
+        import onnx
+
+        from upscaler.models.onnx_builder import build_onnx
+
         onnx.save_model(build_onnx(model.graph(), precision), path)
 
     return get_or_build(BuildKey(model, "onnx", precision), build)
