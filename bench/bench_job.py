@@ -13,7 +13,11 @@ over all of them rather than spoiling one), times:
 - the whole job, `upscale CLIP -o OUT --model M` in a fresh process (decode, the model,
   encode, join and mux; Python's start-up and imports are not counted), with what each stage
   spent busy and waiting, the model's work (overlap and border-padding shares) and the peak
-  memory of the process and of its largest ffmpeg child.
+  memory of the process and of its largest ffmpeg child (Linux: VmHWM, see peak_rss_mib).
+
+Every runner first runs the first frame once, uncounted (thread pools, kernels, Core ML's
+package for the frame's shape); the job counts everything from reading the clip to the muxed
+output, model loading included.
 
 Medians of --repeat rounds are printed with the machine's CPU and memory. The job's ratio to the
 best bare executor and to Tencent's ncnn is the overhead of everything around the model. No
@@ -31,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,13 +59,16 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f
                        if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
+        if sys.platform == "darwin":
+            cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"],
+                                 capture_output=True, text=True, check=False).stdout.strip()
     ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / (1 << 30)
     return f"{cpu}, {os.cpu_count()} cores, {ram:.1f} GiB RAM, {platform.system()}"
 
 
 def make_clip(path: Path, width: int, height: int, frames: int) -> None:
     """`frames` drawn cels of a moving figure, near-losslessly encoded: none repeats."""
+    import cv2
     from draw import draw_cel
 
     from upscaler.media import ffmpeg
@@ -68,8 +76,6 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(frames):
             frame = draw_cel(height, width, t=i / max(frames, 1))
-            import cv2
-
             cv2.imwrite(str(Path(tmp) / f"{i:05d}.png"), frame[..., ::-1])
         ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y",
                     "-framerate", "24000/1001", "-i", str(Path(tmp) / "%05d.png"),
@@ -85,20 +91,23 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
         return [np.ascontiguousarray(f.transpose(2, 0, 1), np.float32) / 255 for f in reader]
 
 
-def executor_runner(name: str, model: ModelRef, threads: int) -> Callable[[np.ndarray], None]:
+def executor_runner(name: str, model: ModelRef, threads: int,
+                    first: np.ndarray) -> Callable[[np.ndarray], None]:
     from upscaler.executors.base import ExecutorOptions
     from upscaler.executors.registry import create_executor
 
     executor = create_executor(name, model, ExecutorOptions(threads=threads))
-    executor.run(np.zeros((1, 3, 16, 16), np.float32))  # thread pools, kernels: not counted
 
     def run(chw: np.ndarray) -> None:
         executor.run(chw[None])
 
+    # Not counted: thread pools, kernels, and Core ML's package for the frame's shape.
+    run(first)
     return run
 
 
-def tencent_runner(model: ModelRef, threads: int) -> Callable[[np.ndarray], None]:
+def tencent_runner(model: ModelRef, threads: int,
+                   first: np.ndarray) -> Callable[[np.ndarray], None]:
     import ncnn
 
     net = ncnn.Net()
@@ -115,8 +124,55 @@ def tencent_runner(model: ModelRef, threads: int) -> Callable[[np.ndarray], None
             _, out = extractor.extract(out_name)
             np.array(out)
 
-    run(np.zeros((3, 16, 16), np.float32))
+    run(first)
     return run
+
+
+def peak_rss_mib(pid: int | str = "self") -> float | None:
+    """A process's peak resident set: VmHWM of its address space on Linux, None elsewhere.
+
+    Not ru_maxrss: a child started by vfork and exec inherits its parent's peak into that
+    figure (the kernel records the old address space's peak at exec), so a small ffmpeg
+    started by a large Python process, or this job started by the harness, would report the
+    parent's size.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")),
+               None)
+    return int(kib) / 1024 if kib is not None else None
+
+
+class ChildPeaks:
+    """Samples the peak RSS of this process's children (the ffmpeg decoders and encoders)
+    every 50 ms on a thread; VmHWM keeps each one's peak, so sampling misses only what a child
+    adds in its last 50 ms."""
+
+    def __init__(self) -> None:
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        tasks = Path("/proc/self/task")
+        while not self._stop.wait(0.05):
+            try:
+                pids = {pid for task in tasks.iterdir()
+                        for pid in (task / "children").read_text().split()}
+            except OSError:
+                return  # no /proc (macOS): children are not measured
+            for pid in pids:
+                self.peak_mib = max(self.peak_mib, peak_rss_mib(pid) or 0.0)
+
+    def __enter__(self) -> ChildPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_job_child(src: str, dst: str, options_json: str) -> None:
@@ -125,20 +181,22 @@ def run_job_child(src: str, dst: str, options_json: str) -> None:
     from upscaler.pipeline import Progress, run_job
 
     options = Options(**json.loads(options_json), overwrite=True)
-    start = time.perf_counter()
-    state: Progress = run_job(Job(Path(src), Path(dst), options))
-    seconds = time.perf_counter() - start
+    with ChildPeaks() as children:
+        start = time.perf_counter()
+        state: Progress = run_job(Job(Path(src), Path(dst), options))
+        seconds = time.perf_counter() - start
     stages = state.stages
     assert stages is not None
+    own = peak_rss_mib()
+    if own is None:  # macOS: ru_maxrss, in bytes there
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
     print(json.dumps({
         "seconds": seconds, "frames": state.done,
         "stages": {name: [getattr(stages, name).busy, getattr(stages, name).waiting]
                    for name in ("decode", "model", "encode")},
         "frame_pixels": state.frame_pixels, "planned_pixels": state.planned_pixels,
         "model_pixels": state.model_pixels, "model_seconds": state.model_seconds,
-        # ru_maxrss is in KiB on Linux (bytes on macOS); RUSAGE_CHILDREN is the largest child.
-        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "rss_mib": own, "children_mib": children.peak_mib or None,
     }))
 
 
@@ -189,11 +247,11 @@ def main() -> int:
         for name in args.executors:
             reason = unavailable_reason(name)
             if reason is None:
-                runners[f"{name} bare"] = executor_runner(name, model, args.threads)
+                runners[f"{name} bare"] = executor_runner(name, model, args.threads, frames[0])
             else:
                 print(f"{name}: not timed, {reason}")
         if unavailable_reason("ncnn") is None and model.kind == "ncnn":
-            runners[f"{TENCENT} bare"] = tencent_runner(model, args.threads)
+            runners[f"{TENCENT} bare"] = tencent_runner(model, args.threads, frames[0])
         seconds: dict[str, list[float]] = {name: [] for name in [*runners, JOB]}
         jobs: list[dict[str, object]] = []
         for _ in range(args.repeat):
@@ -234,12 +292,14 @@ def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, he
     print(f"model work: overlap share {model_px / planned - 1:.1%}, border-pad share "
           f"{planned / frame_px - 1:.1%}; inside the executor {job_median('model_seconds'):.2f}"
           f" s of the job's {job_median('seconds'):.2f} s")
+    children = [float(j["children_mib"]) for j in jobs if j["children_mib"]]  # type: ignore[arg-type]
+    child_text = f"{statistics.median(children):.0f} MiB" if children else "not measured here"
     print(f"peak memory: job process {job_median('rss_mib'):.0f} MiB, largest ffmpeg child "
-          f"{job_median('children_mib'):.0f} MiB")
+          f"{child_text}")
     if tencent:
-        print(f"job / {TENCENT} bare per round: "
-              + ", ".join(f"{j / t:.3f}" for j, t in zip(seconds[JOB], seconds[f"{TENCENT} bare"],
-                                                         strict=True)))
+        ratios = [j / t for j, t in zip(seconds[JOB], seconds[f"{TENCENT} bare"], strict=True)]
+        print(f"job / {TENCENT} bare per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":
