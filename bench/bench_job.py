@@ -4,8 +4,8 @@
     python bench/bench_job.py --size 32x18 --frames 2 --repeat 1     # the smoke test's run
 
 It draws a clip of --frames animation frames (each different from the last), decodes them once,
-and then, in rounds that visit every candidate in turn (load from other processes then spreads
-over all of them rather than spoiling one), times:
+and then, in rounds that visit every candidate in turn, each round starting one candidate later
+(load from other processes then spreads over all of them rather than spoiling one), times:
 
 - each executor that runs here, bare: `Executor.run` on each whole frame, nothing else;
 - Tencent ncnn, bare: a plain `ncnn.Net` with the model's .param/.bin, 2 threads, no Vulkan,
@@ -254,11 +254,16 @@ def main() -> int:
             runners[f"{TENCENT} bare"] = tencent_runner(model, args.threads, frames[0])
         seconds: dict[str, list[float]] = {name: [] for name in [*runners, JOB]}
         jobs: list[dict[str, object]] = []
-        for _ in range(args.repeat):
-            for name, run in runners.items():
-                seconds[name].append(time_frames(run, frames))
-            jobs.append(time_job(clip, out, job_options))
-            seconds[JOB].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
+        order = [*runners, JOB]
+        for round_ in range(args.repeat):
+            # Each round starts one candidate later, so that none always runs right after the
+            # same neighbour or at the same point of a periodic load.
+            for name in order[round_ % len(order):] + order[:round_ % len(order)]:
+                if name == JOB:
+                    jobs.append(time_job(clip, out, job_options))
+                    seconds[JOB].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
+                else:
+                    seconds[name].append(time_frames(runners[name], frames))
     report(args, model, len(frames), width, height, seconds, jobs)
     return 0
 
@@ -296,6 +301,10 @@ def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, he
     child_text = f"{statistics.median(children):.0f} MiB" if children else "not measured here"
     print(f"peak memory: job process {job_median('rss_mib'):.0f} MiB, largest ffmpeg child "
           f"{child_text}")
+    print("seconds per round: " + "; ".join(
+        f"{name} {' '.join(f'{v:.1f}' for v in values)}" for name, values in seconds.items())
+        + "; the job's executor " + " ".join(f"{float(j['model_seconds']):.1f}"  # type: ignore[arg-type]
+                                             for j in jobs))
     if tencent:
         ratios = [j / t for j, t in zip(seconds[JOB], seconds[f"{TENCENT} bare"], strict=True)]
         print(f"job / {TENCENT} bare per round: {', '.join(f'{r:.3f}' for r in ratios)}; "

@@ -11,9 +11,10 @@ pixels at tile edges; the overlap and feathering exist to hide them.
 --plans compares, on frames of the given sizes, the default tile plans users get: the memory
 rule (tiling.choose_tile under the executor's budget, registry.tile_budget, at each of
 --overlaps) against the fixed square tiles of earlier versions (256 px for x4plus-anime, 1024
-for animevideov3, overlap 16),
-each against the untiled frame, with the model work of each plan. The time column is one run,
-only a rough guide on a shared CPU (bench_executors.py measures speed properly).
+for animevideov3, overlap 16), each against the untiled frame, with the model work of each plan
+and the share of 8-bit output values that differ from the untiled frame's (and the largest
+difference). The time column is one run, only a rough guide on a shared CPU
+(bench_executors.py measures speed properly).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def parse_size(text: str) -> tuple[int, int]:
     height, width = (int(v) for v in text.lower().split("x"))
     return height, width
+
+
+def changed_8bit(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """Share of 8-bit output values that differ once both are rounded, and the largest step."""
+    diff = np.abs(np.rint(a * 255).astype(np.int16) - np.rint(b * 255).astype(np.int16))
+    return float(np.count_nonzero(diff)) / diff.size, int(diff.max())
 
 
 def run_plan(executor: Executor, frame: np.ndarray, plan: TilePlan) -> np.ndarray:
@@ -91,8 +98,10 @@ def plans(executor: Executor, name: str, height: int, width: int, overlaps: list
         out = run_plan(executor, frame, plan)
         seconds = time.perf_counter() - start
         shape = "x".join(map(str, plan.tile))
+        share, step = changed_8bit(out, whole)
         print(f"{name:<26}{height}x{width:<6}{label:<14}{shape:>9}{len(plan.tiles):>6}"
-              f"{plan.overlap_share:>9.1%}{psnr(out, whole):>9.2f}{seconds:>8.1f}", flush=True)
+              f"{plan.overlap_share:>9.1%}{psnr(out, whole):>9.2f}{share:>10.4%}{step:>5}"
+              f"{seconds:>8.1f}", flush=True)
 
 
 def main() -> None:
@@ -102,8 +111,11 @@ def main() -> None:
                         help="compare the default plans on frames of these sizes instead")
     parser.add_argument("--overlaps", type=int, nargs="+", default=[16],
                         help="overlaps of the memory plans for --plans (default 16)")
+    parser.add_argument("--budget-executor", default=None,
+                        help="whose memory budget the plans follow (default: --executor)")
     parser.add_argument("--memory", type=float, default=None,
-                        help="GiB of available RAM the budget assumes (default: measured)")
+                        help="GiB of RAM (total and available) the budget assumes "
+                             "(default: measured)")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--executor", default="onnxruntime")
     parser.add_argument("--threads", type=int, default=2)
@@ -118,15 +130,16 @@ def main() -> None:
               f"{'time s':>8}")
     else:
         print(f"{'model':<26}{'frame':<11}{'plan':<14}{'tile':>9}{'tiles':>6}{'overlap':>9}"
-              f"{'PSNR dB':>9}{'time s':>8}")
+              f"{'PSNR dB':>9}{'8-bit chg':>10}{'max':>5}{'time s':>8}")
     for name in args.models:
         with contextlib.closing(create_executor(args.executor, resolve_model(name), options)) as ex:
             if args.plans is None:
                 cases(ex, name, height, width)
             # The budget is taken before any run: a whole frame's activations, freed to the
             # allocator, would otherwise shrink the "available" memory it is measured from.
-            free = None if args.memory is None else int(args.memory * (1 << 30))
-            budget = tile_budget(args.executor, resolve_model(name), free_memory=free)
+            ram = None if args.memory is None else int(args.memory * (1 << 30))
+            budget = tile_budget(args.budget_executor or args.executor, resolve_model(name),
+                                 free_memory=ram, total_memory=ram)
             for size in args.plans or ():
                 plans(ex, name, *parse_size(size), args.overlaps, budget)
 
