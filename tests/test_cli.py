@@ -91,16 +91,17 @@ def test_scale_option_resizes_after_the_model(tmp_path: Path) -> None:
     assert load(out).shape == (50, 75, 3)
 
 
-def test_existing_output_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                            ) -> None:
+def test_existing_output_is_skipped_not_overwritten(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     src = save(tmp_path / "a.png", draw_cel(16, 16))
     out = tmp_path / "b.png"
     out.write_bytes(b"precious")
-    assert main([str(src), "-o", str(out), *FAST]) == 6
+    assert main([str(src), "-o", str(out), "--model", "realesr-animevideov3"]) == 0
     err = capsys.readouterr().err.strip()
-    assert err == f"upscale: error: {out}: output exists (use --overwrite to replace it)"
+    assert err == f"upscale: {out}: exists, skipped (--overwrite redoes it)"
     assert out.read_bytes() == b"precious"
-    assert main([str(src), "-o", str(src), "--overwrite", *FAST]) == 6  # never the input
+    assert main([str(src), "-o", str(src), "--overwrite", *FAST]) == 2  # never the input
+    assert "the output would overwrite the input" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -218,7 +219,7 @@ def test_a_bad_image_in_a_folder_fails_alone(tmp_path: Path,
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"upscale: error: {src / 'b.png'}: ")
-    assert err[1] == "upscale: 1 input(s) failed, see above"
+    assert err[1] == "upscale: 2 done, 0 skipped, 1 failed"
 
 
 def test_users_own_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,6 @@ def test_command_line_options_are_defaults_under_the_file(tmp_path: Path) -> Non
         ("jobs:\n  - input: ep01.mkv\n    tiles: 3\n", 3, "unknown key 'tiles'"),
         ("jobs:\n  - input: ep01.mkv\n    crf: high\n", 3, "jobs[1].crf: expected an integer"),
         ("jobs:\n  - input: ep01.mkv\n  - output: x.mkv\n", 3, "jobs[2]: missing key 'input'"),
-        ("jobs:\n  - input: nothere.mkv\n", 2, "nothere.mkv does not exist"),
         ("defaults:\n  overwrite: 3\njobs:\n  - input: ep01.mkv\n", 2, "expected true or false"),
         ("defaults:\n  precision: fp8\njobs:\n  - input: ep01.mkv\n", 2, "precision must be"),
         ("job:\n  - input: ep01.mkv\n", 1, "unknown key 'job'"),

@@ -16,7 +16,8 @@ from draw import draw_cel
 from upscaler.errors import MediaError, OutputExistsError
 from upscaler.media import ffmpeg
 from upscaler.media.probe import _ffprobe_json, _parse, _pyav_json, probe
-from upscaler.media.segments import Segment, encode_segment, plan_segments, work_dir
+from upscaler.media.resume import work_dir
+from upscaler.media.segments import Segment, encode_segment, plan_segments
 from upscaler.media.video_reader import VideoReader
 from upscaler.video import StageTimes, VideoSettings, upscale_video
 
@@ -224,7 +225,7 @@ def test_failed_transform_leaves_no_output_and_keeps_work_dir(mkv_clip: Path,
     with pytest.raises(RuntimeError, match="model crashed"):
         upscale_video(mkv_clip, dst, fails_late, FAST)
     assert not dst.exists()
-    finished = sorted(p.name for p in work_dir(dst).iterdir() if ".partial" not in p.name)
+    finished = sorted(p.name for p in work_dir(dst).glob("segment-*") if ".partial" not in p.name)
     # The results queue holds few frames, so the first segment was closed before the failure.
     assert finished[0] == "segment-00000.nut"
 

@@ -1,1 +1,10 @@
-"""upscaler: batch image and video upscaling for anime with Real-ESRGAN."""
+"""upscaler: batch image and video upscaling for anime with Real-ESRGAN.
+
+The public API is what this module re-exports; everything else is internal.
+"""
+
+from upscaler.api import Upscaler, upscale_path
+from upscaler.errors import UpscalerError
+from upscaler.pipeline import Progress
+
+__all__ = ["Progress", "Upscaler", "UpscalerError", "upscale_path"]

@@ -9,18 +9,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from tqdm import tqdm
 
-from upscaler.config import Job, Options, load_jobs, option_fields, validate_options
-from upscaler.errors import UpscalerError, UsageError
-from upscaler.pipeline import Progress, run_job
+from upscaler.config import Job, Options, load_jobs, names_folder, option_fields, validate_options
+from upscaler.errors import Interrupted, UpscalerError, UsageError
+from upscaler.media import ffmpeg
+from upscaler.pipeline import Progress, run_task
+from upscaler.plan import PlanError, Task, plan_jobs
 
 PROG = "upscale"
+# How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
+HARD_EXIT_AFTER = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,9 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="`upscale models` lists the models and their built files.",
     )
     parser.add_argument("input", nargs="?", type=Path, help="image, folder or video")
-    parser.add_argument("-o", "--output", type=Path, help="output file or folder")
+    parser.add_argument("-o", "--output", help="output file or folder (a trailing / means a "
+                        "folder; missing folders are made)")
     parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (errors, skips and the summary still show)")
     for f in option_fields():
         if f.kind is bool:
             action = "store_false" if f.flag.startswith("--no-") else "store_true"
@@ -72,23 +84,78 @@ class _Bars:
                               leave=self.outer is None, dynamic_ncols=True)
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
-        self.inner.update(state.done - self.inner.n)
+        self.inner.update(state.finished - self.inner.n)
 
-    def job_done(self, state: Progress) -> None:
+    def job_done(self) -> None:
         if self.inner is not None:
             self.inner.close()
             self.inner = None
         if self.outer is not None:
             self.outer.update(1)
-        for failure in state.failures:
-            tqdm.write(f"{PROG}: error: {failure}", file=sys.stderr)
-        if not self.quiet and state.skipped:
-            tqdm.write(f"{state.label}: skipped {state.skipped} existing output(s) "
-                       "(--overwrite to redo them)")
+
+    def say(self, line: str) -> None:
+        """A line on stderr that does not tear the bars."""
+        tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.outer is not None:
             self.outer.close()
+
+
+class _LogLine(logging.Handler):
+    """Shows the library's log (a video resuming, say) as `upscale: ...` lines above the bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(f"{PROG}: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_log() -> None:
+    logger = logging.getLogger("upscaler")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _LogLine) for h in logger.handlers):
+        logger.addHandler(_LogLine())
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the job alike: exit 130 or 143, ffmpeg children ended, finished
+    video segments kept for a rerun.
+
+    The first signal raises Interrupted in the main thread, where the job cleans up and says
+    what it kept. A model call already running in native code cannot be cut short, so should
+    the process still be alive HARD_EXIT_AFTER seconds later it ends at once: by then the
+    finished segments are on disk and nothing else is being written. Later signals are ignored
+    while that happens.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        timer = threading.Timer(HARD_EXIT_AFTER, _hard_exit, args=(128 + signum,))
+        timer.daemon = True
+        timer.start()
+        raise Interrupted("interrupted", 128 + signum)
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    previous = {sig: signal.signal(sig, stop) for sig in signals}
+    try:
+        yield
+    finally:
+        if not fired:  # after a signal the process is ending; keep ignoring repeats
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _hard_exit(code: int) -> None:
+    ffmpeg.kill_all()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def _list_models(argv: Sequence[str]) -> int:
@@ -125,35 +192,87 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
         validate_options(options)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    return [Job(args.input, args.output, options)]
+    output = Path(args.output) if args.output else None
+    return [Job(args.input, output, options, output_is_folder=names_folder(args.output or ""))]
 
 
+class _Tally:
+    """Counts outputs over a batch: a folder job counts its images, other jobs count one."""
+
+    def __init__(self) -> None:
+        self.done = self.skipped = self.failed = 0
+        self.failures: list[UpscalerError] = []
+
+    def add(self, task: Task, state: Progress) -> None:
+        self.failures += state.failures
+        if task.kind == "folder":
+            self.done += state.done
+            self.skipped += state.skipped
+            self.failed += len(state.failures)
+        elif state.skipped:
+            self.skipped += 1
+        else:
+            self.done += 1
+
+    def fail(self, error: UpscalerError) -> None:
+        self.failures.append(error)
+        self.failed += 1
+
+    def summary(self) -> str:
+        skipped = f"{self.skipped} skipped"
+        if self.skipped:
+            skipped += " (outputs exist; --overwrite redoes them)"
+        return f"{PROG}: {self.done} done, {skipped}, {self.failed} failed"
+
+
+def _run(tasks: list[Task], bars: _Bars) -> int:
+    tally = _Tally()
+    for task in tasks:
+        for note in task.notes:
+            bars.say(f"{PROG}: {note}")
+        try:
+            state = run_task(task, bars)
+        except UpscalerError as e:
+            # A failed job is reported and the batch goes on with the next one.
+            bars.job_done()
+            bars.say(f"{PROG}: error: {e}")
+            tally.fail(e)
+            continue
+        bars.job_done()
+        for failure in state.failures:
+            bars.say(f"{PROG}: error: {failure}")
+        if state.skipped and task.kind != "folder":
+            bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
+        tally.add(task, state)
+    if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
+        bars.say(tally.summary())
+    return max((f.exit_code for f in tally.failures), default=0)
+
+
+@_stop_on_signals()
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["models"]:
             return _list_models(argv[1:])
         args = _parser().parse_args(argv)
-        jobs = _jobs(args)
-        bars = _Bars(args.quiet, len(jobs))
-        failures: list[UpscalerError] = []
+        tasks = plan_jobs(_jobs(args))
+        _show_log()
+        bars = _Bars(args.quiet, len(tasks))
         try:
-            for job in jobs:
-                state = run_job(job, bars)
-                bars.job_done(state)
-                failures += state.failures
+            return _run(tasks, bars)
         finally:
             bars.close()
-        if failures:
-            print(f"{PROG}: {len(failures)} input(s) failed, see above", file=sys.stderr)
-            return max(f.exit_code for f in failures)
+    except PlanError as e:
+        for error in e.errors:
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+        return e.exit_code
     except UpscalerError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    except KeyboardInterrupt as e:
+        print(f"{PROG}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ added here is at once a command-line flag, a `defaults:` key and a per-job key.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,19 +38,35 @@ class Options:
     format: str | None = None
     suffix: str = "_upscaled"
     overwrite: bool = False
+    background: str | None = None
     # Video only.
     codec: str | None = None
     crf: int | None = None
     preset: str | None = None
     pix_fmt: str | None = None
     segment_seconds: float = 4.0
+    resume: bool = True
+    work_dir: str | None = None
 
 
 @dataclass(frozen=True)
 class Job:
+    """One input to upscale, as the user gave it.
+
+    output_is_folder: the output was typed as a folder (with a trailing slash), which a Path
+      cannot remember. where: the job file and line the job came from, for error messages.
+    """
+
     input: Path
     output: Path | None
     options: Options = field(default_factory=Options)
+    output_is_folder: bool = False
+    where: tuple[Path, int] | None = None
+
+
+def names_folder(typed: str) -> bool:
+    """Whether a path as typed ends with a separator, which means "a folder"."""
+    return typed.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
 
 
 @dataclass(frozen=True)
@@ -84,11 +101,15 @@ _HELP = {
     "format": "output image format: png, jpg, webp, tif or bmp",
     "suffix": "suffix for outputs placed next to their input",
     "overwrite": "replace existing outputs",
+    "background": "colour to flatten transparency onto for JPEG/BMP output: #rrggbb, #rgb or "
+                  "R,G,B (without it, a transparent image to those formats is refused)",
     "codec": "video codec (ffmpeg name, e.g. libx264, libx265, hevc_nvenc)",
     "crf": "video constant rate factor",
     "preset": "video encoder preset (ffmpeg name)",
     "pix_fmt": "video pixel format (ffmpeg name, e.g. yuv420p10le)",
     "segment_seconds": "video segment length in seconds",
+    "resume": "start a video over, discarding segments an unfinished earlier run left",
+    "work_dir": "folder for a video's segments until it is done (default: beside the output)",
 }
 
 
@@ -119,6 +140,28 @@ def validate_options(opts: Options) -> None:
         raise ValueError("crf must be in [0, 63]")
     if opts.segment_seconds <= 0:
         raise ValueError("segment_seconds must be > 0")
+    if any(sep in opts.suffix for sep in (os.sep, os.altsep, "\0") if sep):
+        raise ValueError(f"suffix must be part of a file name, not a path: {opts.suffix!r}")
+    if opts.background is not None:
+        parse_colour(opts.background)
+
+
+def parse_colour(text: str) -> tuple[int, int, int]:
+    """#rrggbb, #rgb or "r,g,b" (0-255 each) as an RGB triple; ValueError naming the text."""
+    value = text.strip()
+    try:
+        if value.startswith("#") and len(value) in (4, 7):
+            digits = value[1:]
+            if len(digits) == 3:
+                digits = "".join(d * 2 for d in digits)
+            rgb = tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
+        else:
+            rgb = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ValueError(f"background must be #rrggbb, #rgb or R,G,B (0-255), not {text!r}")
+    return rgb[0], rgb[1], rgb[2]
 
 
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -204,9 +247,11 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
         line = node.start_mark.line + 1
         if "input" not in extras or not extras["input"]:
             raise ConfigError(f"{where}: missing key 'input'", path, line)
-        src = (path.parent / extras["input"]).resolve()
-        if not src.exists():
-            raise ConfigError(f"{where}.input: {extras['input']} does not exist", path, line)
-        dst = (path.parent / extras["output"]).resolve() if extras.get("output") else None
-        jobs.append(Job(src, dst, opts))
+        # Relative to the job file's folder, after ~ is expanded; existence and everything
+        # else about the paths is checked with the other jobs' before any work (plan.py).
+        src = path.parent / Path(extras["input"]).expanduser()
+        output = extras.get("output")
+        dst = path.parent / Path(output).expanduser() if output else None
+        jobs.append(Job(src, dst, opts, output_is_folder=names_folder(output or ""),
+                        where=(path, line)))
     return jobs

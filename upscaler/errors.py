@@ -70,3 +70,23 @@ class OutputExistsError(UpscalerError):
     """Refusing to overwrite an existing file without --overwrite."""
 
     exit_code = 6
+
+
+class DiskFullError(MediaError):
+    """Not enough free space for a job, found before it starts or when a write fails."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (exit 130) or SIGTERM (exit 143), with a message saying what was kept.
+
+    A KeyboardInterrupt, so that every clean-up that runs for Ctrl-C runs for SIGTERM too, and
+    so that a batch never takes it for a failed job and goes on.
+    """
+
+    def __init__(self, message: str = "interrupted", exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message

@@ -6,27 +6,23 @@ of the others. Progress is reported through a callback so that the library never
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
-from upscaler.config import Job, Options
-from upscaler.errors import MediaError, OutputExistsError, UpscalerError, UsageError
+from upscaler.config import Job, Options, parse_colour
+from upscaler.errors import MediaError, UpscalerError
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
-from upscaler.media.images import Image, is_image_path, read_image, write_image
+from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.media.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, model_for, resolve_model
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2ts", ".flv",
-                    ".wmv", ".mpg", ".mpeg")
+from upscaler.plan import Task, plan_jobs, video_settings
 
 
 @dataclass
@@ -51,16 +47,17 @@ class Progress:
         self.frame_pixels, self.planned_pixels = frames.frame_pixels, frames.planned_pixels
         self.model_pixels, self.model_seconds = frames.pixels_run, frames.executor_seconds
 
+    @property
+    def finished(self) -> int:
+        """Units done or failed: how far a progress bar has come."""
+        return self.done + len(self.failures)
+
 
 ProgressCallback = Callable[[Progress], None]
 
 
 def _ignore(_: Progress) -> None:
     pass
-
-
-def is_video_path(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
 class Upscaler:
@@ -72,7 +69,7 @@ class Upscaler:
 
     def __init__(self, options: Options, media: MediaKind = "image") -> None:
         self.options = options
-        model = resolve_model(model_for(options.model, media))
+        self.model = model = resolve_model(model_for(options.model, media))
         exec_opts = ExecutorOptions(
             precision=options.precision,  # type: ignore[arg-type]  # validated in config
             tile=options.tile or 0, batch=options.batch or 1, threads=options.threads,
@@ -90,6 +87,22 @@ class Upscaler:
     @property
     def model_scale(self) -> int:
         return self.executor.scale
+
+    def identity(self) -> dict[str, str]:
+        """What makes this upscaler's output what it is, as strings: a video's finished
+        segments are reused only while it stays the same. The model file counts by size and
+        modification time; the tile cap and memory budget are those the job starts with."""
+        files = [self.model.path, self.model.bin_path] if self.model.kind == "ncnn" else [
+            self.model.path]
+        stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                  for p in files if p.exists()]
+        precision = getattr(self.executor, "precision", None) or self.options.precision
+        return {"model": self.model.name, "model_files": " ".join(stamps),
+                "executor": self.executor.name, "precision": str(precision),
+                "device": str(self.options.device),
+                "tile": f"side {self.frames.tile or 'any'}, budget {self.frames.max_pixels} px",
+                "overlap": str(self.options.overlap),
+                "scale": str(self.options.scale or self.model_scale)}
 
     def close(self) -> None:
         self.executor.close()
@@ -129,107 +142,103 @@ class Upscaler:
         return from_model_output(rgb, None, like=src)
 
 
-def default_output(src: Path, options: Options) -> Path:
-    """Where an output goes when none is given: next to the input, with the suffix."""
-    if src.is_dir():
-        return src.with_name(src.name + options.suffix)
-    ext = f".{options.format.lower()}" if options.format and not is_video_path(src) else src.suffix
-    return src.with_name(src.stem + options.suffix + ext)
-
-
-def _with_format(dst: Path, options: Options) -> Path:
-    """`dst` with the extension of --format, when one is given."""
-    if options.format:
-        return dst.with_suffix(f".{options.format.lower()}")
-    return dst
-
-
-def _walk_images(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if is_image_path(path):
-                yield path
-
-
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
-    """Run one job (an image, a folder of images or a video) and return its final counters."""
-    src, options = job.input, job.options
-    if not src.exists():
-        raise MediaError("input does not exist", src)
-    dst = job.output or default_output(src, options)
-    if src.is_dir():
-        return _run_folder(src, dst, options, progress)
-    if is_video_path(src):
-        return _run_video(src, dst, options, progress)
-    if not is_image_path(src):
-        raise MediaError("not a supported image or video file", src)
-    if dst.exists() and dst.is_dir():
-        dst = _with_format(dst / src.name, options)
-    _check_output(src, dst, options)
-    image = read_image(src)
-    state = Progress("image", 1, label=src.name)
-    with Upscaler(options) as upscaler:
-        write_image(upscaler.upscale_image(image), dst, options.format)
+    """Check one job as a batch of one (PlanError if anything is wrong), then run it."""
+    (task,) = plan_jobs([job])
+    return run_task(task, progress)
+
+
+def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
+    """Run one planned task and return its final counters.
+
+    An output that exists is skipped (counted in `skipped`) unless options.overwrite, so a
+    rerun of a batch does only what is left.
+    """
+    if task.kind == "folder":
+        return _run_folder(task, progress)
+    video = task.kind == "video"
+    state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
+    if task.output.exists() and not task.options.overwrite:
+        state.skipped = 1
+        return state
+    if video:
+        make_folder(task.output.parent)
+        return _run_video(task.input, task.output, task.options, progress)
+    image, background = _read_storable(task.input, task.output, task.options)
+    make_folder(task.output.parent)
+    with Upscaler(task.options) as upscaler:
+        write_image(upscaler.upscale_image(image), task.output, task.options.format,
+                    background=background)
     state.done = 1
     progress(state)
     return state
 
 
-def _check_output(src: Path, dst: Path, options: Options) -> None:
-    if dst.resolve() == src.resolve():
-        raise OutputExistsError("output would overwrite the input", dst)
-    if dst.exists() and not options.overwrite:
-        raise OutputExistsError("output exists (use --overwrite to replace it)", dst)
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MediaError(f"cannot make folder: {e.strerror or e}", folder) from e
 
 
-def _run_folder(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
-    if dst.exists() and not dst.is_dir():
-        raise UsageError("output for a folder must be a folder", dst)
-    with contextlib.suppress(ValueError):
-        dst.resolve().relative_to(src.resolve())
-        raise UsageError(f"output folder must not be inside the input folder {src}", dst)
-    pairs = []
-    for path in _walk_images(src):
-        out = dst / path.relative_to(src)
-        pairs.append((path, _with_format(out, options)))
-    state = Progress("image", len(pairs), label=src.name)
-    todo = [(s, d) for s, d in pairs if options.overwrite or not d.exists()]
-    state.skipped = len(pairs) - len(todo)
+def _read_storable(src: Path, dst: Path, options: Options
+                   ) -> tuple[Image, tuple[int, int, int] | None]:
+    """The image of `src` and the background to flatten it onto; MediaError, before the model
+    runs, when `dst`'s format cannot hold it."""
+    image = read_image(src)
+    background = parse_colour(options.background) if options.background else None
+    check_storable(image, dst, options.format, background)
+    return image, background
+
+
+def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
+    options = task.options
+    todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
+    state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
+                     label=task.input.name)
     progress(state)
     if not todo:
         return state
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:
-                image = read_image(path)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                write_image(upscaler.upscale_image(image), out, options.format)
+                image, background = _read_storable(path, out, options)
+                make_folder(out.parent)
+                write_image(upscaler.upscale_image(image), out, options.format,
+                            background=background)
+                state.done += 1
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
                 state.failures.append(e)
-            state.done += 1
             progress(state)
     return state
 
 
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
-    from upscaler.video import VideoSettings, upscale_video
+    from upscaler.video import check_video_job, upscale_video
 
-    _check_output(src, dst, options)
-    settings = VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
-                             pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
-                             overwrite=options.overwrite)
+    settings = video_settings(options)
+    check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
     state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
     def report(done: int, total: int) -> None:
         state.done, state.total = done, total
         progress(state)
 
-    with Upscaler(options, "video") as upscaler:
+    upscaler = Upscaler(options, "video")
+    interrupted = False
+    try:
         upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
-                      times=state.stages)
+                      identity=upscaler.identity(),
+                      scale=options.scale or upscaler.model_scale, times=state.stages)
         state.count_work(upscaler.frames)
+    except KeyboardInterrupt:
+        # A model call may still be running in the video's transform thread, and closing the
+        # executor beneath it crashes ncnn; the process is ending, which frees it safely.
+        interrupted = True
+        raise
+    finally:
+        if not interrupted:
+            upscaler.close()
     return state

@@ -3,75 +3,151 @@
 `upscale_video` is the seam where the model pipeline plugs in: it decodes the source in
 segments, passes each frame through `transform`, encodes the results and muxes them with the
 source's audio, subtitles, attachments, chapters and metadata. The output appears only when it
-is complete; the segment files stay in a work directory next to it until then.
+is complete. Until then the finished segments wait in a work folder (media/resume.py), so that
+a job stopped by anything, and run again the same way, goes on from where it was.
+
+`check_video_job` checks everything about a job that can be known before any work, so that a
+batch can check all of its jobs first.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
+import functools
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from upscaler.errors import OutputExistsError, UsageError
-from upscaler.media.probe import probe
-from upscaler.media.segments import (
-    VideoSettings,
-    check_container,
-    choose_encoding,
-    encode_segments,
-    join_and_mux,
-    plan_segments,
-    work_dir,
+from upscaler.errors import (
+    DiskFullError,
+    Interrupted,
+    OutputExistsError,
+    UpscalerError,
+    UsageError,
 )
+from upscaler.media.encoding import VideoSettings
+from upscaler.media.mux import check_container, join_and_mux
+from upscaler.media.preflight import check_encoding
+from upscaler.media.probe import VideoInfo, probe
+from upscaler.media.resume import Resumed, WorkFolder, work_dir
+from upscaler.media.segments import PARTIAL, Segment, encode_segments, plan_segments
+from upscaler.media.space import check_space, is_disk_full
 from upscaler.media.stage_times import StageTimes
+from upscaler.media.video_writer import Encoding
 
-__all__ = ["StageTimes", "VideoSettings", "upscale_video"]
+__all__ = ["StageTimes", "VideoSettings", "check_video_job", "upscale_video", "work_dir"]
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
+
+
+def check_video_job(src: str | Path, dst: str | Path,
+                    settings: VideoSettings | None = None) -> None:
+    """Raise now what a video job would otherwise fail on after hours of work.
+
+    The output is not a folder; the source can be read; the encoder exists here and takes the
+    pixel format, preset, CRF and the output's container (tried on one frame); the output's
+    format can hold the source's other streams. UsageError (exit 2) for a bad option or
+    output, MediaError (exit 5) for a source or container problem. Probes and trials are
+    cached, so checking a batch up front and each job again when it runs costs once.
+    """
+    settings = settings or VideoSettings()
+    src, dst = Path(src), Path(dst)
+    if dst.is_dir():
+        raise UsageError("is a folder; give the output file's name (e.g. -o out/name.mkv)", dst)
+    info = _probe(src)
+    check_encoding(info, settings, dst)
+    check_container(info, dst)
 
 
 def upscale_video(src: str | Path, dst: str | Path,
                   transform: Callable[[np.ndarray], np.ndarray],
                   settings: VideoSettings | None = None,
-                  progress: Progress | None = None,
+                  progress: Progress | None = None, *,
+                  identity: Mapping[str, str] | None = None,
+                  scale: float | None = None,
                   times: StageTimes | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
-      bits, full 16-bit scale), to the upscaled frame of the same dtype. It runs in this thread;
-      decoding and encoding run alongside it in their own threads.
-    progress: called as progress(frames_done, frames_total) after each frame.
+      bits, full 16-bit scale), to the upscaled frame of the same dtype. It runs in a thread of
+      its own, beside the decoding and encoding threads.
+    progress: called as progress(frames_done, frames_total) after each frame, from that
+      thread; a resumed job starts at the frames it reuses.
+    identity: what makes `transform` what it is (model, executor, precision, tile...), as
+      strings. Segments an earlier run of the job finished are reused only when it, the source
+      file and the encoder settings are unchanged; None never reuses any.
+    scale: how much larger `transform` makes frames, for the disk space check before the
+      work; None skips that check.
     times: added to as the stages run: seconds each spent working and waiting (stage_times).
-    Raises OutputExistsError when `dst` exists and settings.overwrite is off, MediaError for a
-    source that cannot be read or an output that cannot be written.
+    Raises OutputExistsError when `dst` exists and settings.overwrite is off, UsageError or
+    MediaError from `check_video_job`, DiskFullError when the job does not fit or a write
+    finds the disk full, and Interrupted on Ctrl-C or SIGTERM. After any failure the finished
+    segments stay in the work folder, which the error names.
     """
     settings = settings or VideoSettings()
     src, dst = Path(src), Path(dst)
+    check_video_job(src, dst, settings)
     _check_output(src, dst, settings.overwrite)
-    info = probe(src)
-    check_container(info, dst)
-    segments = plan_segments(info, settings.segment_seconds)
+    info = _probe(src)
     container = dst.suffix.lower()
-    encoding = choose_encoding(info, settings, container)
-    work = work_dir(dst)
-    work.mkdir(parents=True, exist_ok=True)
-    done = 0
+    encoding = check_encoding(info, settings, dst)
+    segments = plan_segments(info, settings.segment_seconds)
+    fingerprint = _fingerprint(src, settings, encoding, container, identity)
+    with WorkFolder(work_dir(dst, settings.work_dir), fingerprint) as folder:
+        upscaled = 0
+        done = 0
 
-    def on_frame() -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, info.frame_count)
+        def on_frame() -> None:
+            nonlocal upscaled
+            upscaled += 1
+            if progress is not None:
+                progress(done + upscaled, info.frame_count)
 
-    if progress is not None:
-        progress(0, info.frame_count)
-    files = encode_segments(info, segments, transform, settings,
-                            [work / s.name for s in segments], container, on_frame, times)
-    join_and_mux(info, segments, files, dst, encoding.encoder, settings.overwrite)
-    shutil.rmtree(work, ignore_errors=True)
+        try:
+            resumed = folder.start(segments, settings.resume and identity is not None)
+            _report_start(dst, resumed, segments, settings.resume)
+            reused = {s.index for s in resumed.reused}
+            todo = [s for s in segments if s.index not in reused]
+            done = sum(s.count for s in resumed.reused)
+            if scale is not None:
+                width, height = info.display_size
+                out_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+                check_space(info, encoding, settings.crf, segments, todo, out_size,
+                            folder.path, dst)
+            if progress is not None:
+                progress(done, info.frame_count)
+            encode_segments(info, todo, transform, settings, [folder.path_of(s) for s in todo],
+                            container, on_frame, folder.finished, times)
+            join_and_mux(info, segments, [folder.path_of(s) for s in segments], dst,
+                         encoding.encoder, settings.overwrite)
+        except BaseException as e:
+            explained = _explain(e, folder, len(segments), dst)
+            if explained is e:
+                raise
+            raise explained from e
+        if resumed.reused or resumed.discarded:
+            log.info(f"{dst.name}: {upscaled} frames upscaled, {done} reused from the "
+                     "earlier run")
+        folder.remove()
     return dst
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_file(path: Path, size: int, mtime_ns: int) -> VideoInfo:
+    return probe(path)
+
+
+def _probe(src: Path) -> VideoInfo:
+    """probe(), once per version of a file: a batch checks every job before running it."""
+    try:
+        stat = src.stat()
+    except OSError:
+        return probe(src)  # which says what is wrong with it
+    return _probe_file(src, stat.st_size, stat.st_mtime_ns)
 
 
 def _check_output(src: Path, dst: Path, overwrite: bool) -> None:
@@ -80,3 +156,73 @@ def _check_output(src: Path, dst: Path, overwrite: bool) -> None:
     if dst.exists() and not overwrite:
         raise OutputExistsError("already exists (pass --overwrite to replace it)", dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _fingerprint(src: Path, settings: VideoSettings, encoding: Encoding, container: str,
+                 identity: Mapping[str, str] | None) -> dict[str, Any]:
+    """What a segment's content depends on; a finished segment is reused only when it matches.
+
+    The source by size and modification time (a hash would read the whole file again), the
+    transform by the identity its caller gives, the encoder by its settings and colour tags,
+    and the segment plan by its length (the frames of each segment are checked one by one).
+    """
+    stat = src.stat()
+    return {
+        "source": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "transform": dict(identity or {}),
+        "encoding": {"encoder": encoding.encoder, "pix_fmt": encoding.pix_fmt,
+                     "crf": settings.crf, "preset": settings.preset,
+                     "matrix": encoding.matrix, "range": encoding.range,
+                     "primaries": encoding.primaries, "transfer": encoding.transfer},
+        "container": container,
+        "segment_seconds": settings.segment_seconds,
+    }
+
+
+def _report_start(dst: Path, resumed: Resumed, segments: Sequence[Segment],
+                  resume: bool) -> None:
+    if resumed.reused:
+        left = [s for s in segments if s not in resumed.reused]
+        where = (f"continuing at segment {left[0].index + 1}" if left
+                 else "only the output is left to write")
+        log.info(f"resuming {dst.name}: {len(resumed.reused)} of {len(segments)} segments "
+                 f"done, {where}")
+    if not resumed.discarded:
+        return
+    if not resume:
+        why = "--no-resume"
+    elif resumed.changed:
+        why = f"{', '.join(resumed.changed)} changed since the earlier run"
+    else:
+        why = "incomplete or changed files"
+    one = resumed.discarded == 1
+    log.info(f"{dst.name}: {resumed.discarded} finished segment{'' if one else 's'} of an "
+             f"earlier run discarded ({why}); redoing {'it' if one else 'them'}")
+
+
+def _explain(error: BaseException, folder: WorkFolder, total: int,
+             dst: Path) -> BaseException:
+    """The error to raise for a job that stopped: it says what was kept, and where."""
+    kept = folder.finished_count
+    if kept == 0:
+        folder.remove()  # nothing worth keeping: leave no folder behind
+    where = (f"{kept} of {total} segments kept in {folder.path}" if kept
+             else "no segment was finished")
+    if isinstance(error, KeyboardInterrupt):
+        resume = "; run the same command again to resume (--no-resume starts over)"
+        return Interrupted(f"interrupted: {where}{resume if kept else ''}",
+                           getattr(error, "exit_code", 130))
+    if is_disk_full(error) and not isinstance(error, DiskFullError):
+        kept_note = f": {kept} of {total} segments kept for resume in {folder.path}"
+        return DiskFullError(f"disk full while writing {_written_file(error, dst)}"
+                             f"{kept_note if kept else ''}")
+    if isinstance(error, UpscalerError) and kept:
+        error.message += f" ({where}; run the same command again to resume)"
+    return error
+
+
+def _written_file(error: BaseException, dst: Path) -> Path:
+    """The file a failed write was for, under the name it was to have."""
+    name = getattr(error, "path", None) or getattr(error, "filename", None) or dst
+    path = Path(name)
+    return path.with_name(re.sub(rf"\.\d+\{PARTIAL}", "", path.name))

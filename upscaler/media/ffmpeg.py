@@ -11,19 +11,75 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import functools
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from upscaler.errors import MediaError
 
 ENV_FFMPEG = "UPSCALER_FFMPEG"
+
+# Every Process still running, so that an interrupt can end them all at once.
+_LIVE: weakref.WeakSet[Process] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with(parent: int) -> None:
+    """Runs in the child between fork and exec: end it when its parent dies."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _spawn_options() -> dict[str, Any]:
+    """Popen arguments that tie a child's life to ours.
+
+    The child gets a session of its own, so a Ctrl-C at the terminal reaches only us and we end
+    it, instead of ffmpeg stopping on its own and its error being reported first. On Linux a
+    child started from the main thread is also killed when we die, even by SIGKILL: the
+    parent-death signal fires when the *thread* that started the child ends, which for the
+    main thread is the end of the process. Children of worker threads (decoders and encoders
+    on pipes) are bound by their pipes instead: a decoder dies writing to a closed pipe, an
+    encoder sees the end of its input and finishes a file whose name is never used.
+    """
+    if os.name != "posix":
+        return {}
+    options: dict[str, Any] = {"start_new_session": True}
+    if _PRCTL is not None and threading.current_thread() is threading.main_thread():
+        options["preexec_fn"] = functools.partial(_die_with, os.getpid())
+    return options
+
+
+def kill_all() -> None:
+    """End every ffmpeg this process started that is still running (on an interrupt)."""
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        proc.kill()
 
 
 def ffmpeg_exe() -> str:
@@ -53,9 +109,21 @@ def ffprobe_exe() -> str | None:
     return shutil.which("ffprobe")
 
 
-def _last_line(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else "no error message"
+# Lines ffmpeg adds after the real cause as a failure spreads through its threads.
+_AFTERMATH = ("Error sending frames to consumers", "Task finished with error code",
+              "Terminating thread with return code", "Could not open encoder before EOF",
+              "Nothing was written into output file", "Error opening output file",
+              "Error while opening encoder", "Could not write header", "Conversion failed")
+_CONTEXT = re.compile(r"^(\[[^\]]* @ 0x[0-9a-f]+\] ?)+")
+
+
+def telling_line(lines: Sequence[str]) -> str:
+    """The line of ffmpeg's stderr that states the cause: the last one that is not part of the
+    aftermath, without the `[component @ 0x...]` prefixes."""
+    lines = [line.strip() for line in lines if line.strip()]
+    causes = [line for line in lines if not any(a in line for a in _AFTERMATH)]
+    line = (causes or lines or ["no error message"])[-1]
+    return _CONTEXT.sub("", line)
 
 
 def run(args: Sequence[str], path: str | Path | None = None) -> str:
@@ -66,11 +134,12 @@ def run(args: Sequence[str], path: str | Path | None = None) -> str:
     """
     try:
         done = subprocess.run(list(args), capture_output=True, text=True, errors="replace",
-                              stdin=subprocess.DEVNULL, check=False)
+                              stdin=subprocess.DEVNULL, check=False, **_spawn_options())
     except OSError as e:
         raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
     if done.returncode != 0:
-        raise MediaError(f"{Path(args[0]).name} failed: {_last_line(done.stderr)}", path)
+        reason = telling_line(done.stderr.splitlines())
+        raise MediaError(f"{Path(args[0]).name} failed: {reason}", path)
     return done.stdout
 
 
@@ -129,9 +198,12 @@ class Process:
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 bufsize=0,
+                **_spawn_options(),
             )
         except OSError as e:
             raise MediaError(f"cannot start {self._name}: {e}", path) from e
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
 
@@ -158,8 +230,7 @@ class Process:
     def error(self, what: str) -> MediaError:
         """A MediaError for this process with ffmpeg's last stderr line, if it wrote one."""
         self._drain.join(timeout=5)
-        tail = self._tail[-1] if self._tail else "no error message"
-        return MediaError(f"{what}: {tail}", self.path)
+        return MediaError(f"{what}: {telling_line(self._tail)}", self.path)
 
     def finish(self, what: str) -> None:
         """Close stdin, wait for the exit and raise MediaError(`what`) when it failed."""
@@ -172,7 +243,8 @@ class Process:
 
     def kill(self) -> None:
         if self._proc.poll() is None:
-            self._proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
         self._proc.wait()
 
     def __enter__(self) -> Process:

@@ -339,10 +339,20 @@ def write_image(
     return path
 
 
+def format_of_extension(ext: str) -> str | None:
+    """The format an extension (".jpg") names, as Pillow calls it ("JPEG"); None if unknown."""
+    return _FORMAT_BY_EXTENSION.get(ext.lower())
+
+
+def format_of_name(fmt: str) -> str:
+    """A user's format name ("jpg", "tif") as Pillow calls it ("JPEG", "TIFF")."""
+    name = fmt.upper().lstrip(".")
+    return _FORMAT_ALIASES.get(name, name)
+
+
 def _output_format(path: Path, fmt: str | None, source_format: str | None) -> str:
     if fmt:
-        name = fmt.upper().lstrip(".")
-        name = _FORMAT_ALIASES.get(name, name)
+        name = format_of_name(fmt)
         if name not in WRITABLE_FORMATS:
             raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, tiff or bmp", path)
         return name
@@ -354,22 +364,38 @@ def _output_format(path: Path, fmt: str | None, source_format: str | None) -> st
     raise MediaError(f"unknown image extension {path.suffix!r}; give a format", path)
 
 
+def check_storable(image: Image, path: str | Path, fmt: str | None = None,
+                   background: tuple[int, int, int] | None = None) -> None:
+    """MediaError now, before any work, if writing `image` to `path` would be refused."""
+    path = Path(path)
+    fmt = _output_format(path, fmt, image.source_format)
+    if fmt in _NO_ALPHA_FORMATS and background is None and _transparent(image.pixels):
+        raise _transparency_error(fmt, path)
+
+
+def _transparent(pixels: np.ndarray) -> bool:
+    return pixels.shape[2] in (2, 4) and int(pixels[..., -1].min()) < np.iinfo(pixels.dtype).max
+
+
+def _transparency_error(fmt: str, path: Path) -> MediaError:
+    return MediaError(f"{fmt} cannot store transparency; write PNG, WebP or TIFF, or give "
+                      "--background (e.g. '#ffffff') to flatten onto", path)
+
+
 def _fit_pixels(
     pixels: np.ndarray, fmt: str, background: tuple[int, int, int] | None, path: Path
 ) -> np.ndarray:
     """Pixels reshaped to what `fmt` can hold, refusing to drop transparency silently."""
     if fmt in _EIGHT_BIT_FORMATS and pixels.dtype == np.uint16:
         pixels = np.rint(pixels / 257.0).astype(np.uint8)
-    channels = pixels.shape[2]
-    if fmt in _NO_ALPHA_FORMATS and channels in (2, 4):
+    if fmt in _NO_ALPHA_FORMATS and pixels.shape[2] in (2, 4):
         peak = np.iinfo(pixels.dtype).max
         alpha = pixels[..., -1:]
         colour = pixels[..., :-1]
-        if int(alpha.min()) == peak:
+        if not _transparent(pixels):
             pixels = colour
         elif background is None:
-            raise MediaError(f"{fmt} cannot store transparency; write PNG, WebP or TIFF, "
-                             "or give a background colour to flatten onto", path)
+            raise _transparency_error(fmt, path)
         else:
             bg = np.asarray(background, np.float64) * (peak / 255.0)
             if colour.shape[2] == 1:

@@ -77,6 +77,8 @@ class VideoInfo:
       source (`vfr`) it is only the base the timestamps are laid on.
     frame_pts: every frame's presentation timestamp in `time_base` units, in display order;
       `end_pts` is where the last frame ends. Decoders emit one frame per entry.
+    video_bytes: the size of the video stream's packets, which tells the rest of the file
+      (audio, subtitles, fonts) apart when estimating an output's size.
     color_*: ffmpeg's names, None when the file does not say.
     start_time: the container's start in seconds, which ffmpeg's -ss is relative to.
     """
@@ -104,6 +106,7 @@ class VideoInfo:
     chapters: tuple[Chapter, ...]
     frame_pts: tuple[int, ...] = field(repr=False, compare=False, default=())
     end_pts: int = 0
+    video_bytes: int = 0
 
     @property
     def yuv_matrix(self) -> str:
@@ -220,7 +223,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     if not pix_fmt:
         raise MediaError("video stream has no pixel format (unsupported codec?)", path)
     start = float(fmt.get("start_time") or 0.0)
-    tb, pts, end = _frame_pts(exe, path, int(video["index"]), rate)
+    tb, pts, end, size = _frame_pts(exe, path, int(video["index"]), rate)
     return VideoInfo(
         path=path,
         container=str(fmt.get("format_name", "")),
@@ -252,17 +255,20 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
                        for c in raw.get("chapters", [])),
         frame_pts=pts,
         end_pts=end,
+        video_bytes=size,
     )
 
 
 def _frame_pts(exe: str, path: Path, index: int,
-               rate: Fraction) -> tuple[Fraction, tuple[int, ...], int]:
-    """(time base, sorted packet pts, end pts) of one stream, by demuxing without decoding."""
+               rate: Fraction) -> tuple[Fraction, tuple[int, ...], int, int]:
+    """(time base, sorted packet pts, end pts, bytes) of one stream, by demuxing without
+    decoding."""
     text = ffmpeg.run([exe, "-hide_banner", "-v", "error", "-nostdin", "-copyts", "-i", str(path),
                        "-map", f"0:{index}", "-c", "copy", "-f", "framecrc", "-"], path)
     tb: Fraction | None = None
     pts: list[int] = []
     last_duration = 0
+    size = 0
     for line in text.splitlines():
         if line.startswith("#tb 0:"):
             tb = Fraction(line.split(":", 1)[1].strip())
@@ -270,6 +276,7 @@ def _frame_pts(exe: str, path: Path, index: int,
             cols = [c.strip() for c in line.split(",")]
             pts.append(int(cols[2]))
             last_duration = max(last_duration, int(cols[3]))
+            size += int(cols[4])
     if tb is None or not pts:
         raise MediaError("video stream has no frames", path)
     if any(abs(p) >= 2**62 for p in pts):
@@ -279,7 +286,7 @@ def _frame_pts(exe: str, path: Path, index: int,
     pts.sort()
     frame = round(1 / (rate * tb))
     end = pts[-1] + (last_duration if last_duration > 0 else max(frame, 1))
-    return tb, tuple(pts), end
+    return tb, tuple(pts), end, size
 
 
 def _is_vfr(pts: tuple[int, ...], tb: Fraction, rate: Fraction) -> bool:

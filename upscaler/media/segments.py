@@ -1,14 +1,13 @@
-"""Video as numbered segments of frames: plan them, encode each to its own file, join and mux.
+"""Video as numbered segments of frames: plan them and encode each to its own file.
 
 A segment is the unit that resume and a Ray scale-out build on: `encode_segment` needs only the
 source, the segment's frame range and the settings, and writes one self-contained file
-atomically. `join_and_mux` joins the segment files losslessly with ffmpeg's concat demuxer and
-copies every other stream of the source (audio, subtitles, attachments, chapters, metadata)
-untouched into the output in the same pass.
+atomically. mux.py joins the finished files into the output.
 
-Inside `encode_segments` decoding, the transform and encoding overlap: a decoder thread and an
-encoder thread each talk to their ffmpeg through bounded queues, while the transform (the model)
-runs in the calling thread. Memory holds at most a few queued frames, however long the video.
+Inside `encode_segments` decoding, the transform and encoding overlap: a decoder thread, a
+transform thread (the model) and an encoder thread pass frames through bounded queues, while the
+calling thread waits and answers interrupts. Memory holds at most a few queued frames, however
+long the video.
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from upscaler.errors import MediaError, OutputExistsError, UsageError
+from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
+from upscaler.media.encoding import VideoSettings, choose_encoding
 from upscaler.media.probe import VideoInfo, probe
 from upscaler.media.stage_times import StageTimes
 from upscaler.media.video_reader import VideoReader
@@ -38,50 +38,8 @@ Transform = Callable[[np.ndarray], np.ndarray]
 # line; this bound keeps that expression far below any OS limit on argument length.
 MAX_VFR_SEGMENT_FRAMES = 1000
 
-# Generic codec names -> encoders to try, hardware first; the last one is the software fallback.
-_CODEC_CANDIDATES = {
-    "h264": ("h264_videotoolbox", "h264_nvenc", "h264_qsv", "h264_amf", "libx264"),
-    "hevc": ("hevc_videotoolbox", "hevc_nvenc", "hevc_qsv", "hevc_amf", "libx265"),
-    "av1": ("av1_nvenc", "av1_qsv", "av1_amf", "libsvtav1", "libaom-av1"),
-    "vp9": ("vp9_qsv", "libvpx-vp9"),
-}
-_CODEC_ALIASES = {"h265": "hevc", "x265": "hevc", "avc": "h264", "x264": "h264"}
-
-
-@dataclass(frozen=True)
-class VideoSettings:
-    """How to encode the upscaled video. Names follow ffmpeg's options.
-
-    codec: an ffmpeg encoder (libx264, hevc_nvenc...) used as given, or a codec name (h264,
-      hevc, av1, vp9) that picks a working hardware encoder if the machine has one, else the
-      software encoder. None: H.264 (VP9 for .webm), or H.265 for sources deeper than 8 bits.
-    crf: quality, in the encoder's CRF scale; mapped to -cq (NVENC), -global_quality (QSV),
-      constant QP (AMF) or -q:v (VideoToolbox, 100 - 2 * crf). None keeps the encoder default.
-    preset: passed to -preset as is (medium, slow, p5...). None keeps the encoder default.
-    pix_fmt: None keeps the source's pixel format (and so its bit depth and chroma) when the
-      encoder takes it, else the closest 4:2:0 format of the same depth.
-    segment_seconds: target length of a segment; cuts fall on the first frame at or after each
-      multiple, so segments hold whole frames.
-    queue_frames: frames buffered between each pair of stages; more smooths uneven stages at
-      the cost of memory (frame size x 2 x queue_frames).
-    overwrite: replace an existing output instead of raising OutputExistsError.
-    """
-
-    codec: str | None = None
-    crf: int | None = None
-    preset: str | None = None
-    pix_fmt: str | None = None
-    segment_seconds: float = 4.0
-    queue_frames: int = 4
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.segment_seconds > 0:
-            raise UsageError(f"segment_seconds must be positive, got {self.segment_seconds}")
-        if self.queue_frames < 1:
-            raise UsageError(f"queue_frames must be at least 1, got {self.queue_frames}")
-        if self.crf is not None and self.crf < 0:
-            raise UsageError(f"crf must not be negative, got {self.crf}")
+# Files still being written carry this before their suffix; only complete files lose it.
+PARTIAL = ".partial"
 
 
 @dataclass(frozen=True)
@@ -132,66 +90,6 @@ def segment_duration(info: VideoInfo, segment: Segment) -> Fraction:
     return (stop - info.frame_pts[segment.start]) * info.time_base
 
 
-def choose_encoding(info: VideoInfo, settings: VideoSettings, container: str) -> Encoding:
-    """The encoder, pixel format, options and colour tags for a source and an output suffix."""
-    exe = ffmpeg.ffmpeg_exe()
-    encoder = _pick_encoder(exe, info, settings.codec, container)
-    pix_fmt = settings.pix_fmt or _pick_pix_fmt(exe, encoder, info)
-    options: list[str] = []
-    if settings.crf is not None:
-        options += _quality_args(encoder, settings.crf)
-    if settings.preset:
-        options += ["-preset", settings.preset]
-    if encoder == "libx265":
-        options += ["-x265-params", "log-level=error"]
-    return Encoding(encoder=encoder, pix_fmt=pix_fmt, matrix=info.yuv_matrix,
-                    range=info.yuv_range, primaries=info.color_primaries,
-                    transfer=info.color_transfer, options=tuple(options))
-
-
-def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) -> str:
-    available = ffmpeg.encoders(exe)
-    if codec is None:
-        codec = "vp9" if container == ".webm" else "hevc" if info.bit_depth > 8 else "h264"
-    codec = _CODEC_ALIASES.get(codec, codec)
-    if codec not in _CODEC_CANDIDATES:
-        if codec not in available:
-            raise UsageError(f"this ffmpeg has no encoder named {codec!r}")
-        return codec
-    *hardware, software = [c for c in _CODEC_CANDIDATES[codec] if c in available] or [None]
-    for name in hardware:
-        if name and ffmpeg.encoder_works(exe, name):
-            return name
-    if software is None:
-        raise UsageError(f"this ffmpeg has no encoder for {codec}")
-    return software
-
-
-def _pick_pix_fmt(exe: str, encoder: str, info: VideoInfo) -> str:
-    supported = ffmpeg.encoder_pix_fmts(exe, encoder)
-    deep = "yuv420p10le" if info.bit_depth <= 10 else "yuv420p12le"
-    wanted = [info.pix_fmt, deep, "p010le", "yuv420p"] if info.bit_depth > 8 else [info.pix_fmt]
-    wanted += ["yuv420p", "nv12"]
-    for name in wanted:
-        if not supported or name in supported:
-            return name
-    return supported[0]
-
-
-def _quality_args(encoder: str, crf: int) -> list[str]:
-    if encoder.endswith("_nvenc"):
-        return ["-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
-    if encoder.endswith("_qsv"):
-        return ["-global_quality", str(crf)]
-    if encoder.endswith("_amf"):
-        return ["-rc", "cqp", "-qp_i", str(crf), "-qp_p", str(crf), "-qp_b", str(crf)]
-    if encoder.endswith("_videotoolbox"):
-        return ["-q:v", str(max(1, min(100, 100 - 2 * crf)))]
-    if encoder in ("libvpx-vp9", "libaom-av1"):
-        return ["-crf", str(crf), "-b:v", "0"]
-    return ["-crf", str(crf)]
-
-
 def encode_segment(src: VideoInfo | str | Path, segment: Segment, transform: Transform,
                    settings: VideoSettings, out_path: str | Path,
                    container: str = ".mkv") -> Path:
@@ -208,13 +106,20 @@ def encode_segment(src: VideoInfo | str | Path, segment: Segment, transform: Tra
 def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Transform,
                     settings: VideoSettings, out_paths: Sequence[Path], container: str = ".mkv",
                     on_frame: Callable[[], None] | None = None,
+                    on_segment: Callable[[Segment, Path], None] | None = None,
                     times: StageTimes | None = None) -> list[Path]:
     """Encode several segments through one overlapped pipeline; returns the finished files.
 
     The decoder reads ahead into the next segment while the current one is still encoding, so
-    the transform does not wait at segment boundaries. `on_frame` is called in this thread
-    after each transformed frame. `times`, when given, is added to: what each stage spent
-    working and waiting (see stage_times).
+    the transform does not wait at segment boundaries. The transform runs in a thread of its
+    own, which leaves this thread free to take a Ctrl-C at once even while a model call runs in
+    native code for seconds (the runtimes release the GIL). On an interrupt every ffmpeg is
+    ended and the interrupt raised again; segments finished by then stay on disk.
+
+    on_frame: called after each transformed frame, in the transform's thread.
+    on_segment: called with (segment, path) once a segment is complete under its final name,
+      in the thread that finished it.
+    times: when given, added to: what each stage spent working and waiting (see stage_times).
     """
     if len(segments) != len(out_paths):
         raise ValueError("one output path per segment is needed")
@@ -225,6 +130,10 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     failures: list[BaseException] = []
     times = times if times is not None else StageTimes()
     clock = time.perf_counter
+
+    def fail(error: BaseException) -> None:  # the calling thread re-raises the first failure
+        failures.append(error)
+        stop.set()
 
     def decode() -> None:
         try:
@@ -248,9 +157,25 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
                         raise MediaError(f"segment {segment.index} decoded {reader.frames_read}"
                                          f" of {segment.count} frames", info.path)
                 _put(decoded, (segment, None), stop)
-        except BaseException as e:  # handed to the calling thread, which re-raises it
-            failures.append(e)
-            stop.set()
+        except BaseException as e:
+            fail(e)
+
+    def run_transform() -> None:
+        try:
+            waited = clock()
+            for segment, frame in _drain(decoded, stop, len(segments)):
+                start = clock()
+                times.model.waiting += start - waited
+                upscaled = None if frame is None else transform(frame)
+                done = clock()
+                times.model.busy += done - start
+                _put(results, (segment, upscaled), stop)
+                if frame is not None and on_frame is not None:
+                    on_frame()
+                waited = clock()
+                times.model.waiting += waited - done
+        except BaseException as e:
+            fail(e)
 
     def encode() -> None:
         # A finished segment's encoder is flushed and closed on its own thread, so the next
@@ -261,40 +186,34 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
                 writer = _fill_segment(info, segment, path, encoding, results, stop, times)
                 if writer is None:
                     break
-                closer = threading.Thread(target=_close_segment, args=(writer, path, failures,
-                                                                       stop), daemon=True)
+                closer = threading.Thread(target=_close_segment, daemon=True,
+                                          args=(writer, segment, path, on_segment, fail))
                 closer.start()
                 closing.append(closer)
         except BaseException as e:
-            failures.append(e)
-            stop.set()
+            fail(e)
         finally:
             for closer in closing:
                 closer.join()
 
+    # The transform's thread is no daemon: should the process end while a model call is under
+    # way, Python waits for that call instead of tearing the runtime down beneath it, which
+    # crashes ncnn and ONNX Runtime.
     workers = [threading.Thread(target=decode, name="decode", daemon=True),
-               threading.Thread(target=encode, name="encode", daemon=True)]
+               threading.Thread(target=encode, name="encode", daemon=True),
+               threading.Thread(target=run_transform, name="transform")]
     for worker in workers:
         worker.start()
     try:
-        waited = clock()
-        for segment, frame in _drain(decoded, stop, len(segments)):
-            start = clock()
-            times.model.waiting += start - waited
-            upscaled = None if frame is None else transform(frame)
-            done = clock()
-            times.model.busy += done - start
-            _put(results, (segment, upscaled), stop)
-            if frame is not None and on_frame is not None:
-                on_frame()
-            waited = clock()
-            times.model.waiting += waited - done
-    except BaseException:
-        stop.set()
-        raise
-    finally:
         for worker in workers:
-            worker.join()
+            while worker.is_alive():
+                worker.join(0.1)  # in short waits, so that a Ctrl-C is taken on every platform
+    except BaseException:  # an interrupt: stop now, keep what is finished
+        stop.set()
+        ffmpeg.kill_all()
+        for worker in workers[:2]:
+            worker.join(1.0)
+        raise
     if failures:
         raise failures[0]
     return list(out_paths)
@@ -305,7 +224,9 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
                   times: StageTimes) -> VideoWriter | None:
     """Write one segment's frames to a new encoder; None when the pipeline stopped."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    # The name is this process's own: an encoder left over from a killed run may still be
+    # finishing its file, and must never write into ours.
+    partial = path.with_name(f"{path.stem}.{os.getpid()}{PARTIAL}{path.suffix}")
     writer = VideoWriter(partial, encoding, segment_timing(info, segment))
     try:
         while True:
@@ -329,15 +250,31 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
         raise
 
 
-def _close_segment(writer: VideoWriter, path: Path, failures: list[BaseException],
-                   stop: threading.Event) -> None:
+def _close_segment(writer: VideoWriter, segment: Segment, path: Path,
+                   on_segment: Callable[[Segment, Path], None] | None,
+                   fail: Callable[[BaseException], None]) -> None:
     try:
         with writer:
             writer.close()
+        sync_to_disk(writer.path)  # its data reaches the disk before its name says it is done
         os.replace(writer.path, path)
+        if on_segment is not None:
+            on_segment(segment, path)
     except BaseException as e:
-        failures.append(e)
-        stop.set()
+        fail(e)
+
+
+def sync_to_disk(path: Path) -> None:
+    """Flush a file's data, or a folder's renames, to the disk, so that a power cut cannot
+    leave a finished name on an empty file. (POSIX only: Windows has no handle to a folder,
+    and os.fsync there needs a writable one.)"""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _drain(q: queue.Queue[Any], stop: threading.Event, ends: int) -> Iterable[Any]:
@@ -369,103 +306,3 @@ def _get(q: queue.Queue[Any], stop: threading.Event) -> Any:
         except queue.Empty:
             continue
     return None
-
-
-def work_dir(dst: str | Path) -> Path:
-    """Where the segments of `dst` are kept until the final mux succeeds: next to the output."""
-    dst = Path(dst)
-    return dst.parent / f".{dst.name}.segments"
-
-
-def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
-                 dst: str | Path, encoder: str = "", overwrite: bool = False) -> Path:
-    """Join segment files losslessly and mux them with the source's other streams into `dst`.
-
-    Each segment's exact length goes into the concat list, so timestamps (and audio sync) do
-    not drift however many segments there are. `dst` appears only when complete: ffmpeg writes
-    a hidden temporary name that is renamed at the end. `encoder` made the segments; it
-    decides the codec tag MP4 needs (hvc1, which Apple players require for HEVC).
-    """
-    dst = Path(dst)
-    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    listing = dst.with_name(f".{dst.name}.ffconcat")
-    lines = ["ffconcat version 1.0"]
-    for segment, path in zip(segments, files, strict=True):
-        escaped = str(Path(path).resolve()).replace("'", "'\\''")
-        lines += [f"file '{escaped}'", f"duration {float(segment_duration(info, segment)):.6f}"]
-    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    # ffmpeg moves each input to start at zero, the source by its earliest stream (an audio
-    # pre-roll, say). The joined video starts at zero, so it gets the source video's lead over
-    # that earliest stream; chapters move with the source, so everything stays in step.
-    offset = info.seconds(info.frame_pts[0]) - info.start_time
-    try:
-        ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-                    "-f", "concat", "-safe", "0", "-itsoffset", f"{offset:.6f}",
-                    "-i", str(listing), "-i", str(info.path),
-                    "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
-                    "-map", "-1:d?", "-map_metadata", "1", "-map_chapters", "1", "-c", "copy",
-                    *_container_args(info, dst, encoder), "-f", _MUXERS[dst.suffix.lower()],
-                    str(partial)], dst)
-        if dst.exists() and not overwrite:
-            raise OutputExistsError("appeared while encoding; not replaced", dst)
-        os.replace(partial, dst)
-    finally:
-        listing.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
-    return dst
-
-
-_MP4_LIKE = (".mp4", ".m4v", ".mov")
-_MUXERS = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
-_WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis", "webvtt"}
-_TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "text", "mov_text"}
-
-
-def check_container(info: VideoInfo, dst: str | Path) -> None:
-    """MediaError naming `dst` when its format cannot hold the source's other streams.
-
-    Called before any work is done, so a long job does not fail at the final mux.
-    """
-    dst = Path(dst)
-    suffix = dst.suffix.lower()
-    if suffix not in _MUXERS:
-        raise MediaError(f"unknown video format {suffix!r}; use one of {', '.join(_MUXERS)}", dst)
-    if suffix == ".webm":
-        for s in info.streams:
-            if s.index != info.video_index and s.codec not in _WEBM_CODECS:
-                raise MediaError(f".webm cannot hold the {s.codec} {s.kind} stream of "
-                                 f"{info.path.name}; write .mkv instead", dst)
-    if suffix not in _MP4_LIKE:
-        return
-    if any(s.kind == "attachment" for s in info.streams):
-        raise MediaError(f"{suffix} cannot hold the attachments (fonts) of {info.path.name};"
-                         " write .mkv instead", dst)
-    for s in info.streams:
-        if s.kind == "subtitle" and s.codec not in _TEXT_SUBTITLES:
-            raise MediaError(f"{suffix} cannot hold the {s.codec} subtitles of "
-                             f"{info.path.name}; write .mkv instead", dst)
-
-
-def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
-    """Per-container fixes: what a format cannot hold as is, and the video stream's tags."""
-    check_container(info, dst)
-    suffix = dst.suffix.lower()
-    args: list[str] = []
-    source_video = next(s for s in info.streams if s.index == info.video_index)
-    for key in ("language", "title"):
-        if key in source_video.tags:
-            args += ["-metadata:s:v:0", f"{key}={source_video.tags[key]}"]
-    subtitles = [s for s in info.streams if s.kind == "subtitle"]
-    if suffix in _MP4_LIKE:
-        # Text subtitles must become MP4's own text format; that is lossless for plain text.
-        args += ["-c:s", "mov_text"] if subtitles else []
-        if info.vfr and info.time_base.numerator == 1:
-            args += ["-video_track_timescale", str(info.time_base.denominator)]
-        args += ["-movflags", "+faststart"]
-        if encoder in _CODEC_CANDIDATES["hevc"] or encoder == "libkvazaar":
-            args += ["-tag:v", "hvc1"]
-    elif suffix == ".mkv":
-        for n, s in enumerate(subtitles):
-            if s.codec == "mov_text":
-                args += [f"-c:s:{n}", "srt"]
-    return args

@@ -1,0 +1,120 @@
+"""The public Python API: `upscaler.Upscaler` on pictures in memory, `upscaler.upscale_path`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from draw import draw_cel
+from PIL import Image
+
+import upscaler
+from upscaler.cli import main
+
+MODEL = "realesr-animevideov3"
+
+
+@pytest.fixture(scope="module")
+def up() -> upscaler.Upscaler:
+    with upscaler.Upscaler(model=MODEL) as instance:
+        yield instance
+
+
+def test_only_the_api_is_exported() -> None:
+    assert sorted(upscaler.__all__) == ["Progress", "Upscaler", "UpscalerError", "upscale_path"]
+
+
+def test_rgb_matches_the_command_line(up: upscaler.Upscaler, tmp_path: Path) -> None:
+    cel = draw_cel(20, 24)
+    Image.fromarray(cel).save(tmp_path / "cel.png")
+    assert main([str(tmp_path / "cel.png"), "--model", MODEL, "--quiet"]) == 0
+    with Image.open(tmp_path / "cel_upscaled.png") as im:
+        expected = np.asarray(im)
+    out = up.upscale(Image.fromarray(cel))
+    assert out.mode == "RGB" and out.size == (96, 80)
+    assert np.array_equal(np.asarray(out), expected)
+    assert np.array_equal(up.upscale(cel), expected)  # numpy in, numpy out
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "1", "P", "CMYK", "I;16", "I"])
+def test_every_pil_mode_comes_back_in_its_mode(up: upscaler.Upscaler, mode: str) -> None:
+    cel = draw_cel(12, 16)
+    if mode == "I;16":
+        picture = Image.fromarray(cel[..., 1].astype(np.uint16) * 257)
+    elif mode == "I":
+        picture = Image.fromarray(cel[..., 1].astype(np.int32) * 257)
+    else:
+        picture = Image.fromarray(cel).convert(mode)
+    picture.info["dpi"] = (300, 300)
+    out = up.upscale(picture)
+    assert out.mode == mode and out.size == (64, 48)
+    assert out.info["dpi"] == (300, 300)
+    values = np.asarray(out)
+    if mode == "1":
+        assert set(np.unique(values)) <= {False, True}
+    if mode in ("I;16", "I"):
+        assert len(np.unique(values)) > 256  # deep values, not 8-bit ones scaled up
+        assert values.max() > 255
+
+
+def test_a_palette_picture_keeps_its_palette_and_transparent_index(
+        up: upscaler.Upscaler) -> None:
+    picture = Image.fromarray(draw_cel(12, 16)).convert("P", palette=Image.Palette.ADAPTIVE,
+                                                        colors=16)
+    indices = np.array(picture)
+    indices[:4, :4] = 15
+    picture = Image.fromarray(indices, "P")
+    picture.putpalette(Image.fromarray(draw_cel(12, 16)).convert(
+        "P", palette=Image.Palette.ADAPTIVE, colors=16).getpalette())
+    picture.info["transparency"] = 15
+    out = up.upscale(picture)
+    assert out.mode == "P" and out.info["transparency"] == 15
+    assert out.getpalette()[:48] == picture.getpalette()[:48]
+    assert (np.asarray(out)[:12, :12] == 15).all()  # the transparent corner stays transparent
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype"),
+    [((12, 16), np.uint8), ((12, 16, 1), np.uint8), ((12, 16, 2), np.uint16),
+     ((12, 16, 3), np.uint16), ((12, 16, 4), np.uint8)],
+)
+def test_arrays_keep_their_layout_and_dtype(up: upscaler.Upscaler, shape: tuple[int, ...],
+                                            dtype: type) -> None:
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    out = up.upscale(array)
+    assert out.dtype == dtype and out.shape == (48, 64, *shape[2:])
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [(np.zeros((4, 4, 3), np.float32), "uint8 or uint16"),
+     (np.zeros((4, 4, 5), np.uint8), "(H, W) or (H, W, 1-4)"),
+     ("cel.png", "expected a PIL image or a numpy array"),
+     (Image.new("F", (4, 4)), "mode 'F' is not supported")],
+)
+def test_bad_pictures_raise_usage_errors(up: upscaler.Upscaler, value: object,
+                                         needle: str) -> None:
+    with pytest.raises(upscaler.UpscalerError) as info:
+        up.upscale(value)  # type: ignore[call-overload]
+    assert needle in str(info.value) and info.value.exit_code == 2
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(upscaler.UpscalerError, match="unknown option"):
+        upscaler.Upscaler(tiles=3)
+    with pytest.raises(upscaler.UpscalerError, match="tile must be"):
+        upscaler.Upscaler(tile=5)
+
+
+def test_upscale_path_runs_a_job_like_the_command(tmp_path: Path) -> None:
+    Image.fromarray(draw_cel(12, 16)).save(tmp_path / "a.png")
+    done = upscaler.upscale_path(tmp_path / "a.png", f"{tmp_path / 'out'}/", model=MODEL,
+                                 format="webp")
+    assert (done.done, done.skipped) == (1, 0)
+    with Image.open(tmp_path / "out" / "a.webp") as im:
+        assert im.size == (64, 48)
+    again = upscaler.upscale_path(tmp_path / "a.png", f"{tmp_path / 'out'}/", model=MODEL,
+                                  format="webp")
+    assert (again.done, again.skipped) == (0, 1)
+    with pytest.raises(upscaler.UpscalerError, match="input does not exist"):
+        upscaler.upscale_path(tmp_path / "missing.png")

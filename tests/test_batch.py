@@ -1,0 +1,106 @@
+"""YAML batches as a user runs them: again after adding a job, with mistakes, with a bad input."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from draw import draw_cel
+from PIL import Image
+
+from upscaler.cli import main
+
+
+def save(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def write_jobs(tmp_path: Path, *jobs: str) -> Path:
+    path = tmp_path / "jobs.yaml"
+    body = "".join(f"  - {job}\n" for job in jobs)
+    path.write_text(f"defaults: {{model: realesr-animevideov3}}\njobs:\n{body}", encoding="utf-8")
+    return path
+
+
+def run(path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[str]]:
+    code = main(["--config", str(path), "--quiet", *extra])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def stills(tmp_path: Path) -> Path:
+    save(tmp_path / "a.png", draw_cel(12, 12))
+    save(tmp_path / "b.png", draw_cel(12, 16, seed=1))
+    return tmp_path
+
+
+def test_a_batch_runs_again_after_a_job_is_added(stills: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = write_jobs(stills, "{input: a.png, output: out/a.png}")
+    assert run(jobs, capsys) == (0, [])
+    first = (stills / "out" / "a.png").stat().st_mtime_ns
+
+    jobs = write_jobs(stills, "{input: a.png, output: out/a.png}",
+                      "{input: b.png, output: out/b.png}")
+    code, err = run(jobs, capsys)
+    assert code == 0
+    assert err == [f"upscale: {stills / 'out' / 'a.png'}: exists, skipped (--overwrite redoes it)",
+                   "upscale: 1 done, 1 skipped (outputs exist; --overwrite redoes them), 0 failed"]
+    assert (stills / "out" / "a.png").stat().st_mtime_ns == first
+    with Image.open(stills / "out" / "b.png") as im:
+        assert im.size == (64, 48)
+
+    code, err = run(jobs, capsys, "--overwrite")
+    assert code == 0 and err == ["upscale: 2 done, 0 skipped, 0 failed"]
+    assert (stills / "out" / "a.png").stat().st_mtime_ns != first
+
+
+def test_every_mistake_is_found_before_any_job_runs(stills: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = write_jobs(stills,
+                      "{input: a.png, output: out/a.png}",
+                      "{input: b.png, output: out/b.png, model: realesrgan-x4plus-animee}",
+                      "{input: nothere.png, output: out/c.png}",
+                      "{input: b.png, output: out/a.png}",
+                      "{input: b.png, output: a.png}",
+                      "{input: '~/b.png', output: out/d.jpg, format: png}")
+    code, err = run(jobs, capsys)
+    assert code == 2
+    err = [line.removeprefix("upscale: error: ") for line in err]
+    assert err[0].startswith(f"{jobs}:4: ") and "unknown model" in err[0]
+    assert err[1] == f"{jobs}:5: {stills / 'nothere.png'}: input does not exist"
+    assert err[2] == f"{jobs}:6: {stills / 'out' / 'a.png'}: is written by two jobs (also from " \
+                     f"{stills / 'a.png'})"
+    assert err[3] == f"{jobs}:7: {stills / 'a.png'}: is the input of another job"
+    assert err[4] == f"{jobs}:8: {Path.home() / 'b.png'}: input does not exist"  # ~ expanded
+    assert len(err) == 5
+    assert not (stills / "out").exists()  # nothing ran, nothing was written
+
+
+def test_a_failed_job_does_not_stop_the_others(stills: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (stills / "broken.png").write_bytes(b"not a picture")
+    jobs = write_jobs(stills, "{input: broken.png, output: out/broken.png}",
+                      "{input: a.png, output: out/a.png}")
+    code, err = run(jobs, capsys)
+    assert code == 5
+    assert err[0].startswith(f"upscale: error: {stills / 'broken.png'}: not an image")
+    assert err[1] == "upscale: 1 done, 0 skipped, 1 failed"
+    assert sorted(p.name for p in (stills / "out").iterdir()) == ["a.png"]
+
+
+def test_video_settings_are_tried_before_any_job_runs(stills: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from clips import make_clip
+
+    make_clip(stills / "ep.mkv", size="32x18", seconds=0.25)
+    jobs = write_jobs(stills, "{input: a.png, output: out/a.png}",
+                      "{input: ep.mkv, output: out/ep.mkv, pix_fmt: yuv999p}",
+                      "{input: ep.mkv, output: out/ep.webm, codec: libx264}")
+    code, err = run(jobs, capsys)
+    assert code == 2
+    assert err[0].startswith(f"upscale: error: {jobs}:4: ") and "yuv999p" in err[0]
+    assert err[1].startswith(f"upscale: error: {jobs}:5: ") and "libx264" in err[1]
+    assert len(err) == 2
+    assert not (stills / "out").exists()

@@ -1,0 +1,203 @@
+"""Where outputs go and what is refused before any work, as a user types it on the command line."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from draw import draw_cel
+from PIL import Image
+
+from upscaler.cli import main
+
+FAST = ["--model", "realesr-animevideov3", "--quiet"]
+
+
+def save(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def error_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def img(tmp_path: Path) -> Path:
+    return save(tmp_path / "img.png", draw_cel(12, 16))
+
+
+def test_output_in_folders_that_do_not_exist_yet(tmp_path: Path, img: Path) -> None:
+    out = tmp_path / "newdir" / "sub" / "out.png"
+    assert main([str(img), "-o", str(out), *FAST]) == 0
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (64, 48)
+
+
+def test_trailing_slash_means_a_folder(tmp_path: Path, img: Path) -> None:
+    assert main([str(img), "-o", str(tmp_path / "somedir") + os.sep, *FAST]) == 0
+    assert (tmp_path / "somedir").is_dir()
+    assert files(tmp_path / "somedir") == ["img.png"]
+    # An existing folder without the slash is a folder too; the input's own folder gets the
+    # suffixed name instead of the input's.
+    assert main([str(img), "-o", str(tmp_path), *FAST]) == 0
+    assert (tmp_path / "img_upscaled.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "needle"),
+    [
+        ("out.jpg", ["--format", "png"], "the name says JPEG but --format says PNG"),
+        ("out.xyz", [], ".xyz is not an image format we write"),
+        ("noext", [], "has no extension"),
+        ("out.PNG", ["--format", "jpg"], "the name says PNG but --format says JPEG"),
+    ],
+)
+def test_name_and_format_must_agree(tmp_path: Path, img: Path, capsys: pytest.CaptureFixture[str],
+                                    name: str, extra: list[str], needle: str) -> None:
+    assert main([str(img), "-o", str(tmp_path / name), *extra, *FAST]) == 2
+    (line,) = error_lines(capsys)
+    assert line.startswith(f"upscale: error: {tmp_path / name}: ") and needle in line
+    assert files(tmp_path) == ["img.png"]
+
+
+def test_a_name_without_extension_takes_the_format(tmp_path: Path, img: Path) -> None:
+    assert main([str(img), "-o", str(tmp_path / "noext"), "--format", "webp", *FAST]) == 0
+    with Image.open(tmp_path / "noext") as im:
+        assert im.format == "WEBP"
+    assert main([str(img), "-o", str(tmp_path / "same.jpeg"), "--format", "jpg", *FAST]) == 0
+
+
+def test_two_images_that_would_become_one_file(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "stills"
+    save(src / "pic.jpg", draw_cel(12, 12))
+    save(src / "pic.png", draw_cel(12, 12, seed=1))
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "--format", "webp", *FAST]) == 2
+    (line,) = error_lines(capsys)
+    assert "pic.jpg and pic.png would both be written to" in line
+    assert not out.exists()
+    assert main([str(src), "-o", str(out), *FAST]) == 0  # without --format both are kept
+    assert files(out) == ["pic.jpg", "pic.png"]
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".ts"])
+def test_default_video_output_is_a_container_we_write(tmp_path: Path, suffix: str) -> None:
+    from clips import make_clip
+
+    from upscaler.media.probe import probe
+
+    src = make_clip(tmp_path / f"clip{suffix}", size="32x18", seconds=0.25)
+    assert main([str(src), *FAST]) == 0
+    out = tmp_path / "clip_upscaled.mkv"
+    info = probe(out)
+    assert (info.width, info.height) == (128, 72)
+    assert info.frame_count == probe(src).frame_count
+
+
+def test_video_output_names_that_cannot_be_written(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from clips import make_clip
+
+    src = make_clip(tmp_path / "clip.mkv", size="32x18", seconds=0.25)
+    assert main([str(src), "-o", str(tmp_path / "out.avi"), *FAST]) == 2
+    assert "cannot write video as .avi" in error_lines(capsys)[0]
+    (tmp_path / "out.mkv").mkdir()  # a folder named like the output
+    assert main([str(src), "-o", str(tmp_path / "out.mkv"), *FAST]) == 2
+    assert "is a folder; give a file name" in error_lines(capsys)[0]
+    (tmp_path / "videos").mkdir()  # an existing folder: the output goes inside
+    assert main([str(src), "-o", str(tmp_path / "videos"), *FAST]) == 0
+    assert files(tmp_path / "videos") == ["clip.mkv"]
+
+
+@pytest.mark.parametrize(
+    ("output", "extra", "needle"),
+    [
+        ("{tmp}/fold/x.png", [], "fold is a file"),
+        ("/proc/x.png", [], "cannot write in /proc"),
+        (None, ["--suffix", "/../evil"], "suffix must be part of a file name"),
+    ],
+)
+def test_unwritable_outputs_are_one_line_errors(tmp_path: Path, img: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                output: str | None, extra: list[str],
+                                                needle: str) -> None:
+    (tmp_path / "fold").write_text("a file, not a folder")
+    args = [str(img), *extra, *FAST]
+    if output:
+        args += ["-o", output.format(tmp=tmp_path)]
+    assert main(args) == 2
+    (line,) = error_lines(capsys)
+    assert line.startswith("upscale: error: ") and needle in line, line
+    assert files(tmp_path) == ["fold", "img.png"]
+
+
+def test_transparency_to_jpeg_needs_a_background(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    rgba = np.dstack([draw_cel(16, 16), np.zeros((16, 16), np.uint8)])
+    rgba[4:12, 4:12, 3] = 255  # an opaque square on a transparent sheet
+    src = save(tmp_path / "sprite.png", rgba)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UPSCALER_CACHE_DIR", str(cache))
+    out = tmp_path / "sprite.jpg"
+    # Refused before the model is even loaded: ONNX Runtime would have built its model.
+    assert main([str(src), "-o", str(out), "--executor", "onnxruntime", *FAST]) == 5
+    (line,) = error_lines(capsys)
+    assert "JPEG cannot store transparency" in line and "--background" in line
+    assert not out.exists() and not cache.exists()
+
+    assert main([str(src), "-o", str(out), "--background", "#00ff00", *FAST]) == 0
+    with Image.open(out) as im:
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+    assert pixels.shape == (64, 64, 3)
+    corner = pixels[:8, :8].reshape(-1, 3)  # fully transparent: the background alone
+    assert np.abs(corner - [0, 255, 0]).max() <= 3
+
+
+@pytest.mark.parametrize("colour", ["red", "#12345", "1,2", "300,0,0"])
+def test_bad_background_colours(img: Path, capsys: pytest.CaptureFixture[str],
+                                colour: str) -> None:
+    assert main([str(img), "--background", colour, *FAST]) == 2
+    assert "background must be" in error_lines(capsys)[0]
+
+
+def test_folder_says_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from clips import make_clip
+
+    src = tmp_path / "mixed"
+    save(src / "a.png", draw_cel(12, 12))
+    make_clip(src / "ep.mkv", size="32x18", seconds=0.25)
+    (src / "notes.txt").write_text("hello")
+    assert main([str(src), "-o", str(tmp_path / "out"), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 video (ep.mkv): a folder job takes images" in err
+    assert "skipped 1 other file (notes.txt): not images we read" in err
+    assert files(tmp_path / "out") == ["a.png"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), *FAST]) == 5
+    (line,) = error_lines(capsys)
+    assert line == f"upscale: error: {empty}: no images to upscale in this folder (it is empty)"
+    assert not (tmp_path / "empty_upscaled").exists()
+
+
+def test_tilde_means_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save(tmp_path / "img.png", draw_cel(12, 12))
+    assert main(["~/img.png", "-o", "~/out/big.png", *FAST]) == 0
+    assert (tmp_path / "out" / "big.png").exists()
+
+
+def test_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save(tmp_path / "pics" / "a.png", draw_cel(12, 12))
+    monkeypatch.chdir(tmp_path / "pics")
+    assert main([".", *FAST]) == 0
+    assert files(tmp_path / "pics_upscaled") == ["a.png"]

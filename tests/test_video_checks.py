@@ -1,0 +1,68 @@
+"""Video settings that cannot work are refused before any work, with the option named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from clips import make_clip
+
+from upscaler.cli import main
+from upscaler.errors import UsageError
+from upscaler.media.encoding import VideoSettings
+from upscaler.media.preflight import _encode_fails
+from upscaler.video import check_video_job
+
+FAST = ["--model", "realesr-animevideov3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clips") / "ep.mkv", seconds=0.5)
+
+
+@pytest.mark.parametrize(("output", "args", "message"), [
+    ("out.mkv", ["--pix-fmt", "yuv999p"],
+     "--pix-fmt yuv999p: libx264 does not accept it; it takes yuv420p, "),
+    ("out.mkv", ["--preset", "superduper"],
+     "--preset superduper: libx264 does not accept it (Error setting preset"),
+    ("out.mkv", ["--codec", "libx265", "--preset", "superduper"],
+     "--preset superduper: libx265 does not accept it"),
+    ("out.webm", ["--codec", "libx264"],
+     "--codec libx264: a .webm file cannot hold libx264 video; write .mkv, .mp4, .m4v, .mov "
+     "instead"),
+    ("out.mp4", ["--codec", "prores_ks"],
+     "--codec prores_ks: a .mp4 file cannot hold prores_ks video; write .mkv, .mov instead"),
+    ("out.mkv", ["--codec", "nosuch"],
+     "--codec nosuch: this ffmpeg has no encoder named 'nosuch'"),
+    ("out.mkv", ["--codec", "libx265", "--crf", "60"],
+     "--crf 60: libx265 does not accept it"),
+    ("folder.mkv", [], "is a folder; give "),
+])
+def test_bad_video_settings_fail_before_any_work(clip: Path, tmp_path: Path, output: str,
+                                                 args: list[str], message: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "folder.mkv").mkdir()
+    dst = tmp_path / output
+    assert main([str(clip), "-o", str(dst), *FAST, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"upscale: error: {dst}: {message}"), err
+    assert err.count("\n") == 1
+    # Neither the output nor a work folder was made.
+    assert [p.name for p in tmp_path.iterdir()] == ["folder.mkv"]
+    assert list((tmp_path / "folder.mkv").iterdir()) == []
+
+
+def test_check_video_job_caches_trials_for_a_batch(clip: Path, tmp_path: Path) -> None:
+    settings = VideoSettings(preset="veryfast", crf=20)
+    check_video_job(clip, tmp_path / "a.mkv", settings)
+    before = _encode_fails.cache_info()
+    other = make_clip(tmp_path / "other.mkv", seconds=0.3, tags=())
+    check_video_job(other, tmp_path / "b.mkv", settings)
+    after = _encode_fails.cache_info()
+    assert (after.misses, after.hits) == (before.misses, before.hits + 1)
+    with pytest.raises(UsageError, match="yuv999p"):
+        check_video_job(clip, tmp_path / "c.mkv", VideoSettings(pix_fmt="yuv999p"))
+    (tmp_path / "d.mkv").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        check_video_job(clip, tmp_path / "d.mkv", settings)

@@ -1,0 +1,345 @@
+"""A video job that stops (SIGKILL, Ctrl-C, SIGTERM, a full disk) and runs again goes on from
+its last finished segment, and its output is the same as an uninterrupted run's.
+
+The CLI runs as a subprocess on real clips with the real model and ffmpeg: the kills and
+signals are real, and so is every full disk (a tmpfs mounted by the test, where it may mount
+one, or ffmpeg writing to /dev/full).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from clips import make_clip, packet_checksums
+
+from upscaler.cli import main
+from upscaler.media.probe import probe
+from upscaler.media.resume import MANIFEST, work_dir
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and /proc are POSIX")
+
+SEGMENT = ["--segment-seconds", "0.5"]  # 12 frames at 23.976 fps
+FAST = ["--model", "realesr-animevideov3", "--quiet", *SEGMENT]
+RESUMING = re.compile(r"resuming (\S+): (\d+) of (\d+) segments done, continuing at segment (\d+)")
+WORK_DONE = re.compile(r"(\S+): (\d+) frames upscaled, (\d+) reused from the earlier run")
+
+
+def upscale(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "upscaler", *args], cwd=cwd, text=True,
+                          capture_output=True, check=False, timeout=300)
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "upscaler", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finished_segments(work: Path) -> int:
+    try:
+        return len(json.loads((work / MANIFEST).read_text())["segments"])
+    except (OSError, ValueError):
+        return 0  # not written yet (it is replaced atomically, so never half-written)
+
+
+def wait_until(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str,
+               timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended (exit {proc.returncode}) before {what}: "
+                        f"{proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def running_ffmpegs(*tags: Path, also: str = "") -> list[int]:
+    """Live (not zombie) ffmpeg processes whose command line mentions one of `tags` (and
+    `also`), whoever their parent is now: an orphan is re-parented, so looking at the killed
+    pid's children is not enough."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if ("ffmpeg" in cmdline and any(str(t) in cmdline for t in tags)
+                and also in cmdline and state not in ("Z", "X")):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 s with audio: 192 frames in 16 segments of 12."""
+    path = tmp_path_factory.mktemp("clips") / "ep.mkv"
+    return make_clip(path, seconds=8.0, audio=True)
+
+
+@pytest.fixture(scope="module")
+def reference(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The clip upscaled in one uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference") / "ref.mkv"
+    done = upscale(out.parent, str(clip), "-o", str(out), *FAST)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts tmpfs file systems of a given size; skips where this process may not mount."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a small file system needs root")
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                               str(point)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def assert_same_video(out: Path, ref: Path) -> None:
+    a, b = probe(out), probe(ref)
+    assert a.frame_count == b.frame_count
+    assert [a.seconds(p) for p in a.frame_pts] == [b.seconds(p) for p in b.frame_pts]
+    assert [(s.kind, s.codec) for s in a.streams] == [(s.kind, s.codec) for s in b.streams]
+    assert (a.width, a.height, a.frame_rate) == (b.width, b.height, b.frame_rate)
+    assert packet_checksums(out, "a:0") == packet_checksums(ref, "a:0")
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_from_its_last_finished_segment(clip: Path, reference: Path,
+                                                          tmp_path: Path) -> None:
+    out = tmp_path / "out.mkv"
+    work = work_dir(out)
+    args = (str(clip), "-o", str(out), *FAST)
+    proc = start(tmp_path, *args)
+    wait_until(proc, lambda: finished_segments(work) >= 4, "4 segments were finished")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    # Its ffmpeg processes end too: the decoder on its broken pipe, the encoder at the end of
+    # its input, anything started from the main thread by the parent-death signal.
+    deadline = time.monotonic() + 2
+    while running_ffmpegs(tmp_path, clip) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running_ffmpegs(tmp_path, clip) == []
+    assert not out.exists()
+    kept = finished_segments(work)
+    assert 4 <= kept < 16
+
+    again = upscale(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    resumed = RESUMING.search(again.stderr)
+    assert resumed, again.stderr
+    assert resumed.groups() == ("out.mkv", str(kept), "16", str(kept + 1))
+    work_done = WORK_DONE.search(again.stderr)
+    assert work_done, again.stderr
+    # The model ran only on the frames of the segments that were missing.
+    assert (int(work_done[2]), int(work_done[3])) == (192 - 12 * kept, 12 * kept)
+    assert_same_video(out, reference)
+    assert not work.exists()
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 s with audio: 48 frames in 4 segments of 12."""
+    path = tmp_path_factory.mktemp("clips") / "short.mkv"
+    return make_clip(path, seconds=2.0, audio=True)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
+    """The CLI in this process (no signals needed): exit code and stderr lines."""
+    code = main(list(args))
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def stop_at_mux(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *extra: str) -> Path:
+    """Run a job that finishes all its segments and then finds the disk full writing the
+    output (ffmpeg's output is a link to /dev/full, where every write fails with ENOSPC);
+    return its work folder."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    (out.parent / f".{out.stem}.partial{out.suffix}").symlink_to("/dev/full")
+    code, err = run_cli(capsys, str(src), "-o", str(out), *FAST, *extra)
+    assert code == 5, err
+    under = extra[extra.index("--work-dir") + 1] if "--work-dir" in extra else None
+    folder = work_dir(out, under)
+    assert err == [f"upscale: error: disk full while writing {out}: 4 of 4 segments kept for "
+                   f"resume in {folder}"]
+    assert not out.exists()
+    assert finished_segments(folder) == 4
+    return folder
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ([], ("resuming out.mkv: 4 of 4 segments done, only the output is left to write",
+          "out.mkv: 0 frames upscaled, 48 reused from the earlier run")),
+    (["--crf", "30"], ("out.mkv: 4 finished segments of an earlier run discarded (crf changed "
+                       "since the earlier run); redoing them",
+                       "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
+    (["--tile", "32"], ("out.mkv: 4 finished segments of an earlier run discarded (tile "
+                        "changed since the earlier run); redoing them",
+                        "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
+    (["--no-resume"], ("out.mkv: 4 finished segments of an earlier run discarded "
+                       "(--no-resume); redoing them",
+                       "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
+    ("truncate", ("resuming out.mkv: 3 of 4 segments done, continuing at segment 2",
+                  "out.mkv: 1 finished segment of an earlier run discarded (incomplete or "
+                  "changed files); redoing it",
+                  "out.mkv: 12 frames upscaled, 36 reused from the earlier run")),
+])
+def test_a_rerun_reuses_only_segments_made_the_same_way(
+        short_clip: Path, tmp_path: Path, change: list[str] | str, expected: tuple[str, ...],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.mkv"
+    folder = stop_at_mux(capsys, short_clip, out)
+    if change == "truncate":
+        segment = folder / "segment-00001.nut"
+        segment.write_bytes(segment.read_bytes()[:1000])
+        change = []
+    code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST, *change)
+    assert code == 0, err
+    assert sorted(err) == sorted(f"upscale: {e}" for e in expected)
+    assert probe(out).frame_count == 48
+    assert not folder.exists()
+
+
+def test_work_dir_option_keeps_the_segments_there(short_clip: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.mkv"
+    scratch = tmp_path / "scratch"
+    folder = stop_at_mux(capsys, short_clip, out, "--work-dir", str(scratch))
+    assert folder.parent == scratch and folder.name.startswith("out.mkv-")
+    assert not work_dir(out).exists()
+    code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST, "--work-dir",
+                        str(scratch))
+    assert code == 0, err
+    assert "upscale: resuming out.mkv: 4 of 4 segments done, only the output is left to " \
+        "write" in err
+    assert probe(out).frame_count == 48
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_second_run_on_the_same_output_is_refused(short_clip: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import fcntl
+
+    out = tmp_path / "out.mkv"
+    folder = work_dir(out)
+    folder.mkdir()
+    with open(folder / ".lock", "w") as held:  # what a running job holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main([str(short_clip), "-o", str(out), *FAST]) == 5
+    assert capsys.readouterr().err == (f"upscale: error: {folder}: another upscale is working "
+                                       "in this folder\n")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_at_once_and_keep_segments(clip: Path, tmp_path: Path,
+                                                           sig: int, code: int) -> None:
+    out = tmp_path / "out.mkv"
+    work = work_dir(out)
+    proc = start(tmp_path, str(clip), "-o", str(out), *FAST)
+    wait_until(proc, lambda: finished_segments(work) >= 2 and bool(running_ffmpegs(clip)),
+               "2 segments were finished")
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == code, err
+    assert took < 2.0
+    assert running_ffmpegs(tmp_path, clip) == []
+    kept = finished_segments(work)
+    assert err.strip().splitlines()[-1] == (
+        f"upscale: interrupted: {kept} of 16 segments kept in {work}; run the same command "
+        "again to resume (--no-resume starts over)")
+    assert kept >= 2 and not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_long_model_call_still_stops_within_2_s(tmp_path: Path) -> None:
+    """A model call runs in native code and cannot be cut short (here a whole 640x360 frame,
+    seconds on a CPU); the job stops around it and the process ends regardless."""
+    src = make_clip(tmp_path / "big.mkv", size="640x360", seconds=0.5)
+    proc = start(tmp_path, str(src), "-o", str(tmp_path / "out.mkv"), *FAST, "--tile", "0")
+    # The decoder, which sends frames to the model (probing reads the file too, but not so).
+    wait_until(proc, lambda: bool(running_ffmpegs(src, also="pipe:1")), "decoding began")
+    time.sleep(0.5)  # the first frame is in the model by now
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - sent < 2.0
+    assert running_ffmpegs(tmp_path) == []
+    assert err.strip().splitlines()[-1] == "upscale: interrupted: no segment was finished"
+    assert not work_dir(tmp_path / "out.mkv").exists()
+
+
+def test_a_job_that_cannot_fit_is_refused_before_any_work(
+        clip: Path, small_disk: Callable[[str], Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    disk = small_disk("128k")
+    out = disk / "out.mkv"
+    assert main([str(clip), "-o", str(out), *FAST]) == 5
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"upscale: error: {out}: not enough disk space: the job needs about [\d.]+ KiB "
+        rf"\([\d.]+ KiB of segments and [\d.]+ KiB of output\) and {disk} has [\d.]+ KiB free; "
+        r"free some space, or put the segments on another disk with --work-dir\n", err), err
+    assert list(disk.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_job_keeps_the_finished_segments(
+        clip: Path, reference: Path, small_disk: Callable[[str], Path]) -> None:
+    disk = small_disk("2m")
+    out = disk / "out.mkv"
+    work = work_dir(out)
+    args = (str(clip), "-o", str(out), *FAST)
+    proc = start(disk, *args)
+    wait_until(proc, lambda: finished_segments(work) >= 3, "3 segments were finished")
+    filler = disk / "filler"
+    # Another program takes the rest of the disk.
+    with open(filler, "wb") as f, pytest.raises(OSError, match="No space left"):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err
+    kept = finished_segments(work)
+    line = err.strip().splitlines()[-1]
+    assert re.fullmatch(rf"upscale: error: disk full while writing {work}/\S+: {kept} of 16 "
+                        rf"segments kept for resume in {work}", line), err
+    assert kept >= 3 and not out.exists()
+
+    filler.unlink()
+    again = upscale(disk, *args)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming out.mkv: {kept} of 16 segments done" in again.stderr
+    assert_same_video(out, reference)
+    assert sorted(p.name for p in disk.iterdir()) == ["out.mkv"]

@@ -1,0 +1,168 @@
+"""The Python API: an upscaler for pictures in memory, and one call that runs a job on paths.
+
+    import upscaler
+
+    with upscaler.Upscaler(model="realesr-animevideov3") as up:
+        big = up.upscale(PIL.Image.open("cel.png"))        # a PIL image in, the same mode out
+        arr = up.upscale(numpy_array)                        # (H, W[, C]) uint8/uint16 in and out
+
+    upscaler.upscale_path("episode.mkv", "out/", codec="libx265")   # what `upscale` does
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+import numpy as np
+import PIL.Image
+
+from upscaler.config import Job, Options, names_folder, validate_options
+from upscaler.errors import UsageError
+from upscaler.media.images import Image
+from upscaler.pipeline import Progress, ProgressCallback, run_job
+from upscaler.pipeline import Upscaler as _Pipeline
+
+_Picture = TypeVar("_Picture", PIL.Image.Image, np.ndarray)
+
+# PIL modes stored as they are; the others go through a mode the model path handles and back.
+_DIRECT_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B"})
+_VIA_MODE = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB",
+             "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "I": "I;16"}
+
+
+def _options(**given: Any) -> Options:
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(Options)})
+    if unknown:
+        raise UsageError(f"unknown option(s): {', '.join(unknown)}")
+    options = dataclasses.replace(Options(), **{k: v for k, v in given.items() if v is not None})
+    try:
+        validate_options(options)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    return options
+
+
+class Upscaler:
+    """A model loaded on an executor, for pictures in memory. Use it as a context manager.
+
+    model: a name from `upscale models` or a model file (default: realesrgan-x4plus-anime);
+    executor: "auto" or a name (coreml, openvino, onnxruntime, ncnn, torch); tile: input tile
+    size, 0 for whole pictures, None for the executor's default. Other keywords are the options
+    of the `upscale` command (precision, device, threads, overlap, batch, scale).
+
+    `upscale(x)` takes a PIL image of any common mode (RGB, RGBA, L, LA, 1, P, I;16, I, CMYK...)
+    and returns a PIL image of the same mode, or takes a numpy array (H, W) or (H, W, C) with
+    C = 1-4 channels in RGB(A) order, uint8 or uint16, and returns the same shape layout and
+    dtype. The result is `scale` times larger (the model's scale by default).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, executor: str = "auto",
+                 tile: int | None = None, **options: Any) -> None:
+        given = {"model": os.fspath(model) if model is not None else None,
+                 "executor": executor, "tile": tile, **options}
+        self._pipeline = _Pipeline(_options(**given))
+
+    @property
+    def scale(self) -> float:
+        return self._pipeline.options.scale or self._pipeline.model_scale
+
+    def close(self) -> None:
+        self._pipeline.close()
+
+    def __enter__(self) -> Upscaler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @overload
+    def upscale(self, picture: PIL.Image.Image) -> PIL.Image.Image: ...
+
+    @overload
+    def upscale(self, picture: np.ndarray) -> np.ndarray: ...
+
+    def upscale(self, picture: _Picture) -> _Picture:
+        if isinstance(picture, PIL.Image.Image):
+            return self._upscale_pil(picture)
+        if isinstance(picture, np.ndarray):
+            return self._upscale_array(picture)
+        raise UsageError(f"expected a PIL image or a numpy array, not {type(picture).__name__}")
+
+    def _upscale_array(self, array: np.ndarray) -> np.ndarray:
+        if array.dtype not in (np.uint8, np.uint16):
+            raise UsageError(f"arrays must be uint8 or uint16, not {array.dtype}")
+        if array.ndim == 2:
+            return self._upscale_array(array[..., None])[..., 0]
+        if array.ndim != 3 or not 1 <= array.shape[2] <= 4 or min(array.shape[:2]) < 1:
+            raise UsageError(f"arrays must be (H, W) or (H, W, 1-4), not {array.shape}")
+        image = Image(pixels=np.ascontiguousarray(array))
+        return self._pipeline.upscale_image(image).pixels
+
+    def _upscale_pil(self, picture: PIL.Image.Image) -> PIL.Image.Image:
+        mode = picture.mode
+        if mode in _DIRECT_MODES:
+            return _with_info(self._pil_direct(picture), picture)
+        if mode not in _VIA_MODE:
+            raise UsageError(f"PIL mode {mode!r} is not supported")
+        if mode == "P" and "transparency" not in picture.info:
+            big = self._pil_direct(picture.convert("RGB"))
+        elif mode == "I":
+            values = np.asarray(picture)
+            if values.min() < 0 or values.max() > 65535:
+                raise UsageError("mode 'I' pictures must hold values in 0..65535")
+            big = self._pil_direct(PIL.Image.fromarray(values.astype(np.uint16)))
+        else:
+            big = self._pil_direct(picture.convert(_VIA_MODE[mode]))
+        return _with_info(_back_to(big, picture), picture)
+
+    def _pil_direct(self, picture: PIL.Image.Image) -> PIL.Image.Image:
+        pixels = self._upscale_array(np.asarray(picture))
+        return PIL.Image.fromarray(pixels)
+
+
+def _back_to(big: PIL.Image.Image, source: PIL.Image.Image) -> PIL.Image.Image:
+    """`big` converted to `source`'s mode, its palette and transparent index included."""
+    mode = source.mode
+    if mode == "1":
+        return big.point(lambda v: 255 if v >= 128 else 0).convert("1", dither=PIL.Image.NONE)
+    if mode == "I":
+        return big.convert("I")
+    if mode in ("P", "PA"):
+        # Back onto the source's own palette, so indices keep their meaning.
+        rgb = big.convert("RGB").quantize(palette=source.convert("P") if mode == "PA" else source,
+                                          dither=PIL.Image.Dither.NONE)
+        index = source.info.get("transparency")
+        if isinstance(index, int) and big.mode == "RGBA":
+            values = np.array(rgb)
+            values[np.asarray(big)[..., 3] < 128] = index
+            out = PIL.Image.fromarray(values, "P")
+            out.putpalette(rgb.getpalette() or [])
+            return out
+        return rgb
+    return big.convert(mode)
+
+
+def _with_info(big: PIL.Image.Image, source: PIL.Image.Image) -> PIL.Image.Image:
+    # The ICC profile, DPI and the palette's transparent index describe the result too.
+    big.info.update({k: v for k, v in source.info.items()
+                     if k in ("icc_profile", "dpi", "transparency", "gamma")})
+    return big
+
+
+def upscale_path(input: str | os.PathLike[str], output: str | os.PathLike[str] | None = None,
+                 *, progress: ProgressCallback | None = None, **options: Any) -> Progress:
+    """Upscale an image, a folder of images or a video on disk, as the `upscale` command does.
+
+    `output` follows the command's rules (a trailing slash means a folder; None puts the result
+    beside the input); `options` are the command's options by their Python names
+    (model="realesr-animevideov3", format="webp", overwrite=True, crf=18...). Returns the
+    job's counters; raises UpscalerError (with `exit_code`) on any problem, before any work
+    when the problem can be seen up front.
+    """
+    typed = os.fspath(output) if output is not None else ""
+    job = Job(Path(os.fspath(input)), Path(typed) if typed else None, _options(**options),
+              output_is_folder=names_folder(typed))
+    return run_job(job, progress) if progress is not None else run_job(job)

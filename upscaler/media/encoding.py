@@ -1,0 +1,125 @@
+"""Which encoder, pixel format and options a video is written with, from the user's settings.
+
+Generic codec names (h264, hevc, av1, vp9) pick a hardware encoder where one works on this
+machine, else the software one; an ffmpeg encoder name is used as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from upscaler.errors import UsageError
+from upscaler.media import ffmpeg
+from upscaler.media.probe import VideoInfo
+from upscaler.media.video_writer import Encoding
+
+# Generic codec names -> encoders to try, hardware first; the last one is the software fallback.
+CODEC_CANDIDATES = {
+    "h264": ("h264_videotoolbox", "h264_nvenc", "h264_qsv", "h264_amf", "libx264"),
+    "hevc": ("hevc_videotoolbox", "hevc_nvenc", "hevc_qsv", "hevc_amf", "libx265"),
+    "av1": ("av1_nvenc", "av1_qsv", "av1_amf", "libsvtav1", "libaom-av1"),
+    "vp9": ("vp9_qsv", "libvpx-vp9"),
+}
+CODEC_ALIASES = {"h265": "hevc", "x265": "hevc", "avc": "h264", "x264": "h264"}
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """How to encode the upscaled video. Names follow ffmpeg's options.
+
+    codec: an ffmpeg encoder (libx264, hevc_nvenc...) used as given, or a codec name (h264,
+      hevc, av1, vp9) that picks a working hardware encoder if the machine has one, else the
+      software encoder. None: H.264 (VP9 for .webm), or H.265 for sources deeper than 8 bits.
+    crf: quality, in the encoder's CRF scale; mapped to -cq (NVENC), -global_quality (QSV),
+      constant QP (AMF) or -q:v (VideoToolbox, 100 - 2 * crf). None keeps the encoder default.
+    preset: passed to -preset as is (medium, slow, p5...). None keeps the encoder default.
+    pix_fmt: None keeps the source's pixel format (and so its bit depth and chroma) when the
+      encoder takes it, else the closest 4:2:0 format of the same depth.
+    segment_seconds: target length of a segment; cuts fall on the first frame at or after each
+      multiple, so segments hold whole frames.
+    queue_frames: frames buffered between each pair of stages; more smooths uneven stages at
+      the cost of memory (frame size x 2 x queue_frames).
+    overwrite: replace an existing output instead of raising OutputExistsError.
+    resume: reuse the segments an earlier, unfinished run of the same job left (resume.py).
+    work_dir: the folder to keep segments in until the output is written; None puts them
+      beside the output.
+    """
+
+    codec: str | None = None
+    crf: int | None = None
+    preset: str | None = None
+    pix_fmt: str | None = None
+    segment_seconds: float = 4.0
+    queue_frames: int = 4
+    overwrite: bool = False
+    resume: bool = True
+    work_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.segment_seconds > 0:
+            raise UsageError(f"segment_seconds must be positive, got {self.segment_seconds}")
+        if self.queue_frames < 1:
+            raise UsageError(f"queue_frames must be at least 1, got {self.queue_frames}")
+        if self.crf is not None and self.crf < 0:
+            raise UsageError(f"crf must not be negative, got {self.crf}")
+
+
+def choose_encoding(info: VideoInfo, settings: VideoSettings, container: str) -> Encoding:
+    """The encoder, pixel format, options and colour tags for a source and an output suffix."""
+    exe = ffmpeg.ffmpeg_exe()
+    encoder = _pick_encoder(exe, info, settings.codec, container)
+    pix_fmt = settings.pix_fmt or _pick_pix_fmt(exe, encoder, info)
+    options: list[str] = []
+    if settings.crf is not None:
+        options += _quality_args(encoder, settings.crf)
+    if settings.preset:
+        options += ["-preset", settings.preset]
+    if encoder == "libx265":
+        options += ["-x265-params", "log-level=error"]
+    return Encoding(encoder=encoder, pix_fmt=pix_fmt, matrix=info.yuv_matrix,
+                    range=info.yuv_range, primaries=info.color_primaries,
+                    transfer=info.color_transfer, options=tuple(options))
+
+
+def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) -> str:
+    available = ffmpeg.encoders(exe)
+    if codec is None:
+        codec = "vp9" if container == ".webm" else "hevc" if info.bit_depth > 8 else "h264"
+    codec = CODEC_ALIASES.get(codec, codec)
+    if codec not in CODEC_CANDIDATES:
+        if codec not in available:
+            raise UsageError(f"this ffmpeg has no encoder named {codec!r}")
+        return codec
+    *hardware, software = [c for c in CODEC_CANDIDATES[codec] if c in available] or [None]
+    for name in hardware:
+        if name and ffmpeg.encoder_works(exe, name):
+            return name
+    if software is None:
+        raise UsageError(f"this ffmpeg has no encoder for {codec}")
+    return software
+
+
+def _pick_pix_fmt(exe: str, encoder: str, info: VideoInfo) -> str:
+    supported = ffmpeg.encoder_pix_fmts(exe, encoder)
+    deep = "yuv420p10le" if info.bit_depth <= 10 else "yuv420p12le"
+    wanted = [info.pix_fmt, deep, "p010le", "yuv420p"] if info.bit_depth > 8 else [info.pix_fmt]
+    wanted += ["yuv420p", "nv12"]
+    for name in wanted:
+        if not supported or name in supported:
+            return name
+    return supported[0]
+
+
+def _quality_args(encoder: str, crf: int) -> list[str]:
+    if encoder.endswith("_nvenc"):
+        return ["-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
+    if encoder.endswith("_qsv"):
+        return ["-global_quality", str(crf)]
+    if encoder.endswith("_amf"):
+        return ["-rc", "cqp", "-qp_i", str(crf), "-qp_p", str(crf), "-qp_b", str(crf)]
+    if encoder.endswith("_videotoolbox"):
+        return ["-q:v", str(max(1, min(100, 100 - 2 * crf)))]
+    if encoder in ("libvpx-vp9", "libaom-av1"):
+        return ["-crf", str(crf), "-b:v", "0"]
+    return ["-crf", str(crf)]

@@ -1,0 +1,118 @@
+"""Join finished segment files losslessly and mux them with the source's other streams.
+
+`check_container` says before any work whether the output's format can hold the source's
+audio, subtitles and attachments; `join_and_mux` writes the output atomically at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from upscaler.errors import MediaError, OutputExistsError
+from upscaler.media import ffmpeg
+from upscaler.media.encoding import CODEC_CANDIDATES
+from upscaler.media.probe import VideoInfo
+from upscaler.media.segments import Segment, segment_duration
+
+
+def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
+                 dst: str | Path, encoder: str = "", overwrite: bool = False) -> Path:
+    """Join segment files losslessly and mux them with the source's other streams into `dst`.
+
+    Each segment's exact length goes into the concat list, so timestamps (and audio sync) do
+    not drift however many segments there are. `dst` appears only when complete: ffmpeg writes
+    a hidden temporary name that is renamed at the end. `encoder` made the segments; it
+    decides the codec tag MP4 needs (hvc1, which Apple players require for HEVC).
+    """
+    dst = Path(dst)
+    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    listing = dst.with_name(f".{dst.name}.ffconcat")
+    lines = ["ffconcat version 1.0"]
+    for segment, path in zip(segments, files, strict=True):
+        escaped = str(Path(path).resolve()).replace("'", "'\\''")
+        lines += [f"file '{escaped}'", f"duration {float(segment_duration(info, segment)):.6f}"]
+    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # ffmpeg moves each input to start at zero, the source by its earliest stream (an audio
+    # pre-roll, say). The joined video starts at zero, so it gets the source video's lead over
+    # that earliest stream; chapters move with the source, so everything stays in step.
+    offset = info.seconds(info.frame_pts[0]) - info.start_time
+    try:
+        ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+                    "-f", "concat", "-safe", "0", "-itsoffset", f"{offset:.6f}",
+                    "-i", str(listing), "-i", str(info.path),
+                    "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
+                    "-map", "-1:d?", "-map_metadata", "1", "-map_chapters", "1", "-c", "copy",
+                    *_container_args(info, dst, encoder), "-f", MUXERS[dst.suffix.lower()],
+                    str(partial)], dst)
+        if dst.exists() and not overwrite:
+            raise OutputExistsError("appeared while encoding; not replaced", dst)
+        os.replace(partial, dst)
+    finally:
+        listing.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return dst
+
+
+_MP4_LIKE = (".mp4", ".m4v", ".mov")
+MUXERS = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+WRITABLE_CONTAINERS: tuple[str, ...] = tuple(MUXERS)
+_WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis", "webvtt"}
+_TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "text", "mov_text"}
+
+
+def check_container(info: VideoInfo, dst: str | Path) -> None:
+    """MediaError naming `dst` when its format cannot hold the source's other streams.
+
+    Called before any work is done, so a long job does not fail at the final mux.
+    """
+    dst = Path(dst)
+    suffix = dst.suffix.lower()
+    if suffix not in MUXERS:
+        raise MediaError(f"unknown video format {suffix!r}; use one of {', '.join(MUXERS)}", dst)
+    if suffix == ".webm":
+        for s in info.streams:
+            if s.index != info.video_index and s.codec not in _WEBM_CODECS:
+                raise MediaError(f".webm cannot hold the {s.codec} {s.kind} stream of "
+                                 f"{info.path.name}; write .mkv instead", dst)
+    if suffix not in _MP4_LIKE:
+        return
+    if any(s.kind == "attachment" for s in info.streams):
+        raise MediaError(f"{suffix} cannot hold the attachments (fonts) of {info.path.name};"
+                         " write .mkv instead", dst)
+    for s in info.streams:
+        if s.kind == "subtitle" and s.codec not in _TEXT_SUBTITLES:
+            raise MediaError(f"{suffix} cannot hold the {s.codec} subtitles of "
+                             f"{info.path.name}; write .mkv instead", dst)
+
+
+def video_tag_args(suffix: str, encoder: str) -> list[str]:
+    """The video stream's codec tag where a container needs one: Apple players require hvc1
+    for HEVC in MP4 and MOV."""
+    hevc = encoder in CODEC_CANDIDATES["hevc"] or encoder == "libkvazaar"
+    return ["-tag:v", "hvc1"] if hevc and suffix in _MP4_LIKE else []
+
+
+def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
+    """Per-container fixes: what a format cannot hold as is, and the video stream's tags."""
+    check_container(info, dst)
+    suffix = dst.suffix.lower()
+    args: list[str] = []
+    source_video = next(s for s in info.streams if s.index == info.video_index)
+    for key in ("language", "title"):
+        if key in source_video.tags:
+            args += ["-metadata:s:v:0", f"{key}={source_video.tags[key]}"]
+    subtitles = [s for s in info.streams if s.kind == "subtitle"]
+    if suffix in _MP4_LIKE:
+        # Text subtitles must become MP4's own text format; that is lossless for plain text.
+        args += ["-c:s", "mov_text"] if subtitles else []
+        if info.vfr and info.time_base.numerator == 1:
+            args += ["-video_track_timescale", str(info.time_base.denominator)]
+        args += ["-movflags", "+faststart"]
+    args += video_tag_args(suffix, encoder)
+    if suffix == ".mkv":
+        for n, s in enumerate(subtitles):
+            if s.codec == "mov_text":
+                args += [f"-c:s:{n}", "srt"]
+    return args

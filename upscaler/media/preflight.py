@@ -1,0 +1,123 @@
+"""Try a job's encoder settings on one tiny frame before any work, and say which option is wrong.
+
+ffmpeg lists encoders it cannot use, takes pixel formats and presets as free text and finds
+out only when the encoder opens, and refuses a codec a container cannot hold only when the
+output is written. Each of these would otherwise surface after hours of decoding and
+upscaling, so `check_encoding` encodes one frame with exactly the arguments the job's writer
+will use and muxes it into the output's container, and turns a failure into a UsageError
+that names the option at fault. Results are cached, so a batch pays once per setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from upscaler.errors import MediaError, UsageError
+from upscaler.media import ffmpeg
+from upscaler.media.encoding import VideoSettings, choose_encoding
+from upscaler.media.mux import MUXERS, video_tag_args
+from upscaler.media.probe import VideoInfo
+from upscaler.media.video_writer import Encoding, Timing, VideoWriter
+
+# Big enough for hardware encoders' minimum sizes, small enough to cost milliseconds.
+_TRIAL_SIZE = (144, 256)
+
+
+def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encoding:
+    """The encoding `dst` will be written with, tried on one frame in its container.
+
+    Raises UsageError naming `dst` and the option at fault (--codec, --pix-fmt, --preset,
+    --crf) when the encoder is missing, refuses a setting or cannot go into the container.
+    """
+    suffix = dst.suffix.lower()
+    codec = f"--codec {settings.codec}" if settings.codec else "the default codec"
+    try:
+        encoding = choose_encoding(info, settings, suffix)
+    except UsageError as e:
+        raise UsageError(f"{codec}: {e.message}", dst) from e
+    exe = ffmpeg.ffmpeg_exe()
+    if settings.pix_fmt:
+        accepted = ffmpeg.encoder_pix_fmts(exe, encoding.encoder)
+        if accepted and settings.pix_fmt not in accepted:
+            raise UsageError(f"--pix-fmt {settings.pix_fmt}: {encoding.encoder} does not accept "
+                             f"it; it takes {', '.join(accepted)}", dst)
+    deep = info.bit_depth > 8
+    failed = _encode_fails(exe, _neutral(encoding), deep)
+    if failed:
+        raise UsageError(_blame(info, settings, encoding, suffix, deep, failed), dst)
+    failed = _mux_fails(exe, _neutral(encoding), deep, suffix)
+    if failed:
+        fits = [s for s in MUXERS if s != suffix and not _mux_fails(exe, _neutral(encoding),
+                                                                     deep, s)]
+        hint = f"; write {', '.join(fits)} instead" if fits else f" ({failed})"
+        raise UsageError(f"{codec}: a {suffix} file cannot hold {encoding.encoder} video{hint}",
+                         dst)
+    return encoding
+
+
+def _blame(info: VideoInfo, settings: VideoSettings, encoding: Encoding, suffix: str,
+           deep: bool, failed: str) -> str:
+    """Which option made the trial fail: the first whose removal lets it pass."""
+    exe = ffmpeg.ffmpeg_exe()
+    suspects = [("--preset", settings.preset, dataclasses.replace(settings, preset=None)),
+                ("--crf", settings.crf, dataclasses.replace(settings, crf=None)),
+                ("--pix-fmt", settings.pix_fmt, dataclasses.replace(settings, pix_fmt=None))]
+    for flag, value, without in suspects:
+        if value is None:
+            continue
+        other = _neutral(choose_encoding(info, without, suffix))
+        if not _encode_fails(exe, other, deep):
+            return f"{flag} {value}: {encoding.encoder} does not accept it ({failed})"
+    codec = f"--codec {settings.codec}" if settings.codec else encoding.encoder
+    return f"{codec}: {encoding.encoder} cannot encode here ({failed})"
+
+
+def _neutral(encoding: Encoding) -> Encoding:
+    """The encoding without the source's colour tags, which never make a trial fail, so
+    that the cache serves every source of a batch."""
+    return dataclasses.replace(encoding, matrix="bt709", range="tv", primaries=None,
+                               transfer=None)
+
+
+@functools.lru_cache(maxsize=64)
+def _encode_fails(exe: str, encoding: Encoding, deep: bool) -> str | None:
+    """None when one frame encodes; else ffmpeg's reason."""
+    with tempfile.TemporaryDirectory(prefix="upscaler-trial-") as tmp:
+        try:
+            _trial_segment(encoding, deep, Path(tmp))
+        except MediaError as e:
+            return e.message.removeprefix("encoding failed: ")
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _mux_fails(exe: str, encoding: Encoding, deep: bool, suffix: str) -> str | None:
+    """None when a one-frame segment of `encoding` muxes into a `suffix` file; else why not."""
+    with tempfile.TemporaryDirectory(prefix="upscaler-trial-") as tmp:
+        segment = _trial_segment(encoding, deep, Path(tmp))
+        out = Path(tmp) / f"trial{suffix}"
+        try:
+            ffmpeg.run([exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(segment),
+                        "-map", "0", "-c", "copy", *video_tag_args(suffix, encoding.encoder),
+                        "-f", MUXERS[suffix], str(out)], out)
+        except MediaError as e:
+            return e.message.split(" failed: ", 1)[-1]
+    return None
+
+
+def _trial_segment(encoding: Encoding, deep: bool, folder: Path) -> Path:
+    """One frame through the writer the job uses, into a segment file as the job writes them."""
+    dtype = np.uint16 if deep else np.uint8
+    frame = np.zeros((*_TRIAL_SIZE, 3), dtype)
+    frame[::2, ::2] = np.iinfo(dtype).max // 2  # a pattern, so that the encoder has work
+    path = folder / "trial.nut"
+    with VideoWriter(path, encoding, Timing(rate=Fraction(24))) as w:
+        w.write(frame)
+        w.close()
+    return path

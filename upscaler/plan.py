@@ -1,0 +1,279 @@
+"""The plan of a batch: every job made concrete (what it reads, what it writes) and checked.
+
+All mistakes of a whole batch are found here, before the first frame of the first job is
+upscaled: inputs that are missing or unreadable, outputs that are folders, inputs, another job's
+output or in places that cannot be written, models and executors that do not resolve. Each is
+reported with the job file's line where the job came from one, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from upscaler.config import Job, Options
+from upscaler.errors import ConfigError, ExecutorError, MediaError, UpscalerError, UsageError
+from upscaler.executors.base import ExecutorOptions
+from upscaler.executors.registry import (
+    AUTO,
+    KINDS,
+    canonical_name,
+    resolve_auto,
+    unavailable_reason,
+)
+from upscaler.media.images import is_image_path
+from upscaler.models.registry import MediaKind, model_for, resolve_model
+from upscaler.outputs import (
+    folder_item_output,
+    folder_output,
+    image_output,
+    is_video_path,
+    video_output,
+)
+from upscaler.video import VideoSettings, check_video_job
+
+TaskKind = Literal["image", "folder", "video"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One job made concrete.
+
+    For a folder, `items` pairs each image with its output and `notes` says what was passed over
+    and why (videos, other files). Whether an output already exists is decided when the task
+    runs, so a rerun skips what an earlier run finished.
+    """
+
+    kind: TaskKind
+    input: Path
+    output: Path
+    options: Options
+    items: tuple[tuple[Path, Path], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def media(self) -> MediaKind:
+        """What the model works on: a video's frames, or images (also a folder's)."""
+        return "video" if self.kind == "video" else "image"
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return tuple(out for _, out in self.items) if self.kind == "folder" else (self.output,)
+
+
+class PlanError(UpscalerError):
+    """Every mistake found in a batch; the CLI shows each on its own line."""
+
+    def __init__(self, errors: Sequence[UpscalerError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = list(errors)
+        self.exit_code = max(e.exit_code for e in errors)
+
+
+def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
+    """The tasks of `jobs`, in order; PlanError listing every mistake, in job order, if any."""
+    errors: list[tuple[int, UpscalerError]] = []
+    planned: list[tuple[int, Task]] = []
+    runtimes: dict[tuple[str | None, str, str | None], UpscalerError | None] = {}
+    for n, job in enumerate(jobs):
+        try:
+            task = _plan(job)
+            model = model_for(task.options.model, task.media)
+            key = (model, task.options.executor, task.options.device)
+            if key not in runtimes:
+                runtimes[key] = _runtime_problem(task.options, model)
+            problem = runtimes[key]
+            if problem is not None:
+                raise problem
+            planned.append((n, task))
+        except UpscalerError as e:
+            errors.append((n, e))
+    errors += _clashes(planned)
+    if errors:
+        errors.sort(key=lambda item: item[0])
+        raise PlanError([_located(e, jobs[n]) for n, e in errors])
+    return [task for _, task in planned]
+
+
+def _located(error: UpscalerError, job: Job) -> UpscalerError:
+    """`error` with the job file's line in front, when the job came from a file."""
+    if job.where is None:
+        return error
+    path, line = job.where
+    return ConfigError(str(error), path, line)
+
+
+def _plan(job: Job) -> Task:
+    src = job.input.expanduser()
+    out = job.output.expanduser() if job.output is not None else None
+    options = job.options
+    _check_readable(src)
+    if src.is_dir():
+        return _plan_folder(src, out, options)
+    if is_video_path(src):
+        kind: TaskKind = "video"
+        dst = video_output(src, out, job.output_is_folder, options)
+    elif is_image_path(src):
+        kind = "image"
+        dst = image_output(src, out, job.output_is_folder, options)
+    else:
+        raise MediaError("not an image, video or folder that we read (judged by its extension)",
+                         src)
+    if _same_file(src, dst):
+        raise UsageError("the output would overwrite the input", dst)
+    if dst.is_dir():
+        raise UsageError("the output is a folder", dst)
+    check_writable(dst.parent)
+    if kind == "video":
+        check_video_job(src, dst, video_settings(options))
+    return Task(kind, src, dst, options)
+
+
+def video_settings(options: Options) -> VideoSettings:
+    """The video layer's settings for a job's options."""
+    return VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
+                         pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
+                         overwrite=options.overwrite, resume=options.resume,
+                         work_dir=Path(options.work_dir).expanduser() if options.work_dir
+                         else None)
+
+
+def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
+    dst = folder_output(src, out, options)
+    if dst.exists() and not dst.is_dir():
+        raise UsageError("the output of a folder must be a folder, and this is a file", dst)
+    with contextlib.suppress(ValueError):
+        dst.resolve().relative_to(src.resolve())
+        raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
+    images, videos, others = [], [], []
+    for path in _walk(src):
+        if is_image_path(path):
+            images.append(path)
+        elif is_video_path(path):
+            videos.append(path)
+        else:
+            others.append(path)
+    notes = []
+    if videos:
+        notes.append(f"{src}: skipped {_count(videos, 'video')} ({_names(videos)}): a folder job "
+                     "takes images; give each video as its own input or job")
+    if others:
+        notes.append(f"{src}: skipped {_count(others, 'other file')} ({_names(others)}): "
+                     "not images we read")
+    if not images:
+        reason = "; ".join(n.split(": ", 1)[1] for n in notes) or "it is empty"
+        raise MediaError(f"no images to upscale in this folder ({reason})", src)
+    items, by_output = [], {}
+    for image in images:
+        target = folder_item_output(image, src, dst, options)
+        key = _path_key(target)
+        if key in by_output:
+            raise UsageError(f"{by_output[key].relative_to(src)} and {image.relative_to(src)} "
+                             f"would both be written to {target}; rename one, or leave out "
+                             "--format", src)
+        by_output[key] = image
+        items.append((image, target))
+    check_writable(dst)
+    return Task("folder", src, dst, options, tuple(items), tuple(notes))
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file below `root` in a stable order, leaving out hidden files and folders."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _count(paths: list[Path], noun: str) -> str:
+    return f"{len(paths)} {noun}{'s' if len(paths) != 1 else ''}"
+
+
+def _names(paths: list[Path], most: int = 3) -> str:
+    shown = ", ".join(p.name for p in paths[:most])
+    return shown + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
+def _check_readable(src: Path) -> None:
+    if not src.exists():
+        raise MediaError("input does not exist", src)
+    try:
+        if src.is_dir():
+            with os.scandir(src) as entries:
+                next(entries, None)
+        else:
+            with open(src, "rb") as f:
+                f.read(1)
+    except OSError as e:
+        raise MediaError(f"cannot read: {e.strerror or e}", src) from e
+
+
+def check_writable(folder: Path) -> None:
+    """UsageError unless files can be made in `folder` (created later if missing).
+
+    The nearest folder that exists is asked for real, by making and removing an empty file
+    there: permission bits do not tell the whole story (read-only mounts, /proc, root).
+    """
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot make folder {folder}: {existing} is a file", folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".upscale-probe-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write in {existing}: {e.strerror or e}", folder) from e
+
+
+def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
+    """Why `model_name` or the executor of `options` cannot run here, without loading the
+    model."""
+    try:
+        model = resolve_model(model_name)
+        name = canonical_name(options.executor)
+        if name == AUTO:
+            resolve_auto(model, ExecutorOptions(device=options.device))
+            return None
+        reason = unavailable_reason(name)
+        if reason is not None:
+            return ExecutorError(f"executor {name} cannot run here: {reason}")
+        if model.kind not in KINDS[name]:
+            return ExecutorError(f"executor {name} cannot load a {model.kind} model", model.path)
+    except UpscalerError as e:
+        return e
+    return None
+
+
+def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerError]]:
+    """Outputs that another job also writes, or that another job reads."""
+    inputs = {_path_key(task.input) for _, task in planned}
+    written: dict[str, Path] = {}
+    for n, task in planned:
+        for out in task.outputs:
+            key = _path_key(out)
+            if key in inputs:
+                yield n, UsageError("is the input of another job", out)
+            elif key in written:
+                yield n, UsageError(f"is written by two jobs (also from {written[key]})", out)
+            else:
+                written[key] = task.input
+
+
+def _path_key(path: Path) -> str:
+    # Case-insensitive file systems (macOS, Windows) make pic.PNG and pic.png one file.
+    key = str(path.expanduser().resolve())
+    return key if os.name == "posix" and os.uname().sysname == "Linux" else key.casefold()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return _path_key(a) == _path_key(b)
