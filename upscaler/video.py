@@ -35,9 +35,10 @@ from upscaler.media.probe import VideoInfo, probe
 from upscaler.media.resume import Resumed, WorkFolder, work_dir
 from upscaler.media.segments import PARTIAL, Segment, encode_segments, plan_segments
 from upscaler.media.space import check_space, is_disk_full
+from upscaler.media.stage_times import StageTimes
 from upscaler.media.video_writer import Encoding
 
-__all__ = ["VideoSettings", "check_video_job", "upscale_video", "work_dir"]
+__all__ = ["StageTimes", "VideoSettings", "check_video_job", "upscale_video", "work_dir"]
 
 Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ def upscale_video(src: str | Path, dst: str | Path,
                   progress: Progress | None = None, *,
                   identity: Mapping[str, str] | None = None,
                   scale: float | None = None,
-                  on_segment_start: Callable[[Segment], None] | None = None) -> Path:
+                  on_segment_start: Callable[[Segment], None] | None = None,
+                  times: StageTimes | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
@@ -85,6 +87,7 @@ def upscale_video(src: str | Path, dst: str | Path,
       its thread; a transform that remembers earlier frames resets there, so that a segment
       comes out the same whether it follows the one before, is redone on resume, or runs
       alone on another worker.
+    times: added to as the stages run: seconds each spent working and waiting (stage_times).
     Raises OutputExistsError when `dst` exists and settings.overwrite is off, UsageError or
     MediaError from `check_video_job`, DiskFullError when the job does not fit or a write
     finds the disk full, and Interrupted on Ctrl-C or SIGTERM. After any failure the finished
@@ -123,7 +126,7 @@ def upscale_video(src: str | Path, dst: str | Path,
             if progress is not None:
                 progress(done, info.frame_count)
             encode_segments(info, todo, transform, settings, [folder.path_of(s) for s in todo],
-                            container, on_frame, folder.finished, on_segment_start)
+                            container, on_frame, folder.finished, on_segment_start, times)
             join_and_mux(info, segments, [folder.path_of(s) for s in segments], dst,
                          encoding.encoder, settings.overwrite)
         except BaseException as e:
