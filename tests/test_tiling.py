@@ -8,11 +8,13 @@ import pytest
 from conftest import psnr
 from draw import draw_cel
 
+from upscaler.config import Options
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.registry import tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import resolve_model
+from upscaler.pipeline import Upscaler
 from upscaler.tiling import (
     WORK_TIE,
     Stitcher,
@@ -538,3 +540,18 @@ def test_border_padding_keeps_flat_frames_flat(anime: OrtExecutor, make: object)
     assert np.abs(out - out[40, 88]).max() <= 1  # measured 1; 6 and 4 without the border
     bare = np.rint(FrameUpscaler(executor, tile=48, overlap=8).upscale(flat) * 255)
     assert np.abs(bare - bare[40, 88]).max() >= 4
+
+
+@pytest.mark.parametrize(("model", "given", "tile", "expected"), [
+    ("realesrgan-x4plus-anime", None, None, 24),  # the model's own
+    ("realesr-animevideov3", None, None, 20),  # 16, raised to twice its 10-px border
+    ("realesr-animevideov3", 30, None, 30),  # the user's, when larger
+    ("realesrgan-x4plus-anime", 4, None, 10),  # ...and never below twice the border
+    ("realesrgan-x4plus-anime", None, 32, 16),  # a small --tile keeps it to half a tile
+])
+def test_overlap_defaults_to_the_models(model: str, given: int | None, tile: int | None,
+                                        expected: int) -> None:
+    options = Options(model=model, executor="onnxruntime", overlap=given, tile=tile)
+    with Upscaler(options) as upscaler:
+        assert upscaler.frames.overlap == expected
+        assert upscaler.identity()["overlap"] == str(expected)

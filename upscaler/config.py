@@ -32,7 +32,7 @@ class Options:
     device: str | None = None
     threads: int | None = None
     tile: int | None = None
-    overlap: int = 16
+    overlap: int | None = None
     batch: int | None = None
     scale: float | None = None
     format: str | None = None
@@ -96,7 +96,8 @@ _HELP = {
     "threads": "CPU threads for the executor",
     "tile": "longest tile side in input pixels (default: whole frames, or even tiles that "
             "fit the executor's memory budget); 0 = whole frames",
-    "overlap": "tile overlap in input pixels",
+    "overlap": "least tile overlap in input pixels (default: the model's, 24 for the x4plus "
+               "models, 16 for others; at least twice the border padding)",
     "batch": "tiles per executor call (default: 1; Core ML: all of a frame's tiles)",
     "scale": "output scale if not the model's (the model runs, then a good resize)",
     "format": "output image format: png, jpg, webp, tif, bmp or gif",
@@ -129,7 +130,7 @@ def validate_options(opts: Options) -> None:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if opts.tile is not None and (opts.tile < 0 or 0 < opts.tile < 16):
         raise ValueError("tile must be 0 (no tiling) or at least 16")
-    if opts.overlap < 0:
+    if opts.overlap is not None and opts.overlap < 0:
         raise ValueError("overlap must be >= 0")
     if opts.batch is not None and opts.batch < 1:
         raise ValueError("batch must be >= 1")

@@ -20,7 +20,7 @@ from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.media.stage_times import StageTimes
-from upscaler.models.registry import MediaKind, model_for, resolve_model
+from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
 from upscaler.plan import Task, plan_jobs, video_settings
 from upscaler.reuse import TileReuse
 
@@ -91,7 +91,7 @@ class Upscaler:
             self.executor.name, model, device=options.device, batch=options.batch or 1,
             precision=options.precision)
         self.frames = FrameUpscaler(self.executor, tile=options.tile or 0,
-                                    overlap=options.overlap, batch=options.batch,
+                                    overlap=_overlap(options, model), batch=options.batch,
                                     max_pixels=budget, border=model.border,
                                     reuse=TileReuse() if reuse else None)
 
@@ -114,7 +114,7 @@ class Upscaler:
                 # The user's cap only: the memory budget moves with free RAM between runs, and
                 # the plans it picks differ only slightly, at tile seams (bench/tile_quality.py).
                 "tile": str(self.options.tile),
-                "overlap": str(self.options.overlap), "border": str(self.frames.border),
+                "overlap": str(self.frames.overlap), "border": str(self.frames.border),
                 "scale": str(self.options.scale or self.model_scale),
                 "reuse": str(self.frames.reuse is not None)}
 
@@ -158,6 +158,13 @@ class Upscaler:
         src = to_model_input(frame)
         rgb = self._finish(self.frames.upscale(src.rgb), *frame.shape[:2])
         return from_model_output(rgb, None, like=src)
+
+
+def _overlap(options: Options, model: ModelRef) -> int:
+    """The user's overlap, else the model's, kept below half a tile the user capped."""
+    if options.overlap is not None:
+        return options.overlap
+    return min(model.overlap, options.tile // 2) if options.tile else model.overlap
 
 
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
