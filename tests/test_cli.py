@@ -142,7 +142,8 @@ def test_models_lists_registry_and_built_files(capsys: pytest.CaptureFixture[str
     assert main([str(src), "--executor", "onnxruntime", *FAST]) == 0
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ("realesrgan-x4plus-anime (default)", "realesr-animevideov3-x2",
+    for name in ("realesrgan-x4plus-anime (default for images)",
+                 "realesr-animevideov3 (default for videos)", "realesr-animevideov3-x2",
                  "realesrgan-x4plus"):
         assert name in out
     assert "built:" in out and ".onnx" in out
@@ -303,3 +304,66 @@ def test_users_own_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert err.startswith(f"upscale: error: {tmp_path / 'mine.bin'}: truncated"), err
     assert not out.exists()
+
+
+def test_a_small_frame_runs_whole_by_default(tmp_path: Path) -> None:
+    # 40x300 is wider than the 256-px tiles of earlier versions, far within the memory budget.
+    src = save(tmp_path / "wide.png", draw_cel(40, 300))
+    assert main([str(src), "-o", str(tmp_path / "default.png"), "--quiet"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "whole.png"), "--tile", "0", "--quiet",
+                 "--model", "realesrgan-x4plus-anime"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "tiled.png"), "--tile", "160", "--quiet"]) == 0
+    default, whole = load(tmp_path / "default.png"), load(tmp_path / "whole.png")
+    # The same bytes as whole frames with the image model: one tile, and x4plus-anime.
+    np.testing.assert_array_equal(default, whole)
+    tiled = load(tmp_path / "tiled.png")
+    assert not np.array_equal(tiled, whole) and psnr(tiled, whole, 255) > 40
+
+
+@pytest.mark.slow
+def test_video_default_model_is_animevideov3_and_model_overrides_it(tmp_path: Path) -> None:
+    from clips import decode_all, make_clip
+
+    src = make_clip(tmp_path / "ep.mkv", size="32x18", seconds=0.2)
+    runs = {
+        "default": [],
+        "animevideov3": ["--model", "realesr-animevideov3"],
+        "x4plus": ["--model", "realesrgan-x4plus-anime"],
+    }
+    frames = {}
+    for name, args in runs.items():
+        out = tmp_path / f"{name}.mkv"
+        assert main([str(src), "-o", str(out), "--quiet", *args]) == 0
+        frames[name] = decode_all(out)
+    assert len(frames["default"]) == 5
+    for a, b in zip(frames["default"], frames["animevideov3"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(frames["default"], frames["x4plus"],
+                                                        strict=True))
+
+    # The same through a job file: `model:` under defaults, and per job over the defaults.
+    job = tmp_path / "job.yaml"
+    job.write_text("defaults: {model: realesrgan-x4plus-anime}\n"
+                   "jobs:\n"
+                   "  - {input: ep.mkv, output: yaml-default.mkv}\n"
+                   "  - {input: ep.mkv, output: yaml-job.mkv, model: realesr-animevideov3}\n")
+    assert main(["--config", str(job), "--quiet"]) == 0
+    for name, expected in (("yaml-default", "x4plus"), ("yaml-job", "animevideov3")):
+        for a, b in zip(decode_all(tmp_path / f"{name}.mkv"), frames[expected], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_image_default_model_is_x4plus_anime_and_model_overrides_it(tmp_path: Path) -> None:
+    src = save(tmp_path / "a.png", draw_cel(24, 32))
+    outs = {}
+    for name, args in (("default", []), ("x4plus", ["--model", "realesrgan-x4plus-anime"]),
+                       ("animevideov3", ["--model", "realesr-animevideov3"])):
+        assert main([str(src), "-o", str(tmp_path / f"{name}.png"), "--quiet", *args]) == 0
+        outs[name] = load(tmp_path / f"{name}.png")
+    np.testing.assert_array_equal(outs["default"], outs["x4plus"])
+    assert not np.array_equal(outs["default"], outs["animevideov3"])
+    job = tmp_path / "job.yaml"
+    job.write_text("defaults: {model: realesr-animevideov3}\n"
+                   "jobs: [{input: a.png, output: yaml.png}]\n")
+    assert main(["--config", str(job), "--quiet"]) == 0
+    np.testing.assert_array_equal(load(tmp_path / "yaml.png"), outs["animevideov3"])

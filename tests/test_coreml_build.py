@@ -22,10 +22,14 @@ from reference import ncnn_run, ncnn_run_param
 from upscaler.errors import ExecutorError
 from upscaler.executors import coreml
 from upscaler.executors.base import ExecutorOptions
+from upscaler.executors.registry import tile_budget
+from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.models.builds import mlpackage_file
+from upscaler.models.cache import BuildKey, built_path
 from upscaler.models.coreml_builder import resample_matrix
 from upscaler.models.graph import Conv, PReLU
 from upscaler.models.registry import MODELS, ModelRef, resolve_model
+from upscaler.tiling import choose_tile
 
 ct = pytest.importorskip("coremltools")
 
@@ -107,6 +111,52 @@ def test_mlpackage_file_is_cached_and_user_packages_pass_through(
     assert again == path and again.stat().st_mtime_ns == stamp
     user = ModelRef("mine", "mlpackage", path, None)
     assert mlpackage_file(user, 64, 4) == path
+
+
+def input_output_shapes(package: Path) -> tuple[list[int], list[int]]:
+    spec = ct.utils.load_spec(str(package))
+    (inp,), (out,) = spec.description.input, spec.description.output
+    return list(inp.type.multiArrayType.shape), list(out.type.multiArrayType.shape)
+
+
+@pytest.mark.slow
+def test_package_for_a_rectangular_shape_computes_like_ncnn(cel: np.ndarray) -> None:
+    # The x2 model has the bicubic reduction, whose matrices depend on the exact shape.
+    model = resolve_model("realesr-animevideov3-x2")
+    package = mlpackage_file(model, (24, 40))
+    assert input_output_shapes(package) == ([1, 3, 24, 40], [1, 3, 48, 80])
+    assert package == built_path(BuildKey(model, "mlpackage", "fp16", (1, 24, 40)))
+    assert "1x24x40" in package.name
+    # Another shape is another package, cached beside it.
+    other = mlpackage_file(model, (40, 24))
+    assert other != package and input_output_shapes(other)[0] == [1, 3, 40, 24]
+    x = np.ascontiguousarray(cel.transpose(2, 0, 1)[None, :, 30:54, 40:80], np.float32) / 255
+    got = run_program(load_program(package), x)
+    assert psnr(got, ncnn_run(model, x)) >= 60
+
+
+@pytest.mark.parametrize(("name", "frame", "shape"), [
+    # Within the Core ML memory budget of an 8 GB Mac (fp16 activations in a quarter of the
+    # RAM), the package is built for the whole frame...
+    ("realesrgan-x4plus-anime", (360, 640), (360, 640)),
+    ("realesr-animevideov3", (1080, 1920), (1080, 1920)),
+    # ... and beyond it for the fewest tiles that divide the frame evenly.
+    ("realesrgan-x4plus-anime", (720, 1280), (368, 648)),
+])
+def test_core_ml_shape_for_a_job(name: str, frame: tuple[int, int],
+                                 shape: tuple[int, int]) -> None:
+    model = resolve_model(name)
+    budget = tile_budget("coreml", model, total_memory=8 << 30, free_memory=8 << 30)
+    assert choose_tile(*frame, 16, max_pixels=budget) == shape
+
+
+def test_package_at_a_frame_shape_chosen_by_the_plan() -> None:
+    model = resolve_model("realesr-animevideov3")
+    budget = tile_budget("coreml", model, total_memory=8 << 30, free_memory=8 << 30)
+    shape = choose_tile(72, 128, 16, max_pixels=budget)
+    assert shape == (72, 128)  # a whole frame
+    assert input_output_shapes(mlpackage_file(model, shape)) == ([1, 3, 72, 128],
+                                                                 [1, 3, 288, 512])
 
 
 RESIZES = [
@@ -276,10 +326,28 @@ def test_coreml_predicts_like_ncnn(name: str, cel: np.ndarray) -> None:
 def test_coreml_executor_batches(units: str, cel: np.ndarray) -> None:
     assert coreml.unavailable_reason() is None
     model = resolve_model("realesr-animevideov3")
-    options = ExecutorOptions(tile=TILE, batch=2, device=units)
-    x = cel_tiles(cel, 3)  # a full batch of 2, then 1 padded to 2
+    options = ExecutorOptions(tile=TILE, device=units)
+    x = cel_tiles(cel, 3)  # three tiles in one batch prediction
     with coreml.CoreMLExecutor(model, options) as executor:
-        assert (executor.fixed_tile, executor.scale) == (TILE, 4)
+        assert (executor.fixed_tile, executor.scale) == ((TILE, TILE), 4)
         got = executor.run(x)
     assert got.shape == (3, 3, TILE * 4, TILE * 4)
     assert psnr(got, ncnn_run(model, x)) >= 45
+
+
+@macos
+@pytest.mark.macos
+def test_coreml_runs_a_frame_at_its_own_shape(cel: np.ndarray) -> None:
+    model = resolve_model("realesr-animevideov3")
+    frame = cel[:40, :64].astype(np.float32) / 255
+    with coreml.CoreMLExecutor(model, ExecutorOptions()) as executor:
+        upscaler = FrameUpscaler(executor, batch=None,
+                                 max_pixels=tile_budget("coreml", model))
+        out = upscaler.upscale(frame)
+        assert executor.fixed_tile == (40, 64) and upscaler.tiles_run == 1
+        # Over the budget: two even tiles, one package for their shape, one batch prediction.
+        tiled = FrameUpscaler(executor, batch=None, max_pixels=40 * 40).upscale(frame)
+        assert executor.fixed_tile == (40, 40)
+    expected = ncnn_run(model, np.ascontiguousarray(frame.transpose(2, 0, 1))[None])[0]
+    assert psnr(out, np.clip(expected.transpose(1, 2, 0), 0, 1)) >= 45
+    assert psnr(tiled, out) >= 45

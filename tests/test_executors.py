@@ -23,7 +23,7 @@ from upscaler.executors.registry import (
     EXECUTORS,
     available_executors,
     create_executor,
-    default_tile,
+    tile_budget,
     unavailable_reason,
 )
 from upscaler.models.builds import onnx_file
@@ -163,7 +163,7 @@ def test_user_onnx_with_static_shape(tmp_path: Path) -> None:
     onnx.save(proto, path)
     batch = np.random.default_rng(3).random((2, 3, 24, 24), dtype=np.float32)
     with OnnxRuntimeExecutor(resolve_model(path), OPTIONS) as executor:
-        assert (executor.fixed_tile, executor.scale) == (24, 4)
+        assert (executor.fixed_tile, executor.scale) == ((24, 24), 4)
         out = executor.run(batch)  # a batch of 2 on a batch-1 model runs tile by tile
     assert psnr(out, ncnn_run(FAST, batch)) >= FP32_DB  # measured 121.8 dB
 
@@ -218,22 +218,27 @@ def test_auto_skips_executors_that_cannot_load_the_kind(user_fp16_onnx: Path) ->
     assert executor.name in ("openvino", "onnxruntime", "coreml")
 
 
-def test_default_tiles() -> None:
+def test_tile_budgets() -> None:
     fast, heavy = resolve_model(FAST), resolve_model("realesrgan-x4plus-anime")
-    assert default_tile("coreml", fast) == 256
-    # The documented CPU defaults on a machine with RAM to spare (the 2 GiB cap applies).
-    assert default_tile("openvino", heavy, free_memory=20 << 30) == 256
-    assert default_tile("onnx", fast, free_memory=20 << 30) == 1024
-    # 2 GiB of activations: a small frame fits whole, a heavy model gets tiles.
-    assert default_tile("ncnn", fast, free_memory=8 << 30, frame_size=(360, 480)) == 0
-    assert 128 <= default_tile("openvino", heavy, free_memory=8 << 30) < 1024
-    assert default_tile("openvino", heavy, free_memory=8 << 30) < default_tile(
-        "openvino", fast, free_memory=8 << 30)
-    assert default_tile("torch", heavy, device="cuda", free_memory=1 << 30) < default_tile(
+    ram = {"total_memory": 24 << 30, "free_memory": 20 << 30}  # a quarter of 24 GiB: 6 GiB
+    assert tile_budget("onnx", heavy, **ram) == (6 << 30) // (16 << 10)  # 393216 pixels
+    # ncnn's own workspace is 3.5x the activations: 320x180 still runs whole on it.
+    assert tile_budget("ncnn", heavy, **ram) == int((6 << 30) / (16 << 10) / 3.5) > 320 * 180
+    assert tile_budget("ncnn", fast, **ram) >= 1280 * 720  # 720p animevideov3 runs whole
+    assert tile_budget("openvino", heavy, **ram) < tile_budget("onnx", heavy, **ram)
+    # Half of what is available, when that is less than a quarter of the RAM.
+    assert tile_budget("onnx", heavy, total_memory=24 << 30, free_memory=4 << 30) == 131072
+    # A batch shares the budget.
+    assert tile_budget("onnx", heavy, **ram, batch=4) == 98304
+    # Core ML computes in fp16 and runs a batch one tile after another.
+    assert tile_budget("coreml", heavy, **ram, batch=4) == 786432
+    assert tile_budget("coreml", heavy, **ram, precision="fp32") == 393216
+    assert tile_budget("torch", heavy, device="cuda", free_memory=1 << 30) < tile_budget(
         "torch", heavy, device="cuda", free_memory=40 << 30)
-    assert default_tile("auto", fast) > 0
+    assert tile_budget("torch", heavy, device="cuda") == 512 * 512  # free memory unknown
+    assert tile_budget("auto", fast) > 0
     with pytest.raises(UsageError):
-        default_tile("tensorflow", fast)
+        tile_budget("tensorflow", fast)
 
 
 @pytest.mark.parametrize("message", [

@@ -146,9 +146,9 @@ def test_fixed_shape_tiles_are_reused_one_by_one() -> None:
 
 def test_out_of_memory_forgets_the_old_tiles() -> None:
     anime = OrtExecutor("realesr-animevideov3")
-    frames = FrameUpscaler(SmallMemoryExecutor(anime, max_pixels=40 * 40), overlap=8,
+    frames = FrameUpscaler(SmallMemoryExecutor(anime, max_pixels=48 * 48), overlap=8,
                            reuse=TileReuse())
-    first, second = noisy_frames(2)
+    first, second = noisy_frames(2, 64, 80)
     frames.upscale(first)  # whole frame refused, then tiled
     assert frames.oom_retries >= 1 and frames.tiles_reused == 0
     frames.upscale(second)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from upscaler.media.probe_pyav import pyav_json
 from upscaler.media.resume import work_dir
 from upscaler.media.segments import Segment, encode_segment, plan_segments
 from upscaler.media.video_reader import VideoReader
-from upscaler.video import VideoSettings, upscale_video
+from upscaler.video import StageTimes, VideoSettings, upscale_video
 
 FAST = VideoSettings(crf=8, preset="ultrafast", segment_seconds=0.5)
 
@@ -291,3 +292,19 @@ def test_plan_segments_cuts_on_time(mkv_clip: Path) -> None:
     segments = plan_segments(info, 0.5)
     # 24000/1001 fps: 0.5 s is 11.99 frames, so cuts fall on frames 12 and 24.
     assert segments == [Segment(0, 0, 12), Segment(1, 12, 12), Segment(2, 24, 6)]
+
+
+def test_stage_times_count_where_each_stage_spent_its_time(mkv_clip: Path,
+                                                           tmp_path: Path) -> None:
+    def slow_double(frame: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)  # a model far slower than decoding and encoding 64x36 frames
+        return double(frame)
+
+    times = StageTimes()
+    upscale_video(mkv_clip, tmp_path / "out.mkv", slow_double, FAST, times=times)
+    assert times.model.busy >= 30 * 0.02
+    # The model is the bottleneck: the encoder waits for it, and it hardly waits itself.
+    assert times.encode.waiting > times.encode.busy
+    assert times.encode.waiting > 0.5 * times.model.busy
+    assert times.model.waiting < times.model.busy
+    assert times.decode.busy > 0

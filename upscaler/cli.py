@@ -193,7 +193,7 @@ def _ray_input(args: argparse.Namespace) -> None:
 
 def _list_models(argv: Sequence[str]) -> int:
     from upscaler.models import cache
-    from upscaler.models.registry import DEFAULT_MODEL, MODELS, resolve_model
+    from upscaler.models.registry import DEFAULT_MODELS, MODELS, resolve_model
 
     args = _models_parser().parse_args(argv)
     if args.clear_cache:
@@ -202,7 +202,8 @@ def _list_models(argv: Sequence[str]) -> int:
     print(f"built models are cached in {cache.cache_dir()}")
     for name, spec in MODELS.items():
         ref = resolve_model(name)
-        mark = " (default)" if name == DEFAULT_MODEL else ""
+        kinds = [kind for kind, default in DEFAULT_MODELS.items() if default == name]
+        mark = f" (default for {' and '.join(k + 's' for k in kinds)})" if kinds else ""
         print(f"{name}{mark}  x{spec.scale}  {spec.description}")
         print(f"    source: {ref.path}")
         for built in cache.cached_builds(ref):

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from upscaler.errors import ConfigError
-from upscaler.models.registry import DEFAULT_MODEL
+from upscaler.models.registry import DEFAULT_MODELS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
@@ -23,16 +23,17 @@ IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gi
 
 @dataclass(frozen=True)
 class Options:
-    """Everything that shapes how one input is upscaled. None means "the executor's choice"."""
+    """Everything that shapes how one input is upscaled. None means "the executor's choice"
+    (for `model`: the default for the media kind, see upscaler.models.registry.model_for)."""
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     executor: str = "auto"
     precision: str | None = None
     device: str | None = None
     threads: int | None = None
     tile: int | None = None
-    overlap: int = 16
-    batch: int = 1
+    overlap: int | None = None
+    batch: int | None = None
     scale: float | None = None
     format: str | None = None
     suffix: str = "_upscaled"
@@ -109,14 +110,18 @@ class OptionField:
 
 
 _HELP = {
-    "model": "model name (see `upscale models`) or a .param/.onnx/.mlpackage/.pth file",
+    "model": "model name (see `upscale models`) or a .param/.onnx/.mlpackage/.pth file "
+             f"(default: {DEFAULT_MODELS['video']} for videos, {DEFAULT_MODELS['image']} for "
+             "images)",
     "executor": "auto, coreml, openvino, onnxruntime, ncnn or torch",
     "precision": "fp32, fp16 or bf16 (default: the executor's fastest that keeps >= 45 dB)",
     "device": "executor device, e.g. cuda:0, GPU, vulkan:0, or Core ML compute units (ALL)",
     "threads": "CPU threads for the executor",
-    "tile": "tile size in input pixels; 0 = whole frames where the executor allows it",
-    "overlap": "tile overlap in input pixels",
-    "batch": "tiles per executor call",
+    "tile": "longest tile side in input pixels (default: whole frames, or even tiles that "
+            "fit the executor's memory budget); 0 = whole frames",
+    "overlap": "least tile overlap in input pixels (default: the model's, 24 for the x4plus "
+               "models, 16 for others; at least twice the border padding)",
+    "batch": "tiles per executor call (default: 1; Core ML: all of a frame's tiles)",
     "scale": "output scale if not the model's (the model runs, then a good resize)",
     "format": "output image format: png, jpg, webp, tif, bmp or gif",
     "suffix": "suffix for outputs placed next to their input",
@@ -148,9 +153,9 @@ def validate_options(opts: Options) -> None:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if opts.tile is not None and (opts.tile < 0 or 0 < opts.tile < 16):
         raise ValueError("tile must be 0 (no tiling) or at least 16")
-    if opts.overlap < 0:
+    if opts.overlap is not None and opts.overlap < 0:
         raise ValueError("overlap must be >= 0")
-    if opts.batch < 1:
+    if opts.batch is not None and opts.batch < 1:
         raise ValueError("batch must be >= 1")
     if opts.threads is not None and opts.threads < 1:
         raise ValueError("threads must be >= 1")

@@ -1,12 +1,17 @@
-"""Upscale whole frames with an executor: cut into tiles, run them in batches, blend them back.
+"""Upscale whole frames with an executor: plan the tiles, run them in batches, blend them back.
 
-When the executor runs out of memory the tile size is halved and the frame retried; the smaller
-size is kept for the frames after it, so a long video pays for finding it only once.
+The plan comes from two limits: `max_pixels`, the memory budget of one executor call, and
+`tile`, a cap on a tile's side (the user's --tile). A frame within both runs whole; a larger one
+is cut into the fewest tiles that fit (see tiling.choose_tile). When the executor runs out of
+memory the tile side is halved and the frame retried; the smaller cap is kept for the frames
+after it, so a long video pays for finding it only once.
 With a `TileReuse`, tiles whose input has not changed since they were last computed take their
 stored output instead of a model pass (see reuse.py).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -14,73 +19,136 @@ from upscaler.borders import crop_frame, pad_frame
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.base import Executor
 from upscaler.reuse import TileReuse
-from upscaler.tiling import Stitcher, TilePlan, plan_tiles
+from upscaler.tiling import Stitcher, TilePlan, TileShape, choose_tile, plan_tiles
 
-FIRST_TILE = 512  # where tiling starts when a whole frame did not fit
 MIN_TILE = 32  # below this the overlaps cost more than the tiles are worth
 
 
 class FrameUpscaler:
     """Runs `executor` over frames, tiled or whole.
 
-    tile: input tile size; 0 runs each frame in one call (not possible with a fixed-shape
-      executor, whose `fixed_tile` always wins). overlap: minimum overlap of tiles, in input
-      pixels. batch: tiles per executor call. border: pixels mirrored out on every side of a
-      frame before the model and cropped after (see borders.py; the model's `border`).
-      reuse: held-tile reuse (video), None for none.
+    tile: the longest tile side in input pixels; 0 for no cap. max_pixels: the most input
+      pixels one executor call may take (the memory budget), None for no limit. With neither,
+      each frame runs in one call. overlap: minimum overlap of tiles, in input pixels; raised
+      to twice the border.
+    batch: tiles per executor call; None for 1, or all of a frame's tiles on a fixed-shape
+      executor (Core ML runs a batch one tile after another, so it costs no extra memory).
+    A fixed-shape executor takes tiles of its `fixed_tile` only. One that can be rebuilt for
+    another shape (`can_reshape`, Core ML from ncnn weights) is given the tile shape the plan
+    chooses for each frame size, so that its tiles divide the frame with no padding.
+    border: pixels mirrored out on every side of a frame before the model and cropped after (see
+    borders.py; the model's `border`); the plan covers the padded frame. reuse: held-tile reuse
+    (video), None for none.
 
-    Attributes a caller may read: `tile`, `overlap` and `batch` as currently used (they shrink
-    after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame counting as
-    one), `frames_run`, `oom_retries`, `plans_built`, `tiles_reused` (tiles given their stored
-    output instead) and `frames_reused` (frames for which the model did not run at all).
+    Attributes a caller may read: `tile`, `max_pixels`, `overlap` and `batch` as currently used
+    (they shrink after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame
+    counting as one), `frames_run`, `oom_retries`, `plans_built`, and the work done: the
+    pixels of the frames given (`frame_pixels`), of the frames as planned (`planned_pixels`,
+    more when a frame is padded before tiling) and given to the executor (`pixels_run`,
+    overlaps and retries included), and the seconds spent inside the executor
+    (`executor_seconds`), and `tiles_reused` (tiles given their stored output instead) and
+    `frames_reused` (frames for which the model did not run at all).
     """
 
-    def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16, batch: int = 1,
-                 *, min_tile: int = MIN_TILE, border: int = 0,
+    def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16,
+                 batch: int | None = 1, *, max_pixels: int | None = None,
+                 min_tile: int = MIN_TILE, border: int = 0,
                  reuse: TileReuse | None = None) -> None:
-        if tile < 0 or overlap < 0 or batch < 1:
-            raise UsageError(f"invalid tiling: tile {tile}, overlap {overlap}, batch {batch}")
-        if executor.fixed_tile is not None:
-            tile = executor.fixed_tile
+        if tile < 0 or overlap < 0 or (batch is not None and batch < 1) or (
+                max_pixels is not None and max_pixels < 1):
+            raise UsageError(f"invalid tiling: tile {tile}, overlap {overlap}, batch {batch}, "
+                             f"max_pixels {max_pixels}")
         if tile and tile <= overlap:
             raise UsageError(f"tile size {tile} must be larger than the overlap {overlap}")
         self.executor = executor
+        self.reshapes = bool(getattr(executor, "can_reshape", False))
         self.tile = tile
-        self.overlap = overlap
+        self.max_pixels = max_pixels
+        # A tile's edge is the model's zero padding, which disturbs about `border` pixels in from
+        # it (borders.py); the feathered blend hides that only when both tiles' disturbed bands
+        # lie inside their overlap. On flat colour 2x the border keeps seams within 1 level.
+        # A tile cap too small for that keeps the overlap asked for.
+        self.border = max(0, border)
+        wanted = max(overlap, 2 * self.border)
+        self.overlap = wanted if not tile or tile > 2 * wanted else overlap
         self.batch = batch
         self.min_tile = min_tile
-        self.border = max(0, border)
         self.tiles_run = 0
         self.frames_run = 0
+        self.pixels_run = 0
+        self.frame_pixels = 0
+        self.planned_pixels = 0
+        self.executor_seconds = 0.0
         self.oom_retries = 0
         self.plans_built = 0
         self.reuse = reuse
         self.tiles_reused = 0
         self.frames_reused = 0
-        self._plans: dict[tuple[int, int, int, int], TilePlan] = {}
+        self._plans: dict[tuple[int, int, int, int | None, int], TilePlan] = {}
+
+    @property
+    def fixed(self) -> bool:
+        """True when the executor takes only its `fixed_tile` and cannot be rebuilt."""
+        return self.executor.fixed_tile is not None and not self.reshapes
 
     def upscale(self, rgb: np.ndarray) -> np.ndarray:
         """float32 (H, W, 3) RGB in [0, 1] -> float32 (H*s, W*s, 3) in [0, 1]."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise MediaError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
+        self.frame_pixels += rgb.shape[0] * rgb.shape[1]
         padded = pad_frame(rgb, self.border)
         chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
         tiles_run = self.tiles_run
         while True:
+            plan = self.plan(chw.shape[1], chw.shape[2])
             try:
-                out = self._run_whole(chw) if self.tile == 0 else self._run_tiled(chw)
+                out = self._run(chw, plan)
                 break
             except OutOfMemoryError as e:
-                self._shrink(chw.shape[1], chw.shape[2], e)
+                self._shrink(plan, e)
                 self.oom_retries += 1
                 if self.reuse is not None:
                     self.reuse.reset()  # the old plan's tiles will not come again
         self.frames_run += 1
         self.frames_reused += self.reuse is not None and self.tiles_run == tiles_run
+        self.planned_pixels += plan.height * plan.width
         # A copy, always: `out` may be a reused output, which must stay as it is.
         hwc = np.array(crop_frame(out.transpose(1, 2, 0), self.border * self.executor.scale),
                        order="C")
         return np.clip(hwc, 0.0, 1.0, out=hwc)
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """The tile plan for frames of `height` x `width` under the current limits (cached)."""
+        key = (height, width, self.tile, self.max_pixels, self.overlap)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_tiles(height, width, self._tile_shape(height, width), self.overlap,
+                              self.executor.scale, pad_to_tile=self.fixed)
+            self._plans[key] = plan
+            self.plans_built += 1
+        return plan
+
+    def _tile_shape(self, height: int, width: int) -> TileShape:
+        if self.fixed:
+            assert self.executor.fixed_tile is not None  # for type checkers; see `fixed`
+            return self.executor.fixed_tile
+        return choose_tile(height, width, self.overlap, max_pixels=self.max_pixels,
+                           max_side=self.tile or None)
+
+    def _run(self, chw: np.ndarray, plan: TilePlan) -> np.ndarray:
+        if self.reshapes and self.executor.fixed_tile != plan.tile:
+            self.executor.reshape(*plan.tile)  # type: ignore[attr-defined]  # see can_reshape
+        if len(plan.tiles) == 1 and plan.padded_shape == (plan.height, plan.width):
+            return self._run_whole(chw)
+        return self._run_tiled(chw, plan)
+
+    def _execute(self, batch: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return self.executor.run(batch)
+        finally:
+            self.executor_seconds += time.perf_counter() - start
+            self.pixels_run += batch.shape[0] * batch.shape[2] * batch.shape[3]
 
     def _run_whole(self, chw: np.ndarray) -> np.ndarray:
         out = self._run_batch(chw[None], [(0, chw.shape[1], 0, chw.shape[2])])[0]
@@ -91,13 +159,13 @@ class FrameUpscaler:
                                 f"expected {expected}")
         return out
 
-    def _run_tiled(self, chw: np.ndarray) -> np.ndarray:
-        plan = self._plan(chw.shape[1], chw.shape[2])
+    def _run_tiled(self, chw: np.ndarray, plan: TilePlan) -> np.ndarray:
         padded = plan.pad(chw)
         stitcher = Stitcher(plan)
         tiles = plan.tiles
-        for i in range(0, len(tiles), self.batch):
-            group = tiles[i:i + self.batch]
+        batch = self.batch or (len(tiles) if self.executor.fixed_tile is not None else 1)
+        for i in range(0, len(tiles), batch):
+            group = tiles[i:i + batch]
             out = self._run_batch(np.stack([padded[:, t.y, t.x] for t in group]),
                                   [(t.y.start, t.y.stop, t.x.start, t.x.stop) for t in group])
             for tile, upscaled in zip(group, out, strict=True):
@@ -115,7 +183,7 @@ class FrameUpscaler:
         todo = [i for i, out in enumerate(outs) if out is None]
         if todo:
             run = batch if len(todo) == len(batch) else np.ascontiguousarray(batch[todo])
-            computed = self.executor.run(run)
+            computed = self._execute(run)
             if len(computed) != len(todo):
                 raise ExecutorError(f"executor returned {len(computed)} tiles for {len(todo)}")
             for i, upscaled in zip(todo, computed, strict=True):
@@ -126,34 +194,23 @@ class FrameUpscaler:
         self.tiles_reused += len(batch) - len(todo)
         return outs  # type: ignore[return-value]  # every None was filled
 
-    def _plan(self, height: int, width: int) -> TilePlan:
-        key = (height, width, self.tile, self.overlap)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = plan_tiles(height, width, self.tile, self.overlap, self.executor.scale,
-                              pad_to_tile=self.executor.fixed_tile is not None)
-            self._plans[key] = plan
-            self.plans_built += 1
-        return plan
-
-    def _shrink(self, height: int, width: int, error: OutOfMemoryError) -> None:
+    def _shrink(self, plan: TilePlan, error: OutOfMemoryError) -> None:
         """Make the next attempt smaller, or raise when nothing is left to shrink."""
-        if self.executor.fixed_tile is not None:
-            # The tile is the model's input shape; only the batch can give.
-            if self.batch == 1:
-                raise OutOfMemoryError(
-                    f"{self.executor.name}: out of memory even with one {self.tile} px tile"
-                ) from error
-            self.batch //= 2
+        batch = self.batch or (len(plan.tiles) if self.executor.fixed_tile is not None else 1)
+        if batch > 1 and len(plan.tiles) > 1:
+            # Fewer tiles at once before smaller tiles: the tile size is the quality.
+            self.batch = max(1, min(batch, len(plan.tiles)) // 2)
             return
-        tile = FIRST_TILE if self.tile == 0 else self.tile // 2
-        # A tile as large as the whole frame would just pad it: go below the frame's size.
-        while tile >= max(height, width) and tile // 2 >= self.min_tile:
-            tile //= 2
+        if self.fixed:
+            # The tile is the model's input shape; only the batch could give.
+            raise OutOfMemoryError(
+                f"{self.executor.name}: out of memory even with one {plan.tile[0]}x"
+                f"{plan.tile[1]} px tile") from error
+        # Halve the cap on the tile side; with no cap yet, start from the tile that failed.
+        tile = (self.tile or max(plan.tile)) // 2
         if tile < self.min_tile:
             raise OutOfMemoryError(
-                f"{self.executor.name}: out of memory even with {self.tile or 'whole-frame'} px "
-                f"tiles (minimum {self.min_tile})"
-            ) from error
+                f"{self.executor.name}: out of memory even with {plan.tile[0]}x{plan.tile[1]}"
+                f" px tiles (minimum {self.min_tile})") from error
         self.tile = tile
         self.overlap = min(self.overlap, tile // 2)

@@ -17,10 +17,11 @@ from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, 
 from upscaler.config import Job, Options, parse_colour
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.executors.base import Executor, ExecutorOptions
-from upscaler.executors.registry import create_executor, default_tile
+from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, check_storable, read_image, write_image
-from upscaler.models.registry import resolve_model
+from upscaler.media.stage_times import StageTimes
+from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
 from upscaler.plan import Task, plan_jobs, video_settings
 from upscaler.reuse import TileReuse
 
@@ -42,6 +43,17 @@ class Progress:
     frames_reused: int = 0
     tiles_reused: int = 0
     tiles: int = 0
+    # Where the time went, for reports and benchmarks (bench/bench_job.py): each video stage's
+    # busy and waiting seconds, and the model's work (see FrameUpscaler's counters).
+    stages: StageTimes | None = None
+    frame_pixels: int = 0
+    planned_pixels: int = 0
+    model_pixels: int = 0
+    model_seconds: float = 0.0
+
+    def count_work(self, frames: FrameUpscaler) -> None:
+        self.frame_pixels, self.planned_pixels = frames.frame_pixels, frames.planned_pixels
+        self.model_pixels, self.model_seconds = frames.pixels_run, frames.executor_seconds
 
     @property
     def finished(self) -> int:
@@ -63,19 +75,25 @@ class Upscaler:
     or the frames of a video pay for loading once.
     """
 
-    def __init__(self, options: Options, *, reuse: bool = False) -> None:
-        """reuse: give held tiles their stored output (video; see reuse.py)."""
+    def __init__(self, options: Options, media: MediaKind = "image", *,
+                 reuse: bool = False) -> None:
+        """media: what the frames are, which picks the default model; reuse: give held tiles
+        their stored output (video; see reuse.py)."""
         self.options = options
-        self.model = model = resolve_model(options.model)
-        tile = options.tile if options.tile is not None else default_tile(
-            options.executor, model, device=options.device)
+        self.model = model = resolve_model(model_for(options.model, media))
         exec_opts = ExecutorOptions(
             precision=options.precision,  # type: ignore[arg-type]  # validated in config
-            tile=tile, batch=options.batch, threads=options.threads, device=options.device,
+            tile=options.tile or 0, batch=options.batch or 1, threads=options.threads,
+            device=options.device,
         )
         self.executor: Executor = create_executor(options.executor, model, exec_opts)
-        self.frames = FrameUpscaler(self.executor, tile=tile, overlap=options.overlap,
-                                    batch=options.batch, border=model.border,
+        # --tile caps the tile side (0: whole frames); without it the memory budget decides.
+        budget = None if options.tile is not None else tile_budget(
+            self.executor.name, model, device=options.device, batch=options.batch or 1,
+            precision=options.precision)
+        self.frames = FrameUpscaler(self.executor, tile=options.tile or 0,
+                                    overlap=_overlap(options, model), batch=options.batch,
+                                    max_pixels=budget, border=model.border,
                                     reuse=TileReuse() if reuse else None)
 
     @property
@@ -85,7 +103,7 @@ class Upscaler:
     def identity(self) -> dict[str, str]:
         """What makes this upscaler's output what it is, as strings: a video's finished
         segments are reused only while it stays the same. The model file counts by size and
-        modification time; the tile is the one the job starts with."""
+        modification time; the tile cap and memory budget are those the job starts with."""
         files = [self.model.path, self.model.bin_path] if self.model.kind == "ncnn" else [
             self.model.path]
         stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
@@ -93,8 +111,11 @@ class Upscaler:
         precision = getattr(self.executor, "precision", None) or self.options.precision
         return {"model": self.model.name, "model_files": " ".join(stamps),
                 "executor": self.executor.name, "precision": str(precision),
-                "device": str(self.options.device), "tile": str(self.frames.tile),
-                "overlap": str(self.options.overlap), "border": str(self.frames.border),
+                "device": str(self.options.device),
+                # The user's cap only: the memory budget moves with free RAM between runs, and
+                # the plans it picks differ only slightly, at tile seams (bench/tile_quality.py).
+                "tile": str(self.options.tile),
+                "overlap": str(self.frames.overlap), "border": str(self.frames.border),
                 "scale": str(self.options.scale or self.model_scale),
                 "reuse": str(self.frames.reuse is not None)}
 
@@ -145,6 +166,13 @@ class Upscaler:
         src = to_model_input(frame)
         rgb = self._finish(self.frames.upscale(src.rgb), *frame.shape[:2])
         return from_model_output(rgb, None, like=src)
+
+
+def _overlap(options: Options, model: ModelRef) -> int:
+    """The user's overlap, else the model's, kept below half a tile the user capped."""
+    if options.overlap is not None:
+        return options.overlap
+    return min(model.overlap, options.tile // 2) if options.tile else model.overlap
 
 
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
@@ -232,9 +260,9 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
 
     settings = video_settings(options)
     check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
-    state = Progress("frame", 0, label=src.name)
+    state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
-    upscaler = Upscaler(options, reuse=options.reuse)
+    upscaler = Upscaler(options, "video", reuse=options.reuse)
     frames = upscaler.frames
 
     def report(done: int, total: int) -> None:
@@ -249,7 +277,8 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
         upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
                       identity=upscaler.identity(),
                       scale=options.scale or upscaler.model_scale,
-                      on_segment_start=upscaler.start_segment)
+                      on_segment_start=upscaler.start_segment, times=state.stages)
+        state.count_work(upscaler.frames)
     except KeyboardInterrupt:
         # A model call may still be running in the video's transform thread, and closing the
         # executor beneath it crashes ncnn; the process is ending, which frees it safely.

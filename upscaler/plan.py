@@ -27,7 +27,7 @@ from upscaler.executors.registry import (
     unavailable_reason,
 )
 from upscaler.media.images import is_image_path
-from upscaler.models.registry import resolve_model
+from upscaler.models.registry import MediaKind, model_for, resolve_model
 from upscaler.outputs import (
     folder_item_output,
     folder_output,
@@ -57,6 +57,11 @@ class Task:
     notes: tuple[str, ...] = ()
 
     @property
+    def media(self) -> MediaKind:
+        """What the model works on: a video's frames, or images (also a folder's)."""
+        return "video" if self.kind == "video" else "image"
+
+    @property
     def outputs(self) -> tuple[Path, ...]:
         return tuple(out for _, out in self.items) if self.kind == "folder" else (self.output,)
 
@@ -78,9 +83,10 @@ def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
     for n, job in enumerate(jobs):
         try:
             task = _plan(job)
-            key = (task.options.model, task.options.executor, task.options.device)
+            model = model_for(task.options.model, task.media)
+            key = (model, task.options.executor, task.options.device)
             if key not in runtimes:
-                runtimes[key] = _runtime_problem(task.options)
+                runtimes[key] = _runtime_problem(task.options, model)
             problem = runtimes[key]
             if problem is not None:
                 raise problem
@@ -229,10 +235,11 @@ def check_writable(folder: Path) -> None:
         raise UsageError(f"cannot write in {existing}: {e.strerror or e}", folder) from e
 
 
-def _runtime_problem(options: Options) -> UpscalerError | None:
-    """Why the model or executor of `options` cannot run here, without loading the model."""
+def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
+    """Why `model_name` or the executor of `options` cannot run here, without loading the
+    model."""
     try:
-        model = resolve_model(options.model)
+        model = resolve_model(model_name)
         name = canonical_name(options.executor)
         if name == AUTO:
             resolve_auto(model, ExecutorOptions(device=options.device))

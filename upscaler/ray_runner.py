@@ -145,9 +145,7 @@ class RayRunner:
         (_, described), = self._each([self._call(_describe, task.options)])
         if isinstance(described, BaseException):
             raise _reason(described, f"loading the model for {task.input}")
-        identity, scale, tile = described
-        options = task.options if task.options.tile is not None else dataclasses.replace(
-            task.options, tile=tile)  # every worker tiles as the identity says
+        identity, scale = described
 
         def report(done: int, total: int) -> None:
             state.done, state.total = done, total
@@ -158,7 +156,7 @@ class RayRunner:
                    on_segment: Callable[[Segment, Path], None]) -> None:
             # Paths as every node sees them, not relative to this process's folder.
             info = dataclasses.replace(info, path=info.path.resolve())
-            calls = [self._call(_make_segment, options, info, segment, settings, container,
+            calls = [self._call(_make_segment, task.options, info, segment, settings, container,
                                 path.resolve()) for segment, path in zip(segments, paths,
                                                                          strict=True)]
             for n, result in self._each(calls):
@@ -271,18 +269,15 @@ def _upscaler(options: Options, video: bool) -> Upscaler:
         if _cached is not None:
             _cached[1].close()
             _cached = None
-        up = Upscaler(options, reuse=video and options.reuse)
-        # Built with the tile it chose, it is also the Upscaler for that tile given outright.
-        chosen = dataclasses.replace(options, tile=up.frames.tile)
-        _cached = ((video, *(getattr(chosen, name) for name in _MODEL_OPTIONS)), up)
-        return up
+        up = Upscaler(options, "video" if video else "image", reuse=video and options.reuse)
+        _cached = (key, up)
     return _cached[1]
 
 
-def _describe(options: Options) -> tuple[dict[str, str], float, int]:
-    """(Worker) The identity, scale and tile of the video Upscaler for `options`."""
+def _describe(options: Options) -> tuple[dict[str, str], float]:
+    """(Worker) The identity and scale of the video Upscaler for `options`."""
     up = _upscaler(options, video=True)
-    return up.identity(), options.scale or up.model_scale, up.frames.tile
+    return up.identity(), options.scale or up.model_scale
 
 
 def _make_segment(options: Options, info: VideoInfo, segment: Segment,

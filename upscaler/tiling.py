@@ -1,13 +1,17 @@
 """Tile plans and the feathering stitcher.
 
-A plan cuts a frame into tiles of exactly `tile` x `tile` input pixels, because a fixed-shape
-executor (Core ML) accepts nothing else, overlapping by at least `overlap` pixels so that the
-seams can be blended away. The geometry is worked out once for one axis (`plan_axis`) and used
-for both. Along an axis the tile count comes first and the positions are then spread evenly, so
-every overlap is about the same size (as chaiNNer's tiler does). Tiles at the image borders are
-shifted inward rather than padded: the model then sees the same zero-padded border it would see
-on the whole frame. Only an image shorter than the tile along an axis is reflect-padded up to the
-tile, and the padding is cropped from the output.
+A plan cuts a frame into a grid of equal tiles that overlap by at least `overlap` pixels so that
+the seams can be blended away. `choose_tile` picks the tile shape: the whole frame when it fits
+the limits (a memory budget in pixels and a cap on the side), otherwise the grid of tiles that
+fit with the least model work, then the fewest tiles. Each axis is divided evenly by its tile
+count, so a 320-pixel axis cut in two gets two 168-pixel tiles, not two 256-pixel ones, and
+tiles are rectangular where that wastes less. The geometry is worked out once for one axis
+(`axis_tile`, `axis_count`, `plan_axis`) and used for both. Along an axis the tile count comes
+first and the positions are then spread evenly, so every overlap is about the same size (as
+chaiNNer's tiler does). Tiles at the image borders are shifted inward rather than padded: the
+model then sees the same zero-padded border it would see on the whole frame. Only a fixed-shape
+executor's tile longer than the image is filled, by reflect-padding, and the padding cropped
+from the output.
 
 Arrays are channel-first, (C, H, W); the slices of a tile apply to the last two axes.
 """
@@ -23,6 +27,8 @@ import numpy as np
 from upscaler.errors import ExecutorError, UsageError
 
 RAMP_FLOOR = 1e-3
+WORK_TIE = 1.01  # grids within 1% of the least model work count as equally fast
+TileShape = tuple[int, int]  # (height, width) in input pixels
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,14 @@ class Tile:
 
 @dataclass(frozen=True)
 class TilePlan:
-    """The tiles of a `height` x `width` frame for a model that upscales by `scale`."""
+    """The tiles of a `height` x `width` frame for a model that upscales by `scale`.
+
+    `tile` is the (height, width) of every tile.
+    """
 
     height: int
     width: int
-    tile: int
+    tile: TileShape
     overlap: int
     scale: int
     rows: AxisPlan
@@ -92,6 +101,16 @@ class TilePlan:
     def out_shape(self) -> tuple[int, int]:
         return self.height * self.scale, self.width * self.scale
 
+    @property
+    def model_pixels(self) -> int:
+        """Input pixels the model runs on for one frame, overlaps and padding included."""
+        return len(self.tiles) * self.tile[0] * self.tile[1]
+
+    @property
+    def overlap_share(self) -> float:
+        """Model work beyond the frame's own pixels: model pixels / frame pixels - 1."""
+        return self.model_pixels / (self.height * self.width) - 1
+
     def pad(self, image: np.ndarray) -> np.ndarray:
         """`image` (..., height, width), reflect-padded at the bottom and right up to the tile."""
         pad_y, pad_x = self.rows.padded - self.height, self.cols.padded - self.width
@@ -106,6 +125,61 @@ class TilePlan:
         return output[..., :out_h, :out_w]
 
 
+def axis_tile(length: int, count: int, overlap: int) -> int:
+    """The shortest tile with which `count` tiles overlapping by >= `overlap` cover `length`."""
+    return -(-(length + (count - 1) * overlap) // count)
+
+
+def axis_count(length: int, limit: int, overlap: int) -> int:
+    """The fewest tiles of at most `limit` pixels, overlapping by >= `overlap`, over `length`.
+
+    axis_tile(length, axis_count(...), overlap) is then <= limit.
+    """
+    if length <= limit:
+        return 1
+    if limit <= overlap:
+        raise UsageError(f"tile size {limit} must be larger than the overlap {overlap}")
+    return math.ceil((length - overlap) / (limit - overlap))
+
+
+def choose_tile(height: int, width: int, overlap: int, *, max_pixels: int | None = None,
+                max_side: int | None = None) -> TileShape:
+    """The tile shape for a `height` x `width` frame on an executor that takes any shape.
+
+    The whole frame when it has at most `max_pixels` pixels (None: no limit) and no side
+    longer than `max_side` (None: no limit). Otherwise every grid whose tiles fit both limits
+    is considered, each axis divided evenly among its tiles, and the one with the least model
+    work (tiles x tile pixels) is taken; grids within WORK_TIE of the least count as equal,
+    and of those the one with the fewest tiles wins (fewer seams, fewer calls). Raises
+    UsageError when no tile longer than the overlap fits.
+    """
+    side = max_side if max_side is not None else max(height, width)
+    pixels = max_pixels if max_pixels is not None else height * width
+    grids: list[tuple[int, int, TileShape]] = []  # (model pixels, tiles, shape)
+    for rows in range(1, height + 1):
+        tile_h = axis_tile(height, rows, overlap)
+        if rows > 1 and tile_h <= overlap:
+            break
+        # More rows cover at least (height + (rows - 1) * overlap) x width: past the least work
+        # found so far, no grid with more rows can win.
+        if grids and (height + (rows - 1) * overlap) * width > min(grids)[0] * WORK_TIE:
+            break
+        limit = min(side, pixels // tile_h)
+        if tile_h > side or (width > limit and limit <= overlap):
+            continue
+        tile_w = axis_tile(width, axis_count(width, limit, overlap), overlap)
+        count = axis_count(height, tile_h, overlap) * axis_count(width, tile_w, overlap)
+        grids.append((count * tile_h * tile_w, count, (tile_h, tile_w)))
+        if count == 1:
+            break
+    if not grids:
+        raise UsageError(f"no tile of a {height}x{width} frame fits in {max_pixels} pixels "
+                         f"and {max_side} px a side with an overlap of {overlap}")
+    least = min(work for work, _, _ in grids)
+    near = [(count, work, shape) for work, count, shape in grids if work <= least * WORK_TIE]
+    return min(near)[2]
+
+
 def plan_axis(length: int, tile: int, overlap: int, pad_to_tile: bool = True) -> AxisPlan:
     """Cover `length` pixels with tiles of `tile` pixels overlapping by at least `overlap`.
 
@@ -117,7 +191,7 @@ def plan_axis(length: int, tile: int, overlap: int, pad_to_tile: bool = True) ->
         return AxisPlan(length, size, (Span(0, size, 0, 0),))
     # The fewest tiles whose overlaps can all be >= overlap, then spread evenly; rounding each
     # start to the nearest pixel keeps every step <= tile - overlap.
-    count = math.ceil((length - overlap) / (tile - overlap))
+    count = axis_count(length, tile, overlap)
     travel, gaps = length - tile, count - 1
     starts = [(i * travel + gaps // 2) // gaps for i in range(count)]
     spans = tuple(
@@ -132,21 +206,23 @@ def plan_axis(length: int, tile: int, overlap: int, pad_to_tile: bool = True) ->
     return AxisPlan(length, length, spans)
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int = 16, scale: int = 1,
-               pad_to_tile: bool = True) -> TilePlan:
-    """The plan for a `height` x `width` frame; tiles of `tile` x `tile`, overlap >= `overlap`.
+def plan_tiles(height: int, width: int, tile: int | TileShape, overlap: int = 16,
+               scale: int = 1, pad_to_tile: bool = True) -> TilePlan:
+    """The plan for a `height` x `width` frame; tiles of `tile` (a side, or (height, width)),
+    overlap >= `overlap`. An axis longer than its tile needs a tile longer than the overlap.
 
-    With `pad_to_tile` off (executors that take any shape), an axis shorter than `tile` gets
+    With `pad_to_tile` off (executors that take any shape), an axis shorter than the tile gets
     tiles as long as the axis instead of padded ones.
     """
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     if height < 1 or width < 1:
         raise UsageError(f"cannot tile an empty {height}x{width} frame")
     if scale < 1:
         raise UsageError(f"scale must be at least 1, not {scale}")
-    if overlap < 0 or tile <= overlap:
-        raise UsageError(f"tile size {tile} must be larger than the overlap {overlap}")
-    rows = plan_axis(height, tile, overlap, pad_to_tile)
-    cols = plan_axis(width, tile, overlap, pad_to_tile)
+    if overlap < 0 or min(tile_h, tile_w) < 1:
+        raise UsageError(f"invalid tile {tile_h}x{tile_w} or overlap {overlap}")
+    rows = plan_axis(height, tile_h, overlap, pad_to_tile)
+    cols = plan_axis(width, tile_w, overlap, pad_to_tile)
     tiles = tuple(
         Tile(
             r, c,
@@ -156,7 +232,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int = 16, scale: int
         for r, ys in enumerate(rows.spans)
         for c, xs in enumerate(cols.spans)
     )
-    return TilePlan(height, width, tile, overlap, scale, rows, cols, tiles)
+    shape = (rows.spans[0].stop - rows.spans[0].start, cols.spans[0].stop - cols.spans[0].start)
+    return TilePlan(height, width, shape, overlap, scale, rows, cols, tiles)
 
 
 def feather(span: Span, scale: int) -> np.ndarray:

@@ -35,9 +35,10 @@ from upscaler.media.probe import VideoInfo, probe
 from upscaler.media.resume import Resumed, WorkFolder, work_dir
 from upscaler.media.segments import PARTIAL, Segment, encode_segments, plan_segments
 from upscaler.media.space import check_space, is_disk_full
+from upscaler.media.stage_times import StageTimes
 from upscaler.media.video_writer import Encoding
 
-__all__ = ["VideoSettings", "check_video_job", "upscale_video", "work_dir"]
+__all__ = ["StageTimes", "VideoSettings", "check_video_job", "upscale_video", "work_dir"]
 
 Progress = Callable[[int, int], None]
 # Makes the segments a job has left: (source, segments, their files, the output's container,
@@ -73,6 +74,7 @@ def upscale_video(src: str | Path, dst: str | Path,
                   identity: Mapping[str, str] | None = None,
                   scale: float | None = None,
                   on_segment_start: Callable[[Segment], None] | None = None,
+                  times: StageTimes | None = None,
                   encode: SegmentEncoder | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
@@ -90,6 +92,7 @@ def upscale_video(src: str | Path, dst: str | Path,
       its thread; a transform that remembers earlier frames resets there, so that a segment
       comes out the same whether it follows the one before, is redone on resume, or runs
       alone on another worker.
+    times: added to as the stages run: seconds each spent working and waiting (stage_times).
     encode: makes the segments left to do in place of `encode_segments` with `transform` in
       this process (which is then unused): the Ray runner's, which makes them on a cluster.
       Everything else (resume, the manifest, the join and mux) stays here.
@@ -137,7 +140,7 @@ def upscale_video(src: str | Path, dst: str | Path,
                 encode(info, todo, paths, container, on_frames, folder.finished)
             elif transform is not None:
                 encode_segments(info, todo, transform, settings, paths, container, on_frames,
-                                folder.finished, on_segment_start)
+                                folder.finished, on_segment_start, times)
             join_and_mux(info, segments, [folder.path_of(s) for s in segments], dst,
                          encoding.encoder, settings.overwrite)
         except BaseException as e:

@@ -16,8 +16,8 @@ class ExecutorOptions:
     """Settings common to executors; each ignores what does not apply to it.
 
     precision: None picks the executor's fastest precision that stays within 45 dB of fp32.
-    tile: the input tile size the executor is prepared for (Core ML builds its model for it);
-      0 asks for whole frames where the runtime can take any shape.
+    tile: the input tile side the executor is first prepared for (Core ML builds its model for
+      it); 0 leaves the shape to the first frame's plan.
     batch: tiles per call.
     threads: CPU threads, None for the runtime's default.
     device: a runtime-specific device ("cuda:0", "GPU", "vulkan:0", compute units "ALL"...).
@@ -38,11 +38,13 @@ class Executor(Protocol):
     (N, 3, h * scale, w * scale), unclamped. It raises OutOfMemoryError when the batch or tile
     is too large for the device, so the caller can retry smaller, and ExecutorError otherwise.
     `fixed_tile` is the only (h, w) a fixed-shape executor (Core ML) accepts, else None.
+    A fixed-shape executor that can be rebuilt for another shape (Core ML from ncnn weights)
+    also has `can_reshape = True` and `reshape(h, w)`, which makes (h, w) its `fixed_tile`.
     """
 
     name: str
     scale: int
-    fixed_tile: int | None
+    fixed_tile: tuple[int, int] | None
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 

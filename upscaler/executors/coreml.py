@@ -1,9 +1,11 @@
-"""Core ML executor (macOS): a package built for one tile size, on the Neural Engine, GPU or CPU."""
+"""Core ML executor (macOS): packages built for each frame size's tile shape, on the Neural
+Engine, GPU or CPU."""
 
 from __future__ import annotations
 
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +15,6 @@ from upscaler.executors.base import ClosingExecutor, ExecutorOptions, one_line
 from upscaler.models.builds import mlpackage_file
 from upscaler.models.registry import ModelRef
 
-DEFAULT_TILE = 256
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 _MIN_MACOS = (13, 0)  # the packages target macOS 13 (ML Program, iOS16 opset)
 _OOM_MARKERS = ("out of memory", "insufficient memory", "failed to allocate")
@@ -36,14 +37,18 @@ def unavailable_reason() -> str | None:
 
 
 class CoreMLExecutor(ClosingExecutor):
-    """Runs a Core ML package built for (batch, 3, tile, tile) tiles.
+    """Runs a Core ML package built for one input shape, (batch, 3, height, width).
 
-    options.tile picks the tile the package is built for (256 when 0); a package is built and
-    cached once per tile and batch, which takes seconds to a minute. options.device picks the
-    compute units: "ALL" (default: Neural Engine, GPU and CPU as Core ML sees fit),
+    A model from ncnn weights is built for the shape the tile plan chooses for each frame size
+    (`reshape`): the whole frame where its activations fit the memory budget, else the fewest
+    tiles that divide it evenly. The Neural Engine runs only fixed shapes, and a whole frame
+    there is several times faster than small tiles. Each shape's package is built once (seconds
+    to a minute) and cached; options.tile > 0 builds a square one at once. options.device picks
+    the compute units: "ALL" (default: Neural Engine, GPU and CPU as Core ML sees fit),
     "CPU_AND_NE", "CPU_AND_GPU" or "CPU_ONLY". Arithmetic is fp16 ("fp32" builds an fp32
-    package, which only the GPU and CPU run). A user's .mlpackage runs with the shape it
-    declares. A short last batch is padded with zero tiles.
+    package, which only the GPU and CPU run). Built packages take one tile per input; a batch
+    of tiles goes to Core ML's batch prediction in one call. A user's .mlpackage runs with the
+    shape it declares; a short last batch for it is padded with zero tiles.
     """
 
     name = "coreml"
@@ -60,16 +65,35 @@ class CoreMLExecutor(ClosingExecutor):
         if units not in COMPUTE_UNITS:
             raise ExecutorError(f"coreml: unknown compute units {options.device!r}; "
                                 f"use one of {', '.join(COMPUTE_UNITS)}")
-        tile = options.tile or DEFAULT_TILE
-        path = mlpackage_file(model, tile, max(1, options.batch), options.precision or "fp16")
+        self._ct = ct
+        self._source = model
+        self._precision = options.precision or "fp16"
+        self.compute_units = units
+        self.can_reshape = model.kind != "mlpackage"
+        self.fixed_tile: tuple[int, int] | None = None
+        self.scale: int = model.scale or 0
+        self._model: Any = None
+        if not self.can_reshape:
+            self._load(model.path)
+        elif options.tile:
+            self.reshape(options.tile, options.tile)
+
+    def reshape(self, height: int, width: int) -> None:
+        """Load the package for (1, 3, height, width) tiles, building it on first use."""
+        if not self.can_reshape:
+            raise ExecutorError(f"coreml: {self._source.path.name} takes only "
+                                f"{self.fixed_tile} tiles", self._source.path)
+        self._model = None  # one loaded shape at a time: a video has one frame size
+        self._load(mlpackage_file(self._source, (height, width), 1, self._precision))
+
+    def _load(self, path: Path) -> None:
+        ct = self._ct
         self.path = path
-        self._model: Any
         try:
-            self._model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[units])
+            model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[self.compute_units])
         except Exception as e:  # Core ML reports load failures as bare Exceptions
             raise ModelError(f"not a loadable Core ML package: {one_line(e)}", path) from e
-
-        description = self._model.get_spec().description
+        description = model.get_spec().description
         self._input_name = description.input[0].name
         self._output_name = description.output[0].name
         in_shape = tuple(description.input[0].type.multiArrayType.shape)
@@ -77,41 +101,47 @@ class CoreMLExecutor(ClosingExecutor):
         if len(in_shape) != 4 or len(out_shape) != 4:
             raise ModelError(f"expected fixed NCHW input and output, got {in_shape} -> "
                              f"{out_shape}", path)
-        self._batch, channels, height, width = in_shape
-        if channels != 3 or height != width:
-            raise ModelError(f"input {in_shape} is not RGB square tiles", path)
+        batch, channels, height, width = in_shape
+        if channels != 3:
+            raise ModelError(f"input {in_shape} is not RGB", path)
         if out_shape[2] % height or out_shape[2] // height != out_shape[3] // width:
             raise ModelError(f"output {out_shape} is not an integer multiple of input "
                              f"{in_shape}", path)
-        self.fixed_tile: int | None = height
-        self.scale: int = out_shape[2] // height
-        self.compute_units = units
+        self._model, self._batch = model, batch
+        self.fixed_tile = (height, width)
+        self.scale = out_shape[2] // height
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, tile, tile) RGB in [0, 1] -> float32 (N, 3, tile*s, tile*s)."""
-        if batch.ndim != 4 or batch.shape[1:] != (3, self.fixed_tile, self.fixed_tile):
-            raise ExecutorError(f"coreml: the package takes (N, 3, {self.fixed_tile}, "
-                                f"{self.fixed_tile}) tiles, got {tuple(batch.shape)}", self.path)
-        parts = []
+        """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s). A package built here
+        takes any (h, w), building one for a new shape; a user's only its own."""
+        if self.can_reshape and batch.ndim == 4 and batch.shape[2:] != self.fixed_tile:
+            self.reshape(*batch.shape[2:])
+        if batch.ndim != 4 or batch.shape[1:] != (3, *self.fixed_tile):  # type: ignore[misc]
+            raise ExecutorError(f"coreml: the package takes (N, 3, {self.fixed_tile[0]}, "
+                                f"{self.fixed_tile[1]}) tiles, got {tuple(batch.shape)}",
+                                self.path)
+        feeds = []
         for start in range(0, len(batch), self._batch):
             chunk = batch[start : start + self._batch]
             short = self._batch - len(chunk)
             if short:
                 chunk = np.concatenate([chunk, np.zeros((short, *chunk.shape[1:]), chunk.dtype)])
-            parts.append(self._predict(chunk)[: self._batch - short])
-        return np.concatenate(parts)
+            feeds.append({self._input_name: np.ascontiguousarray(chunk, dtype=np.float32)})
+        return np.concatenate(self._predict(feeds))[: len(batch)]
 
-    def _predict(self, chunk: np.ndarray) -> np.ndarray:
-        feed = np.ascontiguousarray(chunk, dtype=np.float32)
+    def _predict(self, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """One Core ML call for all `feeds`: several go through its batch prediction."""
+        shape = (len(feeds), *feeds[0][self._input_name].shape)
         try:
-            out: dict[str, Any] = self._model.predict({self._input_name: feed})
+            out: Any = self._model.predict(feeds if len(feeds) > 1 else feeds[0])
         except Exception as e:  # Core ML reports prediction failures as bare Exceptions
             if any(m in str(e).lower() for m in _OOM_MARKERS):
                 raise OutOfMemoryError(f"coreml ({self.compute_units}): out of memory for "
-                                       f"input {tuple(feed.shape)}: {one_line(e)}") from e
-            raise ExecutorError(f"coreml ({self.compute_units}) failed on input "
-                                f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
-        return np.asarray(out[self._output_name], dtype=np.float32)
+                                       f"inputs {shape}: {one_line(e)}") from e
+            raise ExecutorError(f"coreml ({self.compute_units}) failed on inputs {shape}: "
+                                f"{one_line(e)}", self.path) from e
+        results = out if isinstance(out, list) else [out]
+        return [np.asarray(r[self._output_name], dtype=np.float32) for r in results]
 
     def close(self) -> None:
         self._model = None

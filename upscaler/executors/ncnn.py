@@ -82,7 +82,7 @@ class NcnnExecutor(ClosingExecutor):
     """
 
     name = "ncnn"
-    fixed_tile: int | None = None
+    fixed_tile: tuple[int, int] | None = None
 
     def __init__(self, model: ModelRef, options: ExecutorOptions) -> None:
         import ncnn

@@ -143,9 +143,10 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         batch, channels, height, width = _static_dims(model_input.shape, path)
         if channels not in (None, 3):
             raise ModelError(f"model takes {channels} channels, expected 3 (RGB)", path)
-        if (height is None) != (width is None) or (height is not None and height != width):
-            raise ModelError(f"fixed input shape {height}x{width} is not square", path)
-        self.fixed_tile: int | None = height
+        if (height is None) != (width is None):
+            raise ModelError(f"input shape {height}x{width} fixes only one side", path)
+        self.fixed_tile: tuple[int, int] | None = (
+            None if height is None or width is None else (height, width))
         self._fixed_batch = batch
         self.scale: int = model.scale if model.scale is not None else self._measure_scale(path)
 
@@ -155,10 +156,9 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         if all(isinstance(d, int) for d in (*out_shape[2:], *in_shape[2:])):
             in_h, in_w, out_h, out_w = (*in_shape[2:], *out_shape[2:])
         else:
-            side = self.fixed_tile or _PROBE_SIZE
-            probe = np.zeros((1, 3, side, side), np.float32)
+            in_h, in_w = self.fixed_tile or (_PROBE_SIZE, _PROBE_SIZE)
+            probe = np.zeros((1, 3, in_h, in_w), np.float32)
             out_h, out_w = self.run(probe).shape[2:]
-            in_h = in_w = side
         if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
             raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
                              f"{in_h}x{in_w}", path)

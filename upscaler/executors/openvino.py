@@ -59,7 +59,7 @@ class OpenVinoExecutor(ClosingExecutor):
     """
 
     name = "openvino"
-    fixed_tile: int | None = None
+    fixed_tile: tuple[int, int] | None = None
 
     def __init__(self, model: ModelRef, options: ExecutorOptions, *,
                  performance_hint: PerformanceHint = "LATENCY") -> None:

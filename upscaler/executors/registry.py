@@ -155,61 +155,65 @@ def resolve_auto(model: ModelRef, options: ExecutorOptions | None = None) -> str
     raise ExecutorError(f"no executor can run a {model.kind} model here", model.path)
 
 
-# Tile sizes tried by default_tile, largest first; multiples of 64 suit every runtime's blocking.
-TILE_STEPS = (1024, 768, 512, 384, 256, 192, 128)
-COREML_TILE = 256
-GPU_TILE_UNKNOWN_MEMORY = 512
-CPU_MEMORY_SHARE = 4  # a CPU executor may use 1/4 of the available memory for activations ...
-CPU_MEMORY_CAP = 2 << 30  # ... but no more than 2 GiB, leaving room for decoding and encoding
+GPU_TILE_UNKNOWN_MEMORY = 512  # a GPU whose free memory is unknown gets 512x512-pixel calls
+CPU_MEMORY_SHARE = 4  # a CPU executor may use 1/4 of the machine's RAM for activations ...
+CPU_AVAILABLE_SHARE = 2  # ... but no more than half of what is available when the job starts
 GPU_MEMORY_SHARE = 2  # a GPU executor may use half of the free GPU memory
 UNKNOWN_MODEL_BYTES_PER_PIXEL = 16 << 10  # a user .onnx/.pth: as heavy as x4plus-anime
+# Peak memory of a CPU executor over the graph's estimate (activation_bytes_per_pixel), from
+# peak RSS per input pixel of one whole tile (bench/executor_memory.py, x4plus-anime at 128 px,
+# animevideov3 at 256-384 px): ncnn 54.2 KB and 2.8-3.2 KB (3.3x and 2.4-2.8x: its Winograd
+# transforms, and pools that keep freed blobs of every resolution); openvino 13.3 KB and
+# 1.36-1.41 KB (0.8x, 1.2x); onnxruntime 16.2 KB and 0.8-1.0 KB (1.0x, 0.9x).
+CPU_WORKSPACE = {"ncnn": 3.5, "openvino": 1.25}
 
 
-def default_tile(executor_name: str, model: ModelRef | None = None, *,
-                 device: str | None = None, free_memory: int | None = None,
-                 frame_size: tuple[int, int] | None = None) -> int:
-    """The default input tile size (pixels a side) for an executor; 0 means whole frames.
+def tile_budget(executor_name: str, model: ModelRef | None = None, *,
+                device: str | None = None, free_memory: int | None = None,
+                total_memory: int | None = None, batch: int = 1,
+                precision: str | None = None) -> int:
+    """The most input pixels one executor call may hold: the memory budget the tile plan obeys.
 
-    - coreml: 256. The Core ML model is compiled for one fixed shape; 256 is a shape the
-      Neural Engine takes for these models and keeps compile time and memory small.
-    - GPU executors (onnxruntime with CUDA/TensorRT, torch, ncnn on "vulkan"): the largest of
-      TILE_STEPS whose estimated activation memory fits in half of `free_memory` (the GPU's
-      free bytes), or 512 when that is not given.
-    - CPU executors (openvino, onnxruntime, ncnn): the largest of TILE_STEPS whose estimated
-      activations fit in a quarter of the available RAM, capped at 2 GiB: 256 for
-      x4plus-anime, 1024 for animevideov3. Per pixel, CPU speed hardly depends on tile size,
-      but bigger tiles waste less work on the overlap between tiles.
-    With `frame_size` (height, width), 0 is returned when the whole frame fits the same budget,
-    except for Core ML, which needs its fixed tile.
-    The activation estimate comes from the model's graph (the largest set of blobs one layer
-    reads and writes, in fp32, doubled for runtime workspace); user files without a graph are
-    assumed as heavy as x4plus-anime.
+    A frame with at most this many pixels runs whole; a larger one is cut into the tiles of
+    least work that hold at most this many pixels (upscaler.tiling.choose_tile).
+    - CPU executors (openvino, onnxruntime, ncnn): their measured peak memory fits in a quarter
+      of the machine's RAM and in half of what is available (`total_memory` and `free_memory`
+      override the measured figures). With 24 GB that is 5.9 GB: 102,000 pixels for
+      x4plus-anime on ncnn (a 320x180 frame whole, 1920x1080 in 24 tiles), 358,000 on
+      onnxruntime; 1.45 million pixels for animevideov3 on ncnn (1280x720 whole).
+      Per pixel, CPU speed hardly depends on tile size, but bigger tiles waste less work on
+      the overlaps between them.
+    - GPU executors (onnxruntime with CUDA/TensorRT, torch, ncnn on "vulkan"): the estimate
+      fits in half of `free_memory` (the GPU's free bytes), or 512x512 pixels when that is
+      not given.
+    - coreml: as on a CPU (Apple's memory is shared), with the fp16 activations that the
+      package computes in (half the fp32 estimate) unless `precision` is "fp32".
+    `batch` tiles per call share the budget, except on Core ML, which runs a batch one tile
+    after another. The activation estimate comes from the model's graph (the largest set of
+    blobs one layer reads and writes, in fp32, doubled for runtime workspace), times the
+    executor's measured CPU_WORKSPACE; user files without a graph are assumed as heavy as
+    x4plus-anime.
     """
     name = canonical_name(executor_name)
     if name == AUTO:
         name = resolve_auto(model) if model is not None else CPU_ORDER[0]
     elif name not in EXECUTORS:
         raise UsageError(f"unknown executor {name!r}; use {AUTO}, {', '.join(EXECUTORS)}")
-    if name == "coreml":
-        return COREML_TILE
-
-    on_gpu = _runs_on_gpu(name, device)
-    if on_gpu:
+    per_pixel = float(activation_bytes_per_pixel(model) if model is not None else
+                      UNKNOWN_MODEL_BYTES_PER_PIXEL)
+    if name != "coreml" and _runs_on_gpu(name, device):
         if free_memory is None:
-            return GPU_TILE_UNKNOWN_MEMORY
+            return GPU_TILE_UNKNOWN_MEMORY**2 // max(1, batch)
         budget = free_memory // GPU_MEMORY_SHARE
     else:
-        available = free_memory if free_memory is not None else _available_ram()
-        budget = min(available // CPU_MEMORY_SHARE, CPU_MEMORY_CAP)
-
-    per_pixel = activation_bytes_per_pixel(model) if model is not None else (
-        UNKNOWN_MODEL_BYTES_PER_PIXEL)
-    if frame_size is not None and frame_size[0] * frame_size[1] * per_pixel <= budget:
-        return 0
-    for tile in TILE_STEPS:
-        if tile * tile * per_pixel <= budget:
-            return tile
-    return TILE_STEPS[-1]
+        total = total_memory if total_memory is not None else _total_ram()
+        available = free_memory if free_memory is not None else _available_ram(total)
+        budget = min(total // CPU_MEMORY_SHARE, available // CPU_AVAILABLE_SHARE)
+        per_pixel *= CPU_WORKSPACE.get(name, 1.0)
+    if name == "coreml":
+        per_pixel = per_pixel if precision == "fp32" else per_pixel / 2
+        batch = 1
+    return max(1, int(budget // (per_pixel * max(1, batch))))
 
 
 def _runs_on_gpu(name: str, device: str | None) -> bool:
@@ -220,11 +224,28 @@ def _runs_on_gpu(name: str, device: str | None) -> bool:
     return name == "torch" and _nvidia_gpu_present()
 
 
-def _available_ram() -> int:
+def _total_ram() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform (Windows)
+        return 8 << 30
+
+
+def _available_ram(total: int) -> int:
+    """Memory that can be had without swapping: Linux's MemAvailable (free pages plus the
+    page cache it can drop), else the free pages, else `total` where neither can be read
+    (macOS, Windows: the quarter of `total` is then the limit)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on this platform (Windows, macOS)
-        return 8 << 30
+    except (ValueError, OSError, AttributeError):
+        return total
 
 
 def activation_bytes_per_pixel(model: ModelRef) -> int:

@@ -74,7 +74,7 @@ class TorchExecutor(ClosingExecutor):
     """
 
     name = "torch"
-    fixed_tile: int | None = None
+    fixed_tile: tuple[int, int] | None = None
 
     def __init__(self, model: ModelRef, options: ExecutorOptions) -> None:
         reason = unavailable_reason()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +28,7 @@ from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
 from upscaler.media.encoding import VideoSettings, choose_encoding
 from upscaler.media.probe import VideoInfo, probe
+from upscaler.media.stage_times import StageTimes
 from upscaler.media.video_reader import VideoReader
 from upscaler.media.video_writer import Encoding, Timing, VideoWriter
 
@@ -105,7 +107,8 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
                     settings: VideoSettings, out_paths: Sequence[Path], container: str = ".mkv",
                     on_frame: Callable[[], None] | None = None,
                     on_segment: Callable[[Segment, Path], None] | None = None,
-                    on_segment_start: Callable[[Segment], None] | None = None) -> list[Path]:
+                    on_segment_start: Callable[[Segment], None] | None = None,
+                    times: StageTimes | None = None) -> list[Path]:
     """Encode several segments through one overlapped pipeline; returns the finished files.
 
     The decoder reads ahead into the next segment while the current one is still encoding, so
@@ -119,6 +122,7 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
       in the thread that finished it.
     on_segment_start: called with each segment before its first frame goes to the transform,
       in the transform's thread: where a transform that remembers earlier frames starts afresh.
+    times: when given, added to: what each stage spent working and waiting (see stage_times).
     """
     if len(segments) != len(out_paths):
         raise ValueError("one output path per segment is needed")
@@ -127,6 +131,8 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     decoded: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     results: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     failures: list[BaseException] = []
+    times = times if times is not None else StageTimes()
+    clock = time.perf_counter
 
     def fail(error: BaseException) -> None:  # the calling thread re-raises the first failure
         failures.append(error)
@@ -136,8 +142,17 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
         try:
             for segment in segments:
                 with VideoReader(info, segment.start, segment.count) as reader:
-                    for frame in reader:
-                        if not _put(decoded, (segment, frame), stop):
+                    frames = iter(reader)
+                    while True:
+                        start = clock()
+                        frame = next(frames, None)
+                        got = clock()
+                        times.decode.busy += got - start
+                        if frame is None:
+                            break
+                        put = _put(decoded, (segment, frame), stop)
+                        times.decode.waiting += clock() - got
+                        if not put:
                             return
                     # A damaged tail may decode short; anywhere else a short segment is an error.
                     tolerated = segment is segments[-1] and reader.frames_read > 0
@@ -151,13 +166,21 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     def run_transform() -> None:
         try:
             current = None
+            waited = clock()
             for segment, frame in _drain(decoded, stop, len(segments)):
                 if segment is not current and on_segment_start is not None:
                     on_segment_start(segment)
                 current = segment
-                _put(results, (segment, None if frame is None else transform(frame)), stop)
+                start = clock()
+                times.model.waiting += start - waited
+                upscaled = None if frame is None else transform(frame)
+                done = clock()
+                times.model.busy += done - start
+                _put(results, (segment, upscaled), stop)
                 if frame is not None and on_frame is not None:
                     on_frame()
+                waited = clock()
+                times.model.waiting += waited - done
         except BaseException as e:
             fail(e)
 
@@ -167,7 +190,7 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
         closing: list[threading.Thread] = []
         try:
             for segment, path in zip(segments, out_paths, strict=True):
-                writer = _fill_segment(info, segment, path, encoding, results, stop)
+                writer = _fill_segment(info, segment, path, encoding, results, stop, times)
                 if writer is None:
                     break
                 closer = threading.Thread(target=_close_segment, daemon=True,
@@ -204,7 +227,8 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
 
 
 def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encoding,
-                  results: queue.Queue[Any], stop: threading.Event) -> VideoWriter | None:
+                  results: queue.Queue[Any], stop: threading.Event,
+                  times: StageTimes) -> VideoWriter | None:
     """Write one segment's frames to a new encoder; None when the pipeline stopped."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The name is this process's own: an encoder left over from a killed run may still be
@@ -213,7 +237,9 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
     writer = VideoWriter(partial, encoding, segment_timing(info, segment))
     try:
         while True:
+            start = time.perf_counter()
             got = _get(results, stop)
+            times.encode.waiting += time.perf_counter() - start
             if got is None:
                 writer.abort()  # another stage failed; the calling thread raises its error
                 return None
@@ -223,7 +249,9 @@ def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encod
             if seg.index != segment.index:
                 raise MediaError(f"segment {segment.index} received frames of {seg.index}",
                                  info.path)
+            start = time.perf_counter()
             writer.write(frame)
+            times.encode.busy += time.perf_counter() - start
     except BaseException:
         writer.abort()
         raise

