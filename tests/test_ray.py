@@ -45,9 +45,11 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     crashes = tmp_path_factory.mktemp("crashes")
     mp = pytest.MonkeyPatch()
     mp.setenv(CRASHES, str(crashes))  # workers inherit the environment Ray starts with
+    sigterm = signal.getsignal(signal.SIGTERM)  # which ray.init replaces with its own
     context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield context.address_info["address"]
     ray.shutdown()
+    signal.signal(signal.SIGTERM, sigterm)
     mp.undo()
 
 
