@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from upscaler.config import Options, RaySettings
-from upscaler.errors import ClusterError, UpscalerError, UsageError
+from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
 from upscaler.media.encoding import VideoSettings
 from upscaler.media.probe import VideoInfo
@@ -40,6 +41,7 @@ from upscaler.plan import Task, video_settings
 
 INSTALL_HINT = '--ray needs Ray, which is not installed: pip install "upscaler[ray]"'
 MAX_RETRIES = 3
+CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster's address to answer
 # Fault injection for the tests: where this names a folder, a segment task that has upscaled a
 # frame takes one file out of it, if one is left, and ends its worker process on the spot, as a
 # crash would. Each file is one crash.
@@ -82,6 +84,7 @@ class RayRunner:
             # what it kept, and leaves by __exit__, which stops a local Ray.
             sigterm = signal.getsignal(signal.SIGTERM)
             try:
+                _check_reachable(self.settings.address)
                 ray.init(address=self.settings.address, log_to_driver=False,
                          logging_level=logging.ERROR, **local)
             except (ConnectionError, RuntimeError, ValueError) as e:
@@ -129,8 +132,11 @@ class RayRunner:
                  for src, dst in todo]
         for n, result in self._each(calls):
             if isinstance(result, BaseException):
+                error = _reason(result, str(todo[n][0]))
+                if not isinstance(error, MediaError | ClusterError):
+                    raise error  # the model or executor: it would fail every file alike
                 # One file that fails must not cost the rest of the folder, as in a local run.
-                state.failures.append(_reason(result, str(todo[n][0])))
+                state.failures.append(error)
             else:
                 state.done += 1
             progress(state)
@@ -225,6 +231,18 @@ class RayRunner:
                 # Read, so that Ray does not print the errors of the stopped tasks as unhandled.
                 with contextlib.suppress(RayError):
                     ray.get(ref, timeout=5)
+
+
+def _check_reachable(address: str | None) -> None:
+    """ClusterError at once where a HOST:PORT address does not answer: Ray itself would retry
+    for minutes, deaf to Ctrl-C."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or "://" in address or not port.isdigit():
+        return  # none (a local Ray), "auto", or a ray:// client address, which Ray times out
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise ClusterError(f"cannot reach Ray at {address}: {e.strerror or e}") from e
 
 
 def _reason(error: BaseException, what: str) -> UpscalerError:
