@@ -140,7 +140,7 @@ def _show_log() -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals() -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM stop the job alike: exit 130 or 143, ffmpeg children ended, finished
     video segments kept for a rerun.
 
@@ -148,12 +148,12 @@ def _stop_on_signals() -> Iterator[None]:
     what it kept. A model call already running in native code cannot be cut short, so should
     the process still be alive HARD_EXIT_AFTER seconds later it ends at once: by then the
     finished segments are on disk and nothing else is being written. Later signals are ignored
-    while that happens.
+    while that happens. Yields the signal that came, if one did.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     fired: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield fired
+        return
 
     def stop(signum: int, frame: FrameType | None) -> None:
         if fired:
@@ -170,7 +170,7 @@ def _stop_on_signals() -> Iterator[None]:
     signals = [signal.SIGINT, signal.SIGTERM]
     previous = {sig: signal.signal(sig, stop) for sig in signals}
     try:
-        yield
+        yield fired
     finally:
         if not fired:  # after a signal the process is ending; keep ignoring repeats
             for sig, handler in previous.items():
@@ -304,12 +304,13 @@ def _run(tasks: list[Task], bars: _Bars,
     return max((f.exit_code for f in tally.failures), default=0)
 
 
-@_stop_on_signals()
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Ray, where a run uses it, stops after the run's last line is out.
-    with contextlib.ExitStack() as cluster:
-        return _main(argv, cluster)
+    with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
+        code = _main(argv, cluster)
+    # A signal that came while Ray waited reaches the job as a bare KeyboardInterrupt (130).
+    return 128 + fired[0] if fired and code == 130 else code
 
 
 def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
