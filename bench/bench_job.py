@@ -145,6 +145,13 @@ def peak_rss_mib(pid: int | str = "self") -> float | None:
     return int(kib) / 1024 if kib is not None else None
 
 
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return ""
+
+
 class ChildPeaks:
     """Samples the peak RSS of this process's children (the ffmpeg decoders and encoders)
     every 50 ms on a thread; VmHWM keeps each one's peak, so sampling misses only what a child
@@ -164,7 +171,9 @@ class ChildPeaks:
             except OSError:
                 return  # no /proc (macOS): children are not measured
             for pid in pids:
-                self.peak_mib = max(self.peak_mib, peak_rss_mib(pid) or 0.0)
+                # Between fork and exec a child still reports the job's own peak.
+                if "ffmpeg" in _comm(pid):
+                    self.peak_mib = max(self.peak_mib, peak_rss_mib(pid) or 0.0)
 
     def __enter__(self) -> ChildPeaks:
         self._thread.start()

@@ -200,7 +200,7 @@ def stop_at_mux(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *extra
     (["--crf", "30"], ("out.mkv: 4 finished segments of an earlier run discarded (crf changed "
                        "since the earlier run); redoing them",
                        "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
-    (["--tile", "32"], ("out.mkv: 4 finished segments of an earlier run discarded (tile "
+    (["--tile", "64"], ("out.mkv: 4 finished segments of an earlier run discarded (tile "
                         "changed since the earlier run); redoing them",
                         "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
     (["--no-resume"], ("out.mkv: 4 finished segments of an earlier run discarded "
