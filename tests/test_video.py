@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,7 @@ from upscaler.media.probe_pyav import pyav_json
 from upscaler.media.resume import work_dir
 from upscaler.media.segments import Segment, encode_segment, plan_segments
 from upscaler.media.video_reader import VideoReader
+from upscaler.media.video_writer import ENCODER_NICE
 from upscaler.video import StageTimes, VideoSettings, upscale_video
 
 FAST = VideoSettings(crf=8, preset="ultrafast", segment_seconds=0.5)
@@ -308,3 +310,21 @@ def test_stage_times_count_where_each_stage_spent_its_time(mkv_clip: Path,
     assert times.encode.waiting > 0.5 * times.model.busy
     assert times.model.waiting < times.model.busy
     assert times.decode.busy > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads children from /proc")
+def test_the_encoder_runs_below_the_models_priority(mkv_clip: Path, tmp_path: Path) -> None:
+    """The model keeps its cores: the encoder child is niced, the decoder is not."""
+    seen: dict[str, int] = {}
+
+    def watch(frame: np.ndarray) -> np.ndarray:
+        for task in Path("/proc/self/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                comm = Path(f"/proc/{pid}/comm").read_text(errors="replace")
+                if "ffmpeg" in comm:
+                    seen[pid] = os.getpriority(os.PRIO_PROCESS, int(pid))
+        return double(frame)
+
+    upscale_video(mkv_clip, tmp_path / "out.mkv", watch, FAST)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert set(seen.values()) == {ours, min(19, ours + ENCODER_NICE)}

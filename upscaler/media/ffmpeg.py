@@ -187,7 +187,8 @@ class Process:
     """
 
     def __init__(self, args: Sequence[str], path: str | Path, *, stdin: bool = False,
-                 stdout: bool = False) -> None:
+                 stdout: bool = False, nice: int = 0) -> None:
+        """nice: how much lower the child's CPU priority is than ours (POSIX; 0 for equal)."""
         self.path = Path(path)
         self._name = Path(args[0]).name
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -202,6 +203,10 @@ class Process:
             )
         except OSError as e:
             raise MediaError(f"cannot start {self._name}: {e}", path) from e
+        if nice and hasattr(os, "setpriority"):
+            with contextlib.suppress(OSError):  # a lower priority is a wish, not a need
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid,
+                               min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
         with _LIVE_LOCK:
             _LIVE.add(self)
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
