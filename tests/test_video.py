@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from fractions import Fraction
@@ -319,10 +320,11 @@ def test_the_encoder_runs_below_the_models_priority(mkv_clip: Path, tmp_path: Pa
 
     def watch(frame: np.ndarray) -> np.ndarray:
         for task in Path("/proc/self/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                comm = Path(f"/proc/{pid}/comm").read_text(errors="replace")
-                if "ffmpeg" in comm:
-                    seen[pid] = os.getpriority(os.PRIO_PROCESS, int(pid))
+            # Threads and children come and go while we look.
+            with contextlib.suppress(OSError):
+                for pid in (task / "children").read_text().split():
+                    if "ffmpeg" in Path(f"/proc/{pid}/comm").read_text(errors="replace"):
+                        seen[pid] = os.getpriority(os.PRIO_PROCESS, int(pid))
         return double(frame)
 
     upscale_video(mkv_clip, tmp_path / "out.mkv", watch, FAST)
