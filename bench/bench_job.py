@@ -9,7 +9,9 @@ and then, in rounds that visit every candidate in turn, each round starting one 
 
 - each executor that runs here, bare: `Executor.run` on each whole frame, nothing else;
 - Tencent ncnn, bare: a plain `ncnn.Net` with the model's .param/.bin, 2 threads, no Vulkan,
-  one extraction per frame; the independent reference for what the model costs;
+  one extraction per frame; the independent reference for what the model costs; and once more
+  on the frames mirror-padded by the model's border, as the job pads them: the same model work
+  as the job's, so the job's ratio to it is the cost of everything around the model;
 - the whole job, `upscale CLIP -o OUT --model M` in a fresh process (decode, the model,
   encode, join and mux; Python's start-up and imports are not counted), with what each stage
   spent busy and waiting, the model's work (overlap and border-padding shares) and the peak
@@ -45,9 +47,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "samples")]
 
+from upscaler.borders import pad_frame  # noqa: E402
 from upscaler.models.registry import DEFAULT_MODELS, ModelRef, resolve_model  # noqa: E402
 
 TENCENT = "Tencent ncnn"
+# The same model on the frames as the job pads them (borders.py): the job's model work, without
+# the job. The padding itself is done before timing.
+PADDED = f"{TENCENT} padded"
 JOB = "upscale job"
 
 
@@ -259,8 +265,15 @@ def main() -> int:
                 runners[f"{name} bare"] = executor_runner(name, model, args.threads, frames[0])
             else:
                 print(f"{name}: not timed, {reason}")
+        inputs = {name: frames for name in runners}
         if unavailable_reason("ncnn") is None and model.kind == "ncnn":
             runners[f"{TENCENT} bare"] = tencent_runner(model, args.threads, frames[0])
+            inputs[f"{TENCENT} bare"] = frames
+            if model.border:
+                padded = [np.ascontiguousarray(pad_frame(f.transpose(1, 2, 0), model.border)
+                                               .transpose(2, 0, 1)) for f in frames]
+                runners[PADDED] = tencent_runner(model, args.threads, padded[0])
+                inputs[PADDED] = padded
         seconds: dict[str, list[float]] = {name: [] for name in [*runners, JOB]}
         jobs: list[dict[str, object]] = []
         order = [*runners, JOB]
@@ -272,7 +285,7 @@ def main() -> int:
                     jobs.append(time_job(clip, out, job_options))
                     seconds[JOB].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
                 else:
-                    seconds[name].append(time_frames(runners[name], frames))
+                    seconds[name].append(time_frames(runners[name], inputs[name]))
     report(args, model, len(frames), width, height, seconds, jobs)
     return 0
 
@@ -280,7 +293,7 @@ def main() -> int:
 def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, height: int,
            seconds: dict[str, list[float]], jobs: list[dict[str, object]]) -> None:
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    bare = [name for name in median if name not in (JOB, f"{TENCENT} bare")]
+    bare = [name for name in median if name not in (JOB, f"{TENCENT} bare", PADDED)]
     best = min(bare, key=median.__getitem__) if bare else None
     tencent = median.get(f"{TENCENT} bare")
     print(f"machine: {machine()}")
@@ -318,6 +331,10 @@ def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, he
         ratios = [j / t for j, t in zip(seconds[JOB], seconds[f"{TENCENT} bare"], strict=True)]
         print(f"job / {TENCENT} bare per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
               f"median {statistics.median(ratios):.3f}")
+    if PADDED in seconds:
+        ratios = [j / t for j, t in zip(seconds[JOB], seconds[PADDED], strict=True)]
+        print(f"job / {PADDED} (the same model work) per round: "
+              f"{', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

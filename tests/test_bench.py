@@ -20,6 +20,6 @@ def test_bench_job_prints_its_table() -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert out.startswith("machine: ")
-    for row in ("onnxruntime bare", "Tencent ncnn bare", "upscale job", "job stages",
-                "overlap share 0.0%", "peak memory"):
+    for row in ("onnxruntime bare", "Tencent ncnn bare", "Tencent ncnn padded", "upscale job",
+                "job stages", "overlap share 0.0%", "peak memory", "the same model work"):
         assert row in out, out
