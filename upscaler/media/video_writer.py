@@ -22,10 +22,10 @@ from upscaler.media.probe import SWS_MATRICES
 from upscaler.media.video_reader import SWS_FLAGS, is_rgb
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the
-# cycles the model's threads leave between layers instead of slowing every layer: a 320x180
-# x4plus-anime job on 2 cores went from 1.30x to 1.21x Tencent ncnn's bare time (bench_job.py,
-# medians of 3). When the encoder is the bottleneck (a GPU model), nothing else competes and
-# its priority costs nothing.
+# cycles the model's threads leave instead of preempting them. In one A/B of bench_job.py (320x180
+# x4plus-anime, 2 cores) a job went from 1.30x to 1.21x Tencent ncnn's bare time, within the
+# runs' spread. When the encoder is the bottleneck (a GPU model), nothing of ours competes with
+# it, so its priority costs nothing.
 ENCODER_NICE = 19
 
 
