@@ -532,9 +532,9 @@ def test_border_padding_keeps_flat_frames_flat(anime: OrtExecutor, make: object)
     """Whole frames, tiles and fixed-shape tiles: every one touching the frame edge is padded."""
     flat = np.full((20, 44, 3), (200 / 255, 60 / 255, 30 / 255), np.float32)
     executor = make(anime)  # type: ignore[operator]
-    # The overlap is raised to twice the border: at 8 px the seams are 2 levels off.
-    upscaler = FrameUpscaler(executor, tile=48, overlap=8, border=10)
-    assert upscaler.overlap == 20
+    # Twice the border, as the pipeline sets it (pipeline._overlap): at 8 px the seams are
+    # 2 levels off.
+    upscaler = FrameUpscaler(executor, tile=48, overlap=20, border=10)
     out = np.rint(upscaler.upscale(flat) * 255)
     assert out.shape == (80, 176, 3)
     assert np.abs(out - out[40, 88]).max() <= 1  # measured 1; 6 and 4 without the border

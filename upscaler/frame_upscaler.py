@@ -29,8 +29,7 @@ class FrameUpscaler:
 
     tile: the longest tile side in input pixels; 0 for no cap. max_pixels: the most input
       pixels one executor call may take (the memory budget), None for no limit. With neither,
-      each frame runs in one call. overlap: minimum overlap of tiles, in input pixels; raised
-      to twice the border.
+      each frame runs in one call. overlap: minimum overlap of tiles, in input pixels.
     batch: tiles per executor call; None for 1, or all of a frame's tiles on a fixed-shape
       executor (Core ML runs a batch one tile after another, so it costs no extra memory).
     A fixed-shape executor takes tiles of its `fixed_tile` only. One that can be rebuilt for
@@ -64,13 +63,8 @@ class FrameUpscaler:
         self.reshapes = bool(getattr(executor, "can_reshape", False))
         self.tile = tile
         self.max_pixels = max_pixels
-        # A tile's edge is the model's zero padding, which disturbs about `border` pixels in from
-        # it (borders.py); the feathered blend hides that only when both tiles' disturbed bands
-        # lie inside their overlap. On flat colour 2x the border keeps seams within 1 level.
-        # A tile cap too small for that keeps the overlap asked for.
         self.border = max(0, border)
-        wanted = max(overlap, 2 * self.border)
-        self.overlap = wanted if not tile or tile > 2 * wanted else overlap
+        self.overlap = overlap
         self.batch = batch
         self.min_tile = min_tile
         self.tiles_run = 0
