@@ -11,7 +11,8 @@ and then, in rounds that visit every candidate in turn, each round starting one 
 - Tencent ncnn, bare: a plain `ncnn.Net` with the model's .param/.bin, 2 threads, no Vulkan,
   one extraction per frame; the independent reference for what the model costs; and once more
   on the frames mirror-padded by the model's border, as the job pads them: the same model work
-  as the job's, so the job's ratio to it is the cost of everything around the model;
+  as the job's, so the job's ratio to it is the cost of everything around the model; and that
+  once more in a fresh process, counting the model's loading and first frame as the job does;
 - the whole job, `upscale CLIP -o OUT --model M` in a fresh process (decode, the model,
   encode, join and mux; Python's start-up and imports are not counted), with what each stage
   spent busy and waiting, the model's work (overlap and border-padding shares) and the peak
@@ -54,6 +55,9 @@ TENCENT = "Tencent ncnn"
 # The same model on the frames as the job pads them (borders.py): the job's model work, without
 # the job. The padding itself is done before timing.
 PADDED = f"{TENCENT} padded"
+# The same again in a fresh process that counts what the job counts: loading the model and the
+# first frame, whose memory the process pages in for the first time (about 1 s of 3 at 320x180).
+FRESH = f"{TENCENT} padded, fresh"
 JOB = "upscale job"
 
 
@@ -113,7 +117,7 @@ def executor_runner(name: str, model: ModelRef, threads: int,
 
 
 def tencent_runner(model: ModelRef, threads: int,
-                   first: np.ndarray) -> Callable[[np.ndarray], None]:
+                   first: np.ndarray | None) -> Callable[[np.ndarray], None]:
     import ncnn
 
     net = ncnn.Net()
@@ -130,7 +134,8 @@ def tencent_runner(model: ModelRef, threads: int,
             _, out = extractor.extract(out_name)
             np.array(out)
 
-    run(first)
+    if first is not None:
+        run(first)
     return run
 
 
@@ -190,6 +195,26 @@ class ChildPeaks:
         self._thread.join()
 
 
+def run_tencent_child(model_name: str, frames_npy: str, threads: str) -> None:
+    """In a fresh process: Tencent's ncnn on the frames of `frames_npy`, timed from loading
+    the model to the last frame, as the job is; prints the seconds."""
+    frames = np.load(frames_npy)
+    start = time.perf_counter()
+    run = tencent_runner(resolve_model(model_name), int(threads), None)
+    for chw in frames:
+        run(chw)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def time_child(*args: str) -> dict[str, object]:
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{args[0]} failed:\n{done.stderr}")
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def run_job_child(src: str, dst: str, options_json: str) -> None:
     """In a fresh process: run the job as the CLI would and print what it cost as JSON."""
     from upscaler.config import Job, Options
@@ -215,15 +240,6 @@ def run_job_child(src: str, dst: str, options_json: str) -> None:
     }))
 
 
-def time_job(src: Path, dst: Path, options: dict[str, object]) -> dict[str, object]:
-    done = subprocess.run([sys.executable, __file__, "--child", str(src), str(dst),
-                           json.dumps(options)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the job failed:\n{done.stderr}")
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
-
-
 def time_frames(run: Callable[[np.ndarray], None], frames: list[np.ndarray]) -> float:
     start = time.perf_counter()
     for chw in frames:
@@ -244,9 +260,13 @@ def main() -> int:
                         help='JSON options for the job, e.g. \'{"tile": 0}\'')
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--tencent-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_job_child(*args.child)
+        return 0
+    if args.tencent_child:
+        run_tencent_child(*args.tencent_child)
         return 0
 
     from upscaler.executors.registry import unavailable_reason
@@ -274,16 +294,23 @@ def main() -> int:
                                                .transpose(2, 0, 1)) for f in frames]
                 runners[PADDED] = tencent_runner(model, args.threads, padded[0])
                 inputs[PADDED] = padded
+                np.save(Path(tmp) / "padded.npy", np.stack(padded))
         seconds: dict[str, list[float]] = {name: [] for name in [*runners, JOB]}
         jobs: list[dict[str, object]] = []
-        order = [*runners, JOB]
+        order = [*runners, *([FRESH] if PADDED in runners else []), JOB]
+        seconds.update({name: [] for name in order if name not in seconds})
         for round_ in range(args.repeat):
             # Each round starts one candidate later, so that none always runs right after the
             # same neighbour or at the same point of a periodic load.
             for name in order[round_ % len(order):] + order[:round_ % len(order)]:
                 if name == JOB:
-                    jobs.append(time_job(clip, out, job_options))
+                    jobs.append(time_child("--child", str(clip), str(out),
+                                           json.dumps(job_options)))
                     seconds[JOB].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
+                elif name == FRESH:
+                    fresh = time_child("--tencent-child", model.name,
+                                       str(Path(tmp) / "padded.npy"), str(args.threads))
+                    seconds[FRESH].append(float(fresh["seconds"]))  # type: ignore[arg-type]
                 else:
                     seconds[name].append(time_frames(runners[name], inputs[name]))
     report(args, model, len(frames), width, height, seconds, jobs)
@@ -293,18 +320,18 @@ def main() -> int:
 def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, height: int,
            seconds: dict[str, list[float]], jobs: list[dict[str, object]]) -> None:
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    bare = [name for name in median if name not in (JOB, f"{TENCENT} bare", PADDED)]
+    bare = [name for name in median if name not in (JOB, f"{TENCENT} bare", PADDED, FRESH)]
     best = min(bare, key=median.__getitem__) if bare else None
     tencent = median.get(f"{TENCENT} bare")
     print(f"machine: {machine()}")
     print(f"clip: {width}x{height}, {count} frames, {model.name}; job options "
           f"{args.job_args}; bare runs {args.threads} threads; medians of {args.repeat}")
-    print(f"{'run':<24}{'seconds':>9}{'frames/s':>10}{'in Mpx/s':>10}{'/ best bare':>13}"
+    print(f"{'run':<30}{'seconds':>9}{'frames/s':>10}{'in Mpx/s':>10}{'/ best bare':>13}"
           f"{'/ Tencent':>11}")
     for name, value in sorted(median.items(), key=lambda item: item[1]):
         ratio_best = f"{value / median[best]:.3f}" if best else "-"
         ratio_tencent = f"{value / tencent:.3f}" if tencent else "-"
-        print(f"{name:<24}{value:>9.2f}{count / value:>10.3f}"
+        print(f"{name:<30}{value:>9.2f}{count / value:>10.3f}"
               f"{count * width * height / value / 1e6:>10.4f}{ratio_best:>13}{ratio_tencent:>11}")
 
     def job_median(key: str) -> float:
@@ -331,10 +358,13 @@ def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, he
         ratios = [j / t for j, t in zip(seconds[JOB], seconds[f"{TENCENT} bare"], strict=True)]
         print(f"job / {TENCENT} bare per round: {', '.join(f'{r:.3f}' for r in ratios)}; "
               f"median {statistics.median(ratios):.3f}")
-    if PADDED in seconds:
-        ratios = [j / t for j, t in zip(seconds[JOB], seconds[PADDED], strict=True)]
-        print(f"job / {PADDED} (the same model work) per round: "
-              f"{', '.join(f'{r:.3f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
+    for name, what in ((PADDED, "the same model work"),
+                       (FRESH, "the same model work, loading and first frame counted")):
+        if name in seconds:
+            ratios = [j / t for j, t in zip(seconds[JOB], seconds[name], strict=True)]
+            print(f"job / {name} ({what}) per round: "
+                  f"{', '.join(f'{r:.3f}' for r in ratios)}; "
+                  f"median {statistics.median(ratios):.3f}")
 
 
 if __name__ == "__main__":

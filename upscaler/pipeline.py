@@ -17,6 +17,7 @@ from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, 
 from upscaler.config import Job, Options, parse_colour
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.executors.base import Executor, ExecutorOptions
+from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, check_storable, read_image, write_image
@@ -86,7 +87,10 @@ class Upscaler:
             tile=options.tile or 0, batch=options.batch or 1, threads=options.threads,
             device=options.device,
         )
-        self.executor: Executor = create_executor(options.executor, model, exec_opts)
+        # Loaded, run and closed on a thread of its own: a video runs the model from a thread
+        # of the pipeline's, and OpenMP runtimes slow down when called from a second thread.
+        self.executor: Executor = ModelThreadExecutor(
+            lambda: create_executor(options.executor, model, exec_opts))
         # --tile caps the tile side (0: whole frames); without it the memory budget decides.
         budget = None if options.tile is not None else tile_budget(
             self.executor.name, model, device=options.device, batch=options.batch or 1,
