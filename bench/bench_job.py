@@ -221,9 +221,14 @@ def run_job_child(src: str, dst: str, options_json: str) -> None:
     from upscaler.pipeline import Progress, run_job
 
     options = Options(**json.loads(options_json), overwrite=True)
+    marks: dict[int, float] = {}  # frames done -> when first reported
+
+    def progress(state: Progress) -> None:
+        marks.setdefault(state.done, time.perf_counter())
+
     with ChildPeaks() as children:
         start = time.perf_counter()
-        state: Progress = run_job(Job(Path(src), Path(dst), options))
+        state: Progress = run_job(Job(Path(src), Path(dst), options), progress)
         seconds = time.perf_counter() - start
     stages = state.stages
     assert stages is not None
@@ -237,6 +242,9 @@ def run_job_child(src: str, dst: str, options_json: str) -> None:
         "frame_pixels": state.frame_pixels, "planned_pixels": state.planned_pixels,
         "model_pixels": state.model_pixels, "model_seconds": state.model_seconds,
         "rss_mib": own, "children_mib": children.peak_mib or None,
+        # Checks and loading before the first frame; the first frame (memory paged in for the
+        # first time); the encoder's flush, the join and mux after the last.
+        "phases": [marks[0] - start, marks[1] - marks[0], start + seconds - marks[state.done]],
     }))
 
 
@@ -346,6 +354,10 @@ def report(args: argparse.Namespace, model: ModelRef, count: int, width: int, he
     print(f"model work: overlap share {model_px / planned - 1:.1%}, border-pad share "
           f"{planned / frame_px - 1:.1%}; inside the executor {job_median('model_seconds'):.2f}"
           f" s of the job's {job_median('seconds'):.2f} s")
+    before, first, after = (statistics.median(j["phases"][i] for j in jobs)  # type: ignore[index]
+                            for i in range(3))
+    print(f"job timeline (median seconds): {before:.2f} checks and loading before the first "
+          f"frame, {first:.2f} for the first frame, {after:.2f} after the last (flush, mux)")
     children = [float(j["children_mib"]) for j in jobs if j["children_mib"]]  # type: ignore[arg-type]
     child_text = f"{statistics.median(children):.0f} MiB" if children else "not measured here"
     print(f"peak memory: job process {job_median('rss_mib'):.0f} MiB, largest ffmpeg child "
