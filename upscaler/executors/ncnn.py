@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 from pathlib import Path
@@ -13,8 +14,13 @@ import numpy as np
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
 from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
 from upscaler.models.registry import ModelRef
+from upscaler.models.tail import tail_of
 
 _NCNN_OOM = -100  # what ncnn layers return when a blob allocation fails
+# The side of the tiles the upsampling tail runs in (input pixels): 160x160 holds about 1.4 GB
+# in ncnn's tail, and their widening by the tail's reach (2 px) adds 5% to the tail's work,
+# about 1% to the model's.
+TAIL_TILE = 160
 _VULKAN_DEVICE = re.compile(r"vulkan(?::(\d+))?", re.IGNORECASE)
 
 
@@ -67,6 +73,13 @@ def _blob_names(param_path: Path) -> tuple[str, str]:
     except (StopIteration, IndexError, ValueError) as e:
         raise ModelError("no Input layer or malformed last layer", param_path) from e
     return input_blob, output_blob
+
+
+def _even_spans(size: int, most: int) -> list[slice]:
+    """`size` cut into the fewest near-equal spans of at most `most`."""
+    count = -(-size // most)
+    edges = [size * i // count for i in range(count + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 class NcnnExecutor(ClosingExecutor):
@@ -126,33 +139,61 @@ class NcnnExecutor(ClosingExecutor):
                                  f"{model.path.name})", model.bin_path)
         self._net = net
         self._input_blob, self._output_blob = _blob_names(model.path)
+        # Tiles larger than a tail tile run the upsampling tail apart (models/tail.py).
+        self._tail = tail_of(model)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
-        import ncnn
-
         n, _, h, w = batch.shape
         out = np.empty((n, 3, h * self.scale, w * self.scale), np.float32)
         for i in range(n):
-            # ncnn.Mat borrows the array's memory: `tile` must outlive the extraction.
             tile = np.ascontiguousarray(batch[i], dtype=np.float32)
-            mat_in = ncnn.Mat(tile)
-            with self._net.create_extractor() as extractor:
-                extractor.input(self._input_blob, mat_in)
-                status, mat_out = extractor.extract(self._output_blob)
-                if status == _NCNN_OOM:
-                    raise OutOfMemoryError(f"ncnn ({self.device}): out of memory for a "
-                                           f"{h}x{w} tile")
-                if status != 0:
-                    raise ExecutorError(f"ncnn ({self.device}) failed on a {h}x{w} tile "
-                                        f"(error {status})", self.path)
-                result = np.array(mat_out)  # copies before the extractor frees its blobs
-            if result.shape != out.shape[1:]:
-                raise ExecutorError(f"ncnn returned {result.shape} for a {h}x{w} tile, "
-                                    f"expected {out.shape[1:]}", self.path)
-            out[i] = result
-            del mat_in, tile
+            if self._tail is None or h * w <= TAIL_TILE**2:
+                out[i] = self._extract(self._input_blob, tile, self._output_blob, out.shape[1:])
+            else:
+                body = self._extract(self._input_blob, tile, self._tail.blob, None)
+                self._run_tail(body, out[i])
         return out
+
+    def _run_tail(self, body: np.ndarray, out: np.ndarray) -> None:
+        """The upsampling tail over `body` (C, h, w) in tiles of about TAIL_TILE, each widened
+        by the tail's reach inside the frame and cropped back: exact, in bounded memory."""
+        assert self._tail is not None  # for type checkers; run() checks
+        _, h, w = body.shape
+        s, reach = self.scale, self._tail.reach
+        for ys in _even_spans(h, TAIL_TILE):
+            for xs in _even_spans(w, TAIL_TILE):
+                y0, y1 = max(0, ys.start - reach), min(h, ys.stop + reach)
+                x0, x1 = max(0, xs.start - reach), min(w, xs.stop + reach)
+                part = self._extract(self._tail.blob, np.ascontiguousarray(body[:, y0:y1, x0:x1]),
+                                     self._output_blob, (3, (y1 - y0) * s, (x1 - x0) * s))
+                top, left = (ys.start - y0) * s, (xs.start - x0) * s
+                rows, cols = (ys.stop - ys.start) * s, (xs.stop - xs.start) * s
+                out[:, ys.start * s:ys.stop * s, xs.start * s:xs.stop * s] = part[
+                    :, top:top + rows, left:left + cols]
+
+    def _extract(self, source: str, data: np.ndarray, target: str,
+                 shape: tuple[int, ...] | None) -> np.ndarray:
+        """Blob `target` computed from `data` given as blob `source`; checked against `shape`."""
+        import ncnn
+
+        h, w = data.shape[1:]
+        # ncnn.Mat borrows the array's memory: `data` outlives the extraction.
+        mat_in = ncnn.Mat(data)
+        with self._net.create_extractor() as extractor:
+            extractor.input(source, mat_in)
+            status, mat_out = extractor.extract(target)
+            if status == _NCNN_OOM:
+                raise OutOfMemoryError(f"ncnn ({self.device}): out of memory for a {h}x{w} "
+                                       "tile")
+            if status != 0:
+                raise ExecutorError(f"ncnn ({self.device}) failed on a {h}x{w} tile "
+                                    f"(error {status})", self.path)
+            result = np.array(mat_out)  # copies before the extractor frees its blobs
+        if shape is not None and result.shape != shape:
+            raise ExecutorError(f"ncnn returned {result.shape} for a {h}x{w} tile, "
+                                f"expected {shape}", self.path)
+        return result
 
     def close(self) -> None:
         if self._net is not None:

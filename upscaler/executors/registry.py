@@ -12,7 +12,9 @@ from types import ModuleType
 
 from upscaler.errors import ExecutorError, UsageError
 from upscaler.executors.base import Executor, ExecutorOptions
+from upscaler.executors.ncnn import TAIL_TILE  # no runtime import: ncnn loads lazily
 from upscaler.models.registry import ModelKind, ModelRef
+from upscaler.models.tail import tail_of
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,10 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     least work that hold at most this many pixels (upscaler.tiling.choose_tile).
     - CPU executors (openvino, onnxruntime, ncnn): their measured peak memory fits in a quarter
       of the machine's RAM and in half of what is available (`total_memory` and `free_memory`
-      override the measured figures). With 24 GB that is 5.9 GB: 102,000 pixels for
-      x4plus-anime on ncnn (a 320x180 frame whole, 1920x1080 in 24 tiles), 358,000 on
-      onnxruntime; 1.45 million pixels for animevideov3 on ncnn (1280x720 whole).
+      override the measured figures). With 24 GB that is 5.9 GB: 456,000 pixels for
+      x4plus-anime on ncnn, which runs its upsampling tail apart in a reserved 1.5 GB
+      (1280x720 in 3 tiles, 1920x1080 in 5), 393,000 on onnxruntime; 1.6 million pixels for
+      animevideov3 on ncnn (1280x720 whole).
       Per pixel, CPU speed hardly depends on tile size, but bigger tiles waste less work on
       the overlaps between them.
     - GPU executors (onnxruntime with CUDA/TensorRT, torch, ncnn on "vulkan"): the estimate
@@ -201,6 +204,13 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
         raise UsageError(f"unknown executor {name!r}; use {AUTO}, {', '.join(EXECUTORS)}")
     per_pixel = float(activation_bytes_per_pixel(model) if model is not None else
                       UNKNOWN_MODEL_BYTES_PER_PIXEL)
+    # ncnn runs an upsampling tail apart, in tiles of its own (executors/ncnn.py): only the
+    # body's activations grow with the tile, and the tail's tile is set aside from the budget.
+    tail = tail_of(model) if name == "ncnn" and model is not None else None
+    reserve = 0.0
+    if tail is not None:
+        per_pixel = tail.body_floats * 4 * 2
+        reserve = tail.tail_floats * 4 * 2 * (TAIL_TILE + 2 * tail.reach) ** 2
     if name != "coreml" and _runs_on_gpu(name, device):
         if free_memory is None:
             return GPU_TILE_UNKNOWN_MEMORY**2 // max(1, batch)
@@ -210,10 +220,13 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
         available = free_memory if free_memory is not None else _available_ram(total)
         budget = min(total // CPU_MEMORY_SHARE, available // CPU_AVAILABLE_SHARE)
         per_pixel *= CPU_WORKSPACE.get(name, 1.0)
+        reserve *= CPU_WORKSPACE.get(name, 1.0)
     if name == "coreml":
         per_pixel = per_pixel if precision == "fp32" else per_pixel / 2
         batch = 1
-    return max(1, int(budget // (per_pixel * max(1, batch))))
+    # At least one tail tile's worth of body: never less than ncnn would run in one piece.
+    return max(1, int(max(budget - reserve, budget / 4) // (per_pixel * max(1, batch))))
+
 
 
 def _runs_on_gpu(name: str, device: str | None) -> bool:

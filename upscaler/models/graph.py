@@ -8,6 +8,7 @@ written once against this description rather than against each other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal
@@ -148,13 +149,14 @@ class Graph:
     def out_channels(self) -> int:
         return self.blob_shapes()[self.output].channels
 
-    def peak_floats_per_pixel(self) -> float:
-        """The most floats one layer reads and writes at once, per input pixel."""
+    def peak_floats_per_pixel(self, layers: Sequence[Layer] | None = None) -> float:
+        """The most floats one layer reads and writes at once, per input pixel, over `layers`
+        (a part of this graph's) or all of them."""
         shapes = self.blob_shapes()
         return max(
             sum(shapes[b].floats_per_pixel for b in layer_inputs(layer))
             + shapes[layer.output].floats_per_pixel
-            for layer in self.layers
+            for layer in (self.layers if layers is None else layers)
         )
 
 
