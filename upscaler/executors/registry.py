@@ -224,9 +224,8 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     if name == "coreml":
         per_pixel = per_pixel if precision == "fp32" else per_pixel / 2
         batch = 1
-    # At least one tail tile's worth of body: never less than ncnn would run in one piece.
+    # On a small machine the tail's reserve could take it all: the body keeps a quarter.
     return max(1, int(max(budget - reserve, budget / 4) // (per_pixel * max(1, batch))))
-
 
 
 def _runs_on_gpu(name: str, device: str | None) -> bool:
