@@ -259,12 +259,17 @@ def test_a_second_run_on_the_same_output_is_refused(short_clip: Path, tmp_path: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "code", "bars"), [
+    (signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
+    (signal.SIGINT, 130, True),  # with the progress bar drawn: the message on a line of its own
+])
 def test_ctrl_c_and_sigterm_stop_at_once_and_keep_segments(clip: Path, tmp_path: Path,
-                                                           sig: int, code: int) -> None:
+                                                           sig: int, code: int,
+                                                           bars: bool) -> None:
     out = tmp_path / "out.mkv"
     work = work_dir(out)
-    proc = start(tmp_path, str(clip), "-o", str(out), *FAST)
+    options = [option for option in FAST if not (bars and option == "--quiet")]
+    proc = start(tmp_path, str(clip), "-o", str(out), *options)
     wait_until(proc, lambda: finished_segments(work) >= 2 and bool(running_ffmpegs(clip)),
                "2 segments were finished")
     sent = time.monotonic()
@@ -275,7 +280,7 @@ def test_ctrl_c_and_sigterm_stop_at_once_and_keep_segments(clip: Path, tmp_path:
     assert took < 2.0
     assert running_ffmpegs(tmp_path, clip) == []
     kept = finished_segments(work)
-    assert err.strip().splitlines()[-1] == (
+    assert err.replace("\r", "\n").strip().splitlines()[-1] == (
         f"upscale: interrupted: {kept} of 16 segments kept in {work}; run the same command "
         "again to resume (--no-resume starts over)")
     assert kept >= 2 and not out.exists()

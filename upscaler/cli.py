@@ -121,6 +121,11 @@ class _Bars:
         tqdm.write(line, file=sys.stderr)
 
     def close(self) -> None:
+        """Ends the bars, also one a stopped job left open, so that what is printed after
+        them starts on a line of its own."""
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
         if self.outer is not None:
             self.outer.close()
 

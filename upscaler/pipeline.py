@@ -293,8 +293,9 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
                       on_segment_start=upscaler.start_segment, times=state.stages)
         state.count_work(upscaler.frames)
     except KeyboardInterrupt:
-        # A model call may still be running in the video's transform thread, and closing the
-        # executor beneath it crashes ncnn; the process is ending, which frees it safely.
+        # A model call may still be running on the model's thread, and close() would wait for
+        # it (seconds on a CPU) before the user hears what was kept; the process is ending,
+        # which frees the model.
         interrupted = True
         raise
     finally:
