@@ -91,7 +91,9 @@ class NcnnExecutor(ClosingExecutor):
     llvmpipe) fp16 storage gave 52-53 dB for x4plus-anime and 47 dB for animevideov3 on a noise
     tile, so fp16 stays on. fp32 turns all three off; bf16 uses ncnn's bf16 storage (about
     50-55 dB on the CPU, and slower there).
-    ncnn has no batch dimension, so a batch runs one tile after another.
+    ncnn has no batch dimension, so a batch runs one tile after another. A tile larger than
+    TAIL_TILE squared runs a model's upsampling tail (x4plus's) apart, in tail tiles of its
+    own (models/tail.py): the same output in a third of the memory.
     """
 
     name = "ncnn"

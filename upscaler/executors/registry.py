@@ -161,6 +161,7 @@ GPU_TILE_UNKNOWN_MEMORY = 512  # a GPU whose free memory is unknown gets 512x512
 CPU_MEMORY_SHARE = 4  # a CPU executor may use 1/4 of the machine's RAM for activations ...
 CPU_AVAILABLE_SHARE = 2  # ... but no more than half of what is available when the job starts
 GPU_MEMORY_SHARE = 2  # a GPU executor may use half of the free GPU memory
+BYTES_PER_FLOAT = 4 * 2  # fp32, doubled for the runtime's workspace
 UNKNOWN_MODEL_BYTES_PER_PIXEL = 16 << 10  # a user .onnx/.pth: as heavy as x4plus-anime
 # Peak memory of a CPU executor over the graph's estimate (activation_bytes_per_pixel), from
 # peak RSS per input pixel of one whole tile (bench/executor_memory.py, x4plus-anime at 128 px,
@@ -209,8 +210,8 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     tail = tail_of(model) if name == "ncnn" and model is not None else None
     reserve = 0.0
     if tail is not None:
-        per_pixel = tail.body_floats * 4 * 2
-        reserve = tail.tail_floats * 4 * 2 * (TAIL_TILE + 2 * tail.reach) ** 2
+        per_pixel = tail.body_floats * BYTES_PER_FLOAT
+        reserve = tail.tail_floats * BYTES_PER_FLOAT * (TAIL_TILE + 2 * tail.reach) ** 2
     if name != "coreml" and _runs_on_gpu(name, device):
         if free_memory is None:
             return GPU_TILE_UNKNOWN_MEMORY**2 // max(1, batch)
@@ -265,4 +266,4 @@ def activation_bytes_per_pixel(model: ModelRef) -> int:
     largest set of blobs one layer reads and writes, doubled for runtime workspace."""
     if model.kind != "ncnn":
         return UNKNOWN_MODEL_BYTES_PER_PIXEL
-    return int(model.graph().peak_floats_per_pixel() * 4 * 2)
+    return int(model.graph().peak_floats_per_pixel() * BYTES_PER_FLOAT)
