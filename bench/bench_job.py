@@ -218,8 +218,10 @@ def time_child(*args: str) -> dict[str, object]:
 def run_job_child(src: str, dst: str, options_json: str) -> None:
     """In a fresh process: run the job as the CLI would and print what it cost as JSON."""
     from upscaler.config import Job, Options
+    from upscaler.heap import keep_frame_buffers
     from upscaler.pipeline import Progress, run_job
 
+    keep_frame_buffers()  # as the upscale command does
     options = Options(**json.loads(options_json), overwrite=True)
     marks: dict[int, float] = {}  # frames done -> when first reported
 

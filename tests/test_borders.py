@@ -34,15 +34,19 @@ def upscale(tmp_path: Path, pixels: np.ndarray, *args: str) -> np.ndarray:
 MODEL_SHIFT = {ANIME: 1, FAST: 3}
 
 
-@pytest.mark.parametrize(("model", "extra"), [(ANIME, ()), (FAST, ()), (FAST, ("--tile", "32"))])
+# Measured: every pixel within 1 level of the centre (0 px padding: 33 for x4plus-anime); 2 in
+# the tiled frame, whose tiles are rounded to pixels before their overlaps are blended and
+# rounded again (the model's own output there spans 201.5-203.4 levels; blended in float, as
+# before the frame path kept pixels, it rounds to within 1).
+@pytest.mark.parametrize(("model", "extra", "flat"), [(ANIME, (), 1), (FAST, (), 1),
+                                                      (FAST, ("--tile", "32"), 2)])
 def test_flat_picture_stays_flat_to_its_edges(tmp_path: Path, model: str,
-                                              extra: tuple[str, ...]) -> None:
+                                              extra: tuple[str, ...], flat: int) -> None:
     colour = np.array([200, 60, 30])
     out = upscale(tmp_path, np.full((40, 40, 3), colour, np.uint8), "--model", model, *extra)
     assert out.shape == (160, 160, 3)
     centre = out[80, 80]
-    # Measured: every pixel within 1 level of the centre (0 px padding: 33 for x4plus-anime).
-    assert np.abs(out - centre).max() <= 1
+    assert np.abs(out - centre).max() <= flat
     assert np.abs(centre - colour).max() <= MODEL_SHIFT[model]
 
 
@@ -68,7 +72,7 @@ def test_cel_is_ncnn_on_the_padded_frame_and_unchanged_inside(tmp_path: Path) ->
 
 def test_pad_and_crop_any_size() -> None:
     for shape in ((1, 1, 3), (2, 3, 3), (5, 40, 1)):
-        frame = np.random.default_rng(0).random(shape, dtype=np.float32)
+        frame = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
         padded = pad_frame(frame, 10)
         assert padded.shape == (shape[0] + 20, shape[1] + 20, shape[2])
         assert np.array_equal(crop_frame(padded, 10), frame)

@@ -29,6 +29,7 @@ from upscaler.models.cache import BuildKey, built_path
 from upscaler.models.coreml_builder import resample_matrix
 from upscaler.models.graph import Conv, PReLU
 from upscaler.models.registry import MODELS, ModelRef, resolve_model
+from upscaler.pixels import from_planes, to_planes
 from upscaler.tiling import choose_tile
 
 ct = pytest.importorskip("coremltools")
@@ -339,7 +340,7 @@ def test_coreml_executor_batches(units: str, cel: np.ndarray) -> None:
 @pytest.mark.macos
 def test_coreml_runs_a_frame_at_its_own_shape(cel: np.ndarray) -> None:
     model = resolve_model("realesr-animevideov3")
-    frame = cel[:40, :64].astype(np.float32) / 255
+    frame = cel[:40, :64]
     with coreml.CoreMLExecutor(model, ExecutorOptions()) as executor:
         upscaler = FrameUpscaler(executor, batch=None,
                                  max_pixels=tile_budget("coreml", model))
@@ -348,6 +349,7 @@ def test_coreml_runs_a_frame_at_its_own_shape(cel: np.ndarray) -> None:
         # Over the budget: two even tiles, one package for their shape, one batch prediction.
         tiled = FrameUpscaler(executor, batch=None, max_pixels=40 * 40).upscale(frame)
         assert executor.fixed_tile == (40, 40)
-    expected = ncnn_run(model, np.ascontiguousarray(frame.transpose(2, 0, 1))[None])[0]
-    assert psnr(out, np.clip(expected.transpose(1, 2, 0), 0, 1)) >= 45
-    assert psnr(tiled, out) >= 45
+    expected = from_planes(ncnn_run(model, to_planes(frame[None]))[0], np.uint8)
+    assert out.dtype == tiled.dtype == np.uint8
+    assert psnr(out, expected, 255) >= 45
+    assert psnr(tiled, out, 255) >= 45

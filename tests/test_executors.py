@@ -28,6 +28,7 @@ from upscaler.executors.registry import (
 )
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import resolve_model
+from upscaler.pixels import run_pixels, run_via_planes
 
 FAST = "realesr-animevideov3"
 OPTIONS = ExecutorOptions(threads=2)
@@ -79,6 +80,31 @@ def test_default_precision_close_to_fp32(name: str, tiles: np.ndarray) -> None:
     assert out.dtype == np.float32 and out.shape == expected.shape
     for got, want in zip(out, expected, strict=True):
         assert psnr(got, want) >= expected_db(executor)
+
+
+@pytest.mark.parametrize("name", list(EXECUTORS))
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pixels_come_out_as_the_float_run_gives_them(name: str, dtype: type,
+                                                     tiles: np.ndarray) -> None:
+    """An executor's own `run_pixels`, where it has one (the others go through
+    pixels.run_via_planes), gives its float `run` rounded to pixels, and a later call, which
+    may reuse the runtime's output buffer, leaves the pixels an earlier one returned."""
+    peak = np.iinfo(dtype).max
+    pixels = np.rint(tiles.transpose(0, 2, 3, 1) * peak).astype(dtype)
+    executor = executor_or_skip(name)
+    if executor.fixed_tile is not None:
+        executor.close()
+        pytest.skip(f"{name} takes only {executor.fixed_tile}px tiles")
+    try:
+        first = run_pixels(executor, pixels)
+        kept = first.copy()
+        expected = run_via_planes(executor.run, pixels)
+        run_pixels(executor, np.ascontiguousarray(pixels[::-1]))
+    finally:
+        executor.close()
+    assert first.dtype == dtype and first.shape == (2, 32 * 4, 40 * 4, 3)
+    np.testing.assert_array_equal(first, expected)  # measured identical
+    np.testing.assert_array_equal(first, kept)
 
 
 @pytest.mark.parametrize("name", ["openvino", "ncnn"])

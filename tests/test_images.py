@@ -17,6 +17,7 @@ from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, 
 from upscaler.errors import MediaError
 from upscaler.media import images_write
 from upscaler.media.images import Image, is_image_path, read_image, write_image
+from upscaler.pixels import from_planes, to_planes
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -329,34 +330,50 @@ def test_is_image_path() -> None:
 def test_channels_round_trip_exactly(dtype: type, channels: int) -> None:
     px = _random((9, 11, channels), dtype, seed=channels)
     src = to_model_input(Image(px))
-    assert src.rgb.dtype == np.float32 and src.rgb.shape == (9, 11, 3)
-    assert src.rgb.min() >= 0.0 and src.rgb.max() <= 1.0
+    assert src.rgb.dtype == dtype and src.rgb.shape == (9, 11, 3)
+    assert src.rgb.flags.c_contiguous
     assert (src.alpha is not None) == (channels in (2, 4))
+    assert src.alpha is None or (src.alpha.dtype == dtype and src.alpha.shape == (9, 11))
     assert src.gray == (channels in (1, 2))
-    back = from_model_output(src.rgb, src.alpha, like=src)
+    # Through the model's edge and back: float32 planes in [0, 1], then pixels again.
+    planes = to_planes(src.rgb[None])
+    assert planes.dtype == np.float32 and planes.shape == (1, 3, 9, 11)
+    assert planes.min() >= 0.0 and planes.max() <= 1.0
+    rgb = from_planes(planes[0], dtype)
+    back = from_model_output(rgb, src.alpha, like=src)
     assert back.dtype == dtype
     np.testing.assert_array_equal(back, px)
 
 
 def test_from_model_output_rounds_clips_and_takes_luma() -> None:
     src = to_model_input(np.zeros((1, 3, 2), np.uint8))
-    rgb = np.array([[[0.6 / 255, 0.6 / 255, 0.6 / 255], [1.5, 1.5, 1.5], [1.0, 0.0, 0.0]]],
-                   np.float32)
-    alpha = np.array([[-0.2, 1.2, 0.4 / 255]], np.float32)
+    model_rgb = np.array([[[0.6 / 255, 0.6 / 255, 0.6 / 255], [1.5, 1.5, 1.5],
+                           [1.0, 0.0, 0.0]]], np.float32)
+    model_alpha = np.array([[-0.2, 1.2, 0.4 / 255]], np.float32)
+    # The model's edge rounds and clips its float output (the alpha runs as gray RGB)...
+    rgb = from_planes(np.ascontiguousarray(model_rgb.transpose(2, 0, 1)), np.uint8)
+    alpha = from_planes(np.repeat(model_alpha[None], 3, axis=0), np.uint8)[..., 0]
+    # ...and the layout comes back with the luma of the colour.
     out = from_model_output(rgb, alpha, like=src)
     np.testing.assert_array_equal(out[0, :, 0], [1, 255, 76])  # rounded; clipped; BT.601 luma
     np.testing.assert_array_equal(out[0, :, 1], [0, 255, 0])
     with pytest.raises(ValueError, match="alpha"):
         from_model_output(rgb, None, like=src)
+    deep = to_model_input(np.zeros((1, 1), np.uint16))
+    red = np.array([[[65535, 0, 0]]], np.uint16)
+    np.testing.assert_array_equal(from_model_output(red, None, like=deep), [[[19595]]])
 
 
-def test_settle_alpha_keeps_flat_areas_exact_and_edges_as_upscaled() -> None:
-    source = np.zeros((16, 16), np.float32)
-    source[:, 8:] = 1.0
-    model = np.clip(np.repeat(np.repeat(source, 4, 0), 4, 1) * 0.99 + 0.004, 0, 1)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_settle_alpha_keeps_flat_areas_exact_and_edges_as_upscaled(dtype: type) -> None:
+    peak = np.iinfo(dtype).max
+    source = np.zeros((16, 16), dtype)
+    source[:, 8:] = peak
+    upscaled = np.repeat(np.repeat(source, 4, 0), 4, 1).astype(np.float64)
+    model = np.rint(np.clip(upscaled * 0.99 + 0.004 * peak, 0, peak)).astype(dtype)
     settled = settle_alpha(model, source)
-    assert settled.shape == (64, 64)
-    assert np.all(settled[:, :4 * 5] == 0.0) and np.all(settled[:, 4 * 11:] == 1.0)
+    assert settled.shape == (64, 64) and settled.dtype == dtype
+    assert np.all(settled[:, :4 * 5] == 0) and np.all(settled[:, 4 * 11:] == peak)
     np.testing.assert_array_equal(settled[:, 28:36], model[:, 28:36])  # the edge
 
 

@@ -35,70 +35,89 @@ from upscaler.reuse import ReuseRule, TileReuse, estimated_shift
 FAST = ["--model", "realesr-animevideov3", "--crf", "0", "--preset", "ultrafast"]
 HEIGHT, WIDTH, FRAMES = 48, 80, 12
 SUMMARY = re.compile(r"held drawings reused: (\d+) frames whole, (\d+) of (\d+) tiles")
-LEVEL = 1 / 255
+DEPTHS = [np.uint8, np.uint16]
+
+
+def pixels(levels: np.ndarray, dtype: type) -> np.ndarray:
+    """Values in 8-bit levels as pixels of `dtype`, rounded and clamped (257 a level in 16
+    bits, where a fraction of a level survives)."""
+    per_level = 257 if dtype == np.uint16 else 1
+    return np.clip(np.rint(levels * per_level), 0, 255 * per_level).astype(dtype)
 
 
 # --- the rule and the store ---------------------------------------------------------------
 
 @pytest.fixture
 def tile() -> np.ndarray:
-    return np.ascontiguousarray(draw_cel(32, 48).transpose(2, 0, 1), np.float32) / 255
+    """A drawn (32, 48, 3) tile in 8-bit levels, as floats to add changes to."""
+    return draw_cel(32, 48).astype(np.float32)
 
 
-def test_rule_takes_coding_noise_for_unchanged(tile: np.ndarray) -> None:
+@pytest.mark.parametrize("dtype", DEPTHS)
+def test_rule_takes_coding_noise_for_unchanged(tile: np.ndarray, dtype: type) -> None:
     rng = np.random.default_rng(0)
-    noisy = tile + rng.normal(0, 0.3, tile.shape).astype(np.float32) * LEVEL
-    noisy[:, 5, 7] += 40 * LEVEL  # a few pixels far off, as x264 leaves at line art
-    noisy[:, 20, 30] -= 40 * LEVEL
-    assert ReuseRule().unchanged(noisy, tile)
+    noisy = tile + rng.normal(0, 0.3, tile.shape).astype(np.float32)
+    noisy[5, 7] += 40  # a few pixels far off, as x264 leaves at line art
+    noisy[20, 30] -= 40
+    assert ReuseRule().unchanged(pixels(noisy, dtype), pixels(tile, dtype))
 
 
-def test_rule_sees_a_small_local_change(tile: np.ndarray) -> None:
+@pytest.mark.parametrize("dtype", DEPTHS)
+def test_rule_sees_a_small_local_change(tile: np.ndarray, dtype: type) -> None:
     changed = tile.copy()
-    changed[0, 10:13, 20:24] += 60 * LEVEL  # 12 pixels: a mouth opening
-    assert not ReuseRule().unchanged(changed, tile)
+    changed[10:13, 20:24, 0] += 60  # 12 pixels: a mouth opening
+    assert not ReuseRule().unchanged(pixels(changed, dtype), pixels(tile, dtype))
 
 
-def test_rule_sees_a_uniform_shift_of_one_level(tile: np.ndarray) -> None:
-    assert not ReuseRule().unchanged(tile * (1 - 2 * LEVEL), tile)  # a fade's step
+@pytest.mark.parametrize("dtype", DEPTHS)
+def test_rule_sees_a_uniform_shift_of_one_level(tile: np.ndarray, dtype: type) -> None:
+    faded = pixels(tile * (1 - 2 / 255), dtype)  # a fade's step
+    assert not ReuseRule().unchanged(faded, pixels(tile, dtype))
 
 
+@pytest.mark.parametrize("dtype", DEPTHS)
 @pytest.mark.parametrize(("dx", "moved"), [(0.0, False), (0.02, False), (0.25, True),
                                            (0.5, True)])
-def test_rule_sees_a_slow_pan(dx: float, moved: bool) -> None:
-    cel = draw_cel(64, 96).astype(np.float32) / 255
+def test_rule_sees_a_slow_pan(dx: float, moved: bool, dtype: type) -> None:
+    cel = draw_cel(64, 96).astype(np.float32)
     shift = np.float32([[1, 0, dx], [0, 1, 0]])
     panned = cv2.warpAffine(cel, shift, (96, 64), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REFLECT)
-    a, b = (np.ascontiguousarray(x.transpose(2, 0, 1)) for x in (panned, cel))
+    a, b = pixels(panned, dtype), pixels(cel, dtype)
     assert abs(estimated_shift(a, b) - dx) < 0.02
     assert ReuseRule().unchanged(a, b) is not moved
 
 
 def test_store_judges_against_the_last_computed_input(tile: np.ndarray) -> None:
+    # 16-bit pixels, so that a step can be a fraction of an 8-bit level; the drawing is kept
+    # off black and white, so that no step is clamped away.
+    inner = tile * 0.9 + 10
+    first = pixels(inner, np.uint16)
     reuse = TileReuse()
-    out = np.ones((3, 4, 4), np.float32)
-    assert reuse.lookup("a", tile) is None
-    reuse.store("a", tile, out)
-    step = 0.3 * LEVEL  # each frame 0.3 levels on from the one before: under the 0.5 limit
-    held = reuse.lookup("a", tile + step)
+    out = np.ones((4, 4, 3), np.uint16)
+    assert reuse.lookup("a", first) is None
+    reuse.store("a", first, out)
+    step = 0.3  # each frame 0.3 levels on from the one before: under the 0.5 limit
+    held = reuse.lookup("a", pixels(inner + step, np.uint16))
     assert held is not None and np.array_equal(held, out)
     # 0.6 levels from the computed input, though only 0.3 from the frame before: no creep.
-    assert reuse.lookup("a", tile + 2 * step) is None
-    assert reuse.lookup("a", tile[:, :16]) is None  # another shape is another tile
-    held = reuse.lookup("a", tile)
+    assert reuse.lookup("a", pixels(inner + 2 * step, np.uint16)) is None
+    assert reuse.lookup("a", first[:, :16]) is None  # another shape is another tile
+    held = reuse.lookup("a", first)
     assert held is not None and not held.flags.writeable
     reuse.reset()
-    assert reuse.lookup("a", tile) is None
+    assert reuse.lookup("a", first) is None
 
 
-def test_store_keeps_copies(tile: np.ndarray) -> None:
+def test_store_copies_the_tile_and_freezes_the_output(tile: np.ndarray) -> None:
     reuse = TileReuse()
-    out = np.ones((3, 4, 4), np.float32)
-    reuse.store("a", tile, out)
-    out[:] = 0  # an executor reusing its output buffer
-    tile_before = tile.copy()
-    tile[:] = 0
+    current = pixels(tile, np.uint8)
+    out = np.ones((4, 4, 3), np.uint8)
+    reuse.store("a", current, out)
+    with pytest.raises(ValueError, match="read-only"):
+        out[:] = 0  # handed out again, so nobody may change it in place
+    tile_before = current.copy()
+    current[:] = 0  # the decoder's next frame in the same buffer
     held = reuse.lookup("a", tile_before)
     assert held is not None and held.min() == 1
 
@@ -108,8 +127,8 @@ def test_store_keeps_copies(tile: np.ndarray) -> None:
 def noisy_frames(n: int, height: int = 40, width: int = 56) -> list[np.ndarray]:
     """`n` copies of one cel with a little noise each, as decoded held frames are."""
     rng = np.random.default_rng(1)
-    cel = draw_cel(height, width).astype(np.float32) / 255
-    return [np.clip(cel + rng.normal(0, 0.2, cel.shape).astype(np.float32) * LEVEL, 0, 1)
+    cel = draw_cel(height, width).astype(np.float32)
+    return [pixels(cel + rng.normal(0, 0.2, cel.shape).astype(np.float32), np.uint8)
             for _ in range(n)]
 
 
@@ -123,7 +142,7 @@ def test_every_executor_reuses_whole_frames(name: str) -> None:
         out = frames.upscale(first)
         np.testing.assert_array_equal(frames.upscale(second), out)
         moved = third.copy()
-        moved[10:14, 20:24] = 1.0
+        moved[10:14, 20:24] = 255
         assert not np.array_equal(frames.upscale(moved), out)
     assert (frames.tiles_run, frames.tiles_reused, frames.frames_reused) == (2, 1, 1)
 
@@ -137,11 +156,11 @@ def test_fixed_shape_tiles_are_reused_one_by_one() -> None:
     tiles = frames.tiles_run
     assert tiles > 1
     changed = second.copy()
-    changed[2:6, 2:6] = 0.0  # inside the top-left tile only
+    changed[2:6, 2:6] = 0  # inside the top-left tile only
     out = frames.upscale(changed)
     assert frames.tiles_run == tiles + 1 and frames.tiles_reused == tiles - 1
     assert frames.frames_reused == 0
-    assert psnr(out, plain.upscale(changed)) > 50
+    assert psnr(out, plain.upscale(changed), 255) > 50  # measured 54.7 dB
 
 
 def test_out_of_memory_forgets_the_old_tiles() -> None:

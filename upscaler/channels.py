@@ -1,11 +1,11 @@
-"""The conversions around the model: any stored pixel layout to float RGB and back.
+"""The conversions around the model: any stored pixel layout to RGB pixels and back.
 
-The model sees float32 RGB in [0, 1]. Gray pictures are repeated into three channels and come
-back as the BT.601 luma of the model's output (its weights sum to 1, so a neutral output returns
-exactly the gray it was given). Alpha is kept apart, upscaled by the caller and settled with
-settle_alpha. 8-bit values are divided by 255 and 16-bit ones by 65535; on the way back values
-are clipped and rounded, never truncated, so a round trip through an identity model gives
-back every input value exactly.
+The model's side takes (H, W, 3) RGB pixels of the source's depth (uint8, or uint16 for deeper
+sources; pixels.py turns them into floats one tile at a time). Gray pictures are repeated into
+three channels and come back as the BT.601 luma of the model's output (its weights sum to 1, so
+a neutral output returns exactly the gray it was given). Alpha is kept apart, upscaled by the
+caller and settled with settle_alpha. Values are rounded, never truncated, so a round trip
+through an identity model gives back every input value exactly.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 class ModelInput:
     """What the model runs on, and what is needed to rebuild the source layout afterwards.
 
-    `rgb` is float32 (H, W, 3) in [0, 1]; `alpha` float32 (H, W) in [0, 1], or None when the
-    source had no alpha channel; `bit_depth` is 8 or 16; `gray` says the source had one colour
+    `rgb` is (H, W, 3) and `alpha` (H, W), or None when the source had no alpha channel, both
+    uint8 or both uint16 as `bit_depth` (8 or 16) says; `gray` says the source had one colour
     channel.
     """
 
@@ -50,50 +50,45 @@ def to_model_input(image: Image | np.ndarray) -> ModelInput:
         pixels = pixels[..., None]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"pixels must be (H, W, 1-4), not {pixels.shape}")
-    if pixels.dtype == np.uint16:
-        bit_depth, peak = 16, np.float32(65535.0)
-    elif pixels.dtype == np.uint8:
-        bit_depth, peak = 8, np.float32(255.0)
-    else:
+    if pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"pixels must be uint8 or uint16, not {pixels.dtype}")
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
     channels = pixels.shape[2]
     gray = channels in (1, 2)
-    colour = pixels[..., :1] if gray else pixels[..., :3]
-    rgb = colour.astype(np.float32) / peak
-    if gray:
-        rgb = np.repeat(rgb, 3, axis=2)
-    alpha = pixels[..., -1].astype(np.float32) / peak if channels in (2, 4) else None
+    rgb = np.repeat(pixels[..., :1], 3, axis=2) if gray else pixels[..., :3]
+    alpha = pixels[..., -1] if channels in (2, 4) else None
     return ModelInput(rgb=np.ascontiguousarray(rgb), alpha=alpha, bit_depth=bit_depth, gray=gray)
 
 
 def from_model_output(
     rgb_up: np.ndarray, alpha_up: np.ndarray | None, like: ModelInput
 ) -> np.ndarray:
-    """Model output (float RGB (H, W, 3), alpha (H, W)) back to the layout and depth of `like`."""
+    """Model output (RGB (H, W, 3), alpha (H, W), pixels of `like`'s depth) back to the layout
+    of `like`."""
     if rgb_up.ndim != 3 or rgb_up.shape[2] != 3:
         raise ValueError(f"model output must be (H, W, 3), not {rgb_up.shape}")
     if (alpha_up is None) != (like.alpha is None):
         raise ValueError("alpha must be given exactly when the source had an alpha channel")
-    colour = rgb_up @ _LUMA if like.gray else rgb_up
-    planes = [colour[..., None] if like.gray else colour]
-    if alpha_up is not None:
-        if alpha_up.shape != rgb_up.shape[:2]:
-            raise ValueError(f"alpha {alpha_up.shape} does not match colour {rgb_up.shape[:2]}")
-        planes.append(alpha_up[..., None])
-    out = np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0]
-    return _quantise(out, like.peak, like.dtype)
+    if like.gray:
+        rgb_up = _quantise(rgb_up.astype(np.float32) @ _LUMA, like.dtype)[..., None]
+    if alpha_up is None:
+        return rgb_up
+    if alpha_up.shape != rgb_up.shape[:2]:
+        raise ValueError(f"alpha {alpha_up.shape} does not match colour {rgb_up.shape[:2]}")
+    return np.concatenate([rgb_up, alpha_up[..., None]], axis=2)
 
 
-def _quantise(values: np.ndarray, peak: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
-    scaled = np.clip(values, 0.0, 1.0) * np.float32(peak)
-    return np.rint(scaled).astype(dtype)
+def _quantise(values: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.rint(np.clip(values, info.min, info.max)).astype(dtype)
 
 
 FLAT_RADIUS = 3  # source pixels this far from any alpha change count as uniformly (in)visible
 
 
 def settle_alpha(upscaled: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """Model-upscaled alpha with the source's flat areas restored exactly.
+    """Model-upscaled alpha with the source's flat areas restored exactly (pixels of one
+    dtype in, the same out).
 
     The model draws crisp alpha edges, but it also leaves fully opaque areas at 253/255 or so,
     which reads as slight transparency. Wherever the source alpha is the same within
@@ -101,21 +96,21 @@ def settle_alpha(upscaled: np.ndarray, source: np.ndarray) -> np.ndarray:
     """
     size = 2 * FLAT_RADIUS + 1
     kernel = np.ones((size, size), np.uint8)
-    src = source.astype(np.float32)
-    flat = cv2.erode(src, kernel, borderType=cv2.BORDER_REPLICATE) == cv2.dilate(
-        src, kernel, borderType=cv2.BORDER_REPLICATE)
+    flat = cv2.erode(source, kernel, borderType=cv2.BORDER_REPLICATE) == cv2.dilate(
+        source, kernel, borderType=cv2.BORDER_REPLICATE)
     out_h, out_w = upscaled.shape
     flat_up = cv2.resize(flat.astype(np.uint8), (out_w, out_h),
                          interpolation=cv2.INTER_NEAREST).astype(bool)
-    src_up = cv2.resize(src, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
-    return np.where(flat_up, src_up, np.clip(upscaled, 0.0, 1.0)).astype(np.float32)
+    src_up = cv2.resize(source, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
+    return np.where(flat_up, src_up, upscaled)
 
 
 def resize_to_scale(arr: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Resize float (H, W[, C]) values in [0, 1] to exactly (out_h, out_w).
+    """Resize (H, W[, C]) pixels to exactly (out_h, out_w).
 
-    Area averaging when shrinking (no aliasing); Lanczos when enlarging, clipped back to [0, 1]
-    because its ringing overshoots at line art. Integer arrays saturate by themselves.
+    Area averaging when shrinking (no aliasing); Lanczos when enlarging, whose ringing
+    overshoots at line art: integer pixels saturate by themselves, floats in [0, 1] are
+    clipped back.
     """
     h, w = arr.shape[:2]
     if (h, w) == (out_h, out_w):

@@ -33,6 +33,7 @@ from upscaler.config import (
     validate_options,
 )
 from upscaler.errors import Interrupted, UpscalerError, UsageError
+from upscaler.heap import keep_frame_buffers
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, run_task
 from upscaler.plan import PlanError, Task, plan_jobs
@@ -88,16 +89,28 @@ def _given_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 class _Bars:
-    """Draws tqdm bars from the pipeline's progress callbacks."""
+    """Draws tqdm bars from the pipeline's progress callbacks.
+
+    A video job reports from its transform thread, which may finish one more frame after a
+    Ctrl-C has stopped the job: once `close` has run, such a late report draws nothing (it
+    had drawn a fresh bar below the message saying what was kept).
+    """
 
     def __init__(self, quiet: bool, jobs: int) -> None:
         self.quiet = quiet
         self.outer = None if quiet or jobs < 2 else tqdm(total=jobs, unit="job", position=0)
         self.inner: tqdm | None = None
+        self._lock = threading.Lock()
+        self._closed = False
 
     def __call__(self, state: Progress) -> None:
         if self.quiet:
             return
+        with self._lock:
+            if not self._closed:
+                self._draw(state)
+
+    def _draw(self, state: Progress) -> None:
         if self.inner is None:
             self.inner = tqdm(total=state.total or None, unit=state.unit, desc=state.label,
                               initial=0, position=1 if self.outer else 0,
@@ -123,11 +136,13 @@ class _Bars:
     def close(self) -> None:
         """Ends the bars, also one a stopped job left open, so that what is printed after
         them starts on a line of its own."""
-        if self.inner is not None:
-            self.inner.close()
-            self.inner = None
-        if self.outer is not None:
-            self.outer.close()
+        with self._lock:
+            self._closed = True
+            if self.inner is not None:
+                self.inner.close()
+                self.inner = None
+            if self.outer is not None:
+                self.outer.close()
 
 
 class _LogLine(logging.Handler):
@@ -311,6 +326,7 @@ def _run(tasks: list[Task], bars: _Bars,
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_frame_buffers()  # see heap.py
     # Ray, where a run uses it, stops after the run's last line is out.
     with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
         code = _main(argv, cluster)

@@ -18,6 +18,7 @@ import numpy as np
 from upscaler.borders import crop_frame, pad_frame
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.base import Executor
+from upscaler.pixels import run_pixels
 from upscaler.reuse import TileReuse
 from upscaler.tiling import Stitcher, TilePlan, TileShape, choose_tile, plan_tiles
 
@@ -85,18 +86,25 @@ class FrameUpscaler:
         """True when the executor takes only its `fixed_tile` and cannot be rebuilt."""
         return self.executor.fixed_tile is not None and not self.reshapes
 
-    def upscale(self, rgb: np.ndarray) -> np.ndarray:
-        """float32 (H, W, 3) RGB in [0, 1] -> float32 (H*s, W*s, 3) in [0, 1]."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-            raise MediaError(f"expected an (H, W, 3) RGB frame, got shape {rgb.shape}")
-        self.frame_pixels += rgb.shape[0] * rgb.shape[1]
-        padded = pad_frame(rgb, self.border)
-        chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
+    def upscale(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W, 3) RGB pixels, uint8 or uint16 -> (H*s, W*s, 3) of the same dtype.
+
+        The frame stays in pixels throughout; each tile becomes float only at the executor's
+        edge (pixels.py). A whole frame costs one conversion each way and no copy; a tiled one
+        blends only the overlap bands (tiling.Stitcher). The result may be a view, read-only
+        where it is a held output (reuse): copy it before writing into it.
+        """
+        if (frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1
+                or frame.dtype not in (np.uint8, np.uint16)):
+            raise MediaError(f"expected an (H, W, 3) uint8 or uint16 RGB frame, got shape "
+                             f"{frame.shape} {frame.dtype}")
+        self.frame_pixels += frame.shape[0] * frame.shape[1]
+        padded = pad_frame(frame, self.border)
         tiles_run = self.tiles_run
         while True:
-            plan = self.plan(chw.shape[1], chw.shape[2])
+            plan = self.plan(*padded.shape[:2])
             try:
-                out = self._run(chw, plan)
+                out = self._run(padded, plan)
                 break
             except OutOfMemoryError as e:
                 self._shrink(plan, e)
@@ -106,10 +114,9 @@ class FrameUpscaler:
         self.frames_run += 1
         self.frames_reused += self.reuse is not None and self.tiles_run == tiles_run
         self.planned_pixels += plan.height * plan.width
-        # A copy, always: `out` may be a reused output, which must stay as it is.
-        hwc = np.array(crop_frame(out.transpose(1, 2, 0), self.border * self.executor.scale),
-                       order="C")
-        return np.clip(hwc, 0.0, 1.0, out=hwc)
+        # A view, not a copy: the writer takes it row by row (a 4K frame is 25 MB). It may be
+        # a held output that reuse hands out again, and is then read-only.
+        return crop_frame(out, self.border * self.executor.scale)
 
     def plan(self, height: int, width: int) -> TilePlan:
         """The tile plan for frames of `height` x `width` under the current limits (cached)."""
@@ -129,38 +136,38 @@ class FrameUpscaler:
         return choose_tile(height, width, self.overlap, max_pixels=self.max_pixels,
                            max_side=self.tile or None)
 
-    def _run(self, chw: np.ndarray, plan: TilePlan) -> np.ndarray:
+    def _run(self, frame: np.ndarray, plan: TilePlan) -> np.ndarray:
         if self.reshapes and self.executor.fixed_tile != plan.tile:
             self.executor.reshape(*plan.tile)  # type: ignore[attr-defined]  # see can_reshape
         if len(plan.tiles) == 1 and plan.padded_shape == (plan.height, plan.width):
-            return self._run_whole(chw)
-        return self._run_tiled(chw, plan)
+            return self._run_whole(frame)
+        return self._run_tiled(frame, plan)
 
     def _execute(self, batch: np.ndarray) -> np.ndarray:
         start = time.perf_counter()
         try:
-            return self.executor.run(batch)
+            return run_pixels(self.executor, batch)
         finally:
             self.executor_seconds += time.perf_counter() - start
-            self.pixels_run += batch.shape[0] * batch.shape[2] * batch.shape[3]
+            self.pixels_run += batch.shape[0] * batch.shape[1] * batch.shape[2]
 
-    def _run_whole(self, chw: np.ndarray) -> np.ndarray:
-        out = self._run_batch(chw[None], [(0, chw.shape[1], 0, chw.shape[2])])[0]
+    def _run_whole(self, frame: np.ndarray) -> np.ndarray:
+        out = self._run_batch(frame[None], [(0, frame.shape[0], 0, frame.shape[1])])[0]
         s = self.executor.scale
-        expected = (3, chw.shape[1] * s, chw.shape[2] * s)
+        expected = (frame.shape[0] * s, frame.shape[1] * s, 3)
         if out.shape != expected:
             raise ExecutorError(f"executor returned a frame of shape {out.shape}, "
                                 f"expected {expected}")
         return out
 
-    def _run_tiled(self, chw: np.ndarray, plan: TilePlan) -> np.ndarray:
-        padded = plan.pad(chw)
+    def _run_tiled(self, frame: np.ndarray, plan: TilePlan) -> np.ndarray:
+        padded = plan.pad(frame)
         stitcher = Stitcher(plan)
         tiles = plan.tiles
         batch = self.batch or (len(tiles) if self.executor.fixed_tile is not None else 1)
         for i in range(0, len(tiles), batch):
             group = tiles[i:i + batch]
-            out = self._run_batch(np.stack([padded[:, t.y, t.x] for t in group]),
+            out = self._run_batch(np.stack([padded[t.y, t.x] for t in group]),
                                   [(t.y.start, t.y.stop, t.x.start, t.x.stop) for t in group])
             for tile, upscaled in zip(group, out, strict=True):
                 stitcher.add(tile, upscaled)

@@ -161,15 +161,16 @@ class Upscaler:
         if src.alpha is not None:
             # Alpha goes through the model too: its edges are line art, which a resampler blurs.
             gray = np.repeat(src.alpha[..., None], 3, axis=2)
-            alpha = self._finish(self.frames.upscale(gray).mean(axis=2), height, width)
+            mean = self.frames.upscale(gray).mean(axis=2)
+            alpha = self._finish(np.rint(mean).astype(src.dtype), height, width)
             alpha = settle_alpha(alpha, src.alpha)
-        return from_model_output(rgb, alpha, like=src)
+        # The caller owns what it gets: a contiguous array of its own, not a view.
+        return np.ascontiguousarray(from_model_output(rgb, alpha, like=src))
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
-        """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size."""
-        src = to_model_input(frame)
-        rgb = self._finish(self.frames.upscale(src.rgb), *frame.shape[:2])
-        return from_model_output(rgb, None, like=src)
+        """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size
+        (a view, possibly read-only: see FrameUpscaler.upscale)."""
+        return self._finish(self.frames.upscale(frame), *frame.shape[:2])
 
 
 def _overlap(options: Options, model: ModelRef) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 from upscaler.config import Options, RaySettings
 from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
+from upscaler.heap import keep_frame_buffers
 from upscaler.media.encoding import VideoSettings
 from upscaler.media.probe import VideoInfo
 from upscaler.media.segments import Segment, encode_segments
@@ -287,6 +288,7 @@ def _upscaler(options: Options, video: bool) -> Upscaler:
         if _cached is not None:
             _cached[1].close()
             _cached = None
+        keep_frame_buffers()  # this worker process is ours for the run (see heap.py)
         up = Upscaler(options, "video" if video else "image", reuse=video and options.reuse)
         _cached = (key, up)
     return _cached[1]

@@ -13,12 +13,14 @@ model then sees the same zero-padded border it would see on the whole frame. Onl
 executor's tile longer than the image is filled, by reflect-padding, and the padding cropped
 from the output.
 
-Arrays are channel-first, (C, H, W); the slices of a tile apply to the last two axes.
+Arrays are pixels, (H, W, C), as frames travel (see pixels.py); a tile's slices apply to the
+first two axes.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -112,17 +114,17 @@ class TilePlan:
         return self.model_pixels / (self.height * self.width) - 1
 
     def pad(self, image: np.ndarray) -> np.ndarray:
-        """`image` (..., height, width), reflect-padded at the bottom and right up to the tile."""
+        """`image` (height, width, ...), reflect-padded at the bottom and right up to the tile."""
         pad_y, pad_x = self.rows.padded - self.height, self.cols.padded - self.width
         if pad_y == 0 and pad_x == 0:
             return image
-        widths = [(0, 0)] * (image.ndim - 2) + [(0, pad_y), (0, pad_x)]
+        widths = [(0, pad_y), (0, pad_x)] + [(0, 0)] * (image.ndim - 2)
         return np.pad(image, widths, mode="reflect")
 
     def crop(self, output: np.ndarray) -> np.ndarray:
-        """The upscaled padded frame `output` (..., H*s, W*s) without the upscaled padding."""
+        """The upscaled padded frame `output` (H*s, W*s, ...) without the upscaled padding."""
         out_h, out_w = self.out_shape
-        return output[..., :out_h, :out_w]
+        return output[:out_h, :out_w]
 
 
 def axis_tile(length: int, count: int, overlap: int) -> int:
@@ -275,28 +277,69 @@ def _ramp(n: int) -> np.ndarray:
     return np.maximum(0.5 - 0.5 * np.cos(np.pi * middle), RAMP_FLOOR).astype(np.float32)
 
 
+def _cells(axis: AxisPlan, scale: int) -> list[tuple[int, int, tuple[int, ...]]]:
+    """An axis of the output cut where any span starts or stops: (start, stop, the spans that
+    cover it). Most cells lie in one span; only the overlaps lie in two or more."""
+    edges = sorted({e * scale for span in axis.spans for e in (span.start, span.stop)})
+    return [(a, b, tuple(i for i, span in enumerate(axis.spans)
+                         if span.start * scale <= a and b <= span.stop * scale))
+            for a, b in itertools.pairwise(edges)]
+
+
 class Stitcher:
-    """Collects the upscaled tiles of one frame and blends them into the upscaled frame."""
+    """Collects the upscaled tiles of one frame, as pixels (h*s, w*s, C) of one dtype, and
+    blends them into the upscaled frame.
+
+    Where one tile alone covers a place (its weight is 1 there), its pixels are copied as they
+    are; only the overlap bands are blended, in float32, and rounded back. So a 4K frame in a
+    few tiles costs a copy plus a little float work in the bands, not a float canvas.
+    """
 
     def __init__(self, plan: TilePlan, channels: int = 3) -> None:
         self.plan = plan
-        out_h, out_w = plan.rows.padded * plan.scale, plan.cols.padded * plan.scale
-        self._sum = np.zeros((channels, out_h, out_w), np.float32)
-        self._added = 0
+        self.channels = channels
+        self._tiles: dict[tuple[int, int], np.ndarray] = {}
 
     def add(self, tile: Tile, upscaled: np.ndarray) -> None:
-        """Blend in `upscaled` (C, tile*scale, tile*scale), the executor's output for `tile`."""
-        expected = (self._sum.shape[0], tile.out_y.stop - tile.out_y.start,
-                    tile.out_x.stop - tile.out_x.start)
+        """Keep `upscaled` (tile*scale, tile*scale, C), the executor's output for `tile`."""
+        expected = (tile.out_y.stop - tile.out_y.start, tile.out_x.stop - tile.out_x.start,
+                    self.channels)
         if upscaled.shape != expected:
             raise ExecutorError(f"executor returned a tile of shape {upscaled.shape}, "
                                 f"expected {expected}")
-        weight = self.plan.row_weights[tile.row][:, None] * self.plan.col_weights[tile.col]
-        self._sum[:, tile.out_y, tile.out_x] += upscaled * weight
-        self._added += 1
+        self._tiles[tile.row, tile.col] = upscaled
 
     def result(self) -> np.ndarray:
-        """The upscaled frame (C, height*scale, width*scale), once every tile has been added."""
-        if self._added < len(self.plan.tiles):
-            raise ExecutorError(f"only {self._added} of {len(self.plan.tiles)} tiles were added")
-        return self.plan.crop(self._sum)
+        """The upscaled frame (height*scale, width*scale, C), once every tile has been added."""
+        plan = self.plan
+        if len(self._tiles) < len(plan.tiles):
+            raise ExecutorError(f"only {len(self._tiles)} of {len(plan.tiles)} tiles were added")
+        s = plan.scale
+        first = next(iter(self._tiles.values()))
+        out = np.empty((plan.rows.padded * s, plan.cols.padded * s, self.channels), first.dtype)
+        for y0, y1, rows in _cells(plan.rows, s):
+            for x0, x1, cols in _cells(plan.cols, s):
+                parts = [(r, c, self._tiles[r, c][y0 - plan.rows.spans[r].start * s:
+                                                  y1 - plan.rows.spans[r].start * s,
+                                                  x0 - plan.cols.spans[c].start * s:
+                                                  x1 - plan.cols.spans[c].start * s])
+                         for r in rows for c in cols]
+                if len(parts) == 1:
+                    out[y0:y1, x0:x1] = parts[0][2]
+                    continue
+                blend = np.zeros((y1 - y0, x1 - x0, self.channels), np.float32)
+                for r, c, part in parts:
+                    ry, cx = plan.rows.spans[r].start * s, plan.cols.spans[c].start * s
+                    weight = (plan.row_weights[r][y0 - ry:y1 - ry, None]
+                              * plan.col_weights[c][x0 - cx:x1 - cx])
+                    blend += part * weight[..., None]
+                out[y0:y1, x0:x1] = _round_to(blend, out.dtype)
+        return plan.crop(out)
+
+
+def _round_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Blended values back to `dtype`: rounded and clamped for integers, as they are else."""
+    if not np.issubdtype(dtype, np.integer):
+        return values
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(values), info.min, info.max).astype(dtype)

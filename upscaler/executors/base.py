@@ -37,6 +37,10 @@ class Executor(Protocol):
     `run` takes float32 (N, 3, h, w) RGB in [0, 1], C-contiguous, and returns float32
     (N, 3, h * scale, w * scale), unclamped. It raises OutOfMemoryError when the batch or tile
     is too large for the device, so the caller can retry smaller, and ExecutorError otherwise.
+    An executor may also have `run_pixels`: uint8 or uint16 (N, h, w, 3) RGB pixels in, the
+    same dtype (N, h * s, w * s, 3) out, clamped and rounded, where its runtime converts more
+    cheaply than pixels.run_via_planes (inside the graph, on the GPU); the pipeline calls that
+    through pixels.run_pixels, and `run` stays the model's own contract.
     `fixed_tile` is the only (h, w) a fixed-shape executor (Core ML) accepts, else None.
     A fixed-shape executor that can be rebuilt for another shape (Core ML from ncnn weights)
     also has `can_reshape = True` and `reshape(h, w)`, which makes (h, w) its `fixed_tile`.

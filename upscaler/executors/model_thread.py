@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from upscaler.executors.base import Executor
+from upscaler.pixels import run_pixels
 
 T = TypeVar("T")
 
@@ -58,6 +59,10 @@ class ModelThreadExecutor:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self._call(self._inner.run, batch)
+
+    def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
+        # The conversions run on the model's thread too: one call, one hop between threads.
+        return self._call(run_pixels, self._inner, tiles)
 
     def reshape(self, height: int, width: int) -> None:
         self._call(self._inner.reshape, height, width)  # type: ignore[attr-defined]

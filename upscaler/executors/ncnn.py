@@ -6,8 +6,9 @@ import contextlib
 import itertools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
 from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
 from upscaler.models.registry import ModelRef
 from upscaler.models.tail import tail_of
+from upscaler.pixels import from_planes, to_planes
+
+T = TypeVar("T")
 
 _NCNN_OOM = -100  # what ncnn layers return when a blob allocation fails
 # The side of the tiles the upsampling tail runs in (input pixels): 160x160 holds about 1.4 GB
@@ -73,6 +77,36 @@ def _blob_names(param_path: Path) -> tuple[str, str]:
     except (StopIteration, IndexError, ValueError) as e:
         raise ModelError("no Input layer or malformed last layer", param_path) from e
     return input_blob, output_blob
+
+
+class _Target(Protocol):
+    """Where an upscaled tile goes: float planes or pixels."""
+
+    def put(self, ys: slice, xs: slice, part: np.ndarray) -> None: ...
+
+    def put_whole(self, planes: np.ndarray) -> None: ...
+
+
+class _FloatPlanes:
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out  # float32 (3, H, W)
+
+    def put(self, ys: slice, xs: slice, part: np.ndarray) -> None:
+        self.out[:, ys, xs] = part
+
+    def put_whole(self, planes: np.ndarray) -> None:
+        self.out[...] = planes
+
+
+class _Pixels:
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out  # (H, W, 3) pixels, C-contiguous
+
+    def put(self, ys: slice, xs: slice, part: np.ndarray) -> None:
+        self.out[ys, xs] = from_planes(part, self.out.dtype)
+
+    def put_whole(self, planes: np.ndarray) -> None:
+        from_planes(planes, self.out.dtype, out=self.out)
 
 
 def _even_spans(size: int, most: int) -> list[slice]:
@@ -150,14 +184,44 @@ class NcnnExecutor(ClosingExecutor):
         out = np.empty((n, 3, h * self.scale, w * self.scale), np.float32)
         for i in range(n):
             tile = np.ascontiguousarray(batch[i], dtype=np.float32)
-            if self._tail is None or h * w <= TAIL_TILE**2:
-                out[i] = self._extract(self._input_blob, tile, self._output_blob, out.shape[1:])
-            else:
-                body = self._extract(self._input_blob, tile, self._tail.blob, None)
-                self._run_tail(body, out[i])
+            self._run_one(tile, h, w, _FloatPlanes(out[i]))
         return out
 
-    def _run_tail(self, body: np.ndarray, out: np.ndarray) -> None:
+    def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) pixels -> (N, h*s, w*s, 3) of the same dtype; see Executor.
+
+        8-bit tiles go in through ncnn's own pixel conversion (Mat.from_pixels); the output
+        becomes pixels straight from ncnn's blob, before the extractor frees it, with no float
+        copy of it (a 2560x1440 output is 44 MB of floats).
+        """
+        n, h, w, _ = tiles.shape
+        out = np.empty((n, h * self.scale, w * self.scale, 3), tiles.dtype)
+        for i in range(n):
+            self._run_one(self._pixel_mat(tiles[i]), h, w, _Pixels(out[i]))
+        return out
+
+    def _pixel_mat(self, tile: np.ndarray) -> Any:
+        """An 8-bit tile as an ncnn.Mat of its own; deeper ones as float planes."""
+        import ncnn
+
+        if tile.dtype != np.uint8:
+            return to_planes(tile[None])[0]
+        h, w = tile.shape[:2]
+        mat = ncnn.Mat.from_pixels(np.ascontiguousarray(tile), ncnn.Mat.PixelType.PIXEL_RGB,
+                                   w, h)
+        mat.substract_mean_normalize([], [1 / 255.0] * 3)
+        return mat
+
+    def _run_one(self, data: Any, h: int, w: int, out: _Target) -> None:
+        """One tile, whole or with the upsampling tail apart, into `out`."""
+        if self._tail is None or h * w <= TAIL_TILE**2:
+            self._extract(self._input_blob, data, self._output_blob,
+                          (3, h * self.scale, w * self.scale), out.put_whole)
+        else:
+            body = self._extract(self._input_blob, data, self._tail.blob, None, np.array)
+            self._run_tail(body, out)
+
+    def _run_tail(self, body: np.ndarray, out: _Target) -> None:
         """The upsampling tail over `body` (C, h, w) in tiles of about TAIL_TILE, each widened
         by the tail's reach inside the frame and cropped back: exact, in bounded memory."""
         assert self._tail is not None  # for type checkers; run() checks
@@ -167,21 +231,27 @@ class NcnnExecutor(ClosingExecutor):
             for xs in _even_spans(w, TAIL_TILE):
                 y0, y1 = max(0, ys.start - reach), min(h, ys.stop + reach)
                 x0, x1 = max(0, xs.start - reach), min(w, xs.stop + reach)
-                part = self._extract(self._tail.blob, np.ascontiguousarray(body[:, y0:y1, x0:x1]),
-                                     self._output_blob, (3, (y1 - y0) * s, (x1 - x0) * s))
                 top, left = (ys.start - y0) * s, (xs.start - x0) * s
                 rows, cols = (ys.stop - ys.start) * s, (xs.stop - xs.start) * s
-                out[:, ys.start * s:ys.stop * s, xs.start * s:xs.stop * s] = part[
-                    :, top:top + rows, left:left + cols]
 
-    def _extract(self, source: str, data: np.ndarray, target: str,
-                 shape: tuple[int, ...] | None) -> np.ndarray:
-        """Blob `target` computed from `data` given as blob `source`; checked against `shape`."""
+                def put(part: np.ndarray, ys: slice = ys, xs: slice = xs, top: int = top,
+                        left: int = left, rows: int = rows, cols: int = cols) -> None:
+                    out.put(slice(ys.start * s, ys.stop * s), slice(xs.start * s, xs.stop * s),
+                            part[:, top:top + rows, left:left + cols])
+
+                self._extract(self._tail.blob, np.ascontiguousarray(body[:, y0:y1, x0:x1]),
+                              self._output_blob, (3, (y1 - y0) * s, (x1 - x0) * s), put)
+
+    def _extract(self, source: str, data: Any, target: str, shape: tuple[int, ...] | None,
+                 take: Callable[[np.ndarray], T]) -> T:
+        """`take` of blob `target` computed from `data` (float32 (C, h, w) planes, or an
+        ncnn.Mat) given as blob `source`, checked against `shape`. `take` sees ncnn's own
+        memory, which is freed after it returns."""
         import ncnn
 
-        h, w = data.shape[1:]
-        # ncnn.Mat borrows the array's memory: `data` outlives the extraction.
-        mat_in = ncnn.Mat(data)
+        # ncnn.Mat borrows the planes' memory: `data` holds them until the extraction ends.
+        mat_in = ncnn.Mat(data) if isinstance(data, np.ndarray) else data
+        h, w = mat_in.h, mat_in.w
         with self._net.create_extractor() as extractor:
             extractor.input(source, mat_in)
             status, mat_out = extractor.extract(target)
@@ -191,11 +261,11 @@ class NcnnExecutor(ClosingExecutor):
             if status != 0:
                 raise ExecutorError(f"ncnn ({self.device}) failed on a {h}x{w} tile "
                                     f"(error {status})", self.path)
-            result = np.array(mat_out)  # copies before the extractor frees its blobs
-        if shape is not None and result.shape != shape:
-            raise ExecutorError(f"ncnn returned {result.shape} for a {h}x{w} tile, "
-                                f"expected {shape}", self.path)
-        return result
+            result = np.asarray(mat_out)  # a view of ncnn's blob, valid inside this block
+            if shape is not None and result.shape != shape:
+                raise ExecutorError(f"ncnn returned {result.shape} for a {h}x{w} tile, "
+                                    f"expected {shape}", self.path)
+            return take(result)
 
     def close(self) -> None:
         if self._net is not None:

@@ -11,6 +11,7 @@ from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionN
 from upscaler.models.builds import onnx_file
 from upscaler.models.cache import cache_dir
 from upscaler.models.registry import ModelRef
+from upscaler.pixels import from_planes, run_via_planes, to_planes
 
 # Most capable first; ORT assigns each node to the first provider in the list that takes it.
 PROVIDER_ORDER = (
@@ -121,6 +122,7 @@ class OnnxRuntimeExecutor(ClosingExecutor):
 
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if options.threads:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
@@ -134,7 +136,10 @@ class OnnxRuntimeExecutor(ClosingExecutor):
 
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
-        self._output_name = self._session.get_outputs()[0].name
+        model_output = self._session.get_outputs()[0]
+        self._output_name = model_output.name
+        self._output_dtype = np.float16 if model_output.type == "tensor(float16)" else np.float32
+        self._output: np.ndarray | None = None
         if model_input.type not in ("tensor(float16)", "tensor(float)"):
             raise ModelError(f"model input is {model_input.type}, expected float", path)
         self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
@@ -176,19 +181,51 @@ class OnnxRuntimeExecutor(ClosingExecutor):
             return np.concatenate(parts)
         return self._run(feed)
 
-    def _run(self, feed: np.ndarray) -> np.ndarray:
+    def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) pixels -> (N, h*s, w*s, 3) of the same dtype; see Executor.
+
+        The model writes into an output buffer kept from call to call (I/O binding): a 4K
+        frame's float output is 100 MB, and a fresh one each frame cost more in page faults
+        than the model it held (the instant model of bench/bench_fast_path.py).
+        """
+        if self._fixed_batch is not None and self._fixed_batch != len(tiles):
+            return run_via_planes(self.run, tiles)
+        feed = to_planes(tiles).astype(self._input_dtype, copy=False)
+        n, _, h, w = feed.shape
+        shape = (n, 3, h * self.scale, w * self.scale)
+        if self._output is None or self._output.shape != shape:
+            self._output = None  # the old buffer goes before the new one comes
+            self._output = np.empty(shape, self._output_dtype)
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(self._input_name, feed)
+        binding.bind_output(self._output_name, "cpu", 0, self._output_dtype, shape,
+                            self._output.ctypes.data)
+        self._call(lambda: self._session.run_with_iobinding(binding), feed.shape)
+        result = np.empty((n, *shape[2:], 3), tiles.dtype)
+        for planes, target in zip(self._output, result, strict=True):
+            from_planes(planes, tiles.dtype, out=target)
+        return result
+
+    def _call(self, run: Any, shape: tuple[int, ...]) -> Any:
+        """`run()`, its runtime errors turned into ours."""
         try:
-            (out,) = self._session.run([self._output_name], {self._input_name: feed})
+            return run()
         except Exception as e:  # ORT's pybind exceptions share no base class but Exception
             if _is_oom(e):
                 raise OutOfMemoryError(f"onnxruntime ({self.provider}): out of memory for input "
-                                       f"{tuple(feed.shape)}: {one_line(e)}") from e
+                                       f"{tuple(shape)}: {one_line(e)}") from e
             raise ExecutorError(f"onnxruntime ({self.provider}) failed on input "
-                                f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
+                                f"{tuple(shape)}: {one_line(e)}", self.path) from e
+
+    def _run(self, feed: np.ndarray) -> np.ndarray:
+        (out,) = self._call(
+            lambda: self._session.run([self._output_name], {self._input_name: feed}),
+            feed.shape)
         return np.asarray(out, dtype=np.float32)
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
+        self._output = None
 
 
 def _static_dims(shape: list[Any], path: Any) -> tuple[int | None, ...]:

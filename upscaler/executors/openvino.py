@@ -10,6 +10,7 @@ from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
 from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import ModelRef
+from upscaler.pixels import from_planes, run_via_planes, to_planes
 
 PerformanceHint = Literal["LATENCY", "THROUGHPUT"]
 _PRECISION_HINTS: dict[PrecisionName, str] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -120,17 +121,37 @@ class OpenVinoExecutor(ClosingExecutor):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        if self._parallel and len(feed) > 1:
+            return self._guarded(lambda: self._run_parallel(self._parallel, feed), feed.shape)
+        out = self._guarded(lambda: self._request.infer({0: feed})[0], feed.shape)
+        return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
+
+    def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) pixels -> (N, h*s, w*s, 3) of the same dtype; see Executor.
+
+        The pixels are made from the request's own output buffer, which it keeps from call to
+        call: a fresh copy of a 4K frame's 100 MB float output each frame cost more in page
+        faults than the model it held (the instant model of bench/bench_fast_path.py).
+        """
+        if self._parallel and len(tiles) > 1:
+            return run_via_planes(self.run, tiles)
+        feed = to_planes(tiles).astype(self._input_dtype, copy=False)
+        out = self._guarded(lambda: self._request.infer({0: feed})[0], feed.shape)
+        result = np.empty((out.shape[0], *out.shape[2:], 3), tiles.dtype)
+        for planes, target in zip(out, result, strict=True):
+            from_planes(planes, tiles.dtype, out=target)
+        return result
+
+    def _guarded(self, run: Any, shape: tuple[int, ...]) -> Any:
+        """`run()`, OpenVINO's errors turned into ours."""
         try:
-            if self._parallel and len(feed) > 1:
-                return self._run_parallel(self._parallel, feed)
-            out = self._request.infer({0: feed})[0]
+            return run()
         except RuntimeError as e:
             if _is_oom(e):
                 raise OutOfMemoryError(f"openvino ({self.device}): out of memory for input "
-                                       f"{tuple(feed.shape)}: {one_line(e)}") from e
+                                       f"{tuple(shape)}: {one_line(e)}") from e
             raise ExecutorError(f"openvino ({self.device}) failed on input "
-                                f"{tuple(feed.shape)}: {one_line(e)}", self.path) from e
-        return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
+                                f"{tuple(shape)}: {one_line(e)}", self.path) from e
 
     @staticmethod
     def _run_parallel(requests: list[Any], feed: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -261,9 +262,37 @@ def _available_ram(total: int) -> int:
         return total
 
 
+# Operators whose activations can grow far past a model's input and output: a user's .onnx
+# without any of them (a resampler, a colour transform) holds little more than those two.
+_HEAVY_ONNX_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MatMul",
+                             "MatMulInteger", "QLinearMatMul", "Gemm", "Einsum", "Loop", "Scan",
+                             "If", "LSTM", "GRU", "RNN", "Attention"})
+# A light graph's input (3 floats) and output (3 at 4x: 48 floats) per input pixel.
+LIGHT_MODEL_FLOATS_PER_PIXEL = 3 + 3 * 16
+
+
 def activation_bytes_per_pixel(model: ModelRef) -> int:
     """Estimated peak activation bytes per input pixel while running `model` in fp32: the
-    largest set of blobs one layer reads and writes, doubled for runtime workspace."""
-    if model.kind != "ncnn":
-        return UNKNOWN_MODEL_BYTES_PER_PIXEL
-    return int(model.graph().peak_floats_per_pixel() * BYTES_PER_FLOAT)
+    largest set of blobs one layer reads and writes, doubled for runtime workspace. A user's
+    file is assumed as heavy as x4plus-anime unless it is an .onnx with no convolution or
+    other layer that widens activations (the instant model of bench/bench_fast_path.py)."""
+    if model.kind == "ncnn":
+        return int(model.graph().peak_floats_per_pixel() * BYTES_PER_FLOAT)
+    if model.kind == "onnx" and _light_onnx(str(model.path)):
+        return LIGHT_MODEL_FLOATS_PER_PIXEL * BYTES_PER_FLOAT
+    return UNKNOWN_MODEL_BYTES_PER_PIXEL
+
+
+@functools.lru_cache(maxsize=8)
+def _light_onnx(path: str) -> bool:
+    """Whether no node of the .onnx at `path` is of a _HEAVY_ONNX_OPS type.
+
+    Read from the bytes, not with the onnx package (0.6 s to import): a node's op_type is
+    stored as protobuf field 4, a tag byte 0x22, its length and the name. Weights that
+    happen to hold those bytes can only make a light graph count as heavy, the safe side.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:  # the executor says what is wrong with the file
+        return False
+    return not any(b"\x22" + bytes([len(op)]) + op.encode() in data for op in _HEAVY_ONNX_OPS)

@@ -8,6 +8,7 @@ exact timestamps, which a `setpts` expression lays back onto the frames.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
@@ -111,6 +112,26 @@ def pixel_aspect(display_aspect: Fraction, height: int, width: int) -> Fraction:
     return 1 / (1 / sar).limit_denominator(65535) if sar > 1 else sar.limit_denominator(65535)
 
 
+def write_rows(fd: int, frame: np.ndarray) -> None:
+    """Write `frame`'s bytes to `fd` in row order, without first copying a frame that is a
+    view (an upscaled frame cropped of its border): its rows go out as they lie, gathered
+    by os.writev a batch at a time."""
+    if frame.flags.c_contiguous or not hasattr(os, "writev"):
+        rows = [memoryview(np.ascontiguousarray(frame)).cast("B")]
+    else:
+        rows = [memoryview(row).cast("B") for row in frame]  # each row lies contiguous
+    batch = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16, 1024)
+    while rows:
+        chunk, rows = rows[:batch], rows[batch:]
+        written = os.writev(fd, chunk) if len(chunk) > 1 else os.write(fd, chunk[0])
+        # A pipe may take less than all (a signal arrived): what is left goes again.
+        for i, row in enumerate(chunk):
+            if written < len(row):
+                rows = [row[written:], *chunk[i + 1:], *rows]
+                break
+            written -= len(row)
+
+
 class VideoWriter:
     """Writes (H, W, 3) RGB frames of one dtype and size to `path`, as a context manager.
 
@@ -143,11 +164,10 @@ class VideoWriter:
             frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         if frame.dtype == np.uint16 and sys.byteorder != "little":
             frame = frame.astype("<u2")
-        data = np.ascontiguousarray(frame)
         if self._proc is None:  # _start always sets it; this keeps type checkers informed
             raise MediaError("encoder did not start", self.path)
         try:
-            self._proc.stdin.write(memoryview(data.reshape(-1).view(np.uint8)))
+            write_rows(self._proc.stdin.fileno(), frame)
         except (BrokenPipeError, OSError) as e:
             raise self._proc.error("encoding failed") from e
         self.frames_written += 1

@@ -1,0 +1,230 @@
+"""What the work around the model costs when the model is fast, and the default jobs against
+Tencent's ncnn, in one run.
+
+    python bench/bench_fast_path.py                   # every case, 2 rounds
+    python bench/bench_fast_path.py --cases instant-4k --rounds 1
+
+A fast model (a GPU, Apple's Neural Engine) leaves the pipeline to set the pace. To measure the
+pipeline alone, the bench writes an "instant" model: an ONNX file holding one nearest-neighbour
+Resize (4x, or 2x for 1080p -> 4K), which the job runs as a user's `--model FILE.onnx` on ONNX
+Runtime. The clips are drawn animation (samples/draw.py), a new drawing every frame, x264 CRF
+18 4:2:0. In rounds that visit every candidate in turn, it times:
+
+- instant-4k: 960x540 -> 3840x2160, 48 frames, --preset ultrafast;
+- instant-1440: 640x360 -> 2560x1440, 96 frames, encoder defaults;
+  each as (the job - ONNX Runtime alone on the same frames) / ffmpeg alone (decode, a 4x
+  nearest scale and the same encode, one command);
+- instant-1080: 1920x1080 -> 3840x2160 with the 2x instant model, 24 frames, ultrafast: the
+  frames/s this pipeline can hand a fast model on this machine, and the job's peak memory;
+- video-default: realesr-animevideov3 (the video default, auto -> ncnn), 640x360, 24 frames,
+  defaults, against Tencent's ncnn running the bare model on the same frames (warm, in this
+  process, 2 threads) plus ffmpeg alone making the output (decode, 4x scale, encode);
+- x4plus-320: realesrgan-x4plus-anime, 320x180, 12 frames, against Tencent's ncnn bare.
+
+The job runs in a fresh process as bench_job.py's does (Python's start-up and imports not
+counted; probing, checks, model loading, the join and mux counted). Medians of the rounds'
+ratios are printed with each stage's busy and waiting seconds, which say what bounds a job.
+No figure is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "samples"), str(ROOT / "bench")]
+
+from bench_job import machine, tencent_runner, time_child  # noqa: E402
+
+from upscaler.media import ffmpeg  # noqa: E402
+from upscaler.models.registry import resolve_model  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    width: int
+    height: int
+    frames: int
+    model: str  # "instant" or a model name
+    scale: int = 4
+    preset: str | None = None
+    baseline: str = "ffmpeg"  # "ffmpeg": (job - model) / ffmpeg; "ncnn+ffmpeg"; "ncnn"
+
+
+CASES = {case.name: case for case in (
+    Case("instant-4k", 960, 540, 48, "instant", preset="ultrafast"),
+    Case("instant-1440", 640, 360, 96, "instant"),
+    Case("instant-1080", 1920, 1080, 24, "instant", scale=2, preset="ultrafast"),
+    Case("video-default", 640, 360, 24, "realesr-animevideov3", baseline="ncnn+ffmpeg"),
+    Case("x4plus-320", 320, 180, 12, "realesrgan-x4plus-anime", baseline="ncnn"),
+)}
+
+
+def instant_model(path: Path, scale: int) -> Path:
+    """An ONNX model that upscales by repeating pixels: as near to free as a model gets."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, scale, scale])
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")],
+        f"nearest{scale}x",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+        initializer=[scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def make_clip(path: Path, width: int, height: int, frames: int) -> None:
+    """Drawn animation, a new drawing every frame, as a typical source: x264 CRF 18, 4:2:0."""
+    from draw import draw_cel
+
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "rawvideo",
+            "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", "24000/1001",
+            "-i", "pipe:0", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p", str(path)]
+    with subprocess.Popen(args, stdin=subprocess.PIPE) as proc:
+        assert proc.stdin is not None
+        for i in range(frames):
+            proc.stdin.write(draw_cel(height, width, t=i / frames).tobytes())
+        proc.stdin.close()
+        if proc.wait() != 0:
+            raise SystemExit(f"could not make {path}")
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    """The clip's frames as float32 (3, H, W) in [0, 1], decoded as the job decodes them."""
+    from upscaler.media.probe import probe
+    from upscaler.media.video_reader import VideoReader
+
+    with VideoReader(probe(path)) as reader:
+        return [np.ascontiguousarray(f.transpose(2, 0, 1), np.float32) / 255 for f in reader]
+
+
+def ffmpeg_alone(clip: Path, out: Path, scale: int, preset: str | None) -> float:
+    """ffmpeg doing what the job's ffmpeg processes do, with a nearest scale for the model."""
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(clip),
+            "-vf", f"scale=iw*{scale}:ih*{scale}:flags=neighbor", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", *(["-preset", preset] if preset else []), str(out)]
+    start = time.perf_counter()
+    subprocess.run(args, check=True)
+    return time.perf_counter() - start
+
+
+def ort_runner(model: Path) -> Callable[[np.ndarray], None]:
+    """ONNX Runtime alone on one frame, as the job's executor sets it up (all cores, CPU)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda chw: session.run(None, {name: chw[None]})[0]  # type: ignore[no-any-return]
+
+
+def time_frames(run: Callable[[np.ndarray], object], frames: list[np.ndarray]) -> float:
+    run(frames[0])  # uncounted: thread pools, kernels, first-touch memory
+    start = time.perf_counter()
+    for chw in frames:
+        run(chw)
+    return time.perf_counter() - start
+
+
+def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
+    clip, out, job_out = (tmp / f"{case.name}{suffix}.mkv" for suffix in ("", "-ff", "-job"))
+    make_clip(clip, case.width, case.height, case.frames)
+    frames = decoded(clip)
+    if case.model == "instant":
+        model_path = instant_model(tmp / f"nearest{case.scale}x.onnx", case.scale)
+        model_run = ort_runner(model_path)
+        options: dict[str, object] = {"model": str(model_path), "executor": "onnxruntime"}
+    else:
+        model_run = tencent_runner(resolve_model(case.model), 2, None)
+        options = {"model": case.model}
+    if case.preset:
+        options["preset"] = case.preset
+    times: dict[str, list[float]] = {"job": [], "model": [], "ffmpeg": []}
+    jobs: list[dict[str, object]] = []
+    order = list(times)
+    for round_ in range(rounds):
+        for name in order[round_ % 3:] + order[:round_ % 3]:
+            if name == "job":
+                jobs.append(time_child("--child", str(clip), str(job_out), json.dumps(options)))
+                times["job"].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
+            elif name == "model":
+                times["model"].append(time_frames(model_run, frames))
+            elif case.baseline != "ncnn":
+                times["ffmpeg"].append(ffmpeg_alone(clip, out, case.scale, case.preset))
+    if case.baseline == "ffmpeg":
+        ratios = [(j - m) / f for j, m, f in zip(times["job"], times["model"], times["ffmpeg"],
+                                                  strict=True)]
+        what = "(job - model alone) / ffmpeg alone"
+    elif case.baseline == "ncnn+ffmpeg":
+        ratios = [j / (m + f) for j, m, f in zip(times["job"], times["model"], times["ffmpeg"],
+                                                  strict=True)]
+        what = "job / (Tencent ncnn bare + ffmpeg alone)"
+    else:
+        ratios = [j / m for j, m in zip(times["job"], times["model"], strict=True)]
+        what = "job / Tencent ncnn bare"
+    return {"case": case, "times": times, "jobs": jobs, "ratios": ratios, "what": what}
+
+
+def report(result: dict[str, object]) -> None:
+    case: Case = result["case"]  # type: ignore[assignment]
+    times: dict[str, list[float]] = result["times"]  # type: ignore[assignment]
+    jobs: list[dict] = result["jobs"]  # type: ignore[assignment,type-arg]
+    ratios: list[float] = result["ratios"]  # type: ignore[assignment]
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    model_name = "instant" if case.model == "instant" else case.model
+    print(f"\n{case.name}: {case.width}x{case.height} -> {case.width * case.scale}x"
+          f"{case.height * case.scale}, {case.frames} frames, {model_name}, "
+          f"preset {case.preset or 'default'}")
+    print("  median seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items())
+          + f"; job {case.frames / med['job']:.2f} frames/s")
+    print(f"  {result['what']}: per round {', '.join(f'{r:.2f}' for r in ratios)}; "
+          f"median {statistics.median(ratios):.2f}")
+    stages = {s: [statistics.median(j["stages"][s][i] for j in jobs) for i in (0, 1)]
+              for s in ("decode", "model", "encode")}
+    bound = max(stages, key=lambda s: stages[s][0])
+    print("  job stages (busy/waiting s): " + ", ".join(
+        f"{s} {b:.2f}/{w:.2f}" for s, (b, w) in stages.items())
+        + f"; busiest: {bound}; executor {statistics.median(j['model_seconds'] for j in jobs):.2f}"
+        f" s; before the first frame {statistics.median(j['phases'][0] for j in jobs):.2f} s")
+    children = [j["children_mib"] for j in jobs if j["children_mib"]]
+    print(f"  peak memory: job {statistics.median(j['rss_mib'] for j in jobs):.0f} MiB, largest "
+          f"ffmpeg {statistics.median(children):.0f} MiB" if children else
+          f"  peak memory: job {statistics.median(j['rss_mib'] for j in jobs):.0f} MiB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--frames", type=int, help="override every case's frame count")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            case = CASES[name]
+            if args.frames:
+                case = Case(**{**case.__dict__, "frames": args.frames})
+            report(run_case(case, args.rounds, Path(tmp)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Keep freed frame buffers in the process's heap, so the next frame reuses them.
+
+A 4K frame is 25 MB of pixels. glibc's malloc gives every block over its mmap threshold (128
+KiB at first, raised as large blocks are freed) pages of its own and returns them to the
+kernel on free, so each new frame's buffers were fresh pages that the kernel zeroes on first
+touch: on the 2-core development machine, 1,300 page faults and 9 ms of a 26 ms frame of the
+instant model (bench/bench_fast_path.py). Raising the threshold to its largest (32 MiB on
+64-bit) and the trim threshold above a frame's working set keeps those blocks in the heap.
+The cost is memory that stays with the process after a job, which a command-line run does
+not mind; the library leaves malloc alone, and only the `upscale` command and Ray workers
+call this.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit (HEAP_MAX_SIZE / 2)
+TRIM_THRESHOLD = 1 << 30
+
+
+def keep_frame_buffers() -> bool:
+    """Tune glibc's malloc as above; False where there is no glibc (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
