@@ -57,10 +57,14 @@ def from_planes(planes: np.ndarray, dtype: np.dtype, out: np.ndarray | None = No
 
 def run_via_planes(run: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray) -> np.ndarray:
     """Pixels through an executor's float `run`: (N, h, w, 3) -> (N, h*s, w*s, 3), same dtype."""
-    upscaled = run(to_planes(tiles))
-    result = np.empty((upscaled.shape[0], *upscaled.shape[2:], 3), tiles.dtype)
+    return batch_to_pixels(run(to_planes(tiles)), tiles.dtype)
+
+
+def batch_to_pixels(upscaled: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float (N, 3, H, W) model output -> (N, H, W, 3) pixels of `dtype`, a new array."""
+    result = np.empty((upscaled.shape[0], *upscaled.shape[2:], 3), dtype)
     for planes, target in zip(upscaled, result, strict=True):
-        from_planes(planes, tiles.dtype, out=target)
+        from_planes(planes, dtype, out=target)
     return result
 
 

@@ -11,7 +11,7 @@ from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionN
 from upscaler.models.builds import onnx_file
 from upscaler.models.cache import cache_dir
 from upscaler.models.registry import ModelRef
-from upscaler.pixels import from_planes, run_via_planes, to_planes
+from upscaler.pixels import batch_to_pixels, run_via_planes, to_planes
 
 # Most capable first; ORT assigns each node to the first provider in the list that takes it.
 PROVIDER_ORDER = (
@@ -201,10 +201,7 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         binding.bind_output(self._output_name, "cpu", 0, self._output_dtype, shape,
                             self._output.ctypes.data)
         self._call(lambda: self._session.run_with_iobinding(binding), feed.shape)
-        result = np.empty((n, *shape[2:], 3), tiles.dtype)
-        for planes, target in zip(self._output, result, strict=True):
-            from_planes(planes, tiles.dtype, out=target)
-        return result
+        return batch_to_pixels(self._output, tiles.dtype)
 
     def _call(self, run: Any, shape: tuple[int, ...]) -> Any:
         """`run()`, its runtime errors turned into ours."""

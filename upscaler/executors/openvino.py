@@ -10,7 +10,7 @@ from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
 from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import ModelRef
-from upscaler.pixels import from_planes, run_via_planes, to_planes
+from upscaler.pixels import batch_to_pixels, run_via_planes, to_planes
 
 PerformanceHint = Literal["LATENCY", "THROUGHPUT"]
 _PRECISION_HINTS: dict[PrecisionName, str] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
@@ -137,10 +137,7 @@ class OpenVinoExecutor(ClosingExecutor):
             return run_via_planes(self.run, tiles)
         feed = to_planes(tiles).astype(self._input_dtype, copy=False)
         out = self._guarded(lambda: self._request.infer({0: feed})[0], feed.shape)
-        result = np.empty((out.shape[0], *out.shape[2:], 3), tiles.dtype)
-        for planes, target in zip(out, result, strict=True):
-            from_planes(planes, tiles.dtype, out=target)
-        return result
+        return batch_to_pixels(out, tiles.dtype)
 
     def _guarded(self, run: Any, shape: tuple[int, ...]) -> Any:
         """`run()`, OpenVINO's errors turned into ours."""
