@@ -20,6 +20,8 @@ Runtime. The clips are drawn animation (samples/draw.py), a new drawing every fr
   defaults, against Tencent's ncnn running the bare model on the same frames (warm, in this
   process, 2 threads) plus ffmpeg alone making the output (decode, 4x scale, encode);
 - x4plus-320: realesrgan-x4plus-anime, 320x180, 12 frames, against Tencent's ncnn bare.
+  Both ncnn cases are also given against ncnn bare on the frames padded by the model's border
+  as the job pads them (upscaler/borders.py): the pipeline's own share, without the padding.
 
 The job runs in a fresh process as bench_job.py's does (Python's start-up and imports not
 counted; probing, checks, model loading, the join and mux counted). Medians of the rounds'
@@ -153,8 +155,13 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
         model_run = ort_runner(model_path)
         options: dict[str, object] = {"model": str(model_path), "executor": "onnxruntime"}
     else:
-        model_run = tencent_runner(resolve_model(case.model), 2, None)
+        ref = resolve_model(case.model)
+        model_run = tencent_runner(ref, 2, None)
         options = {"model": case.model}
+        # The job mirrors `border` pixels out on every side first (upscaler/borders.py):
+        # ncnn bare on frames padded so is the model work the job cannot avoid.
+        padded = [np.pad(f, ((0, 0), (ref.border,) * 2, (ref.border,) * 2), mode="symmetric")
+                  for f in frames]
     if case.preset:
         options["preset"] = case.preset
     times: dict[str, list[float]] = {"job": [], "model": [], "ffmpeg": []}
@@ -167,6 +174,8 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
                 times["job"].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
             elif name == "model":
                 times["model"].append(time_frames(model_run, frames))
+                if case.model != "instant":
+                    times.setdefault("padded", []).append(time_frames(model_run, padded))
             elif case.baseline != "ncnn":
                 times["ffmpeg"].append(ffmpeg_alone(clip, out, case.scale, case.preset))
     if case.baseline == "ffmpeg":
@@ -180,7 +189,11 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
     else:
         ratios = [j / m for j, m in zip(times["job"], times["model"], strict=True)]
         what = "job / Tencent ncnn bare"
-    return {"case": case, "times": times, "jobs": jobs, "ratios": ratios, "what": what}
+    padded_ratios = [j / (p + (f if case.baseline == "ncnn+ffmpeg" else 0.0))
+                     for j, p, f in zip(times["job"], times.get("padded", []),
+                                        times["ffmpeg"] or [0.0] * rounds, strict=False)]
+    return {"case": case, "times": times, "jobs": jobs, "ratios": ratios, "what": what,
+            "padded_ratios": padded_ratios}
 
 
 def report(result: dict[str, object]) -> None:
@@ -197,6 +210,10 @@ def report(result: dict[str, object]) -> None:
           + f"; job {case.frames / med['job']:.2f} frames/s")
     print(f"  {result['what']}: per round {', '.join(f'{r:.2f}' for r in ratios)}; "
           f"median {statistics.median(ratios):.2f}")
+    if result["padded_ratios"]:
+        padded: list[float] = result["padded_ratios"]  # type: ignore[assignment]
+        print(f"  the same against ncnn bare on frames padded by the model's border: per round "
+              f"{', '.join(f'{r:.2f}' for r in padded)}; median {statistics.median(padded):.2f}")
     stages = {s: [statistics.median(j["stages"][s][i] for j in jobs) for i in (0, 1)]
               for s in ("decode", "model", "encode")}
     bound = max(stages, key=lambda s: stages[s][0])
