@@ -253,9 +253,9 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
     state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                      label=task.input.name)
-    progress(state)
-    if not todo:
+    if not todo:  # no bar for nothing to do: the summary says what was skipped
         return state
+    progress(state)
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:

@@ -128,6 +128,8 @@ class RayRunner:
         todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
         state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                          label=task.input.name)
+        if not todo:  # no bar for nothing to do: the summary says what was skipped
+            return state
         progress(state)
         calls = [self._call(_upscale_file, task.options, src.resolve(), dst.resolve())
                  for src, dst in todo]
