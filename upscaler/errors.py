@@ -109,9 +109,10 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success, also when outputs that exist were skipped"),
     (1, "any other error (a Ray cluster that failed, say)"),
     (2, "bad arguments, options or job file; an output that is a folder, an input or another "
-        "job's; video settings the encoder refuses; a missing optional extra"),
+        "job's; video settings the encoder refuses; --ray without Ray installed"),
     (3, "a model that cannot be read or built"),
-    (4, "an executor that cannot run here"),
+    (4, "an executor that cannot run here, or is not installed (a .pth without the torch "
+        "extra)"),
     (5, "an input that is missing, unreadable or damaged; an output folder that cannot be "
         "written; not enough disk space"),
     (6, "an output that appeared while its job ran"),

@@ -23,8 +23,8 @@ from upscaler.executors.registry import (
     AUTO,
     KINDS,
     canonical_name,
+    model_unavailable_reason,
     resolve_auto,
-    unavailable_reason,
 )
 from upscaler.media.images import is_image_path
 from upscaler.models.registry import MediaKind, model_for, resolve_model
@@ -253,7 +253,7 @@ def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
         if name == AUTO:
             resolve_auto(model, ExecutorOptions(device=options.device))
             return None
-        reason = unavailable_reason(name)
+        reason = model_unavailable_reason(name, model)
         if reason is not None:
             return ExecutorError(f"executor {name} cannot run here: {reason}")
         if model.kind not in KINDS[name]:
