@@ -160,6 +160,10 @@ def _back_to(big: PIL.Image.Image, source: PIL.Image.Image) -> PIL.Image.Image:
         # Back onto the source's own palette, so indices keep their meaning.
         rgb = big.convert("RGB").quantize(palette=source.convert("P") if mode == "PA" else source,
                                           dither=PIL.Image.Dither.NONE)
+        if mode == "PA":  # indices on the palette, and the alpha band as it came out
+            out = rgb.convert("PA")
+            out.putalpha(big.getchannel("A"))
+            return out
         index = source.info.get("transparency")
         if isinstance(index, int) and big.mode == "RGBA":
             values = np.array(rgb)
