@@ -112,6 +112,7 @@ def test_a_mistake_exits_alike_from_the_command_a_job_file_and_the_api(
     with pytest.raises(upscaler.UpscalerError) as info:
         upscaler.upscale_path(src, out, **given)
     assert info.value.exit_code == code and needle in str(info.value)
+    assert isinstance(info.value, ValueError) == (code == 2)  # the caller's mistake
     assert not (tmp_path / "out.png").exists()
 
 
@@ -124,7 +125,10 @@ def test_a_mistake_exits_alike_from_the_command_a_job_file_and_the_api(
      (lambda up: upscaler.Upscaler(tiles=3), TypeError, "unknown option(s): tiles"),
      (lambda up: upscaler.Upscaler(tile="big"), TypeError, "tile must be an integer, not str"),
      (lambda up: upscaler.Upscaler(tile=5), ValueError, "tile must be 0"),
-     (lambda up: upscaler.upscale_path("a.png", crf=99), ValueError, "crf must be in")],
+     (lambda up: upscaler.Upscaler(model=4), TypeError, "model must be a string, not int"),
+     (lambda up: upscaler.upscale_path("a.png", crf=99), ValueError, "crf must be in"),
+     (lambda up: upscaler.upscale_path(ROOT / "samples" / "cel.png", executor="nosuch"),
+      ValueError, "unknown executor 'nosuch'")],
 )
 def test_api_mistakes_are_type_and_value_errors(up: upscaler.Upscaler, call: object, kind: type,
                                                 needle: str) -> None:

@@ -79,8 +79,7 @@ class Upscaler:
 
     def __init__(self, model: str | os.PathLike[str] | None = None, executor: str = "auto",
                  tile: int | None = None, **options: Any) -> None:
-        given = {"model": os.fspath(model) if model is not None else None,
-                 "executor": executor, "tile": tile, **options}
+        given = {"model": model, "executor": executor, "tile": tile, **options}
         self._pipeline = _Pipeline(_options(**given))
 
     @property
