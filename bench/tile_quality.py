@@ -37,6 +37,7 @@ from upscaler.executors.base import Executor, ExecutorOptions  # noqa: E402
 from upscaler.executors.registry import create_executor, tile_budget  # noqa: E402
 from upscaler.frame_upscaler import FrameUpscaler  # noqa: E402
 from upscaler.models.registry import resolve_model  # noqa: E402
+from upscaler.pixels import run_pixels  # noqa: E402
 from upscaler.tiling import Stitcher, TilePlan, choose_tile, plan_tiles  # noqa: E402
 
 MODELS = ("realesr-animevideov3", "realesrgan-x4plus-anime")
@@ -45,8 +46,9 @@ OLD_SQUARE = {"realesrgan-x4plus-anime": 256, "realesr-animevideov3": 1024}
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two 8-bit frames, as the job writes them."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -55,22 +57,22 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def changed_8bit(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
-    """Share of 8-bit output values that differ once both are rounded, and the largest step."""
-    diff = np.abs(np.rint(a * 255).astype(np.int16) - np.rint(b * 255).astype(np.int16))
+    """Share of 8-bit output values that differ, and the largest step."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
     return float(np.count_nonzero(diff)) / diff.size, int(diff.max())
 
 
 def run_plan(executor: Executor, frame: np.ndarray, plan: TilePlan) -> np.ndarray:
     """`frame` (H, W, 3) upscaled tile by tile along `plan`, as FrameUpscaler would."""
-    chw = np.ascontiguousarray(frame.transpose(2, 0, 1))
     stitcher = Stitcher(plan)
     for tile in plan.tiles:
-        stitcher.add(tile, executor.run(np.ascontiguousarray(chw[None, :, tile.y, tile.x]))[0])
-    return np.clip(stitcher.result().transpose(1, 2, 0), 0, 1)
+        piece = np.ascontiguousarray(frame[None, tile.y, tile.x])
+        stitcher.add(tile, run_pixels(executor, piece)[0])
+    return stitcher.result()
 
 
 def cases(executor: Executor, name: str, height: int, width: int) -> None:
-    frame = draw_cel(height, width).astype(np.float32) / 255
+    frame = draw_cel(height, width)
     whole = FrameUpscaler(executor).upscale(frame)
     for tile, overlap in CASES:
         upscaler = FrameUpscaler(executor, tile=tile, overlap=overlap)
@@ -84,7 +86,7 @@ def cases(executor: Executor, name: str, height: int, width: int) -> None:
 
 def plans(executor: Executor, name: str, height: int, width: int, overlaps: list[int],
           budget: int) -> None:
-    frame = draw_cel(height, width).astype(np.float32) / 255
+    frame = draw_cel(height, width)
     whole = FrameUpscaler(executor).upscale(frame)
     scale = executor.scale
     candidates = {f"square {OLD_SQUARE[name]}/16": plan_tiles(

@@ -361,9 +361,9 @@ def test_untiled_run_is_one_call_clamped(anime: OrtExecutor, frame: np.ndarray) 
     assert anime.calls[-2] == (1, 3, 96, 128)
 
 
-# Measured 49.9, 59.0 and 61.1 dB on the uint8 frames. bench/tile_quality.py and README quote
-# 51.1, 63.2 and 65.5 dB: float frames, before the frame path kept pixels. Most of the drop is
-# the rounding of both outputs to uint8 (those float frames rounded score 50.0, 59.3, 61.3 dB).
+# Measured 49.9, 59.0 and 61.1 dB on the uint8 frames, as bench/tile_quality.py and README
+# give them (float frames, before the frame path kept pixels, scored 51.1, 63.2 and 65.5 dB:
+# most of the drop is the rounding of both outputs to uint8).
 @pytest.mark.parametrize(("tile", "overlap", "min_db"), [(32, 8, 47), (48, 16, 56), (64, 16, 58)])
 def test_tiled_matches_untiled(anime: OrtExecutor, frame: np.ndarray, untiled: np.ndarray,
                                tile: int, overlap: int, min_db: float) -> None:

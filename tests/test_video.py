@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -22,7 +23,7 @@ from upscaler.media.probe_pyav import pyav_json
 from upscaler.media.resume import work_dir
 from upscaler.media.segments import Segment, encode_segment, plan_segments
 from upscaler.media.video_reader import VideoReader
-from upscaler.media.video_writer import ENCODER_NICE
+from upscaler.media.video_writer import ENCODER_NICE, write_rows
 from upscaler.video import StageTimes, VideoSettings, upscale_video
 
 FAST = VideoSettings(crf=8, preset="ultrafast", segment_seconds=0.5)
@@ -330,3 +331,28 @@ def test_the_encoder_runs_below_the_models_priority(mkv_clip: Path, tmp_path: Pa
     upscale_video(mkv_clip, tmp_path / "out.mkv", watch, FAST)
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     assert set(seen.values()) == {ours, min(19, ours + ENCODER_NICE)}
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_write_rows_sends_a_cropped_view_in_row_order(dtype: type) -> None:
+    # An upscaled frame reaches the writer as a view cropped of its border: more rows than one
+    # writev takes (IOV_MAX), each row a separate piece of memory, through a real pipe.
+    full = np.random.default_rng(7).integers(0, np.iinfo(dtype).max, (2100, 40, 3), dtype=dtype)
+    view = full[20:-20, 3:-5]
+    assert not view.flags.c_contiguous
+    expected = np.ascontiguousarray(view).tobytes()
+    read_fd, write_fd = os.pipe()
+    received = bytearray()
+
+    def drain() -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            while chunk := pipe.read(65536):
+                received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    with os.fdopen(write_fd, "wb", buffering=0) as pipe:
+        write_rows(pipe.fileno(), view)
+        write_rows(pipe.fileno(), full[:3])  # a contiguous frame goes out whole
+    reader.join()
+    assert bytes(received) == expected + full[:3].tobytes()

@@ -341,6 +341,8 @@ def _run(tasks: list[Task], bars: _Bars,
         if state.tiles and not bars.quiet:
             bars.say(f"{PROG}: {state.label}: held drawings reused: {state.frames_reused} "
                      f"frames whole, {state.tiles_reused} of {state.tiles} tiles")
+        if state.stages is not None and state.stages.model.busy and not bars.quiet:
+            bars.say(f"{PROG}: {state.label}: {state.stages.report()}")
         tally.add(task, state)
     if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
         bars.say(tally.summary())

@@ -27,3 +27,13 @@ class StageTimes:
     decode: StageTime = field(default_factory=StageTime)
     model: StageTime = field(default_factory=StageTime)
     encode: StageTime = field(default_factory=StageTime)
+
+    def report(self) -> str:
+        """One line: each stage's busy seconds, and the busiest, which sets the job's pace (the
+        others wait for it)."""
+        busy = {"decode": self.decode.busy, "model": self.model.busy,
+                "encode": self.encode.busy}
+        slowest = max(busy, key=busy.__getitem__)
+        shares = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in busy.items())
+        what = {"decode": "decoding", "model": "the model", "encode": "encoding"}[slowest]
+        return f"busy: {shares}; {what} set the pace"
