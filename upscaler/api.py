@@ -71,10 +71,14 @@ class Upscaler:
     size, 0 for whole pictures, None for the executor's default. Other keywords are the options
     of the `upscale` command (precision, device, threads, overlap, batch, scale).
 
-    `upscale(x)` takes a PIL image of any common mode (RGB, RGBA, L, LA, 1, P, I;16, I, CMYK...)
-    and returns a PIL image of the same mode, or takes a numpy array (H, W) or (H, W, C) with
-    C = 1-4 channels in RGB(A) order, uint8 or uint16, and returns the same shape layout and
-    dtype. The result is `scale` times larger (the model's scale by default).
+    `upscale(x)` takes a PIL image in any mode the `upscale` command reads (RGB, RGBA, L, LA,
+    1, P, PA, I;16 in any byte order, I, CMYK, YCbCr...) and returns a PIL image of the same
+    mode, or takes a numpy array (H, W) or (H, W, C) with C = 1-4 channels in RGB(A) order,
+    uint8 or uint16, and returns the same shape layout and dtype. The result is `scale` times
+    larger (the model's scale by default).
+
+    A wrong argument raises an UpscalerError (exit_code 2) that is also a TypeError (a wrong
+    type, an unknown option) or a ValueError (a wrong value).
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, executor: str = "auto",

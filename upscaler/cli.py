@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Upscale anime images, folders of images and videos with Real-ESRGAN.",
         epilog=textwrap.fill("`upscale models` lists the models and their built files (where a "
-                             "file or folder named models is here, `upscale models` upscales "
-                             "it).", 79) + "\n\n" + exit_code_table(),
+                             "folder named models is here, `upscale models` upscales it).", 79)
+        + "\n\n" + exit_code_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -225,13 +225,13 @@ def _ray_input(args: argparse.Namespace) -> None:
 
 
 def _lists_models(argv: Sequence[str]) -> bool:
-    """Whether `argv` is the `models` subcommand. A file or folder named `models` here is an
-    input, unless only the subcommand's own options follow (`upscale models --clear-cache`);
-    `./models` and `models/` are always paths."""
+    """Whether `argv` is the `models` subcommand. A folder named `models` here is an input
+    (a user who has one means it), unless only the subcommand's own options follow
+    (`upscale models --clear-cache`); `./models` and `models/` are always paths."""
     if argv[:1] != ["models"]:
         return False
     own = {"--clear-cache", "-h", "--help"}  # _models_parser's
-    return not Path("models").exists() or (len(argv) > 1 and set(argv[1:]) <= own)
+    return not Path("models").is_dir() or (len(argv) > 1 and set(argv[1:]) <= own)
 
 
 def _list_models(argv: Sequence[str]) -> int:
