@@ -211,10 +211,12 @@ def test_ray_settings_from_a_job_file_and_the_command_line(
 
 
 @pytest.mark.slow
-def test_ray_alone_starts_and_stops_a_local_ray_of_its_own(tmp_path: Path) -> None:
-    """`upscale img --ray`, as on a laptop: a fresh process starts a local Ray (its session
-    folder appears under RAY_TMPDIR, away from any other Ray here), runs the image on it as
-    the local run does, and stops it."""
+def test_ray_alone_starts_and_stops_a_local_ray_of_its_own(tmp_path: Path,
+                                                           ray_address: str) -> None:
+    """`upscale img --ray`, as on a laptop: a fresh process starts a local Ray of its own (its
+    session folder appears under its RAY_TMPDIR), though `ray start` has left the address of
+    another Ray (the module's) where ray.init would join it, runs the image on it as the local
+    run does, and stops it."""
     src = tmp_path / "a.png"
     Image.fromarray(draw_cel(12, 16)).save(src)
     assert main([str(src), "-o", str(tmp_path / "local.png"), *FAST]) == 0
@@ -223,6 +225,8 @@ def test_ray_alone_starts_and_stops_a_local_ray_of_its_own(tmp_path: Path) -> No
     try:
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         env["RAY_TMPDIR"] = str(ray_tmp)
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(ray_address)
         done = subprocess.run([sys.executable, "-m", "upscaler", str(src), "-o",
                                str(tmp_path / "ray.png"), *FAST, "--ray", "--ray-cpus", "1"],
                               capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
