@@ -20,7 +20,8 @@ def up() -> upscaler.Upscaler:
 
 
 def test_only_the_api_is_exported() -> None:
-    assert sorted(upscaler.__all__) == ["Progress", "Upscaler", "UpscalerError", "upscale_path"]
+    assert sorted(upscaler.__all__) == ["Progress", "Upscaler", "UpscalerError", "__version__",
+                                        "upscale_path"]
 
 
 def test_rgb_matches_the_command_line(up: upscaler.Upscaler, tmp_path: Path) -> None:
@@ -35,11 +36,17 @@ def test_rgb_matches_the_command_line(up: upscaler.Upscaler, tmp_path: Path) -> 
     assert np.array_equal(up.upscale(cel), expected)  # numpy in, numpy out
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "1", "P", "CMYK", "I;16", "I"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "1", "P", "PA", "CMYK", "I;16",
+                                  "I;16B", "I;16L", "I;16N", "I", "YCbCr", "LAB", "HSV", "RGBX",
+                                  "RGBa", "La"])
 def test_every_pil_mode_comes_back_in_its_mode(up: upscaler.Upscaler, mode: str) -> None:
     cel = draw_cel(12, 16)
-    if mode == "I;16":
-        picture = Image.fromarray(cel[..., 1].astype(np.uint16) * 257)
+    if mode.startswith("I;16"):
+        order = {"I;16B": ">u2", "I;16N": "=u2"}.get(mode, "<u2")
+        deep = cel[..., 1].astype(np.uint16) * 257
+        picture = Image.frombytes(mode, (16, 12), deep.astype(order).tobytes())
+    elif mode in ("La", "RGBa"):
+        picture = Image.fromarray(cel).convert("RGBA").convert(mode)
     elif mode == "I":
         picture = Image.fromarray(cel[..., 1].astype(np.int32) * 257)
     else:
@@ -51,7 +58,7 @@ def test_every_pil_mode_comes_back_in_its_mode(up: upscaler.Upscaler, mode: str)
     values = np.asarray(out)
     if mode == "1":
         assert set(np.unique(values)) <= {False, True}
-    if mode in ("I;16", "I"):
+    if mode.startswith("I;16") or mode == "I":
         assert len(np.unique(values)) > 256  # deep values, not 8-bit ones scaled up
         assert values.max() > 255
 

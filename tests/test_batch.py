@@ -66,7 +66,7 @@ def test_every_mistake_is_found_before_any_job_runs(stills: Path,
                       "{input: b.png, output: a.png}",
                       "{input: '~/b.png', output: out/d.jpg, format: png}")
     code, err = run(jobs, capsys)
-    assert code == 2
+    assert code == 5  # the worst: a missing input, 5 as on the command line
     err = [line.removeprefix("upscale: error: ") for line in err]
     assert err[0].startswith(f"{jobs}:4: ") and "unknown model" in err[0]
     assert err[1] == f"{jobs}:5: {stills / 'nothere.png'}: input does not exist"

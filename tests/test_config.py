@@ -79,3 +79,41 @@ def test_bundled_example_configs_validate() -> None:
     assert (hevc.options.codec, hevc.options.crf, hevc.options.segment_seconds) == (
         "libx265", 18, 4.0)
     assert (mp4.options.codec, mp4.options.scale, mp4.output.suffix) == ("libx264", 2.0, ".mp4")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["video.yaml", "job.yaml"])
+def test_bundled_example_configs_run(tmp_path: Path, name: str) -> None:
+    """configs/*.yaml as written, run for real: only the bundled samples they name are swapped
+    for a tiny clip and a tiny still, so that the test is quick."""
+    from clips import make_clip
+    from draw import draw_cel
+    from PIL import Image
+
+    from upscaler.cli import main
+    from upscaler.media.probe import probe
+
+    clip = make_clip(tmp_path / "clip.mkv", size="32x18", seconds=0.25)
+    Image.fromarray(draw_cel(12, 16)).save(tmp_path / "cel.png")
+    text = (ROOT / "configs" / name).read_text(encoding="utf-8")
+    swaps = {"../samples/clip.mkv": str(clip), "../samples/cel.png": str(tmp_path / "cel.png"),
+             "../samples/out/": "out/"}
+    for old, new in swaps.items():
+        text = text.replace(old, new)
+    assert "../samples" not in text  # every path the file names was swapped
+    config = tmp_path / name
+    config.write_text(text, encoding="utf-8")
+    assert main(["--config", str(config), "--quiet"]) == 0
+
+    jobs = load_jobs(config)
+    assert jobs and all(job.output is not None and job.output.is_file() for job in jobs)
+    for job in jobs:
+        assert job.output is not None
+        if job.output.suffix == ".webp":
+            with Image.open(job.output) as im:
+                assert im.size == (64, 48)
+            continue
+        info, scale = probe(job.output), job.options.scale or 4
+        assert (info.width, info.height) == (32 * scale, 18 * scale)
+        assert info.frame_count == probe(clip).frame_count
+        assert info.codec == {"libx265": "hevc", "libx264": "h264"}[job.options.codec or "libx264"]

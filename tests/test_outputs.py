@@ -117,22 +117,22 @@ def test_video_output_names_that_cannot_be_written(tmp_path: Path,
 
 
 @pytest.mark.parametrize(
-    ("output", "extra", "needle"),
+    ("output", "extra", "needle", "code"),
     [
-        ("{tmp}/fold/x.png", [], "fold is a file"),
-        ("/proc/x.png", [], "cannot write in /proc"),
-        (None, ["--suffix", "/../evil"], "suffix must be part of a file name"),
+        ("{tmp}/fold/x.png", [], "fold is a file", 2),
+        ("/proc/x.png", [], "cannot write in /proc", 5),
+        (None, ["--suffix", "/../evil"], "suffix must be part of a file name", 2),
     ],
 )
 def test_unwritable_outputs_are_one_line_errors(tmp_path: Path, img: Path,
                                                 capsys: pytest.CaptureFixture[str],
                                                 output: str | None, extra: list[str],
-                                                needle: str) -> None:
+                                                needle: str, code: int) -> None:
     (tmp_path / "fold").write_text("a file, not a folder")
     args = [str(img), *extra, *FAST]
     if output:
         args += ["-o", output.format(tmp=tmp_path)]
-    assert main(args) == 2
+    assert main(args) == code
     (line,) = error_lines(capsys)
     assert line.startswith("upscale: error: ") and needle in line, line
     assert files(tmp_path) == ["fold", "img.png"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 from clips import decode_all, make_clip, packet_checksums
 from conftest import ROOT
+from draw import draw_cel
 from PIL import Image
 from test_video_resume import (
     RESUMING,
@@ -205,3 +208,33 @@ def test_ray_settings_from_a_job_file_and_the_command_line(
     assert "ray: unknown key 'adress'" in capsys.readouterr().err
     assert main([str(ROOT / "samples" / "cel.png"), "--ray-workers", "2"]) == 2
     assert "--ray-workers and --ray-cpus go with --ray" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ray_alone_starts_and_stops_a_local_ray_of_its_own(tmp_path: Path,
+                                                           ray_address: str) -> None:
+    """`upscale img --ray`, as on a laptop: a fresh process starts a local Ray of its own (its
+    session folder appears under its RAY_TMPDIR), though `ray start` has left the address of
+    another Ray (the module's) where ray.init would join it, runs the image on it as the local
+    run does, and stops it."""
+    src = tmp_path / "a.png"
+    Image.fromarray(draw_cel(12, 16)).save(src)
+    assert main([str(src), "-o", str(tmp_path / "local.png"), *FAST]) == 0
+    # Short: Ray's socket paths under it must fit in 107 bytes.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_TMPDIR"] = str(ray_tmp)
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text(ray_address)
+        done = subprocess.run([sys.executable, "-m", "upscaler", str(src), "-o",
+                               str(tmp_path / "ray.png"), *FAST, "--ray", "--ray-cpus", "1"],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert list((ray_tmp / "ray").glob("session_2*")), "no local Ray was started"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    with Image.open(tmp_path / "ray.png") as ray, Image.open(tmp_path / "local.png") as local:
+        assert ray.size == (64, 48)
+        np.testing.assert_array_equal(np.asarray(ray), np.asarray(local))

@@ -6,5 +6,6 @@ The public API is what this module re-exports; everything else is internal.
 from upscaler.api import Upscaler, upscale_path
 from upscaler.errors import UpscalerError
 from upscaler.pipeline import Progress
+from upscaler.version import __version__
 
-__all__ = ["Progress", "Upscaler", "UpscalerError", "upscale_path"]
+__all__ = ["Progress", "Upscaler", "UpscalerError", "__version__", "upscale_path"]

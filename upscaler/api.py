@@ -19,8 +19,8 @@ from typing import Any, TypeVar, overload
 import numpy as np
 import PIL.Image
 
-from upscaler.config import Job, Options, names_folder, validate_options
-from upscaler.errors import UsageError
+from upscaler.config import Job, Options, names_folder, option_fields, validate_options
+from upscaler.errors import ArgumentTypeError, UsageError
 from upscaler.media.images import Image
 from upscaler.pipeline import Progress, ProgressCallback, run_job
 from upscaler.pipeline import Upscaler as _Pipeline
@@ -28,21 +28,39 @@ from upscaler.pipeline import Upscaler as _Pipeline
 _Picture = TypeVar("_Picture", PIL.Image.Image, np.ndarray)
 
 # PIL modes stored as they are; the others go through a mode the model path handles and back.
-_DIRECT_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B"})
+_DIRECT_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N"})
+# 16-bit modes and their byte order: the result is made in the source's own.
+_16BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False"}
 _VIA_MODE = {"1": "L", "P": "RGBA", "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB",
              "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "I": "I;16"}
 
 
 def _options(**given: Any) -> Options:
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(Options)})
+    kinds = {f.name: f.kind for f in option_fields()}
+    unknown = sorted(set(given) - set(kinds))
     if unknown:
-        raise UsageError(f"unknown option(s): {', '.join(unknown)}")
+        raise ArgumentTypeError(f"unknown option(s): {', '.join(unknown)}")
+    for name, value in given.items():
+        if isinstance(value, os.PathLike) and kinds[name] is str:
+            given[name] = value = os.fspath(value)
+        if value is not None and not _is_kind(value, kinds[name]):
+            raise ArgumentTypeError(f"{name} must be {_KIND_NAMES[kinds[name]]}, "
+                                    f"not {type(value).__name__}")
     options = dataclasses.replace(Options(), **{k: v for k, v in given.items() if v is not None})
     try:
         validate_options(options)
     except ValueError as e:
         raise UsageError(str(e)) from e
     return options
+
+
+def _is_kind(value: object, kind: type) -> bool:
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
 
 
 class Upscaler:
@@ -53,16 +71,19 @@ class Upscaler:
     size, 0 for whole pictures, None for the executor's default. Other keywords are the options
     of the `upscale` command (precision, device, threads, overlap, batch, scale).
 
-    `upscale(x)` takes a PIL image of any common mode (RGB, RGBA, L, LA, 1, P, I;16, I, CMYK...)
-    and returns a PIL image of the same mode, or takes a numpy array (H, W) or (H, W, C) with
-    C = 1-4 channels in RGB(A) order, uint8 or uint16, and returns the same shape layout and
-    dtype. The result is `scale` times larger (the model's scale by default).
+    `upscale(x)` takes a PIL image in any mode the `upscale` command reads (RGB, RGBA, L, LA,
+    1, P, PA, I;16 in any byte order, I, CMYK, YCbCr...) and returns a PIL image of the same
+    mode, or takes a numpy array (H, W) or (H, W, C) with C = 1-4 channels in RGB(A) order,
+    uint8 or uint16, and returns the same shape layout and dtype. The result is `scale` times
+    larger (the model's scale by default).
+
+    A wrong argument raises an UpscalerError (exit_code 2) that is also a TypeError (a wrong
+    type, an unknown option) or a ValueError (a wrong value).
     """
 
     def __init__(self, model: str | os.PathLike[str] | None = None, executor: str = "auto",
                  tile: int | None = None, **options: Any) -> None:
-        given = {"model": os.fspath(model) if model is not None else None,
-                 "executor": executor, "tile": tile, **options}
+        given = {"model": model, "executor": executor, "tile": tile, **options}
         self._pipeline = _Pipeline(_options(**given))
 
     @property
@@ -89,11 +110,15 @@ class Upscaler:
             return self._upscale_pil(picture)
         if isinstance(picture, np.ndarray):
             return self._upscale_array(picture)
-        raise UsageError(f"expected a PIL image or a numpy array, not {type(picture).__name__}")
+        raise ArgumentTypeError(f"expected a PIL image or a numpy array, not "
+                                f"{type(picture).__name__}")
 
     def _upscale_array(self, array: np.ndarray) -> np.ndarray:
-        if array.dtype not in (np.uint8, np.uint16):
-            raise UsageError(f"arrays must be uint8 or uint16, not {array.dtype}")
+        if array.dtype.kind != "u" or array.dtype.itemsize not in (1, 2):
+            raise ArgumentTypeError(f"arrays must be uint8 or uint16, not {array.dtype}")
+        if not array.dtype.isnative:  # big-endian uint16: worked on in this machine's order
+            return self._upscale_array(array.astype(array.dtype.newbyteorder("="))).astype(
+                array.dtype)
         if array.ndim == 2:
             return self._upscale_array(array[..., None])[..., 0]
         if array.ndim != 3 or not 1 <= array.shape[2] <= 4 or min(array.shape[:2]) < 1:
@@ -120,6 +145,10 @@ class Upscaler:
 
     def _pil_direct(self, picture: PIL.Image.Image) -> PIL.Image.Image:
         pixels = self._upscale_array(np.asarray(picture))
+        if picture.mode in _16BIT:
+            # fromarray would give I;16 for every byte order; the caller's mode comes back.
+            data = pixels.astype(_16BIT[picture.mode]).tobytes()
+            return PIL.Image.frombytes(picture.mode, pixels.shape[1::-1], data)
         return PIL.Image.fromarray(pixels)
 
 
@@ -134,6 +163,10 @@ def _back_to(big: PIL.Image.Image, source: PIL.Image.Image) -> PIL.Image.Image:
         # Back onto the source's own palette, so indices keep their meaning.
         rgb = big.convert("RGB").quantize(palette=source.convert("P") if mode == "PA" else source,
                                           dither=PIL.Image.Dither.NONE)
+        if mode == "PA":  # indices on the palette, and the alpha band as it came out
+            out = rgb.convert("PA")
+            out.putalpha(big.getchannel("A"))
+            return out
         index = source.info.get("transparency")
         if isinstance(index, int) and big.mode == "RGBA":
             values = np.array(rgb)

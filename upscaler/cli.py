@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,11 +33,12 @@ from upscaler.config import (
     option_fields,
     validate_options,
 )
-from upscaler.errors import Interrupted, UpscalerError, UsageError
+from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError
 from upscaler.heap import keep_frame_buffers
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, run_task
 from upscaler.plan import PlanError, Task, plan_jobs
+from upscaler.version import __version__
 
 PROG = "upscale"
 # How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
@@ -45,12 +47,23 @@ HARD_EXIT_AFTER = 1.0
 HARD_EXIT_AFTER_RAY = 15.0
 
 
+def exit_code_table() -> str:
+    """The exit codes as `upscale --help` ends with them."""
+    return "exit codes (the same for a job file and the API's UpscalerError.exit_code):\n" + \
+        "\n".join(textwrap.fill(text, 79, initial_indent=f"  {code:<5}",
+                                 subsequent_indent=" " * 7) for code, text in EXIT_CODES)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Upscale anime images, folders of images and videos with Real-ESRGAN.",
-        epilog="`upscale models` lists the models and their built files.",
+        epilog=textwrap.fill("`upscale models` lists the models and their built files (where a "
+                             "folder named models is here, `upscale models` upscales it).", 79)
+        + "\n\n" + exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("input", nargs="?", type=Path, help="image, folder or video")
     parser.add_argument("-o", "--output", help="output file or folder (a trailing / means a "
                         "folder; missing folders are made)")
@@ -211,6 +224,16 @@ def _ray_input(args: argparse.Namespace) -> None:
         args.input, args.ray = Path(args.ray), ""
 
 
+def _lists_models(argv: Sequence[str]) -> bool:
+    """Whether `argv` is the `models` subcommand. A folder named `models` here is an input
+    (a user who has one means it), unless only the subcommand's own options follow
+    (`upscale models --clear-cache`); `./models` and `models/` are always paths."""
+    if argv[:1] != ["models"]:
+        return False
+    own = {"--clear-cache", "-h", "--help"}  # _models_parser's
+    return not Path("models").is_dir() or (len(argv) > 1 and set(argv[1:]) <= own)
+
+
 def _list_models(argv: Sequence[str]) -> int:
     from upscaler.models import cache
     from upscaler.models.registry import DEFAULT_MODELS, MODELS, resolve_model
@@ -338,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     try:
-        if argv[:1] == ["models"]:
+        if _lists_models(argv):
             return _list_models(argv[1:])
         args = _parser().parse_args(argv)
         _ray_input(args)

@@ -236,6 +236,21 @@ def _options_from(node: yaml.Node, base: Options, where: str, path: Path,
     return opts, extras
 
 
+def read_job_text(path: Path) -> str:
+    """A job file's text; ConfigError naming the file (and the line) when it cannot be read
+    or is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read job file: {e.strerror or e}", path) from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[e.start]:02x}); save the job file as "
+                          "UTF-8", path, line) from e
+
+
 def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
     """Read and validate a YAML job file; relative paths are relative to the file's folder.
 
@@ -243,10 +258,7 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        root = yaml.compose(text)
-    except OSError as e:
-        raise ConfigError(f"cannot read job file: {e.strerror}", path) from e
+        root = yaml.compose(read_job_text(path))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -295,7 +307,7 @@ def load_ray_settings(path: str | Path) -> RaySettings | None:
           workers: 8
     """
     path = Path(path)
-    root = yaml.compose(path.read_text(encoding="utf-8"))
+    root = yaml.compose(read_job_text(path))
     node = next((v for k, v in root.value if k.value == "ray"), None)
     if node is None:
         return None

@@ -6,6 +6,7 @@ never has to know which part of the pipeline failed to explain it.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 
@@ -13,6 +14,8 @@ class UpscalerError(Exception):
     """Base class: something the user can act on, shown as one line."""
 
     exit_code = 1
+    # The job file and line of the job the error belongs to ("jobs.yaml:5"), shown in front.
+    where: str | None = None
 
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         super().__init__(message)
@@ -20,17 +23,32 @@ class UpscalerError(Exception):
         self.path = Path(path) if path is not None else None
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path is not None else self.message
+        text = f"{self.path}: {self.message}" if self.path is not None else self.message
+        return f"{self.where}: {text}" if self.where else text
+
+    def located(self, path: str | Path, line: int) -> UpscalerError:
+        """A copy that names the job file's line in front; type and exit code stay, so a
+        missing input exits 5 from a job file as from the command line."""
+        located = copy.copy(self)
+        located.where = f"{path}:{line}"
+        return located
 
     def __reduce__(self) -> tuple[type, tuple[str, Path | None]]:
         # Pickled whole (a Ray worker's error reaches the driver so): message and path.
         return type(self), (self.message, self.path)
 
 
-class UsageError(UpscalerError):
-    """Wrong command-line arguments or option values."""
+class UsageError(UpscalerError, ValueError):
+    """Wrong command-line arguments or option values.
+
+    A ValueError too: an API caller who passed a wrong value catches it as one.
+    """
 
     exit_code = 2
+
+
+class ArgumentTypeError(UsageError, TypeError):
+    """An API argument of the wrong type: a TypeError to Python, exit 2 to the CLI."""
 
 
 class ConfigError(UpscalerError):
@@ -83,6 +101,23 @@ class DiskFullError(MediaError):
 class ClusterError(UpscalerError):
     """A Ray cluster that cannot be reached, or work on it that failed for a reason of the
     cluster's own (a worker that died on every try, workers whose executors differ)."""
+
+
+# Every exit code of `upscale`, the same from the command line, a job file and the API's
+# `exit_code`; `upscale --help` and README show this table.
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success, also when outputs that exist were skipped"),
+    (1, "any other error (a Ray cluster that failed, say)"),
+    (2, "bad arguments, options or job file; an output that is a folder, an input or another "
+        "job's; video settings the encoder refuses; --ray without Ray installed"),
+    (3, "a model that cannot be read or built"),
+    (4, "an executor that cannot run here, or is not installed (a .pth without the torch "
+        "extra)"),
+    (5, "an input that is missing, unreadable or damaged; an output folder that cannot be "
+        "written; not enough disk space"),
+    (6, "an output that appeared while its job ran"),
+    (130, "stopped by Ctrl-C (143: by SIGTERM)"),
+)
 
 
 class Interrupted(KeyboardInterrupt):

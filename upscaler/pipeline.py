@@ -23,7 +23,7 @@ from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.media.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
-from upscaler.plan import Task, plan_jobs, video_settings
+from upscaler.plan import PlanError, Task, plan_jobs, video_settings
 from upscaler.reuse import TileReuse
 
 
@@ -190,8 +190,14 @@ def _overlap(options: Options, model: ModelRef) -> int:
 
 
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
-    """Check one job as a batch of one (PlanError if anything is wrong), then run it."""
-    (task,) = plan_jobs([job])
+    """Check one job as a batch of one, then run it. What is wrong is raised as its own error
+    (a MediaError, a UsageError that is a ValueError...), not wrapped in a PlanError."""
+    try:
+        (task,) = plan_jobs([job])
+    except PlanError as e:
+        if len(e.errors) == 1:
+            raise e.errors[0] from None
+        raise
     return run_task(task, progress)
 
 
@@ -253,9 +259,9 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
     state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                      label=task.input.name)
-    progress(state)
-    if not todo:
+    if not todo:  # no bar for nothing to do: the summary says what was skipped
         return state
+    progress(state)
     with Upscaler(options) as upscaler:
         for path, out in todo:
             try:

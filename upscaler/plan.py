@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Literal
 
 from upscaler.config import Job, Options
-from upscaler.errors import ConfigError, ExecutorError, MediaError, UpscalerError, UsageError
+from upscaler.errors import ExecutorError, MediaError, UpscalerError, UsageError
 from upscaler.executors.base import ExecutorOptions
 from upscaler.executors.registry import (
     AUTO,
     KINDS,
     canonical_name,
+    model_unavailable_reason,
     resolve_auto,
-    unavailable_reason,
 )
 from upscaler.media.images import is_image_path
 from upscaler.models.registry import MediaKind, model_for, resolve_model
@@ -102,10 +102,7 @@ def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
 
 def _located(error: UpscalerError, job: Job) -> UpscalerError:
     """`error` with the job file's line in front, when the job came from a file."""
-    if job.where is None:
-        return error
-    path, line = job.where
-    return ConfigError(str(error), path, line)
+    return error if job.where is None else error.located(*job.where)
 
 
 def _plan(job: Job) -> Task:
@@ -150,9 +147,11 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
     with contextlib.suppress(ValueError):
         dst.resolve().relative_to(src.resolve())
         raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
-    images, videos, others = [], [], []
+    images, videos, others, hidden = [], [], [], []
     for path in _walk(src):
-        if is_image_path(path):
+        if path.name.startswith("."):
+            hidden.append(path)
+        elif is_image_path(path):
             images.append(path)
         elif is_video_path(path):
             videos.append(path)
@@ -165,6 +164,13 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
     if others:
         notes.append(f"{src}: skipped {_count(others, 'other file')} ({_names(others)}): "
                      "not images we read")
+    if hidden:
+        folders = [p for p in hidden if p.is_dir()]
+        counts = [_count(kind, noun) for kind, noun in
+                  (([p for p in hidden if p not in folders], "hidden file"),
+                   (folders, "hidden folder")) if kind]
+        notes.append(f"{src}: skipped {' and '.join(counts)} ({_names(hidden)}): names that "
+                     "start with a dot")
     if not images:
         reason = "; ".join(n.split(": ", 1)[1] for n in notes) or "it is empty"
         raise MediaError(f"no images to upscale in this folder ({reason})", src)
@@ -183,12 +189,13 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
 
 
 def _walk(root: Path) -> Iterator[Path]:
-    """Every file below `root` in a stable order, leaving out hidden files and folders."""
+    """Every file below `root` in a stable order; hidden files and folders (names starting
+    with a dot) are given but not entered, for the caller to count."""
     for dirpath, dirnames, filenames in os.walk(root):
+        hidden = [d for d in dirnames if d.startswith(".")]
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+        for name in sorted([*filenames, *hidden]):
+            yield Path(dirpath) / name
 
 
 def _count(paths: list[Path], noun: str) -> str:
@@ -215,7 +222,8 @@ def _check_readable(src: Path) -> None:
 
 
 def check_writable(folder: Path) -> None:
-    """UsageError unless files can be made in `folder` (created later if missing).
+    """Unless files can be made in `folder` (created later if missing): UsageError when a
+    file stands where a folder must be, MediaError when the folder cannot be written.
 
     The nearest folder that exists is asked for real, by making and removing an empty file
     there: permission bits do not tell the whole story (read-only mounts, /proc, root).
@@ -232,7 +240,8 @@ def check_writable(folder: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"cannot write in {existing}: {e.strerror or e}", folder) from e
+        # The place is right but the disk says no (permissions, a read-only mount): media.
+        raise MediaError(f"cannot write in {existing}: {e.strerror or e}", folder) from e
 
 
 def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
@@ -244,7 +253,7 @@ def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
         if name == AUTO:
             resolve_auto(model, ExecutorOptions(device=options.device))
             return None
-        reason = unavailable_reason(name)
+        reason = model_unavailable_reason(name, model)
         if reason is not None:
             return ExecutorError(f"executor {name} cannot run here: {reason}")
         if model.kind not in KINDS[name]:

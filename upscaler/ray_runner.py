@@ -86,7 +86,7 @@ class RayRunner:
             sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 _check_reachable(self.settings.address)
-                ray.init(address=self.settings.address, log_to_driver=False,
+                ray.init(address=self.settings.address or _local(), log_to_driver=False,
                          logging_level=logging.ERROR, **local)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ClusterError(f"cannot start or join {where}: {_first_line(e)}") from e
@@ -128,6 +128,8 @@ class RayRunner:
         todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
         state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                          label=task.input.name)
+        if not todo:  # no bar for nothing to do: the summary says what was skipped
+            return state
         progress(state)
         calls = [self._call(_upscale_file, task.options, src.resolve(), dst.resolve())
                  for src, dst in todo]
@@ -232,6 +234,13 @@ class RayRunner:
                 # Read, so that Ray does not print the errors of the stopped tasks as unhandled.
                 with contextlib.suppress(RayError):
                     ray.get(ref, timeout=5)
+
+
+def _local() -> str | None:
+    """ray.init's address for a run without one: RAY_ADDRESS where the user set it, else a new
+    local Ray. (Without an address ray.init joins any Ray it finds running on this machine,
+    another user's or another run's, which `--ray` alone does not promise.)"""
+    return None if os.environ.get("RAY_ADDRESS") else "local"
 
 
 def _check_reachable(address: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -78,10 +79,7 @@ class OpenVinoExecutor(ClosingExecutor):
         # OpenVINO converts precision itself from the hint, so it always reads the fp32 build.
         path = onnx_file(model, "fp32")
         self.path = path
-        try:
-            ov_model = core.read_model(str(path))
-        except RuntimeError as e:
-            raise ModelError(f"not a loadable ONNX model: {one_line(e)}", path) from e
+        ov_model = _read_onnx(path)
         rank = ov_model.input(0).get_partial_shape().rank
         if len(ov_model.inputs) != 1 or rank.is_dynamic or rank.get_length() != 4:
             raise ModelError("expected one NCHW image input", path)
@@ -167,3 +165,21 @@ class OpenVinoExecutor(ClosingExecutor):
         self._parallel = []
         self._request = None  # type: ignore[assignment]
         self._compiled = None  # type: ignore[assignment]
+
+
+def _read_onnx(path: Path) -> Any:
+    """The ov.Model of an ONNX file, read by OpenVINO's ONNX frontend alone.
+
+    core.read_model would ask every frontend whether the file is theirs, and TensorFlow's
+    prints protobuf parse errors of a damaged file to stderr, before our one line.
+    """
+    from openvino.frontend import FrontEndManager
+
+    try:
+        frontend = FrontEndManager().load_by_framework("onnx")
+        return frontend.convert(frontend.load(str(path)))
+    except Exception as e:  # the frontend's GeneralFailure, OpConversionFailure...: no common base
+        # Its last line says why ("Model can't be parsed"); those before, where in OpenVINO.
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        raise ModelError(f"not a loadable ONNX model: {lines[-1] if lines else one_line(e)}",
+                         path) from e

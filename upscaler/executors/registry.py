@@ -144,18 +144,36 @@ def _create_auto(model: ModelRef, options: ExecutorOptions) -> Executor:
             except ExecutorError as e:
                 reason = str(e)
         log.info("auto: skipping %s: %s", name, reason)
-        reasons.append(f"{name}: {reason}")
+        reasons.append(_named(name, reason))
     if not reasons:
         raise ExecutorError(f"no executor can load a {model.kind} model", model.path)
     raise ExecutorError(f"no executor can run here ({'; '.join(reasons)})", model.path)
 
 
+def model_unavailable_reason(name: str, model: ModelRef) -> str | None:
+    """None when executor `name` can run here and load `model`'s kind, else why not; without
+    loading the model (a .pth needs spandrel, which a named model on torch does not)."""
+    reason = unavailable_reason(name)
+    if reason is None:
+        check = getattr(_module(canonical_name(name)), "model_unavailable_reason", None)
+        reason = check(model) if check is not None else None
+    return reason
+
+
 def resolve_auto(model: ModelRef, options: ExecutorOptions | None = None) -> str:
     """The name "auto" would most likely pick, without loading the model (for defaults)."""
+    reasons = []
     for name, _ in auto_candidates(model, options or ExecutorOptions()):
-        if unavailable_reason(name) is None:
+        reason = model_unavailable_reason(name, model)
+        if reason is None:
             return name
-    raise ExecutorError(f"no executor can run a {model.kind} model here", model.path)
+        reasons.append(_named(name, reason))
+    raise ExecutorError(f"no executor can run a {model.kind} model here"
+                        + (f" ({'; '.join(reasons)})" if reasons else ""), model.path)
+
+
+def _named(name: str, reason: str) -> str:
+    return reason if reason.startswith(f"{name}:") else f"{name}: {reason}"
 
 
 GPU_TILE_UNKNOWN_MEMORY = 512  # a GPU whose free memory is unknown gets 512x512-pixel calls

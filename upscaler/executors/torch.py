@@ -25,6 +25,18 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def model_unavailable_reason(model: ModelRef) -> str | None:
+    """Why a user's weights file cannot be loaded here: spandrel, which reads it, is missing."""
+    if model.kind != "pth":
+        return None
+    try:
+        import spandrel  # noqa: F401
+    except Exception as e:  # a broken torchvision raises RuntimeError, not ImportError
+        return f"spandrel, which reads .pth files, cannot be imported ({one_line(e)}); " \
+            f"{INSTALL_HINT}"
+    return None
+
+
 def _pick_device(device: str | None) -> Any:
     import torch
 
