@@ -248,6 +248,9 @@ def _hdr_notes(info: VideoInfo, encoder: str) -> list[str]:
         else:
             notes.append(f"HDR10 {what} metadata lost: {encoder} cannot write it (--codec "
                          f"{' or '.join(HDR10_ENCODERS)} keeps it)")
+    if hdr.dynamic:
+        notes.append("HDR10+ dynamic metadata dropped: no encoder here takes it from frames "
+                     "(the static HDR10 metadata is handled as said)")
     if info.color_transfer == "arib-std-b67":
         notes.append("HLG video: upscaled as HLG and tagged so (not converted)")
     if hdr.dolby_vision:
@@ -281,8 +284,7 @@ def _fingerprint(src: Path, info: VideoInfo, settings: VideoSettings, encoding: 
                      "crf": settings.crf, "preset": settings.preset,
                      "matrix": encoding.matrix, "range": encoding.range,
                      "primaries": encoding.primaries, "transfer": encoding.transfer,
-                     "display_aspect": str(encoding.display_aspect),
-                     "options": list(encoding.options)},
+                     "display_aspect": str(encoding.display_aspect)},
         "deinterlace": info.deinterlace,
         "frames": info.frame_count,
         "container": container,

@@ -61,11 +61,13 @@ class Hdr:
       gy, bx, by, wx, wy), then its min and max luminance in cd/m2; None when absent.
     light: (MaxCLL, MaxFALL) in cd/m2; None when absent.
     dolby_vision: the stream carries Dolby Vision metadata (RPU or configuration).
+    dynamic: the frames carry HDR10+ (SMPTE 2094-40) dynamic metadata.
     """
 
     mastering: tuple[float, ...] | None = None
     light: tuple[int, int] | None = None
     dolby_vision: bool = False
+    dynamic: bool = False
 
 
 @dataclass(frozen=True)

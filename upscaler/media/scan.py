@@ -76,7 +76,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
     idet = (0, 0, 0)
     mastering: tuple[float, ...] | None = None
     light: tuple[int, int] | None = None
-    dolby = False
+    dolby = dynamic = False
     for line in log.splitlines():
         if "Parsed_showinfo" in line:
             if m := _TIME_BASE.search(line):
@@ -97,6 +97,8 @@ def parse(log: str, time_base: Fraction) -> Scan:
                 light = (int(values[0]), int(values[1])) if len(values) == 2 else None
             if "Dolby Vision" in line or "DOVI" in line:
                 dolby = True
+            if "HDR10+" in line or "2094-40" in line:
+                dynamic = True
         elif m := _IDET.search(line):
             idet = (int(m[1]), int(m[2]), int(m[3]))
         elif "DOVI configuration" in line or "Dolby Vision" in line:
@@ -105,7 +107,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
             pending.append(_PREFIXES.sub("", line.strip()))
     end = float(pts[-1] * time_base) if pts else 0.0
     errors += [(end, e) for e in pending]
-    return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby))
+    return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby, dynamic))
 
 
 def _is_damage(line: str) -> bool:
