@@ -4,12 +4,15 @@ the examples in issue 21 (other sizes, rates, codecs and HDR values)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from clips import make_clip
 
+from upscaler import upscale_path
 from upscaler.cli import main
+from upscaler.errors import UpscalerError
 from upscaler.media import ffmpeg
 from upscaler.media.probe import probe
 from upscaler.media.scan import scan
@@ -130,13 +133,23 @@ def test_damaged_source_fails_before_any_output(whole_clip: Path, tmp_path: Path
     assert not list(tmp_path.glob(".*out*"))  # no partial output, no work folder
 
 
-@pytest.mark.parametrize(("damage", "how"), [(corrupted, "flag"), (cut_short, "yaml")])
+@pytest.mark.parametrize(("damage", "how"), [(corrupted, "flag"), (cut_short, "yaml"),
+                                             (corrupted, "api")])
 def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, damage, how: str,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                             capsys: pytest.CaptureFixture[str],
+                                             caplog: pytest.LogCaptureFixture) -> None:
     src = damage(whole_clip, tmp_path / f"{damage.__name__}.mp4")
     out = tmp_path / "out.mkv"
     if how == "flag":
         code, err = run_cli([str(src), "-o", str(out), "--accept-damage", *FAST], capsys)
+    elif how == "api":
+        with pytest.raises(UpscalerError, match=r"damaged video: .* frames missing") as refused:
+            upscale_path(src, out, model="realesr-animevideov3", executor="onnxruntime")
+        assert refused.value.exit_code == 5 and not out.exists()
+        with caplog.at_level(logging.WARNING, logger="upscaler"):
+            upscale_path(src, out, model="realesr-animevideov3", executor="onnxruntime",
+                         segment_seconds=0.5, accept_damage=True)
+        code, err = 0, caplog.text
     else:
         job = tmp_path / "job.yaml"
         job.write_text(f"jobs:\n  - input: {src.name}\n    output: out.mkv\n"
