@@ -196,8 +196,11 @@ def _source(src: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
     if damage and not settings.accept_damage:
         raise MediaError(f"damaged video: {damage.describe()}; nothing written "
                          "(--accept-damage upscales what decodes)", src)
-    if damage:
+    if damage or tuple(sorted(found.decoded_pts)) != info.frame_pts:
+        # Also whole sources can decode to fewer frames than they hold packets (an MP4 edit
+        # list that starts the video later): the frames that come out are the video.
         info = accept(info, found)
+    if damage:
         notes.append(f"damaged video accepted: {damage.lost} of {damage.expected} frames lost,"
                      f" {len(damage.errors)} decode errors ({damage.describe()})")
     way = decide(found, settings.deinterlace)

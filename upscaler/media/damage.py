@@ -62,9 +62,15 @@ def find_damage(info: VideoInfo, found: Scan) -> Damage:
     end = info.declared_end
     packets = [p for p in info.frame_pts
                if not end or info.seconds(p) < end + float(2 / info.frame_rate)]
+    if not found.errors and decoded:
+        # An MP4 edit list may start the video after its first packets, which the decoder
+        # then drops on purpose: they are not lost.
+        packets = [p for p in packets if p >= decoded[0]]
     on_grid = _on_grid(sorted(set(packets) | set(decoded)), step)
-    expected = max(info.declared_frames, len(packets))
-    if end and on_grid:
+    expected = len(packets)
+    if info.declared_frames > len(info.frame_pts):  # the demuxer came up short of the index
+        expected += info.declared_frames - len(info.frame_pts)
+    elif end and on_grid:
         # By time, a frame either way is timestamp rounding, not a lost frame.
         by_time = round((end - info.seconds(info.frame_pts[0])) * info.frame_rate)
         expected = max(expected, by_time if by_time > len(packets) + 1 else 0)
