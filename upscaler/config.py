@@ -18,6 +18,7 @@ from upscaler.errors import ConfigError
 from upscaler.models.registry import DEFAULT_MODELS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+DEINTERLACE_MODES = ("auto", "bwdif", "yadif", "off")
 IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
 
 
@@ -48,6 +49,8 @@ class Options:
     resume: bool = True
     work_dir: str | None = None
     reuse: bool = True
+    accept_damage: bool = False
+    deinterlace: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,10 @@ _HELP = {
     "work_dir": "folder for a video's segments until it is done (default: beside the output)",
     "reuse": "run every video frame through the model, even the unchanged tiles of held "
              "drawings, which are otherwise reused",
+    "accept_damage": "upscale what decodes of a damaged video (decode errors, missing frames) "
+                     "instead of failing; a warning counts what was lost",
+    "deinterlace": "auto (bwdif where the video is interlaced), bwdif, yadif or off; one "
+                   "frame per frame",
 }
 
 
@@ -165,6 +172,8 @@ def validate_options(opts: Options) -> None:
         raise ValueError(f"format must be one of {', '.join(IMAGE_FORMATS)}")
     if opts.crf is not None and not 0 <= opts.crf <= 63:
         raise ValueError("crf must be in [0, 63]")
+    if opts.deinterlace not in DEINTERLACE_MODES:
+        raise ValueError(f"deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
     if opts.segment_seconds <= 0:
         raise ValueError("segment_seconds must be > 0")
     if any(sep in opts.suffix for sep in (os.sep, os.altsep, "\0") if sep):

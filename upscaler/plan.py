@@ -136,6 +136,8 @@ def video_settings(options: Options) -> VideoSettings:
     return VideoSettings(codec=options.codec, crf=options.crf, preset=options.preset,
                          pix_fmt=options.pix_fmt, segment_seconds=options.segment_seconds,
                          overwrite=options.overwrite, resume=options.resume,
+                         accept_damage=options.accept_damage,
+                         deinterlace=options.deinterlace,
                          work_dir=Path(options.work_dir).expanduser() if options.work_dir
                          else None)
 

@@ -12,6 +12,7 @@ batch can check all of its jobs first.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -24,15 +25,19 @@ import numpy as np
 from upscaler.errors import (
     DiskFullError,
     Interrupted,
+    MediaError,
     OutputExistsError,
     UpscalerError,
     UsageError,
 )
-from upscaler.media.encoding import VideoSettings
+from upscaler.media.damage import accept, find_damage
+from upscaler.media.encoding import HDR10_ENCODERS, VideoSettings
+from upscaler.media.interlace import decide
 from upscaler.media.mux import check_container, join_and_mux
 from upscaler.media.preflight import check_encoding
-from upscaler.media.probe import VideoInfo, probe
+from upscaler.media.probe import StreamInfo, VideoInfo, probe
 from upscaler.media.resume import Resumed, WorkFolder, work_dir
+from upscaler.media.scan import Scan, scan
 from upscaler.media.segments import PARTIAL, Segment, encode_segments, plan_segments
 from upscaler.media.space import check_space, is_disk_full
 from upscaler.media.stage_times import StageTimes
@@ -62,7 +67,7 @@ def check_video_job(src: str | Path, dst: str | Path,
     src, dst = Path(src), Path(dst)
     if dst.is_dir():
         raise UsageError("is a folder; give the output file's name (e.g. -o out/name.mkv)", dst)
-    info = _probe(src)
+    info, _ = _source(src, settings)
     check_encoding(info, settings, dst)
     check_container(info, dst)
 
@@ -107,11 +112,13 @@ def upscale_video(src: str | Path, dst: str | Path,
     src, dst = Path(src), Path(dst)
     check_video_job(src, dst, settings)
     _check_output(src, dst, settings.overwrite)
-    info = _probe(src)
+    info, notes = _source(src, settings)
     container = dst.suffix.lower()
     encoding = check_encoding(info, settings, dst)
+    for note in [*notes, *_hdr_notes(info, encoding.encoder)]:
+        log.warning(f"{src.name}: {note}")
     segments = plan_segments(info, settings.segment_seconds)
-    fingerprint = _fingerprint(src, settings, encoding, container, identity)
+    fingerprint = _fingerprint(src, info, settings, encoding, container, identity)
     with WorkFolder(work_dir(dst, settings.work_dir), fingerprint) as folder:
         upscaled = 0
         done = 0
@@ -169,6 +176,93 @@ def _probe(src: Path) -> VideoInfo:
     return _probe_file(src, stat.st_size, stat.st_mtime_ns)
 
 
+@functools.lru_cache(maxsize=16)
+def _scan_file(path: Path, size: int, mtime_ns: int) -> Scan:
+    return scan(_probe_file(path, size, mtime_ns))
+
+
+def _source(src: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
+    """The source as the job reads it, and what the user must hear about it.
+
+    Decoded once (media/scan.py, cached per file version): a damaged source raises MediaError
+    unless settings.accept_damage, which then takes the frames that decode; an interlaced
+    one gets its deinterlacing filter; HDR10 metadata is attached for the encoder.
+    """
+    info = _probe(src)
+    stat = src.stat()
+    found = _scan_file(src, stat.st_size, stat.st_mtime_ns)
+    notes = []
+    damage = find_damage(info, found)
+    if damage and not settings.accept_damage:
+        raise MediaError(f"damaged video: {damage.describe()}; nothing written "
+                         "(--accept-damage upscales what decodes)", src)
+    if damage or tuple(sorted(found.decoded_pts)) != info.frame_pts:
+        # Also whole sources can decode to fewer frames than they hold packets (an MP4 edit
+        # list that starts the video later): the frames that come out are the video.
+        info = accept(info, found)
+    if damage:
+        notes.append(f"damaged video accepted: {damage.lost} of {damage.expected} frames lost,"
+                     f" {len(damage.errors)} decode errors ({damage.describe()})")
+    way = decide(found, settings.deinterlace)
+    order = "top field first" if way.order == "tff" else "bottom field first"
+    if way.filter:
+        name = way.filter.split("=", 1)[0]
+        notes.append(f"interlaced ({order}; {way.why}): deinterlaced with {name}, one frame per"
+                     " frame; output is progressive (--deinterlace off keeps the fields)")
+    elif way.interlaced:
+        notes.append(f"interlaced ({order}; {way.why}) but --deinterlace off: the fields go "
+                     "through the model woven")
+    elif "flagged interlaced" in way.why:
+        notes.append(f"{way.why}: not deinterlaced (--deinterlace bwdif forces it)")
+    notes += _stream_notes(info)
+    return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr), notes
+
+
+def _stream_notes(info: VideoInfo) -> list[str]:
+    """A line for the source's pictures that are not upscaled but kept as they were."""
+    others = [s for s in info.streams if s.kind == "video" and s.index != info.video_index]
+    if not others:
+        return []
+
+    def name(s: StreamInfo) -> str:
+        size = f" {s.size[0]}x{s.size[1]}" if s.size else ""
+        return f"#{s.index} {s.codec}{size}"
+
+    videos = [name(s) for s in others if not s.attached_pic]
+    covers = [name(s) for s in others if s.attached_pic]
+    parts = []
+    if videos:
+        parts.append(f"{len(videos)} other video stream{'s' if len(videos) > 1 else ''} "
+                     f"({', '.join(videos)})")
+    if covers:
+        parts.append(f"cover art ({', '.join(covers)})")
+    return [f"{' and '.join(parts)} kept as they were, not upscaled"]
+
+
+def _hdr_notes(info: VideoInfo, encoder: str) -> list[str]:
+    """What happens to HDR: HDR10 metadata carried or named as lost; HLG and Dolby Vision."""
+    notes = []
+    hdr = info.hdr
+    if hdr.mastering or hdr.light:
+        what = " and ".join(w for w, v in (("mastering display", hdr.mastering),
+                                            ("content light level", hdr.light)) if v)
+        if encoder in HDR10_ENCODERS:
+            notes.append(f"HDR10 {what} metadata carried to the output by {encoder}")
+        else:
+            notes.append(f"HDR10 {what} metadata lost: {encoder} cannot write it (--codec "
+                         f"{' or '.join(HDR10_ENCODERS)} keeps it)")
+    if hdr.dynamic:
+        notes.append("HDR10+ dynamic metadata dropped: no encoder here takes it from frames "
+                     "(the static HDR10 metadata is handled as said)")
+    if info.color_transfer == "arib-std-b67":
+        notes.append("HLG video: upscaled as HLG and tagged so (not converted)")
+    if hdr.dolby_vision:
+        notes.append("Dolby Vision metadata dropped: the output is the base layer, tagged "
+                     f"{info.color_primaries or 'untagged'}/{info.color_transfer or 'untagged'}"
+                     " (a profile 5 source, which has no such base, shows wrong colours)")
+    return notes
+
+
 def _check_output(src: Path, dst: Path, overwrite: bool) -> None:
     if dst.exists() and dst.resolve() == src.resolve():
         raise UsageError(f"{dst}: the output would replace the source")
@@ -177,8 +271,8 @@ def _check_output(src: Path, dst: Path, overwrite: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _fingerprint(src: Path, settings: VideoSettings, encoding: Encoding, container: str,
-                 identity: Mapping[str, str] | None) -> dict[str, Any]:
+def _fingerprint(src: Path, info: VideoInfo, settings: VideoSettings, encoding: Encoding,
+                 container: str, identity: Mapping[str, str] | None) -> dict[str, Any]:
     """What a segment's content depends on; a finished segment is reused only when it matches.
 
     The source by size and modification time (a hash would read the whole file again), the
@@ -194,6 +288,8 @@ def _fingerprint(src: Path, settings: VideoSettings, encoding: Encoding, contain
                      "matrix": encoding.matrix, "range": encoding.range,
                      "primaries": encoding.primaries, "transfer": encoding.transfer,
                      "display_aspect": str(encoding.display_aspect)},
+        "deinterlace": info.deinterlace,
+        "frames": info.frame_count,
         "container": container,
         "segment_seconds": settings.segment_seconds,
     }

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from upscaler.config import DEINTERLACE_MODES
 from upscaler.errors import UsageError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import VideoInfo
+from upscaler.media.probe import Hdr, VideoInfo
 from upscaler.media.video_writer import Encoding
 
 # Generic codec names -> encoders to try, hardware first; the last one is the software fallback.
@@ -21,6 +22,8 @@ CODEC_CANDIDATES = {
     "av1": ("av1_nvenc", "av1_qsv", "av1_amf", "libsvtav1", "libaom-av1"),
     "vp9": ("vp9_qsv", "libvpx-vp9"),
 }
+# Encoders that write HDR10's mastering display and content light level into the stream.
+HDR10_ENCODERS = ("libx265", "libsvtav1")
 CODEC_ALIASES = {"h265": "hevc", "x265": "hevc", "avc": "h264", "x264": "h264"}
 
 
@@ -44,6 +47,11 @@ class VideoSettings:
     resume: reuse the segments an earlier, unfinished run of the same job left (resume.py).
     work_dir: the folder to keep segments in until the output is written; None puts them
       beside the output.
+    accept_damage: upscale what decodes of a damaged source (decode errors, missing frames)
+      instead of refusing it; the frames lost are counted in a warning.
+    deinterlace: "auto" deinterlaces a source that is interlaced (by its flags or idet's
+      measurement) with bwdif; "bwdif" or "yadif" deinterlaces always with that filter; "off"
+      never. One frame per frame in every case.
     """
 
     codec: str | None = None
@@ -55,8 +63,13 @@ class VideoSettings:
     overwrite: bool = False
     resume: bool = True
     work_dir: Path | None = None
+    accept_damage: bool = False
+    deinterlace: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.deinterlace not in DEINTERLACE_MODES:
+            raise UsageError(f"deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, "
+                             f"got {self.deinterlace!r}")
         if not self.segment_seconds > 0:
             raise UsageError(f"segment_seconds must be positive, got {self.segment_seconds}")
         if self.queue_frames < 1:
@@ -76,11 +89,37 @@ def choose_encoding(info: VideoInfo, settings: VideoSettings, container: str) ->
     if settings.preset:
         options += ["-preset", settings.preset]
     if encoder == "libx265":
-        options += ["-x265-params", "log-level=error"]
+        options += ["-x265-params", ":".join(["log-level=error", *_x265_hdr(info.hdr)])]
+    if encoder == "libsvtav1" and _svtav1_hdr(info.hdr):
+        options += ["-svtav1-params", ":".join(_svtav1_hdr(info.hdr))]
     return Encoding(encoder=encoder, pix_fmt=pix_fmt, matrix=info.yuv_matrix,
                     range=info.yuv_range, primaries=info.color_primaries,
                     transfer=info.color_transfer, options=tuple(options),
                     display_aspect=info.display_aspect if info.sar != 1 else None)
+
+
+def _x265_hdr(hdr: Hdr) -> list[str]:
+    """x265's SEI parameters for HDR10: chromaticities in 0.00002, luminance in 0.0001 cd/m2."""
+    params = []
+    if hdr.mastering:
+        rx, ry, gx, gy, bx, by, wx, wy, low, high = hdr.mastering
+        xy = [round(v / 0.00002) for v in (gx, gy, bx, by, rx, ry, wx, wy)]
+        params.append("master-display=G({},{})B({},{})R({},{})WP({},{})".format(*xy)
+                      + f"L({round(high / 0.0001)},{round(low / 0.0001)})")
+    if hdr.light:
+        params.append(f"max-cll={hdr.light[0]},{hdr.light[1]}")
+    return params
+
+
+def _svtav1_hdr(hdr: Hdr) -> list[str]:
+    params = []
+    if hdr.mastering:
+        rx, ry, gx, gy, bx, by, wx, wy, low, high = hdr.mastering
+        params.append(f"mastering-display=G({gx:.4f},{gy:.4f})B({bx:.4f},{by:.4f})"
+                      f"R({rx:.4f},{ry:.4f})WP({wx:.4f},{wy:.4f})L({high:.4f},{low:.4f})")
+    if hdr.light:
+        params.append(f"content-light={hdr.light[0]},{hdr.light[1]}")
+    return params
 
 
 def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) -> str:

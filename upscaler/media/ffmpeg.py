@@ -143,6 +143,20 @@ def run(args: Sequence[str], path: str | Path | None = None) -> str:
     return done.stdout
 
 
+def run_log(args: Sequence[str], path: str | Path | None = None) -> tuple[int, str]:
+    """Run a binary to completion for what it logs: (exit code, stderr as text).
+
+    For passes whose report is the log itself (a decode check), where a damaged input may make
+    ffmpeg exit non-zero and the log still says what is wrong.
+    """
+    try:
+        done = subprocess.run(list(args), capture_output=True, text=True, errors="replace",
+                              stdin=subprocess.DEVNULL, check=False, **_spawn_options())
+    except OSError as e:
+        raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
+    return done.returncode, done.stderr
+
+
 @functools.lru_cache(maxsize=8)
 def encoders(exe: str) -> frozenset[str]:
     """The encoder names this ffmpeg build lists (listed is not the same as usable)."""

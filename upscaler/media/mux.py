@@ -38,21 +38,52 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     # pre-roll, say). The joined video starts at zero, so it gets the source video's lead over
     # that earliest stream; chapters move with the source, so everything stays in step.
     offset = info.seconds(info.frame_pts[0]) - info.start_time
+    covers: list[Path] = []
     try:
+        cover_args = _cover_attachments(info, dst, covers)
         ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
                     "-f", "concat", "-safe", "0", "-itsoffset", f"{offset:.6f}",
                     "-i", str(listing), "-i", str(info.path),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
-                    "-map", "-1:d?", "-map_metadata", "1", "-map_chapters", "1", "-c", "copy",
-                    *_container_args(info, dst, encoder), "-f", MUXERS[dst.suffix.lower()],
-                    str(partial)], dst)
+                    "-map", "-1:d?", *cover_args, "-map_metadata", "1", "-map_chapters", "1",
+                    "-c", "copy", *_container_args(info, dst, encoder),
+                    "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
         if dst.exists() and not overwrite:
             raise OutputExistsError("appeared while encoding; not replaced", dst)
         os.replace(partial, dst)
     finally:
         listing.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)
+        for cover in covers:
+            cover.unlink(missing_ok=True)
     return dst
+
+
+_COVER_TYPES = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}
+
+
+def _cover_attachments(info: VideoInfo, dst: Path, files: list[Path]) -> list[str]:
+    """Arguments that carry the source's cover art into a Matroska output as what Matroska
+    calls cover art: an image attachment. (Copied as a stream, FFmpeg writes it as a
+    one-frame video track, which players show as a second video.) The pictures are
+    extracted beside `dst` into `files`, for the caller to remove."""
+    if dst.suffix.lower() != ".mkv":
+        return []
+    args: list[str] = []
+    attachments = sum(s.kind == "attachment" for s in info.streams)
+    covers = [s for s in info.streams if s.attached_pic and s.codec in _COVER_TYPES]
+    for n, stream in enumerate(covers):
+        ext, mime = _COVER_TYPES[stream.codec]
+        picture = dst.with_name(f".{dst.name}.cover{n}.{ext}")
+        files.append(picture)
+        ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+                    "-i", str(info.path), "-map", f"0:{stream.index}", "-c", "copy",
+                    "-frames:v", "1", "-f", "image2", str(picture)], info.path)
+        name = stream.tags.get("filename") or (f"cover.{ext}" if n == 0 else f"cover{n}.{ext}")
+        k = attachments + n
+        args += ["-map", f"-1:{stream.index}", "-attach", str(picture),
+                 f"-metadata:s:t:{k}", f"mimetype={mime}", f"-metadata:s:t:{k}", f"filename={name}"]
+    return args
 
 
 _MP4_LIKE = (".mp4", ".m4v", ".mov")

@@ -43,6 +43,7 @@ class StreamInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     attached_pic: bool = False
     start: float | None = None  # first timestamp in seconds, on the container's clock
+    size: tuple[int, int] | None = None  # (width, height) of a video stream
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,23 @@ class Chapter:
     start: float
     end: float
     title: str
+
+
+@dataclass(frozen=True)
+class Hdr:
+    """HDR10 static metadata, as the decoder reports it on the first frame.
+
+    mastering: the mastering display's primaries and white point as CIE 1931 xy (rx, ry, gx,
+      gy, bx, by, wx, wy), then its min and max luminance in cd/m2; None when absent.
+    light: (MaxCLL, MaxFALL) in cd/m2; None when absent.
+    dolby_vision: the stream carries Dolby Vision metadata (RPU or configuration).
+    dynamic: the frames carry HDR10+ (SMPTE 2094-40) dynamic metadata.
+    """
+
+    mastering: tuple[float, ...] | None = None
+    light: tuple[int, int] | None = None
+    dolby_vision: bool = False
+    dynamic: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,13 @@ class VideoInfo:
     video_bytes: the size of the video stream's packets, which tells the rest of the file
       (audio, subtitles, fonts) apart when estimating an output's size.
     color_*: ffmpeg's names, None when the file does not say.
+    declared_frames, declared_end: the video's frame count, and where it ends in seconds on
+      the container's clock, as the container states them (0 when it does not), against which
+      a file cut short or damaged is measured.
+    deinterlace: the ffmpeg filter the frames are deinterlaced with before the transform
+      (media/interlace.py decides it), None for none.
+    hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/scan.py
+      fills it in; probe leaves it empty).
     start_time: the container's start in seconds, which ffmpeg's -ss is relative to.
     """
 
@@ -95,6 +120,10 @@ class VideoInfo:
     end_pts: int = 0
     video_bytes: int = 0
     sar: Fraction = Fraction(1)
+    declared_frames: int = 0
+    declared_end: float = 0.0
+    deinterlace: str | None = None
+    hdr: Hdr = field(default_factory=Hdr)
 
     @property
     def yuv_matrix(self) -> str:
@@ -183,14 +212,16 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
         frame_rate=rate,
         time_base=tb,
         frame_count=len(pts),
-        vfr=_is_vfr(pts, tb, rate),
+        vfr=is_vfr(pts, tb, rate),
         start_time=start,
         duration=float(fmt.get("duration") or 0.0),
         streams=tuple(StreamInfo(index=int(s["index"]), kind=str(s.get("codec_type", "data")),
                                  codec=_known(s.get("codec_name")) or "none",
                                  tags=dict(s.get("tags", {})),
                                  attached_pic=bool(s.get("disposition", {}).get("attached_pic")),
-                                 start=_seconds(s.get("start_time")))
+                                 start=_seconds(s.get("start_time")),
+                                 size=(int(s["width"]), int(s["height"]))
+                                 if s.get("width") and s.get("height") else None)
                       for s in streams),
         chapters=tuple(Chapter(float(c["start_time"]), float(c["end_time"]),
                                str(c.get("tags", {}).get("title", "")))
@@ -200,7 +231,27 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
         video_bytes=size,
         # "0:1" means unknown, which players show as square pixels.
         sar=_fraction(str(video.get("sample_aspect_ratio", "")).replace(":", "/")) or Fraction(1),
+        declared_frames=int(_seconds(video.get("nb_frames")) or 0),
+        declared_end=_declared_end(video, fmt, alone=len(streams) == 1),
     )
+
+
+def _declared_end(video: Mapping[str, Any], fmt: Mapping[str, Any], alone: bool) -> float:
+    """Where the video stream ends as the container states it, in seconds on its clock: the
+    stream's own duration, Matroska's DURATION tag (an end time), else the whole file's when
+    the video is all it holds (audio may run longer); 0 when unknown."""
+    start = _seconds(video.get("start_time")) or _seconds(fmt.get("start_time")) or 0.0
+    own = _seconds(video.get("duration"))
+    if own:
+        return start + own
+    tag = next((v for k, v in video.get("tags", {}).items() if k.upper() == "DURATION"), "")
+    hours, _, rest = str(tag).partition(":")
+    minutes, _, secs = rest.partition(":")
+    try:
+        return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    except ValueError:
+        whole = _seconds(fmt.get("duration"))
+        return (_seconds(fmt.get("start_time")) or 0.0) + whole if whole and alone else 0.0
 
 
 def _frame_pts(exe: str, path: Path, index: int,
@@ -233,7 +284,7 @@ def _frame_pts(exe: str, path: Path, index: int,
     return tb, tuple(pts), end, size
 
 
-def _is_vfr(pts: tuple[int, ...], tb: Fraction, rate: Fraction) -> bool:
+def is_vfr(pts: tuple[int, ...], tb: Fraction, rate: Fraction) -> bool:
     """Whether the frames stray from the nominal grid by more than timestamp rounding."""
     step = float(1 / (rate * tb))
     origin = pts[0]

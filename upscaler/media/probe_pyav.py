@@ -58,6 +58,10 @@ def _pyav_stream(box: Any, s: Any) -> dict[str, Any]:
                            "disposition": {"attached_pic": int(bool(s.disposition & 1024))}}
     if s.start_time is not None:
         out["start_time"] = str(float(s.start_time * s.time_base))
+    if s.duration is not None:
+        out["duration"] = str(float(s.duration * s.time_base))
+    if s.frames:
+        out["nb_frames"] = str(s.frames)
     ctx = s.codec_context
     if s.type == "attachment":
         out["codec_name"] = _FONT_MIMETYPES.get(str(getattr(s, "mimetype", "")).lower())

@@ -68,6 +68,9 @@ class VideoReader:
             matrix = SWS_MATRICES[info.yuv_matrix]
             convert = (f"scale=in_color_matrix={matrix}:in_range={info.yuv_range}"
                        f":out_range=pc:flags={SWS_FLAGS},format={rgb}")
+        if info.deinterlace:
+            # On the decoded fields, before the conversion to RGB mixes the lines.
+            convert = f"{info.deinterlace},{convert}"
         return [*args, "-i", str(info.path), "-map", f"0:{info.video_index}",
                 "-frames:v", str(self.count), "-vf", convert, "-fps_mode", "passthrough",
                 "-f", "rawvideo", "-pix_fmt", rgb, "pipe:1"]

@@ -1,0 +1,228 @@
+"""What real sources throw at the video path, through the CLI: HDR10 metadata, damaged files,
+interlaced video and extra streams. The clips are made here with ffmpeg, each differently from
+the examples in issue 21 (other sizes, rates, codecs and HDR values)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from clips import make_clip
+
+from upscaler import upscale_path
+from upscaler.cli import main
+from upscaler.errors import UpscalerError
+from upscaler.media import ffmpeg
+from upscaler.media.probe import probe
+from upscaler.media.scan import scan
+
+FAST = ["--model", "realesr-animevideov3", "--executor", "onnxruntime", "--quiet",
+        "--crf", "30", "--segment-seconds", "0.5"]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def encode(path: Path, source: str, *args: str) -> Path:
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "lavfi",
+                "-i", source, *args, str(path)], path)
+    return path
+
+
+# --- HDR10 -------------------------------------------------------------------------------
+
+# A P3-D65 mastering display of 4000 nits (not the BT.2020 / 1000-nit example of x265's docs).
+MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(40000000,50)"
+
+
+@pytest.fixture(scope="module")
+def hdr_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("hdr") / "pq.mkv"
+    return encode(path, "testsrc=s=64x48:r=30:d=0.4", "-pix_fmt", "yuv420p10le",
+                  "-c:v", "libx265", "-x265-params",
+                  f"log-level=error:master-display={MASTER}:max-cll=1500,320",
+                  "-vf", "setparams=color_primaries=bt2020:color_trc=smpte2084"
+                  ":colorspace=bt2020nc")
+
+
+@pytest.mark.parametrize("codec", ["libx265", "libsvtav1"])
+def test_hdr10_metadata_is_carried(hdr_clip: Path, tmp_path: Path, codec: str,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(hdr_clip), "-o", str(out), "--codec", codec, *FAST], capsys)
+    assert code == 0, err
+    assert ("pq.mkv: HDR10 mastering display and content light level metadata carried to the "
+            f"output by {codec}") in err
+    got = scan(probe(out)).hdr
+    source = scan(probe(hdr_clip)).hdr
+    assert got.light == source.light == (1500, 320)
+    assert source.mastering == (0.68, 0.32, 0.265, 0.69, 0.15, 0.06, 0.3127, 0.329, 0.005, 4000.0)
+    # AV1 stores the minimum luminance in 1/16384 cd/m2: 0.005 comes back as 0.005005.
+    assert got.mastering == pytest.approx(source.mastering, rel=2e-3)
+    info = probe(out)
+    assert (info.color_primaries, info.color_transfer) == ("bt2020", "smpte2084")
+
+
+def test_hdr10_metadata_loss_is_named(hdr_clip: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(hdr_clip), "-o", str(out), "--codec", "libx264",
+                         "--pix-fmt", "yuv420p10le", *FAST], capsys)
+    assert code == 0, err
+    assert ("pq.mkv: HDR10 mastering display and content light level metadata lost: libx264 "
+            "cannot write it (--codec libx265 or libsvtav1 keeps it)") in err
+
+
+def test_hlg_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = encode(tmp_path / "hlg.mp4", "testsrc=s=72x40:r=25:d=0.3", "-pix_fmt",
+                 "yuv420p10le", "-c:v", "libx265", "-x265-params", "log-level=error",
+                 "-vf", "setparams=color_primaries=bt2020:color_trc=arib-std-b67"
+                 ":colorspace=bt2020nc")
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert "hlg.mp4: HLG video: upscaled as HLG and tagged so" in err
+    assert "interlaced" not in err and "damaged" not in err  # a clean progressive source
+    assert probe(out).color_transfer == "arib-std-b67"
+
+
+# --- Damaged sources ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def whole_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 60 frames at 30 fps with a keyframe every 10, so damage leaves later frames decodable.
+    path = tmp_path_factory.mktemp("damage") / "whole.mp4"
+    return encode(path, "testsrc2=s=80x48:r=30:d=2", "-c:v", "libx264", "-g", "10",
+                  "-x264-params", "log-level=error", "-pix_fmt", "yuv420p",
+                  "-movflags", "+faststart")
+
+
+def corrupted(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + 2500, 5):
+        data[i] ^= 0x5A
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def cut_short(src: Path, dst: Path) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[:len(data) * 3 // 5])
+    return dst
+
+
+@pytest.mark.parametrize("damage", [corrupted, cut_short])
+def test_damaged_source_fails_before_any_output(whole_clip: Path, tmp_path: Path, damage,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    src = damage(whole_clip, tmp_path / f"{damage.__name__}.mp4")
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 5
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert f"{src}: damaged video: " in lines[0]
+    assert "of 60 frames missing (" in lines[0] and " s)" in lines[0]
+    assert "--accept-damage" in lines[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*out*"))  # no partial output, no work folder
+
+
+@pytest.mark.parametrize(("damage", "how"), [(corrupted, "flag"), (cut_short, "yaml"),
+                                             (corrupted, "api")])
+def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, damage, how: str,
+                                             capsys: pytest.CaptureFixture[str],
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    src = damage(whole_clip, tmp_path / f"{damage.__name__}.mp4")
+    out = tmp_path / "out.mkv"
+    if how == "flag":
+        code, err = run_cli([str(src), "-o", str(out), "--accept-damage", *FAST], capsys)
+    elif how == "api":
+        with pytest.raises(UpscalerError, match=r"damaged video: .* frames missing") as refused:
+            upscale_path(src, out, model="realesr-animevideov3", executor="onnxruntime")
+        assert refused.value.exit_code == 5 and not out.exists()
+        with caplog.at_level(logging.WARNING, logger="upscaler"):
+            upscale_path(src, out, model="realesr-animevideov3", executor="onnxruntime",
+                         segment_seconds=0.5, accept_damage=True)
+        code, err = 0, caplog.text
+    else:
+        job = tmp_path / "job.yaml"
+        job.write_text(f"jobs:\n  - input: {src.name}\n    output: out.mkv\n"
+                       "    accept_damage: true\n", encoding="utf-8")
+        code, err = run_cli(["--config", str(job), *FAST], capsys)
+    assert code == 0, err
+    decoded = len(scan(probe(src)).decoded_pts)
+    assert f"damaged video accepted: {60 - decoded} of 60 frames lost" in err
+    info = probe(out)
+    assert info.frame_count == decoded
+    assert (info.width, info.height) == (320, 192)
+
+
+# --- Interlaced sources ------------------------------------------------------------------
+
+# Fine horizontal detail moving fast at 60 fields per second, woven into 30 frames: combing
+# wherever it moves.
+FIELDS = ("nullsrc=s=96x72:r=60:d=0.5,format=gbrp,geq=r='128+110*sin(Y/1.5+N*0.9)'"
+          ":g='128+100*sin(X/4+Y/2-N/2)':b='128+90*sin((X+Y)/5+N/3)',interlace=scan={order}")
+
+
+@pytest.mark.parametrize(("order", "flags", "why"), [
+    ("bff", ["-flags", "+ildct+ilme"], "bottom field first; flagged by the stream"),
+    ("tff", [], "top field first; flagged progressive, but idet finds woven fields"),
+])
+def test_interlaced_source_is_deinterlaced(tmp_path: Path, order: str, flags: list[str],
+                                           why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    src = encode(tmp_path / f"{order}.mkv", FIELDS.format(order=order), "-c:v", "libx264",
+                 *flags, "-x264-params", "log-level=error", "-pix_fmt", "yuv420p")
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert f"interlaced ({why}): deinterlaced with bwdif, one frame per frame" in err
+    before, after = scan(probe(src)), scan(probe(out))
+    assert len(after.decoded_pts) == len(before.decoded_pts) == 15
+    assert after.flagged == (0, 0)  # every output frame is flagged progressive
+    tff, bff, progressive = after.idet
+    assert progressive > tff + bff
+
+
+def test_deinterlace_off_and_yadif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = encode(tmp_path / "woven.mkv", FIELDS.format(order="tff"), "-c:v", "libx264",
+                 "-flags", "+ildct+ilme", "-x264-params", "log-level=error")
+    code, err = run_cli([str(src), "-o", str(tmp_path / "off.mkv"), "--deinterlace", "off",
+                         *FAST], capsys)
+    assert code == 0, err
+    assert "but --deinterlace off: the fields go through the model woven" in err
+    code, err = run_cli([str(src), "-o", str(tmp_path / "yadif.mkv"), "--deinterlace",
+                         "yadif", *FAST], capsys)
+    assert code == 0, err
+    assert "deinterlaced with yadif" in err
+    code, err = run_cli([str(src), "--deinterlace", "weave", *FAST], capsys)
+    assert code == 2 and "deinterlace must be one of auto, bwdif, yadif, off" in err
+
+
+# --- Every stream accounted for ----------------------------------------------------------
+
+def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    main_video = make_clip(tmp_path / "main.mkv", size="56x40", seconds=0.5)
+    angle = encode(tmp_path / "angle.mkv", "testsrc=s=32x24:r=10:d=0.5", "-c:v", "libx264",
+                   "-x264-params", "log-level=error")
+    cover = encode(tmp_path / "cover.png", "color=c=orange:s=20x20", "-frames:v", "1")
+    src = tmp_path / "album.mp4"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(main_video),
+                "-i", str(angle), "-i", str(cover), "-map", "0:v", "-map", "1:v", "-map", "2:v",
+                "-c", "copy", "-disposition:v:2", "attached_pic", str(src)], src)
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert ("album.mp4: 1 other video stream (#1 h264 32x24) and cover art (#2 png 20x20) "
+            "kept as they were, not upscaled") in err
+    streams = probe(out).streams
+    assert [(s.kind, s.codec, s.size, s.attached_pic) for s in streams] == [
+        ("video", "h264", (224, 160), False), ("video", "h264", (32, 24), False),
+        ("video", "png", (20, 20), True)]

@@ -1,0 +1,116 @@
+"""Decode a source once before any work, to learn what its headers cannot say.
+
+One pass of ffmpeg decodes the main video stream (single-threaded, so that each error line
+comes before the frame it damaged) through `showinfo`, which logs every frame's timestamp, its
+interlacing flags and its side data (HDR10 mastering display and content light level, Dolby
+Vision), and `idet`, which measures whether the pictures are woven from two fields whatever
+the stream says. From that:
+
+- damage: decode errors with the time they happened, and frames that never came out (lost in
+  the middle, or a file that ends before its container's duration);
+- interlacing: the field order the frames are flagged with, and idet's verdict;
+- HDR: the static metadata to carry to the output.
+
+It costs one decode of the source, which is small beside upscaling it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from upscaler.errors import MediaError
+from upscaler.media import ffmpeg
+from upscaler.media.probe import Hdr, VideoInfo
+
+_FRAME = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+)\s.*?\bi:([PTB])")
+_TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
+_IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
+                   r"Progressive:\s*(\d+)")
+_PREFIXES = re.compile(r"^(\[[^\]]*\] ?)+")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+# ffmpeg's own summary lines after a failure: not damage of their own.
+_NOISE = ("Error submitting packet to decoder", "Task finished", "Terminating thread",
+          "Error while decoding stream", "Nothing was written", "Conversion failed")
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What decoding the whole main video stream showed.
+
+    decoded_pts: the timestamps of the frames that came out, in the stream's time base.
+    errors: (seconds, ffmpeg's line) for each decode or demux error, timed at the frame it
+      came before (the last frame, for errors after it).
+    flagged: frames the stream flags as top-field-first and bottom-field-first interlaced.
+    idet: idet's multi-frame counts (top field first, bottom field first, progressive).
+    """
+
+    decoded_pts: tuple[int, ...]
+    errors: tuple[tuple[float, str], ...]
+    flagged: tuple[int, int]
+    idet: tuple[int, int, int]
+    hdr: Hdr
+
+
+def scan(info: VideoInfo) -> Scan:
+    """Decode `info`'s video stream once; MediaError when ffmpeg cannot even start on it."""
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
+            "level+info", "-copyts", "-threads", "1", "-i", str(info.path),
+            "-map", f"0:{info.video_index}", "-vf", "showinfo=checksum=0,idet",
+            "-f", "null", "-"]
+    code, log = ffmpeg.run_log(args, info.path)
+    found = parse(log, info.time_base)
+    if code != 0 and not found.decoded_pts:
+        raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}", info.path)
+    return found
+
+
+def parse(log: str, time_base: Fraction) -> Scan:
+    """The Scan of one `scan` pass's log (its stderr)."""
+    filter_tb = time_base
+    pts: list[int] = []
+    pending: list[str] = []
+    errors: list[tuple[float, str]] = []
+    tff = bff = 0
+    idet = (0, 0, 0)
+    mastering: tuple[float, ...] | None = None
+    light: tuple[int, int] | None = None
+    dolby = dynamic = False
+    for line in log.splitlines():
+        if "Parsed_showinfo" in line:
+            if m := _TIME_BASE.search(line):
+                filter_tb = Fraction(int(m[1]), int(m[2]) or 1)
+            elif m := _FRAME.search(line):
+                p = round(int(m[1]) * filter_tb / time_base)
+                pts.append(p)
+                tff += m[2] == "T"
+                bff += m[2] == "B"
+                errors += [(float(p * time_base), e) for e in pending]
+                pending = []
+            elif "Mastering display metadata" in line and mastering is None:
+                numbers = [float(n) for n in _NUMBER.findall(line.split(":", 2)[-1])]
+                # has_primaries:1 has_luminance:1, then 8 coordinates and 2 luminances
+                mastering = tuple(numbers[-10:]) if len(numbers) >= 10 else None
+            elif "Content light level" in line and light is None:
+                values = re.findall(r"Max(?:CLL|FALL)=(\d+)", line)
+                light = (int(values[0]), int(values[1])) if len(values) == 2 else None
+            if "Dolby Vision" in line or "DOVI" in line:
+                dolby = True
+            if "HDR10+" in line or "2094-40" in line:
+                dynamic = True
+        elif m := _IDET.search(line):
+            idet = (int(m[1]), int(m[2]), int(m[3]))
+        elif "DOVI configuration" in line or "Dolby Vision" in line:
+            dolby = True
+        elif _is_damage(line):
+            pending.append(_PREFIXES.sub("", line.strip()))
+    end = float(pts[-1] * time_base) if pts else 0.0
+    errors += [(end, e) for e in pending]
+    return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby, dynamic))
+
+
+def _is_damage(line: str) -> bool:
+    if "[error]" not in line and not ("[warning]" in line and "corrupt" in line.lower()):
+        return False
+    return not any(n in line for n in _NOISE)
