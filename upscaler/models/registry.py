@@ -36,6 +36,24 @@ def model_for(model: str | None, media: MediaKind) -> str:
     return model if model is not None else DEFAULT_MODELS[media]
 
 
+def models_to_compare(media: MediaKind) -> list[str]:
+    """The models `upscale compare` runs when none are named: the default for `media`, the
+    other defaults, then the first model (in registry order) of every other family whose
+    weights are installed; a family whose package is missing is left out without a word."""
+    names = [DEFAULT_MODELS[media], *DEFAULT_MODELS.values()]
+    families = {MODELS[name].family for name in names}
+    for spec in MODELS.values():
+        if spec.family in families:
+            continue
+        try:
+            resolve_model(spec.name)
+        except ModelError:
+            continue
+        names.append(spec.name)
+        families.add(spec.family)
+    return list(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model shipped with the weights package.
@@ -45,6 +63,7 @@ class ModelSpec:
       within 1 level of the model's answer on a large frame, on ncnn and ONNX Runtime.
       realesrgan-x4plus never gets there (it adds texture to flat areas); its width is where
       its error stops falling.
+    family: the network family (Real-ESRGAN, ...): `upscale compare` runs one of each.
     overlap: the least overlap of tiles, in input pixels. RRDBNet sees further than
       SRVGGNetCompact: at 720p on its memory plan, x4plus-anime's tiles score 66.5 dB against
       the untiled frame with 16 px (8-bit values up to 51 levels off at seams), 73.5 dB with 24
@@ -58,6 +77,7 @@ class ModelSpec:
     description: str
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
+    family: str = "Real-ESRGAN"
 
 
 MODELS: dict[str, ModelSpec] = {
