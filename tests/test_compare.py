@@ -1,0 +1,247 @@
+"""`upscale compare`: the data, the command's errors, and the page opened in real Chromium.
+
+The page tests drive the system's headless Chromium (Debian: `apt-get install chromium
+chromium-driver`, which .ci/run does) with Selenium. The screenshot each run keeps is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from clips import make_clip
+
+from upscaler.cli import main
+from upscaler.compare import compare, parse_time
+from upscaler.config import Options
+from upscaler.errors import UsageError
+from upscaler.models.registry import DEFAULT_MODELS, models_to_compare
+
+
+def nearest_onnx(path: Path, scale: int) -> Path:
+    """An ONNX model that repeats pixels: a model that costs next to nothing to run."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, scale, scale])
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")],
+        f"nearest{scale}x",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+        initializer=[scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compare")
+    make_clip(root / "clip.mkv", size="160x90", seconds=1.25)
+    nearest_onnx(root / "nearest2x.onnx", 2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def page(work: Path) -> Path:
+    """A page from the command as a user types it: a real model and a near-free one."""
+    out = work / "page.html"
+    done = subprocess.run(
+        [sys.executable, "-m", "upscaler", "compare", str(work / "clip.mkv"), "--models",
+         f"realesr-animevideov3,{work / 'nearest2x.onnx'}", "--at", "0.2", "--at", "0:00.9",
+         "-o", str(out), "--tile", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and str(out) in done.stdout
+    return out
+
+
+def test_api_returns_frames_outputs_and_timings(work: Path) -> None:
+    result = compare(work / "clip.mkv", [str(work / "nearest2x.onnx")], at=["0.5"],
+                     options=Options(tile=0))
+    assert result.kind == "video" and result.total_frames == 30
+    (frame,) = result.frames
+    assert frame.label == "0:00.459" and frame.pixels.shape == (90, 160, 3)
+    (model,) = result.results
+    assert model.model == "nearest2x" and model.scale == 2
+    np.testing.assert_array_equal(model.outputs[0], frame.pixels.repeat(2, 0).repeat(2, 1))
+    assert model.seconds_per_frame > 0
+    assert model.whole_seconds == pytest.approx(model.load_seconds
+                                                + 30 * model.seconds_per_frame)
+    # The whole clip encoded at x264's defaults at 320x180: some KiB, not bytes or megabytes.
+    assert model.output_bytes is not None and 10_000 < model.output_bytes < 1_000_000
+
+
+def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cels"
+    folder.mkdir()
+    for n in range(5):
+        PIL.Image.new("RGB", (20 + n, 10), (n * 40, 0, 0)).save(folder / f"{n}.png")
+    result = compare(folder, [str(work / "nearest2x.onnx")], options=Options(tile=0))
+    assert result.kind == "folder" and result.total_frames == 5
+    assert [f.label for f in result.frames] == ["0.png", "2.png", "4.png"]
+    assert result.results[0].outputs[2].shape == (20, 48, 3)
+    one = compare(folder / "1.png", [str(work / "nearest2x.onnx")], options=Options(tile=0))
+    assert one.kind == "image" and one.total_frames == 1 and len(one.frames) == 1
+    with pytest.raises(UsageError, match="--at picks times in a video"):
+        compare(folder, [str(work / "nearest2x.onnx")], at=["1"])
+
+
+def test_default_models_are_the_defaults_then_other_families() -> None:
+    names = models_to_compare("video")
+    assert names[:2] == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"]]
+    assert models_to_compare("image")[0] == DEFAULT_MODELS["image"]
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("1.5", 1.5), ("500ms", 0.5),
+                                               ("1:30", 90), ("01:02:03.5", 3723.5)])
+def test_times_in_seconds_or_ffmpeg_syntax(text: str, seconds: float) -> None:
+    assert parse_time(text) == pytest.approx(seconds)
+
+
+def test_errors_are_one_line_and_nothing_is_written(
+        work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = str(work / "clip.mkv")
+    out = tmp_path / "p.html"
+    cases = [
+        (["--models", "no-such-model"], 3, "no-such-model: unknown model"),
+        (["--at", "5", "--models", "realesr-animevideov3"], 2, "--at 5: past the end"),
+        (["--at", "soon"], 2, "--at soon: not a time"),
+        (["--models", "realesr-animevideov3", "-o", str(work / "clip.mkv" / "p.html")], 2,
+         "cannot write the page"),
+        (["--models", "realesr-animevideov3", "-o", str(tmp_path / "p.txt")], 2,
+         "give a name ending in .html"),
+    ]
+    for extra, code, message in cases:
+        argv = ["compare", clip, "-o", str(out), *extra]
+        assert main(argv) == code, extra
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+    out.write_text("mine")
+    assert main(["compare", clip, "-o", str(out), "--models", "realesr-animevideov3"]) == 6
+    assert "exists; give --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "mine"
+
+
+# --- the page in a real browser ------------------------------------------------------------
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture(scope="module")
+def browser(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    found = _chromium()
+    if found is None:
+        pytest.skip("no chromium and chromedriver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1800", "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(found[1]))
+    try:
+        driver.get(page.as_uri())
+        driver.execute_async_script(
+            "const done = arguments[0];"
+            "Promise.all([...document.images].map(i => i.decode())).then(() => done(true));")
+        yield driver
+        shot = tmp_path_factory.mktemp("screenshot") / "compare_page.png"
+        driver.save_screenshot(str(shot))
+        print(f"\ncompare page screenshot: {shot}")
+    finally:
+        driver.quit()
+
+
+def test_every_image_loads_at_its_natural_size(browser: object) -> None:
+    images = browser.execute_script(  # type: ignore[attr-defined]
+        "return [...document.images].map(i => [i.className, i.complete, i.naturalWidth,"
+        " i.naturalHeight, i.width, i.height, i.getAttribute('width'),"
+        " i.getAttribute('height'), getComputedStyle(i).display]);")
+    # Per frame: 3 views (source and 2 models) and 3 crops; 2 frames.
+    assert len(images) == 12
+    for kind, complete, nat_w, nat_h, w, h, attr_w, attr_h, display in images:
+        assert complete and nat_w > 0, kind
+        assert (nat_w, nat_h) == (int(attr_w), int(attr_h)), kind
+        if display != "none":
+            assert (w, h) == (nat_w, nat_h), kind  # drawn 1:1, never stretched
+    views = [i for i in images if i[0].startswith("view")]
+    assert {(i[2], i[3]) for i in views} == {(640, 360)}  # 160x90 at the largest scale, 4x
+
+
+def test_divider_moves_on_a_drag(browser: object) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    section = browser.find_elements(By.CSS_SELECTOR, "section.frame")[0]  # type: ignore[attr-defined]
+    divider = section.find_element(By.CSS_SELECTOR, ".divider")
+    after = section.find_element(By.CSS_SELECTOR, "img.view.after")
+    start = divider.value_of_css_property("left")
+    assert start == "320px"
+    ActionChains(browser).click_and_hold(divider).move_by_offset(-80, 0).release().perform()
+    assert divider.value_of_css_property("left") == "240px"
+    assert "240px" in after.value_of_css_property("clip-path")
+
+
+def test_zoom_shows_the_clicked_spot_at_one_to_one(browser: object) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    section = browser.find_elements(By.CSS_SELECTOR, "section.frame")[1]  # type: ignore[attr-defined]
+    viewer = section.find_element(By.CSS_SELECTOR, ".viewer")
+    crops = section.find_elements(By.CSS_SELECTOR, ".lens img")
+    lenses = section.find_elements(By.CSS_SELECTOR, ".lens")
+    # The lens is 256 output pixels at 4x: 64x64 source pixels, at each model's own scale.
+    assert [(lens.size["width"], lens.size["height"]) for lens in lenses] == [
+        (256, 256), (256, 256), (128, 128)]
+    assert crops[1].value_of_css_property("left") == "-192px"  # the centre first: x 48..112
+    # A click near the bottom-right corner (offsets are from the viewer's centre, 320x180):
+    # the window stops at the frame's edge, source x 96..160 and y 26..90.
+    ActionChains(browser).move_to_element_with_offset(viewer, 250, 150).click().perform()
+    shown = [(c.value_of_css_property("left"), c.value_of_css_property("top")) for c in crops]
+    assert shown == [("-384px", "-104px"), ("-384px", "-104px"), ("-192px", "-52px")]
+    spot = section.find_element(By.CSS_SELECTOR, ".spot")
+    assert (spot.value_of_css_property("left"), spot.value_of_css_property("width")) == (
+        "384px", "256px")
+
+
+def test_table_has_a_row_per_model_with_numbers(browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")  # type: ignore[attr-defined]
+    assert [r.get_attribute("data-model") for r in rows] == ["realesr-animevideov3",
+                                                             "nearest2x"]
+    for row in rows:
+        values = [float(td.get_attribute("data-value"))
+                  for td in row.find_elements(By.CSS_SELECTOR, "td[data-value]")]
+        assert len(values) == 3 and all(v > 0 for v in values), values
+        assert row.text.split()[-1] in ("KiB", "MiB")
+
+
+def test_console_has_no_errors(browser: object) -> None:
+    logs = browser.get_log("browser")  # type: ignore[attr-defined]
+    assert [e for e in logs if e["level"] in ("SEVERE", "ERROR")] == []
+
+
+def test_page_is_self_contained(page: Path) -> None:
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text
+    assert text.count("data:image/png;base64,") >= 6
+    assert os.path.getsize(page) < 2_000_000
