@@ -3,8 +3,9 @@
 The public API is what this module re-exports; everything else is internal.
 """
 
-from upscaler.api import Upscaler, upscale_path
+from upscaler.api import Upscaler, compare, upscale_path
+from upscaler.compare import Comparison
 from upscaler.errors import UpscalerError
 from upscaler.pipeline import Progress
 
-__all__ = ["Progress", "Upscaler", "UpscalerError", "upscale_path"]
+__all__ = ["Comparison", "Progress", "Upscaler", "UpscalerError", "compare", "upscale_path"]

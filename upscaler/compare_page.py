@@ -108,7 +108,7 @@ def _summary(c: Comparison) -> str:
     given = [f"{k}={v}" for k, v in sorted(vars(c.options).items())
              if k != "model" and v != getattr(type(c.options)(), k)]
     settings = ", ".join(given) if given else "default settings"
-    return (f"{c.input} ({what}); {len(c.frames)} compared, {settings}. Estimates are for the "
+    return (f"{c.input.name} ({what}); {len(c.frames)} compared, {settings}. Estimates are for the "
             "whole input on this machine.")
 
 
