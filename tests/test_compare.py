@@ -146,7 +146,10 @@ def _chromium() -> tuple[str, str] | None:
 def browser(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     found = _chromium()
     if found is None:
-        pytest.skip("no chromium and chromedriver (apt-get install chromium chromium-driver)")
+        message = "no chromium and chromedriver (apt-get install chromium chromium-driver)"
+        if os.environ.get("UPSCALER_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
