@@ -28,7 +28,7 @@ MODELS = ("realesr-animevideov3", "realesrgan-x4plus-anime")
 
 _MODELS_ALONE = """
 import json, sys, time
-from upscaler.compare import pick_frames
+from upscaler.comparison import pick_frames
 from upscaler.config import Options
 from upscaler.pipeline import Upscaler
 

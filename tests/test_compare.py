@@ -19,7 +19,7 @@ import pytest
 from clips import make_clip
 
 from upscaler.cli import main
-from upscaler.compare import compare, parse_time
+from upscaler.comparison import compare, parse_time
 from upscaler.config import Options
 from upscaler.errors import UsageError
 from upscaler.models.registry import DEFAULT_MODELS, models_to_compare

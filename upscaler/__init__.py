@@ -4,7 +4,7 @@ The public API is what this module re-exports; everything else is internal.
 """
 
 from upscaler.api import Upscaler, compare, upscale_path
-from upscaler.compare import Comparison
+from upscaler.comparison import Comparison
 from upscaler.errors import UpscalerError
 from upscaler.pipeline import Progress
 

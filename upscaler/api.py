@@ -21,8 +21,8 @@ from typing import Any, TypeVar, overload
 import numpy as np
 import PIL.Image
 
-from upscaler.compare import Comparison
-from upscaler.compare import compare as _compare
+from upscaler.comparison import Comparison
+from upscaler.comparison import compare as _compare
 from upscaler.config import Job, Options, names_folder, validate_options
 from upscaler.errors import UsageError
 from upscaler.media.images import Image

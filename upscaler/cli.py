@@ -117,8 +117,8 @@ def _add_option(parser: argparse.ArgumentParser, f: OptionField) -> None:
 
 
 def _compare(argv: Sequence[str]) -> int:
-    from upscaler.compare import compare
     from upscaler.compare_page import page_path, write_page
+    from upscaler.comparison import compare
 
     args = _compare_parser().parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in option_fields()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from upscaler.compare import Comparison
+from upscaler.comparison import Comparison
 from upscaler.errors import MediaError, OutputExistsError, UsageError
 
 # Views are no wider than this many CSS pixels (and no taller than VIEW_HEIGHT).
@@ -116,7 +116,6 @@ def _table(c: Comparison) -> str:
     rows = []
     for r in c.results:
         height, width = r.outputs[0].shape[:2]
-        size = "" if r.output_bytes is None else _size(r.output_bytes)
         cells = [f'<th scope="row">{html.escape(r.model)}</th>',
                  f"<td>{html.escape(r.executor)}</td>",
                  f'<td class="num">{r.scale:g}x</td>',
@@ -125,7 +124,7 @@ def _table(c: Comparison) -> str:
                  f"{r.seconds_per_frame:.3f}</td>",
                  f'<td class="num" data-value="{r.whole_seconds:.3f}">'
                  f"{_duration(r.whole_seconds)}</td>",
-                 f'<td class="num" data-value="{r.output_bytes or 0}">{size}</td>']
+                 f'<td class="num" data-value="{r.output_bytes}">{_size(r.output_bytes)}</td>']
         rows.append(f'<tr data-model="{html.escape(r.model)}">{"".join(cells)}</tr>')
     unit = {"video": "frame", "folder": "image", "image": "image"}[c.kind]
     return ("<table id=\"models\"><thead><tr><th>model</th><th>executor</th><th>scale</th>"

@@ -86,7 +86,7 @@ def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
                      output=sum(s.count for s in segments) * raw + others)
     if _fits(bound, work, dst) is None:
         return None
-    first, rest = _trial(info, encoding, out_size)
+    first, rest = trial_sizes(info, encoding, out_size)
 
     def size(group: Sequence[Segment]) -> int:
         return round(margin(crf) * sum(first + (s.count - 1) * rest for s in group))
@@ -100,17 +100,19 @@ def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
 
 
 def estimate_video_bytes(info: VideoInfo, encoding: Encoding, sources: Sequence[np.ndarray],
-                         outputs: Sequence[np.ndarray]) -> int:
+                         outputs: Sequence[np.ndarray],
+                         trial: tuple[int, int] | None = None) -> int:
     """The size of a whole upscaled video whose frames look like `outputs`, the model's
     results for the source frames `sources` (RGB, uint8 or uint16), at `encoding`.
 
     The trial above gives the encoder's sizes at the output size for the Lanczos stand-in;
     the model's own frames, encoded beside the stand-in's of the same source frames, say how
     much more (or less) the model's detail costs. No margin: this is a guess for the user, not
-    a guard against a full disk.
+    a guard against a full disk. `trial`: trial_sizes' answer at the outputs' size, when the
+    caller has it already.
     """
     height, width = outputs[0].shape[:2]
-    first, rest = _trial(info, encoding, (width, height))
+    first, rest = trial or trial_sizes(info, encoding, (width, height))
     ratio = (_encoded_bytes(info, encoding, outputs, None)
              / max(1, _encoded_bytes(info, encoding, sources, (width, height))))
     others = max(0, info.path.stat().st_size - info.video_bytes)
@@ -174,7 +176,7 @@ def _raw_frame_bytes(pix_fmt: str, out_size: tuple[int, int]) -> int:
     return int(width * height * samples * per_sample * 1.1) + 1
 
 
-def _trial(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) -> tuple[int, int]:
+def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) -> tuple[int, int]:
     """(keyframe bytes, other frames' mean bytes) of the job's encoder at the output size."""
     exe = ffmpeg.ffmpeg_exe()
     width, height = out_size

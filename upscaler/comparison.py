@@ -1,6 +1,6 @@
 """`upscale compare`: a few frames of an input through several models, timed, as data.
 
-    from upscaler.compare import compare
+    from upscaler.comparison import compare
     result = compare("episode.mkv", models=["realesr-animevideov3", "realesrgan-x4plus-anime"],
                      at=["1:30", "12:00"])
     result.results[0].seconds_per_frame, result.results[0].outputs[0]   # numbers and pixels
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -32,6 +32,10 @@ from upscaler.media.images import Image, is_image_path, read_image, write_image
 from upscaler.models.registry import MediaKind, models_to_compare, resolve_model
 from upscaler.outputs import image_output, is_video_path, video_output
 from upscaler.pipeline import Progress, Upscaler
+
+if TYPE_CHECKING:
+    from upscaler.media.probe import VideoInfo
+    from upscaler.media.video_writer import Encoding
 
 InputKind = Literal["image", "folder", "video"]
 # Frames a video or a folder gives when no --at is named: enough to see several scenes,
@@ -59,7 +63,7 @@ class ModelResult:
     frame_seconds: each frame's time from pixels in to pixels out, the model loaded.
     whole_seconds: estimated time of the whole input (load, then every frame at
       `seconds_per_frame`). output_bytes: estimated size of the whole output at the job's
-      encoder settings (video) or image format; None when it could not be estimated.
+      encoder settings (video) or image format.
     """
 
     model: str
@@ -69,7 +73,7 @@ class ModelResult:
     frame_seconds: tuple[float, ...]
     load_seconds: float
     whole_seconds: float
-    output_bytes: int | None
+    output_bytes: int
 
     @property
     def seconds_per_frame(self) -> float:
@@ -140,7 +144,10 @@ def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES
     if at and kind != "video":
         raise UsageError("--at picks times in a video; this input is not one", src)
     if kind == "video":
-        return kind, *_video_frames(src, at, count)
+        from upscaler.media.probe import probe
+
+        info = probe(src)
+        return kind, info.frame_count, _video_frames(info, at, count)
     if kind == "image":
         return kind, 1, [Frame(src.name, read_image(src).pixels)]
     images = sorted(p for p in src.rglob("*") if p.is_file() and is_image_path(p))
@@ -156,11 +163,10 @@ def _spread(total: int, count: int) -> list[int]:
     return sorted({min(total - 1, (2 * k + 1) * total // (2 * count)) for k in range(count)})
 
 
-def _video_frames(src: Path, at: Sequence[str], count: int) -> tuple[int, list[Frame]]:
-    from upscaler.media.probe import probe
+def _video_frames(info: VideoInfo, at: Sequence[str], count: int) -> list[Frame]:
     from upscaler.media.video_reader import VideoReader
 
-    info = probe(src)
+    src = info.path
     starts = [info.seconds(p) - info.start_time for p in info.frame_pts]
     if at:
         indices = []
@@ -180,7 +186,7 @@ def _video_frames(src: Path, at: Sequence[str], count: int) -> tuple[int, list[F
         if pixels is None:
             raise MediaError(f"could not decode the frame at {clock(starts[index])}", src)
         frames.append(Frame(clock(starts[index]), pixels, starts[index]))
-    return info.frame_count, frames
+    return frames
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -208,15 +214,15 @@ def compare(input: str | Path, models: Sequence[str] | None = None, at: Sequence
     state = Progress("frame", len(frames) * len(names), label=src.name)
     report = progress or (lambda _: None)
     report(state)
-    results = []
-    for name in names:
-        results.append(_run_model(src, kind, media, total, frames,
-                                  dataclasses.replace(options, model=name), state, report))
+    sizes = _Sizes(src, kind, total, frames, options)
+    results = [_run_model(kind, media, total, frames, dataclasses.replace(options, model=name),
+                          state, report, sizes) for name in names]
     return Comparison(src, kind, total, tuple(frames), tuple(results), options)
 
 
-def _run_model(src: Path, kind: InputKind, media: MediaKind, total: int, frames: list[Frame],
-               options: Options, state: Progress, report: ProgressCallback) -> ModelResult:
+def _run_model(kind: InputKind, media: MediaKind, total: int, frames: list[Frame],
+               options: Options, state: Progress, report: ProgressCallback,
+               sizes: _Sizes) -> ModelResult:
     started = time.perf_counter()
     with Upscaler(options, media) as upscaler:
         load = time.perf_counter() - started
@@ -233,30 +239,52 @@ def _run_model(src: Path, kind: InputKind, media: MediaKind, total: int, frames:
             report(state)
         scale = options.scale or upscaler.model_scale
         executor = upscaler.executor.name
+        name = upscaler.model.name
     per_frame = statistics.median(seconds)
-    size = _output_bytes(src, kind, total, frames, outputs, options)
-    return ModelResult(upscaler.model.name, executor, scale, tuple(outputs), tuple(seconds), load,
-                       load + per_frame * total, size)
+    return ModelResult(name, executor, scale, tuple(outputs), tuple(seconds), load,
+                       load + per_frame * total, sizes.whole_output(outputs))
 
 
-def _output_bytes(src: Path, kind: InputKind, total: int, frames: list[Frame],
-                  outputs: list[np.ndarray], options: Options) -> int | None:
-    if kind == "video":
+class _Sizes:
+    """Estimates of a whole output's size from a model's outputs of the compared frames.
+
+    Video: see space.estimate_video_bytes; the source is probed, and the encoder's trial run,
+    once per comparison (per output size), not once per model. Images: each output encoded
+    as the job would write it, the mean times the image count.
+    """
+
+    def __init__(self, src: Path, kind: InputKind, total: int, frames: list[Frame],
+                 options: Options) -> None:
+        self.src, self.kind, self.total, self.frames, self.options = (src, kind, total, frames,
+                                                                      options)
+        self._video: tuple[VideoInfo, Encoding] | None = None
+        self._trials: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def whole_output(self, outputs: list[np.ndarray]) -> int:
+        if self.kind == "video":
+            return self._video_bytes(outputs)
+        sizes = []
+        with tempfile.TemporaryDirectory(prefix="upscale-compare-") as tmp:
+            for frame, out in zip(self.frames, outputs, strict=True):
+                name = Path(frame.label).name if self.kind == "folder" else self.src.name
+                dst = image_output(Path(tmp) / name, None, False, self.options)
+                write_image(Image(pixels=out), dst, self.options.format)
+                sizes.append(dst.stat().st_size)
+        return round(sum(sizes) / len(sizes) * self.total)
+
+    def _video_bytes(self, outputs: list[np.ndarray]) -> int:
         from upscaler.media.encoding import choose_encoding
         from upscaler.media.probe import probe
-        from upscaler.media.space import estimate_video_bytes
+        from upscaler.media.space import estimate_video_bytes, trial_sizes
         from upscaler.plan import video_settings
 
-        info = probe(src)
-        container = video_output(src, None, False, options).suffix
-        encoding = choose_encoding(info, video_settings(options), container)
-        return estimate_video_bytes(info, encoding, [f.pixels for f in frames], outputs)
-    # Images: each output encoded as the job would write it, in its format and options.
-    sizes = []
-    with tempfile.TemporaryDirectory(prefix="upscale-compare-") as tmp:
-        for frame, out in zip(frames, outputs, strict=True):
-            name = Path(frame.label).name if kind == "folder" else src.name
-            dst = image_output(Path(tmp) / name, None, False, options)
-            write_image(Image(pixels=out), dst, options.format)
-            sizes.append(dst.stat().st_size)
-    return round(sum(sizes) / len(sizes) * total)
+        if self._video is None:
+            info = probe(self.src)
+            container = video_output(self.src, None, False, self.options).suffix
+            self._video = info, choose_encoding(info, video_settings(self.options), container)
+        info, encoding = self._video
+        height, width = outputs[0].shape[:2]
+        if (width, height) not in self._trials:
+            self._trials[width, height] = trial_sizes(info, encoding, (width, height))
+        return estimate_video_bytes(info, encoding, [f.pixels for f in self.frames], outputs,
+                                    self._trials[width, height])
