@@ -6,7 +6,9 @@ chromium-driver`, which .ci/run does) with Selenium. The screenshot each run kee
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,8 @@ import pytest
 from clips import make_clip
 
 from upscaler.cli import main
-from upscaler.comparison import compare, parse_time
+from upscaler.compare_page import render
+from upscaler.comparison import Comparison, Frame, ModelResult, compare, parse_time
 from upscaler.config import Options
 from upscaler.errors import UsageError
 from upscaler.models.registry import DEFAULT_MODELS, models_to_compare
@@ -61,6 +64,7 @@ def page(work: Path) -> Path:
          "-o", str(out), "--tile", "0"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.is_file() and str(out) in done.stdout
+    assert "4/4" in done.stderr and "frame" in done.stderr  # the progress bar, to its end
     return out
 
 
@@ -128,9 +132,34 @@ def test_errors_are_one_line_and_nothing_is_written(
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
     out.write_text("mine")
-    assert main(["compare", clip, "-o", str(out), "--models", "realesr-animevideov3"]) == 6
+    model = str(work / "nearest2x.onnx")
+    assert main(["compare", clip, "-o", str(out), "--models", model]) == 6
     assert "exists; give --overwrite" in capsys.readouterr().err
     assert out.read_text() == "mine"
+    assert main(["compare", clip, "-o", str(out), "--models", model, "--overwrite", "-q"]) == 0
+    assert out.read_text().startswith("<!doctype html>")
+    assert [p.name for p in tmp_path.iterdir()] == ["p.html"]  # no temporary file left
+
+
+def test_large_frames_keep_a_detailed_crop_not_the_whole(work: Path) -> None:
+    # A 640x360 frame, flat but for a patch of detail near its bottom-right corner, "upscaled"
+    # 4x: the page keeps a downscaled view and the 1024x576 window around the detail.
+    rng = np.random.default_rng(1)
+    src = np.full((360, 640, 3), 90, np.uint8)
+    src[250:330, 500:600] = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
+    out = src.repeat(4, 0).repeat(4, 1)
+    comparison = Comparison(work / "big.mkv", "video", 100, (Frame("0:01.000", src, 1.0),),
+                            (ModelResult("nearest4x", "onnxruntime", 4, (out,), (0.5, 0.5),
+                                         0.1, 50.1, 1_000_000),), Options())
+    text = render(comparison)
+    sizes = re.findall(r'<img class="(\w+)" alt="([^"]+)" width="(\d+)" height="(\d+)"', text)
+    assert sorted(sizes) == sorted([("view", "source", "960", "540"),
+                                    ("view", "nearest4x", "960", "540"),
+                                    ("crop", "source", "1024", "576"),
+                                    ("crop", "nearest4x", "1024", "576")])
+    x, y, w, h = json.loads(re.search(r"data-frame='([^']+)'", text).group(1))["zoom"]
+    assert (w, h) == (256, 144) and x <= 500 and x + w >= 600 and y <= 250 and y + h >= 330
+    assert len(text) < 3_000_000
 
 
 # --- the page in a real browser ------------------------------------------------------------
