@@ -27,30 +27,16 @@ from upscaler.config import Options
 from upscaler.errors import UsageError
 from upscaler.models.registry import DEFAULT_MODELS, models_to_compare
 
-
-def nearest_onnx(path: Path, scale: int) -> Path:
-    """An ONNX model that repeats pixels: a model that costs next to nothing to run."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, scale, scale])
-    graph = helper.make_graph(
-        [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")],
-        f"nearest{scale}x",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
-        initializer=[scales])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+# An ONNX model that repeats pixels: a model that costs next to nothing to run.
+from bench_fast_path import instant_model
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("compare")
     make_clip(root / "clip.mkv", size="160x90", seconds=1.25)
-    nearest_onnx(root / "nearest2x.onnx", 2)
+    instant_model(root / "nearest2x.onnx", 2)
     return root
 
 

@@ -63,12 +63,13 @@ class ModelSpec:
       within 1 level of the model's answer on a large frame, on ncnn and ONNX Runtime.
       realesrgan-x4plus never gets there (it adds texture to flat areas); its width is where
       its error stops falling.
-    family: the network family (Real-ESRGAN, ...): `upscale compare` runs one of each.
     overlap: the least overlap of tiles, in input pixels. RRDBNet sees further than
       SRVGGNetCompact: at 720p on its memory plan, x4plus-anime's tiles score 66.5 dB against
       the untiled frame with 16 px (8-bit values up to 51 levels off at seams), 73.5 dB with 24
       (14 levels; the fixed 256-px tiles of earlier versions: 72.3 dB, 21 levels), 76.9 with 32
       at a third more overlap work (bench/tile_quality.py --plans). x4plus is assumed alike.
+    family: the network family; `upscale compare` runs one model of each installed family
+      (models_to_compare).
     """
 
     name: str
