@@ -6,8 +6,9 @@ Two measurements per round, in fresh processes:
 - the page: `python -m upscaler compare CLIP --models A,B --at T1 --at T2 -o PAGE -q`, timed
   from outside: everything the user waits for (interpreter start, imports, probing, decoding,
   both models, the output-size trial encodes, the PNGs and the page);
-- the models alone: in a process that has read the same frames beforehand, each model loaded
-  (as `Upscaler`, the job's own stages) and run on the frames, loading and running timed.
+- the models alone: in a process that has read the same frames beforehand and tuned malloc as
+  the command does (heap.py), each model loaded (as `Upscaler`, the job's own stages) and run
+  on the frames, loading and running timed.
 The target (issue 20): the page in under twice the models' time. The medians and their ratio
 are printed. Rounds alternate which comes first, so neither always finds a warmer machine.
 """
@@ -30,8 +31,10 @@ _MODELS_ALONE = """
 import json, sys, time
 from upscaler.comparison import pick_frames
 from upscaler.config import Options
+from upscaler.heap import keep_frame_buffers
 from upscaler.pipeline import Upscaler
 
+keep_frame_buffers()  # as the command does
 clip, models, at = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 _, _, frames = pick_frames(__import__("pathlib").Path(clip), at)
 seconds = {}

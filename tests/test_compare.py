@@ -125,6 +125,9 @@ def test_errors_are_one_line_and_nothing_is_written(
     assert main(["compare", clip, "-o", str(out), "--models", model, "--overwrite", "-q"]) == 0
     assert out.read_text().startswith("<!doctype html>")
     assert [p.name for p in tmp_path.iterdir()] == ["p.html"]  # no temporary file left
+    # A folder typed with a trailing slash takes the page under its default name.
+    assert main(["compare", clip, "-o", f"{tmp_path / 'pages'}/", "--models", model, "-q"]) == 0
+    assert (tmp_path / "pages" / "clip.mkv_compare.html").is_file()
 
 
 def test_large_frames_keep_a_detailed_crop_not_the_whole(work: Path) -> None:

@@ -95,8 +95,9 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--at", action="append", default=[], metavar="TIME",
                         help="a video time to compare, in seconds or [HH:]MM:SS[.ms]; give it "
                         "once per time (default: 3 frames spread over the video)")
-    parser.add_argument("-o", "--output", type=Path, metavar="PAGE.html",
-                        help="the page (default: INPUT_compare.html beside the input)")
+    parser.add_argument("-o", "--output", metavar="PAGE.html",
+                        help="the page, or a folder for it (default: INPUT_compare.html "
+                        "beside the input)")
     parser.add_argument("--full", action="store_true",
                         help="keep every output whole at 1:1 in the page (heavy for large "
                         "frames; by default the 1:1 zoom covers the most detailed part)")
@@ -131,7 +132,9 @@ def _compare(argv: Sequence[str]) -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if args.models is not None and not models:
         raise UsageError("--models names no model")
-    page = page_path(args.input.expanduser(), args.output, options.overwrite)
+    output = Path(args.output).expanduser() if args.output else None
+    page = page_path(args.input.expanduser(), output, options.overwrite,
+                     names_folder(args.output or ""))
     bars = _Bars(args.quiet, 1)
     try:
         result = compare(args.input, models, args.at, options, bars)

@@ -38,17 +38,18 @@ LENS = 256
 PAGE_SUFFIXES = (".html", ".htm")
 
 
-def page_path(src: Path, output: Path | None, overwrite: bool) -> Path:
+def page_path(src: Path, output: Path | None, overwrite: bool,
+              output_is_folder: bool = False) -> Path:
     """Where the page goes: `output`, or `<input>_compare.html` beside the input (inside
-    `output` when it is a folder). UsageError for a name that is not .html or a place that
-    cannot be written, OutputExistsError for an existing page without `overwrite`; all
-    found before any model runs."""
+    `output` when it is a folder, or was typed as one with a trailing slash). UsageError for a
+    name that is not .html or a place that cannot be written, OutputExistsError for an
+    existing page without `overwrite`; all found before any model runs."""
     from upscaler.plan import check_writable
 
     default = f"{src.resolve().name or 'input'}_compare.html"
     if output is None:
         path = src.resolve().parent / default
-    elif output.is_dir():
+    elif output_is_folder or output.is_dir():
         path = output / default
     else:
         path = output
