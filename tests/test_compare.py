@@ -219,6 +219,10 @@ def test_divider_moves_on_a_drag(browser: object) -> None:
     ActionChains(browser).click_and_hold(divider).move_by_offset(-80, 0).release().perform()
     assert divider.value_of_css_property("left") == "240px"
     assert "240px" in after.value_of_css_property("clip-path")
+    from selenium.webdriver.common.keys import Keys
+
+    divider.send_keys(Keys.ARROW_RIGHT)  # and from the keyboard, 10 px a press
+    assert divider.value_of_css_property("left") == "250px"
 
 
 def test_zoom_shows_the_clicked_spot_at_one_to_one(browser: object) -> None:

@@ -174,7 +174,7 @@ after <select class="after">{options}</select>
 <span class="hint">drag the divider; click a spot to see it 1:1 below</span></div>
 <div class="viewer" style="width:{view_w}px;height:{view_h}px">{"".join(views)}
 <div class="area"></div><div class="spot"></div>
-<div class="divider" role="slider" aria-label="divider"><span></span></div></div>
+<div class="divider" role="slider" tabindex="0" aria-label="divider"><span></span></div></div>
 <div class="zoom">{lenses}</div>
 </section>"""
 
@@ -334,6 +334,13 @@ for (const section of document.querySelectorAll("section.frame")) {
     draw();
   });
   window.addEventListener("pointerup", () => { dragging = false; });
+  divider.addEventListener("keydown", (e) => {
+    const step = {ArrowLeft: -10, ArrowRight: 10}[e.key];
+    if (step === undefined) return;
+    split = Math.max(0, Math.min(viewW, split + step));
+    draw();
+    e.preventDefault();
+  });
   viewer.addEventListener("click", (e) => {
     if (e.target === divider || divider.contains(e.target)) return;
     const box = viewer.getBoundingClientRect();
