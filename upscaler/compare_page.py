@@ -107,7 +107,7 @@ def _summary(c: Comparison) -> str:
     what = {"video": f"{c.total_frames} frames", "folder": f"{c.total_frames} images",
             "image": "one image"}[c.kind]
     given = [f"{k}={v}" for k, v in sorted(vars(c.options).items())
-             if k != "model" and v != getattr(type(c.options)(), k)]
+             if k not in ("model", "overwrite") and v != getattr(type(c.options)(), k)]
     settings = ", ".join(given) if given else "default settings"
     return (f"{c.input.name} ({what}); {len(c.frames)} compared, {settings}. Estimates are for the "
             "whole input on this machine.")
