@@ -25,7 +25,8 @@ from upscaler.compare_page import render
 from upscaler.comparison import Comparison, Frame, ModelResult, compare, parse_time
 from upscaler.config import Options
 from upscaler.errors import UsageError
-from upscaler.models.registry import DEFAULT_MODELS, models_to_compare
+from upscaler.models import registry
+from upscaler.models.registry import DEFAULT_MODELS, ModelSpec, models_to_compare
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 # An ONNX model that repeats pixels: a model that costs next to nothing to run.
@@ -85,11 +86,20 @@ def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
         compare(folder, [str(work / "nearest2x.onnx")], at=["1"])
 
 
-def test_default_models_are_the_defaults_then_other_families() -> None:
-    names = models_to_compare("video")
-    assert names[:2] == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"]]
-    assert models_to_compare("image")[0] == DEFAULT_MODELS["image"]
-    assert len(names) == len(set(names))
+def test_default_models_are_the_defaults_then_other_families(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert models_to_compare("video") == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"]]
+    assert models_to_compare("image") == [DEFAULT_MODELS["image"], DEFAULT_MODELS["video"]]
+    # Two more families: the first installed model of each comes after the defaults; one
+    # whose weights are missing is left out.
+    extra = {spec.name: spec for spec in (
+        ModelSpec("other-a-missing", 2, "NO_SUCH_FILE", "", family="Other"),
+        ModelSpec("other-b", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X", "", family="Other"),
+        ModelSpec("other-c", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X", "", family="Other"),
+        ModelSpec("third", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X", "", family="Third"))}
+    monkeypatch.setattr(registry, "MODELS", {**registry.MODELS, **extra})
+    assert models_to_compare("video") == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"],
+                                          "other-b", "third"]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("1.5", 1.5), ("500ms", 0.5),
