@@ -3,7 +3,7 @@
 For drawn animation at a few sizes (samples/draw.py, encoded like samples/clip.mkv), the model
 (realesr-animevideov3 on ncnn) upscales every frame once; the frames are then encoded into
 segments with several encoder settings, as a job would. Each row compares the segments' real
-size with the estimate before its MARGIN (space._trial: Lanczos-enlarged source frames through
+size with the estimate before its MARGIN (space.trial_sizes: Lanczos-enlarged source frames through
 the same encoder, one keyframe per segment), with the estimate the check uses (times
 space.margin()), and with the naive source bytes x scale^2.
 
@@ -52,7 +52,7 @@ def main() -> None:
     from upscaler.media.encoding import VideoSettings, choose_encoding
     from upscaler.media.probe import probe
     from upscaler.media.segments import encode_segments, plan_segments
-    from upscaler.media.space import _trial, margin
+    from upscaler.media.space import margin, trial_sizes
     from upscaler.media.video_reader import VideoReader
     from upscaler.pipeline import Upscaler
 
@@ -74,7 +74,7 @@ def main() -> None:
                 encode_segments(info, segments, lambda _f, it=feed: next(it), settings, out)
                 real = sum(p.stat().st_size for p in out)
                 encoding = choose_encoding(info, settings, ".mkv")
-                first, rest = _trial(info, encoding, (width * 4, height * 4))
+                first, rest = trial_sizes(info, encoding, (width * 4, height * 4))
                 estimate = sum(first + (s.count - 1) * rest for s in segments)
                 naive = info.video_bytes * 16
                 checked = estimate * margin(settings.crf)

@@ -20,8 +20,8 @@ def up() -> upscaler.Upscaler:
 
 
 def test_only_the_api_is_exported() -> None:
-    assert sorted(upscaler.__all__) == ["Progress", "Upscaler", "UpscalerError", "__version__",
-                                        "upscale_path"]
+    assert sorted(upscaler.__all__) == ["Comparison", "Progress", "Upscaler", "UpscalerError",
+                                        "__version__", "compare", "upscale_path"]
 
 
 def test_rgb_matches_the_command_line(up: upscaler.Upscaler, tmp_path: Path) -> None:

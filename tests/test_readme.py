@@ -58,6 +58,7 @@ def test_readme_commands_run(workdir: Path) -> None:
     assert (workdir / "dir_upscaled" / "still.png").exists()
     assert (workdir / "samples" / "out" / "clip_x4.mkv").exists()
     assert (workdir / "samples" / "out" / "cel_x4.webp").exists()
+    assert (workdir / "samples" / "out" / "clip_compare.html").exists()
 
 
 def test_readme_python_runs_and_prints_what_it_says(workdir: Path) -> None:

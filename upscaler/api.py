@@ -7,18 +7,22 @@
         arr = up.upscale(numpy_array)                        # (H, W[, C]) uint8/uint16 in and out
 
     upscaler.upscale_path("episode.mkv", "out/", codec="libx265")   # what `upscale` does
+    found = upscaler.compare("episode.mkv", at=["1:30"])               # `upscale compare`'s data
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 import numpy as np
 import PIL.Image
 
+from upscaler.comparison import Comparison
+from upscaler.comparison import compare as _compare
 from upscaler.config import Job, Options, names_folder, option_fields, validate_options
 from upscaler.errors import ArgumentTypeError, UsageError
 from upscaler.media.images import Image
@@ -199,3 +203,18 @@ def upscale_path(input: str | os.PathLike[str], output: str | os.PathLike[str] |
     job = Job(Path(os.fspath(input)), Path(typed) if typed else None, _options(**options),
               output_is_folder=names_folder(typed))
     return run_job(job, progress) if progress is not None else run_job(job)
+
+
+def compare(input: str | os.PathLike[str], models: Sequence[str | os.PathLike[str]] | None = None,
+            at: Sequence[str | float] = (), *, progress: ProgressCallback | None = None,
+            **options: Any) -> Comparison:
+    """What `upscale compare` shows, as data: a few frames of a video (at the `at` times, in
+    seconds or "MM:SS"), a folder or an image, each model's outputs of them (numpy arrays),
+    its seconds per frame, and its estimates for the whole input (time, output size).
+
+    `models` defaults to the video and image defaults and one model of every other family
+    installed; `options` are the `upscale` command's (tile=0, executor="onnxruntime"...).
+    """
+    names = [os.fspath(m) for m in models] if models is not None else None
+    return _compare(Path(os.fspath(input)), names, [str(t) for t in at], _options(**options),
+               progress)

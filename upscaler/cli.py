@@ -4,6 +4,7 @@
     upscale dir/ --format png
     upscale --config configs/job.yaml
     upscale models
+    upscale compare video.mp4 --models realesr-animevideov3,realesrgan-x4plus-anime --at 1:30
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from upscaler.config import (
     Job,
+    OptionField,
     Options,
     RaySettings,
     load_jobs,
@@ -59,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Upscale anime images, folders of images and videos with Real-ESRGAN.",
         epilog=textwrap.fill("`upscale models` lists the models and their built files (where a "
-                             "folder named models is here, `upscale models` upscales it).", 79)
+                             "folder named models is here, `upscale models` upscales it); "
+                             "`upscale compare INPUT` writes a page comparing models on a few "
+                             "of INPUT's frames.", 79)
         + "\n\n" + exit_code_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -80,12 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ray-cpus", type=int, metavar="N",
                         help="with --ray: CPU cores (executor threads) per worker (default 1)")
     for f in option_fields():
-        if f.kind is bool:
-            action = "store_false" if f.flag.startswith("--no-") else "store_true"
-            parser.add_argument(f.flag, dest=f.name, action=action, default=None, help=f.help)
-        else:
-            parser.add_argument(f.flag, type=f.kind, default=None, help=f.help,
-                                metavar=f.name.upper())
+        _add_option(parser, f)
     return parser
 
 
@@ -94,6 +93,71 @@ def _models_parser() -> argparse.ArgumentParser:
                                      description="List the models and their built files.")
     parser.add_argument("--clear-cache", action="store_true", help="delete every built model")
     return parser
+
+
+def _compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} compare",
+        description="Run a few frames of INPUT through several models and write one "
+        "self-contained HTML page to choose by looking: the frames side by side with a "
+        "draggable divider, a 1:1 zoom, and each model's time and output size for the whole "
+        "input.")
+    parser.add_argument("input", type=Path, help="video, image or folder of images")
+    parser.add_argument("--models", metavar="A,B,...",
+                        help="models to compare, comma-separated (default: the video and image "
+                        "defaults and one model of every other family installed)")
+    parser.add_argument("--at", action="append", default=[], metavar="TIME",
+                        help="a video time to compare, in seconds or [HH:]MM:SS[.ms]; give it "
+                        "once per time (default: 3 frames spread over the video)")
+    parser.add_argument("-o", "--output", metavar="PAGE.html",
+                        help="the page, or a folder for it (default: INPUT_compare.html "
+                        "beside the input)")
+    parser.add_argument("--full", action="store_true",
+                        help="keep every output whole at 1:1 in the page (heavy for large "
+                        "frames; by default the 1:1 zoom covers the most detailed part)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    for f in option_fields():
+        if f.name not in ("model", "suffix", "resume", "work_dir", "segment_seconds"):
+            _add_option(parser, f)  # those shape no frame and no estimate
+    return parser
+
+
+def _add_option(parser: argparse.ArgumentParser, f: OptionField) -> None:
+    if f.kind is bool:
+        action = "store_false" if f.flag.startswith("--no-") else "store_true"
+        parser.add_argument(f.flag, dest=f.name, action=action, default=None, help=f.help)
+    else:
+        parser.add_argument(f.flag, type=f.kind, default=None, help=f.help,
+                            metavar=f.name.upper())
+
+
+def _compare(argv: Sequence[str]) -> int:
+    from upscaler.compare_page import page_path, write_page
+    from upscaler.comparison import compare
+
+    args = _compare_parser().parse_args(argv)
+    given = {f.name: getattr(args, f.name) for f in option_fields()
+             if getattr(args, f.name, None) is not None}
+    options = dataclasses.replace(Options(), **given)
+    try:
+        validate_options(options)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    if args.models is not None and not models:
+        raise UsageError("--models names no model")
+    output = Path(args.output).expanduser() if args.output else None
+    page = page_path(args.input.expanduser(), output, options.overwrite,
+                     names_folder(args.output or ""))
+    bars = _Bars(args.quiet, 1)
+    try:
+        result = compare(args.input, models, args.at, options, bars)
+    finally:
+        bars.close()
+    size = write_page(result, page, overwrite=options.overwrite, full=args.full)
+    print(f"{page} ({size / 1e6:.1f} MB): {len(result.results)} models on "
+          f"{len(result.frames)} frames")
+    return 0
 
 
 def _given_options(args: argparse.Namespace) -> dict[str, object]:
@@ -363,6 +427,8 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     try:
         if _lists_models(argv):
             return _list_models(argv[1:])
+        if argv[:1] == ["compare"]:
+            return _compare(argv[1:])
         args = _parser().parse_args(argv)
         _ray_input(args)
         jobs = _jobs(args)

@@ -115,7 +115,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
         "extra)"),
     (5, "an input that is missing, unreadable or damaged; an output folder that cannot be "
         "written; not enough disk space"),
-    (6, "an output that appeared while its job ran"),
+    (6, "an output that appeared while its job ran, or a compare page that exists"),
     (130, "stopped by Ctrl-C (143: by SIGTERM)"),
 )
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import errno
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from upscaler.errors import DiskFullError, MediaError
 from upscaler.media import ffmpeg
@@ -83,7 +86,7 @@ def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
                      output=sum(s.count for s in segments) * raw + others)
     if _fits(bound, work, dst) is None:
         return None
-    first, rest = _trial(info, encoding, out_size)
+    first, rest = trial_sizes(info, encoding, out_size)
 
     def size(group: Sequence[Segment]) -> int:
         return round(margin(crf) * sum(first + (s.count - 1) * rest for s in group))
@@ -94,6 +97,51 @@ def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
         raise DiskFullError(f"not enough disk space: {problem}; free some space, or put the "
                             "segments on another disk with --work-dir", dst)
     return estimate
+
+
+def estimate_video_bytes(info: VideoInfo, encoding: Encoding, sources: Sequence[np.ndarray],
+                         outputs: Sequence[np.ndarray],
+                         trial: tuple[int, int] | None = None) -> int:
+    """The size of a whole upscaled video whose frames look like `outputs`, the model's
+    results for the source frames `sources` (RGB, uint8 or uint16), at `encoding`.
+
+    The trial above gives the encoder's sizes at the output size for the Lanczos stand-in;
+    the model's own frames, encoded beside the stand-in's of the same source frames, say how
+    much more (or less) the model's detail costs. No margin: this is a guess for the user, not
+    a guard against a full disk. `trial`: trial_sizes' answer at the outputs' size, when the
+    caller has it already.
+    """
+    height, width = outputs[0].shape[:2]
+    first, rest = trial or trial_sizes(info, encoding, (width, height))
+    ratio = (_encoded_bytes(info, encoding, outputs, None)
+             / max(1, _encoded_bytes(info, encoding, sources, (width, height))))
+    others = max(0, info.path.stat().st_size - info.video_bytes)
+    return round((first + (info.frame_count - 1) * rest) * ratio) + others
+
+
+def _encoded_bytes(info: VideoInfo, encoding: Encoding, frames: Sequence[np.ndarray],
+                   size: tuple[int, int] | None) -> int:
+    """Bytes of `frames` encoded each as a keyframe at `encoding`, enlarged to `size` by the
+    stand-in first when given."""
+    height, width = frames[0].shape[:2]
+    deep = frames[0].dtype == np.uint16
+    target_w, target_h = size or (width, height)
+    sub_w, sub_h = chroma_subsampling(encoding.pix_fmt)
+    target_w, target_h = target_w + -target_w % sub_w, target_h + -target_h % sub_h
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-f", "rawvideo",
+            "-pix_fmt", "rgb48le" if deep else "rgb24", "-s", f"{width}x{height}",
+            "-i", "pipe:0", "-vf", STAND_IN.format(width=target_w, height=target_h)
+            + f",format={encoding.pix_fmt}", "-c:v", encoding.encoder,
+            "-pix_fmt", encoding.pix_fmt, *encoding.options, "-g", "1", "-f", "framecrc", "-"]
+    with ffmpeg.Process(args, info.path, stdin=True, stdout=True) as proc:
+        for frame in frames:
+            wire = frame.astype("<u2") if deep and sys.byteorder != "little" else frame
+            proc.stdin.write(np.ascontiguousarray(wire).tobytes())
+        proc.stdin.close()
+        out = proc.stdout.read().decode()
+        proc.finish("the encode for the output size estimate failed")
+    return sum(int(line.split(",")[4]) for line in out.splitlines()
+               if line and not line.startswith("#"))
 
 
 def _fits(estimate: Estimate, work: Path, dst: Path) -> str | None:
@@ -128,7 +176,7 @@ def _raw_frame_bytes(pix_fmt: str, out_size: tuple[int, int]) -> int:
     return int(width * height * samples * per_sample * 1.1) + 1
 
 
-def _trial(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) -> tuple[int, int]:
+def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) -> tuple[int, int]:
     """(keyframe bytes, other frames' mean bytes) of the job's encoder at the output size."""
     exe = ffmpeg.ffmpeg_exe()
     width, height = out_size

@@ -36,6 +36,24 @@ def model_for(model: str | None, media: MediaKind) -> str:
     return model if model is not None else DEFAULT_MODELS[media]
 
 
+def models_to_compare(media: MediaKind) -> list[str]:
+    """The models `upscale compare` runs when none are named: the default for `media`, the
+    other defaults, then the first model (in registry order) of every other family whose
+    weights are installed; a family whose package is missing is left out without a word."""
+    names = [DEFAULT_MODELS[media], *DEFAULT_MODELS.values()]
+    families = {MODELS[name].family for name in names}
+    for spec in MODELS.values():
+        if spec.family in families:
+            continue
+        try:
+            resolve_model(spec.name)
+        except ModelError:
+            continue
+        names.append(spec.name)
+        families.add(spec.family)
+    return list(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model shipped with the weights package.
@@ -50,6 +68,8 @@ class ModelSpec:
       the untiled frame with 16 px (8-bit values up to 51 levels off at seams), 73.5 dB with 24
       (14 levels; the fixed 256-px tiles of earlier versions: 72.3 dB, 21 levels), 76.9 with 32
       at a third more overlap work (bench/tile_quality.py --plans). x4plus is assumed alike.
+    family: the network family; `upscale compare` runs one model of each installed family
+      (models_to_compare).
     """
 
     name: str
@@ -58,6 +78,7 @@ class ModelSpec:
     description: str
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
+    family: str = "Real-ESRGAN"
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -1,0 +1,290 @@
+"""`upscale compare`: a few frames of an input through several models, timed, as data.
+
+    from upscaler.comparison import compare
+    result = compare("episode.mkv", models=["realesr-animevideov3", "realesrgan-x4plus-anime"],
+                     at=["1:30", "12:00"])
+    result.results[0].seconds_per_frame, result.results[0].outputs[0]   # numbers and pixels
+
+The frames are picked as the job would read them (the video reader, the image reader) and go
+through the same `Upscaler` a job builds, with the job's options, so the timings are those of
+a job on this machine: the model is loaded once per model, and each frame is timed from pixels
+in to pixels out. The page (compare_page.py) is drawn from this data; nothing here writes it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from upscaler.config import Options
+from upscaler.errors import MediaError, UsageError
+from upscaler.media.images import Image, is_image_path, read_image, write_image
+from upscaler.models.registry import MediaKind, models_to_compare, resolve_model
+from upscaler.outputs import image_output, is_video_path, video_output
+from upscaler.pipeline import Progress, Upscaler
+
+if TYPE_CHECKING:
+    from upscaler.media.probe import VideoInfo
+    from upscaler.media.video_writer import Encoding
+
+InputKind = Literal["image", "folder", "video"]
+# Frames a video or a folder gives when no --at is named: enough to see several scenes,
+# few enough that the slowest model's comparison stays a matter of seconds to minutes.
+DEFAULT_FRAMES = 3
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
+_SECONDS = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(s|ms|us)?$")
+_UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One picture compared: `pixels` (H, W, C) uint8 or uint16 as the job reads it; `label`
+    names it (a time in the video, or the file); `time` in seconds for a video frame."""
+
+    label: str
+    pixels: np.ndarray
+    time: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model's outputs of every frame, and what a whole job with it would cost.
+
+    frame_seconds: each frame's time from pixels in to pixels out, the model loaded.
+    whole_seconds: estimated time of the whole input (load, then every frame at
+      `seconds_per_frame`). output_bytes: estimated size of the whole output at the job's
+      encoder settings (video) or image format.
+    """
+
+    model: str
+    executor: str
+    scale: float
+    outputs: tuple[np.ndarray, ...]
+    frame_seconds: tuple[float, ...]
+    load_seconds: float
+    whole_seconds: float
+    output_bytes: int
+
+    @property
+    def seconds_per_frame(self) -> float:
+        # The median leaves out the first frame's warm-up (runtimes allocate on first use),
+        # which a long job pays once.
+        return statistics.median(self.frame_seconds)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What `compare` found: the frames, each model's results, and how many frames (or
+    images) the whole input holds, which the estimates are for."""
+
+    input: Path
+    kind: InputKind
+    total_frames: int
+    frames: tuple[Frame, ...]
+    results: tuple[ModelResult, ...]
+    options: Options
+
+
+def parse_time(text: str) -> float:
+    """Seconds from `text`: plain seconds (`90`, `1.5`, `500ms`) or ffmpeg's clock syntax
+    (`1:30`, `00:01:30.5`); UsageError for anything else or a negative time."""
+    stripped = text.strip()
+    clock = _CLOCK.match(stripped)
+    if clock:
+        hours, minutes, seconds = clock.groups()
+        if (int(minutes) >= 60 and hours is not None) or float(seconds) >= 60:
+            raise UsageError(f"--at {text}: minutes and seconds go up to 59")
+        return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+    plain = _SECONDS.match(stripped)
+    if plain:
+        return float(plain.group(1)) * _UNITS[plain.group(2)]
+    raise UsageError(f"--at {text}: not a time; give seconds (90, 1.5) or [HH:]MM:SS[.ms]")
+
+
+def clock(seconds: float) -> str:
+    """A time as the page labels it: 1:02.500."""
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{rest:06.3f}" if hours else f"{minutes}:{rest:06.3f}"
+
+
+def input_kind(src: Path) -> InputKind:
+    """What `src` is, judged as the `upscale` command judges it; MediaError otherwise."""
+    if not src.exists():
+        raise MediaError("input does not exist", src)
+    if src.is_dir():
+        return "folder"
+    if is_video_path(src):
+        return "video"
+    if is_image_path(src):
+        return "image"
+    raise MediaError("not an image, video or folder that we read (judged by its extension)",
+                     src)
+
+
+def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES
+                ) -> tuple[InputKind, int, list[Frame]]:
+    """(kind, frames or images in the whole input, the frames to compare).
+
+    A video gives the frames shown at the `at` times, or `count` frames spread over it; a
+    folder `count` of its images spread over its sorted list; an image itself. UsageError for
+    a time past the end, or `at` given for an input that is not a video.
+    """
+    kind = input_kind(src)
+    if at and kind != "video":
+        raise UsageError("--at picks times in a video; this input is not one", src)
+    if kind == "video":
+        from upscaler.media.probe import probe
+
+        info = probe(src)
+        return kind, info.frame_count, _video_frames(info, at, count)
+    if kind == "image":
+        return kind, 1, [Frame(src.name, read_image(src).pixels)]
+    images = sorted(p for p in src.rglob("*") if p.is_file() and is_image_path(p))
+    if not images:
+        raise MediaError("no images in this folder", src)
+    chosen = _spread(len(images), count)
+    return kind, len(images), [Frame(str(images[i].relative_to(src)),
+                                     read_image(images[i]).pixels) for i in chosen]
+
+
+def _spread(total: int, count: int) -> list[int]:
+    """`count` indices spread evenly over `total` items, each in the middle of its share."""
+    return sorted({min(total - 1, (2 * k + 1) * total // (2 * count)) for k in range(count)})
+
+
+def _video_frames(info: VideoInfo, at: Sequence[str], count: int) -> list[Frame]:
+    from upscaler.media.video_reader import VideoReader
+
+    src = info.path
+    starts = [info.seconds(p) - info.start_time for p in info.frame_pts]
+    if at:
+        indices = []
+        for text in at:
+            seconds = parse_time(text)
+            if seconds >= info.duration:
+                raise UsageError(f"--at {text}: past the end, which is at "
+                                 f"{clock(info.duration)} ({info.duration:.3f} s)", src)
+            # The frame on screen at that time: the last one that started by then.
+            indices.append(max(0, bisect.bisect_right(starts, seconds + 1e-6) - 1))
+    else:
+        indices = _spread(info.frame_count, count)
+    frames = []
+    for index in indices:
+        with VideoReader(info, start=index, count=1) as reader:
+            pixels = next(iter(reader), None)
+        if pixels is None:
+            raise MediaError(f"could not decode the frame at {clock(starts[index])}", src)
+        frames.append(Frame(clock(starts[index]), pixels, starts[index]))
+    return frames
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def compare(input: str | Path, models: Sequence[str] | None = None, at: Sequence[str] = (),
+            options: Options | None = None, progress: ProgressCallback | None = None,
+            count: int = DEFAULT_FRAMES) -> Comparison:
+    """Run each of `models` (default: models_to_compare for the input's kind) on the frames
+    `pick_frames` gives, with the job options `options` (their `model` is ignored).
+
+    Every model is resolved before the first frame is read, so an unknown name costs nothing.
+    `progress` hears a Progress in frames, over all models.
+    """
+    src = Path(input).expanduser()
+    options = options or Options()
+    kind = input_kind(src)
+    media: MediaKind = "video" if kind == "video" else "image"
+    names = list(dict.fromkeys(models)) if models else models_to_compare(media)
+    if not names:
+        raise UsageError("no models to compare")
+    for name in names:
+        resolve_model(name)
+    kind, total, frames = pick_frames(src, at, count)
+    state = Progress("frame", len(frames) * len(names), label=src.name)
+    report = progress or (lambda _: None)
+    report(state)
+    sizes = _Sizes(src, kind, total, frames, options)
+    results = [_run_model(kind, media, total, frames, dataclasses.replace(options, model=name),
+                          state, report, sizes) for name in names]
+    return Comparison(src, kind, total, tuple(frames), tuple(results), options)
+
+
+def _run_model(kind: InputKind, media: MediaKind, total: int, frames: list[Frame],
+               options: Options, state: Progress, report: ProgressCallback,
+               sizes: _Sizes) -> ModelResult:
+    started = time.perf_counter()
+    with Upscaler(options, media) as upscaler:
+        load = time.perf_counter() - started
+        outputs, seconds = [], []
+        for frame in frames:
+            started = time.perf_counter()
+            if kind == "video":
+                out = np.ascontiguousarray(upscaler.upscale_frame(frame.pixels))
+            else:
+                out = upscaler.upscale_image(Image(pixels=frame.pixels)).pixels
+            seconds.append(time.perf_counter() - started)
+            outputs.append(out)
+            state.done += 1
+            report(state)
+        scale = options.scale or upscaler.model_scale
+        executor = upscaler.executor.name
+        name = upscaler.model.name
+    per_frame = statistics.median(seconds)
+    return ModelResult(name, executor, scale, tuple(outputs), tuple(seconds), load,
+                       load + per_frame * total, sizes.whole_output(outputs))
+
+
+class _Sizes:
+    """Estimates of a whole output's size from a model's outputs of the compared frames.
+
+    Video: see space.estimate_video_bytes; the source is probed, and the encoder's trial run,
+    once per comparison (per output size), not once per model. Images: each output encoded
+    as the job would write it, the mean times the image count.
+    """
+
+    def __init__(self, src: Path, kind: InputKind, total: int, frames: list[Frame],
+                 options: Options) -> None:
+        self.src, self.kind, self.total, self.frames, self.options = (src, kind, total, frames,
+                                                                      options)
+        self._video: tuple[VideoInfo, Encoding] | None = None
+        self._trials: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def whole_output(self, outputs: list[np.ndarray]) -> int:
+        if self.kind == "video":
+            return self._video_bytes(outputs)
+        sizes = []
+        with tempfile.TemporaryDirectory(prefix="upscale-compare-") as tmp:
+            for frame, out in zip(self.frames, outputs, strict=True):
+                name = Path(frame.label).name if self.kind == "folder" else self.src.name
+                dst = image_output(Path(tmp) / name, None, False, self.options)
+                write_image(Image(pixels=out), dst, self.options.format)
+                sizes.append(dst.stat().st_size)
+        return round(sum(sizes) / len(sizes) * self.total)
+
+    def _video_bytes(self, outputs: list[np.ndarray]) -> int:
+        from upscaler.media.encoding import choose_encoding
+        from upscaler.media.probe import probe
+        from upscaler.media.space import estimate_video_bytes, trial_sizes
+        from upscaler.plan import video_settings
+
+        if self._video is None:
+            info = probe(self.src)
+            container = video_output(self.src, None, False, self.options).suffix
+            self._video = info, choose_encoding(info, video_settings(self.options), container)
+        info, encoding = self._video
+        height, width = outputs[0].shape[:2]
+        if (width, height) not in self._trials:
+            self._trials[width, height] = trial_sizes(info, encoding, (width, height))
+        return estimate_video_bytes(info, encoding, [f.pixels for f in self.frames], outputs,
+                                    self._trials[width, height])
