@@ -9,7 +9,20 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from upscaler.errors import ModelError
-from upscaler.models.graph import Concat, Conv, Graph, PixelShuffle, PReLU, Resize, WeightedSum
+from upscaler.models.graph import (
+    ChannelScale,
+    Concat,
+    Conv,
+    Crop,
+    Deconv,
+    Dense,
+    GlobalAvgPool,
+    Graph,
+    PixelShuffle,
+    PReLU,
+    Resize,
+    WeightedSum,
+)
 
 Precision = Literal["fp32", "fp16"]
 OPSET = 17
@@ -58,6 +71,49 @@ def build_onnx(graph: Graph, precision: Precision = "fp32") -> onnx.ModelProto:
                     "LeakyRelu", [conv_out], [blob(layer.output)], name=f"{tag}_act",
                     alpha=layer.leaky,
                 ))
+        elif isinstance(layer, Deconv):
+            deconv_out = f"{tag}_deconv" if layer.leaky is not None else blob(layer.output)
+            ins = [blob(layer.input), const(f"{tag}_w", layer.weight.astype(dtype))]
+            if layer.bias is not None:
+                ins.append(const(f"{tag}_b", layer.bias.astype(dtype)))
+            nodes.append(helper.make_node(
+                "ConvTranspose", ins, [deconv_out], name=tag,
+                kernel_shape=list(layer.weight.shape[2:]), strides=list(layer.stride),
+                pads=[layer.pad[0], layer.pad[1], layer.pad[2], layer.pad[3]],
+            ))
+            if layer.leaky is not None:
+                nodes.append(helper.make_node(
+                    "LeakyRelu", [deconv_out], [blob(layer.output)], name=f"{tag}_act",
+                    alpha=layer.leaky,
+                ))
+        elif isinstance(layer, GlobalAvgPool):
+            # Vector blobs stay (N, C, 1, 1): Dense is then a 1x1 Conv and ChannelScale a Mul
+            # that broadcasts.
+            nodes.append(helper.make_node(
+                "GlobalAveragePool", [blob(layer.input)], [blob(layer.output)], name=tag))
+        elif isinstance(layer, Dense):
+            dense_out = f"{tag}_fc" if layer.activation else blob(layer.output)
+            weight = layer.weight[:, :, None, None].astype(dtype)
+            ins = [blob(layer.input), const(f"{tag}_w", weight)]
+            if layer.bias is not None:
+                ins.append(const(f"{tag}_b", layer.bias.astype(dtype)))
+            nodes.append(helper.make_node("Conv", ins, [dense_out], name=tag, kernel_shape=[1, 1]))
+            if layer.activation:
+                op = "Relu" if layer.activation == "relu" else "Sigmoid"
+                nodes.append(helper.make_node(op, [dense_out], [blob(layer.output)],
+                                              name=f"{tag}_act"))
+        elif isinstance(layer, ChannelScale):
+            nodes.append(helper.make_node(
+                "Mul", [blob(b) for b in layer.inputs], [blob(layer.output)], name=tag))
+        elif isinstance(layer, Crop):
+            top, left, bottom, right = layer.crop
+            end = np.iinfo(np.int64).max
+            starts = const(f"{tag}_starts", np.array([top, left], np.int64))
+            ends = const(f"{tag}_ends", np.array([-bottom if bottom else end,
+                                                  -right if right else end], np.int64))
+            axes = const(f"{tag}_axes", np.array([2, 3], np.int64))
+            nodes.append(helper.make_node(
+                "Slice", [blob(layer.input), starts, ends, axes], [blob(layer.output)], name=tag))
         elif isinstance(layer, PReLU):
             slope = const(f"{tag}_slope", layer.slope.reshape(-1, 1, 1).astype(dtype))
             nodes.append(helper.make_node(
