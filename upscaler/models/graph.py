@@ -196,6 +196,26 @@ class Graph:
                 total += layer.slope.size
         return total
 
+    def layer_macs(self) -> dict[str, float]:
+        """Multiply-accumulates of each layer (by output blob) per input pixel, for large
+        inputs (offsets ignored)."""
+        shapes = self.blob_shapes()
+        macs = {}
+        for layer in self.layers:
+            if isinstance(layer, Conv):
+                out = shapes[layer.output]
+                macs[layer.output] = float(layer.weight[0].size * out.channels * out.scale**2)
+            elif isinstance(layer, Deconv):
+                src = shapes[layer.input]
+                macs[layer.output] = float(layer.weight[0].size * src.channels * src.scale**2)
+            else:
+                macs[layer.output] = 0.0
+        return macs
+
+    def macs_per_pixel(self) -> float:
+        """The network's multiply-accumulates per input pixel."""
+        return sum(self.layer_macs().values())
+
     def blob_shapes(self) -> dict[str, BlobShape]:
         """Every blob's channels and size relative to the input, traced through the layers.
 
