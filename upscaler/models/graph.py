@@ -186,6 +186,8 @@ class Graph:
     in_channels: int = 3
     name: str = "model"
     extras: dict[str, str] = field(default_factory=dict)
+    # Blobs besides `input` that a part of a graph is given (Graph.part), with their shapes.
+    given: dict[str, BlobShape] = field(default_factory=dict)
 
     def parameter_count(self) -> int:
         total = 0
@@ -222,10 +224,28 @@ class Graph:
         Height is traced (layers here treat both axes alike but for their own numbers, which
         the readers keep symmetric where these sizes are used).
         """
-        shapes = {self.input: BlobShape(self.in_channels, Fraction(1))}
+        shapes = {self.input: BlobShape(self.in_channels, Fraction(1)), **self.given}
         for layer in self.layers:
             shapes[layer.output] = layer_shape(layer, [shapes[b] for b in layer_inputs(layer)])
         return shapes
+
+    def part(self, target: str, given: Sequence[str] = ()) -> Graph:
+        """The layers that compute blob `target` when the blobs in `given` (vector blobs the
+        caller supplies, see models/exact.py) are not computed, as a graph of its own."""
+        producer = {layer.output: layer for layer in self.layers}
+        needed: set[str] = set()
+        todo = [target]
+        while todo:
+            blob = todo.pop()
+            if blob in needed or blob in given or blob not in producer:
+                continue
+            needed.add(blob)
+            todo.extend(layer_inputs(producer[blob]))
+        layers = tuple(layer for layer in self.layers if layer.output in needed)
+        shapes = self.blob_shapes()
+        read = {b for layer in layers for b in layer_inputs(layer)}
+        return Graph(self.input, target, layers, self.in_channels, f"{self.name}-{target}",
+                     dict(self.extras), {b: shapes[b] for b in given if b in read})
 
     def scale(self) -> Fraction:
         """The factor from input size to output size."""

@@ -40,7 +40,11 @@ _RESIZE_ATTRS = {
 
 
 def build_onnx(graph: Graph, precision: Precision = "fp32") -> onnx.ModelProto:
-    """Translate `graph`; fp16 keeps weights, inputs, outputs and arithmetic in fp16."""
+    """Translate `graph`; fp16 keeps weights, inputs, outputs and arithmetic in fp16.
+
+    A part of a graph (Graph.part, for models/exact.py) takes its given vector blobs (pooled
+    means) as extra inputs of shape (N, C, 1, 1), named as the blobs.
+    """
     dtype = np.float16 if precision == "fp16" else np.float32
     elem = TensorProto.FLOAT16 if precision == "fp16" else TensorProto.FLOAT
     nodes: list[onnx.NodeProto] = []
@@ -150,10 +154,12 @@ def build_onnx(graph: Graph, precision: Precision = "fp32") -> onnx.ModelProto:
         else:  # pragma: no cover - Graph admits no other layer
             raise ModelError(f"layer {type(layer).__name__} has no ONNX translation")
 
+    extra = [helper.make_tensor_value_info(name, elem, ["batch", shape.channels, 1, 1])
+             for name, shape in graph.given.items()]
     onnx_graph = helper.make_graph(
         nodes, graph.name,
         [helper.make_tensor_value_info(INPUT_NAME, elem, ["batch", graph.in_channels,
-                                                          "height", "width"])],
+                                                          "height", "width"]), *extra],
         [helper.make_tensor_value_info(OUTPUT_NAME, elem, ["batch", graph.out_channels(),
                                                            "out_height", "out_width"])],
         inits,
