@@ -183,6 +183,11 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
     if kind == "ncnn":
         ref = ModelRef(path.stem, kind, path.resolve(), None)
         graph = ref.graph()  # reads and validates both files now, not mid-job
+        out = graph.blob_shapes()[graph.output]
+        if out.offset != 0:
+            raise ModelError("the network returns less than its input (unpadded convolutions, "
+                             "as Real-CUGAN's and waifu2x's): use its named model (upscale "
+                             "models), which adds the padding it needs", path)
         scale_fraction = graph.scale()
         if scale_fraction.denominator != 1:
             raise ModelError(f"non-integer scale {scale_fraction} is not supported", path)
