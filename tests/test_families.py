@@ -67,10 +67,12 @@ def test_family_matches_original_processing_whole_and_tiled(
     assert want.shape == (SIZE[0] * scale, SIZE[1] * scale, 3)
     whole = upscale(src, tmp_path / "whole.png", name, executor, 0)
     assert whole.shape == want.shape
-    assert psnr(whole, want, 255) >= 50  # measured: see docs/models.md
+    # The issue asks for >= 50 dB whole and >= 45 dB tiled; measured 84.0-inf (8-bit values
+    # at most 1 level off), on both executors, whole and in tiles (docs/models.md).
+    assert psnr(whole, want, 255) >= 80
     # 64-px tiles: 2x2 of them, each with the whole frame's pooled means.
     tiled = upscale(src, tmp_path / "tiled.png", name, executor, 64)
-    assert psnr(tiled, want, 255) >= 45
+    assert psnr(tiled, want, 255) >= 80
 
 
 def test_exact_tiles_equal_the_whole_frame(picture: tuple[Path, np.ndarray]) -> None:
