@@ -71,7 +71,7 @@ def test_family_matches_original_processing_whole_and_tiled(
     whole = upscale(src, tmp_path / "whole.png", name, executor, 0)
     assert whole.shape == want.shape
     # The issue asks for >= 50 dB whole and >= 45 dB tiled; measured 84.0-inf (8-bit values
-    # at most 1 level off), on ncnn, ONNX Runtime, OpenVINO and PyTorch, whole and in tiles (docs/models.md).
+    # at most 1 level off) on every executor, whole and in tiles (docs/models.md).
     assert psnr(whole, want, 255) >= 80
     # 64-px tiles: 2x2 of them, each with the whole frame's pooled means.
     tiled = upscale(src, tmp_path / "tiled.png", name, executor, 64)
