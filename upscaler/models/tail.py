@@ -61,8 +61,9 @@ def upsampling_tail(graph: Graph) -> UpsamplingTail | None:
     """The tail of `graph` when it is worth running apart, else None.
 
     None when there is no resize (SRVGGNetCompact ends in a pixel shuffle of a few channels,
-    already small), when blobs shrink (unpadded convolutions), when a tail layer reads a body blob other than the first resize's input,
-    or when the tail needs no more memory than the body.
+    already small), when blobs shrink (unpadded convolutions), when a tail layer reads a body
+    blob other than the first resize's input, or when the tail needs no more memory than the
+    body.
     """
     layers = graph.layers
     start = next((i for i, layer in enumerate(layers) if isinstance(layer, Resize)), None)
