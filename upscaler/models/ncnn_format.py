@@ -163,19 +163,24 @@ def _leaky(layer: _LayerLine) -> float | None:
     raise ValueError(f"activation type {activation} is not supported")
 
 
-def _deconv(layer: _LayerLine, src: str, dst: str, weights: _BinReader) -> Deconv:
-    out_ch = _int_param(layer, 0, 0)
+def _window(layer: _LayerLine) -> tuple[int, ...]:
+    """(kh, kw, dh, dw, sh, sw, pt, pl, pb, pr): a (de)convolution's window, as ncnn's params
+    give it (height defaulting to width, bottom to top, right to left)."""
     kw = _int_param(layer, 1, 0)
-    kh = _int_param(layer, 11, kw)
+    dw = _int_param(layer, 2, 1)
     sw = _int_param(layer, 3, 1)
-    sh = _int_param(layer, 13, sw)
     pl = _int_param(layer, 4, 0)
     pt = _int_param(layer, 14, pl)
-    pr = _int_param(layer, 15, pl)
-    pb = _int_param(layer, 16, pt)
+    return (_int_param(layer, 11, kw), kw, _int_param(layer, 12, dw), dw,
+            _int_param(layer, 13, sw), sw, pt, pl, _int_param(layer, 16, pt),
+            _int_param(layer, 15, pl))
+
+
+def _deconv(layer: _LayerLine, src: str, dst: str, weights: _BinReader) -> Deconv:
+    out_ch = _int_param(layer, 0, 0)
+    kh, kw, dh, dw, sh, sw, pt, pl, pb, pr = _window(layer)
     size = _int_param(layer, 6, 0)
-    if (_int_param(layer, 2, 1) != 1 or _int_param(layer, 12, 1) != 1
-            or _int_param(layer, 7, 1) != 1):
+    if dh != 1 or dw != 1 or _int_param(layer, 7, 1) != 1:
         raise ValueError("dilated or grouped deconvolution is not supported")
     if min(pl, pt, pr, pb) < 0 or any(_int_param(layer, k, 0) for k in (18, 19, 20, 21, 28)):
         raise ValueError("automatic padding, output padding or output size is not supported")
@@ -239,16 +244,7 @@ def _crop(layer: _LayerLine, src: tuple[str, ...], dst: str,
 
 def _conv(layer: _LayerLine, src: str, dst: str, weights: _BinReader) -> Conv:
     out_ch = _int_param(layer, 0, 0)
-    kw = _int_param(layer, 1, 0)
-    kh = _int_param(layer, 11, kw)
-    dw = _int_param(layer, 2, 1)
-    dh = _int_param(layer, 12, dw)
-    sw = _int_param(layer, 3, 1)
-    sh = _int_param(layer, 13, sw)
-    pl = _int_param(layer, 4, 0)
-    pt = _int_param(layer, 14, pl)
-    pr = _int_param(layer, 15, pl)
-    pb = _int_param(layer, 16, pt)
+    kh, kw, dh, dw, sh, sw, pt, pl, pb, pr = _window(layer)
     has_bias = _int_param(layer, 5, 0)
     size = _int_param(layer, 6, 0)
     if min(pl, pt, pr, pb) < 0:

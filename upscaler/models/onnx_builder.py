@@ -60,34 +60,22 @@ def build_onnx(graph: Graph, precision: Precision = "fp32") -> onnx.ModelProto:
 
     for i, layer in enumerate(graph.layers):
         tag = f"l{i}"
-        if isinstance(layer, Conv):
+        if isinstance(layer, Conv | Deconv):
+            # Deconv's pads crop the full transposed output, as ncnn's deconvolution padding.
+            op, extra = (("Conv", {"dilations": list(layer.dilation)}) if isinstance(layer, Conv)
+                         else ("ConvTranspose", {}))
             conv_out = f"{tag}_conv" if layer.leaky is not None else blob(layer.output)
             ins = [blob(layer.input), const(f"{tag}_w", layer.weight.astype(dtype))]
             if layer.bias is not None:
                 ins.append(const(f"{tag}_b", layer.bias.astype(dtype)))
             nodes.append(helper.make_node(
-                "Conv", ins, [conv_out], name=tag, kernel_shape=list(layer.weight.shape[2:]),
-                strides=list(layer.stride), dilations=list(layer.dilation),
-                pads=[layer.pad[0], layer.pad[1], layer.pad[2], layer.pad[3]],
+                op, ins, [conv_out], name=tag, kernel_shape=list(layer.weight.shape[2:]),
+                strides=list(layer.stride),
+                pads=[layer.pad[0], layer.pad[1], layer.pad[2], layer.pad[3]], **extra,
             ))
             if layer.leaky is not None:
                 nodes.append(helper.make_node(
                     "LeakyRelu", [conv_out], [blob(layer.output)], name=f"{tag}_act",
-                    alpha=layer.leaky,
-                ))
-        elif isinstance(layer, Deconv):
-            deconv_out = f"{tag}_deconv" if layer.leaky is not None else blob(layer.output)
-            ins = [blob(layer.input), const(f"{tag}_w", layer.weight.astype(dtype))]
-            if layer.bias is not None:
-                ins.append(const(f"{tag}_b", layer.bias.astype(dtype)))
-            nodes.append(helper.make_node(
-                "ConvTranspose", ins, [deconv_out], name=tag,
-                kernel_shape=list(layer.weight.shape[2:]), strides=list(layer.stride),
-                pads=[layer.pad[0], layer.pad[1], layer.pad[2], layer.pad[3]],
-            ))
-            if layer.leaky is not None:
-                nodes.append(helper.make_node(
-                    "LeakyRelu", [deconv_out], [blob(layer.output)], name=f"{tag}_act",
                     alpha=layer.leaky,
                 ))
         elif isinstance(layer, GlobalAvgPool):
