@@ -37,11 +37,12 @@ class ProcessedExecutor(ClosingExecutor):
         self.precision = getattr(inner, "precision", None)
         self.device = getattr(inner, "device", None)
         self._graph = model.graph()
-        self._gated = bool(se_blocks(self._graph))
-        self.exact_passes = 0  # tiled frames that gathered pooled means first
+        self._pools = bool(se_blocks(self._graph))
+        self.frames_gathered = 0  # tiled frames whose pooled means were gathered first
 
     def set_tile(self, tile: tuple[int, int] | None) -> None:
-        """The largest (height, width) one network call may take; None for whole frames."""
+        """The largest part of a frame, (height, width), one network call covers (it sees the
+        margin more on each side); None for whole frames."""
         self.tile = tile
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -56,7 +57,7 @@ class ProcessedExecutor(ClosingExecutor):
             if extract is None:
                 raise ExecutorError(f"{self.name} cannot run {self.model.name} in tiles; "
                                     "give it whole frames (--tile 0)")
-            self.exact_passes += self._gated
+            self.frames_gathered += self._pools
             raw = np.stack([run_exact(item, (rh, rw), self.tile, self._graph, margin, extract)
                             for item in prepared])
         return finish(raw, batch, self.scale, self.processing)
