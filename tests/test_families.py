@@ -26,8 +26,10 @@ FAMILY_MODELS = ["realcugan-x2-conservative", "realcugan-x3-denoise3", "realcuga
 # On ONNX Runtime one model of each family, on OpenVINO and PyTorch one; ncnn runs them all.
 BUILT_RUNS = [("onnxruntime", "realcugan-x2-conservative"),
               ("onnxruntime", "waifu2x-cunet-x2-noise1"), ("openvino", "realcugan-x4-no-denoise"),
-              pytest.param("torch", "waifu2x-cunet-x1-noise0", marks=pytest.mark.skipif(
-                  importlib.util.find_spec("torch") is None, reason="torch not installed"))]
+              # 40 s here, most of it PyTorch's start on the busy 2 cores.
+              pytest.param("torch", "waifu2x-cunet-x1-noise0", marks=[pytest.mark.slow,
+                  pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                     reason="torch not installed")])]
 SIZE = (70, 93)  # held out: not a multiple of 2 or 4, and over 64 px for two tiles a side
 
 
