@@ -27,7 +27,7 @@ from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.models.builds import mlpackage_file
 from upscaler.models.cache import BuildKey, built_path
 from upscaler.models.coreml_builder import resample_matrix
-from upscaler.models.graph import Conv, PReLU
+from upscaler.models.graph import Conv, Deconv, PReLU
 from upscaler.models.registry import MODELS, ModelRef, resolve_model
 from upscaler.pixels import from_planes, to_planes
 from upscaler.tiling import choose_tile
@@ -311,7 +311,7 @@ def test_unavailable_reason_matches_platform() -> None:
 # fp16 programs run op by op in numpy give 76-90 dB (above), Core ML's own fp16 kernels less.
 @macos
 @pytest.mark.macos
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(n for n, s in MODELS.items() if s.processing is None))
 def test_coreml_predicts_like_ncnn(name: str, cel: np.ndarray) -> None:
     model = resolve_model(name)
     package = mlpackage_file(model, TILE, 1)
@@ -353,3 +353,25 @@ def test_coreml_runs_a_frame_at_its_own_shape(cel: np.ndarray) -> None:
     assert out.dtype == tiled.dtype == np.uint8
     assert psnr(out, expected, 255) >= 45
     assert psnr(tiled, out, 255) >= 45
+
+
+@pytest.mark.parametrize("name", ["realcugan-x2-conservative", "waifu2x-cunet-x1-noise0"])
+def test_family_package_spec(name: str) -> None:
+    """Real-CUGAN and waifu2x build as their unpadded networks: (L + 2 * margin) in, scale * L
+    out, with the deconvolutions' weights and the squeeze-excitation ops."""
+    model = resolve_model(name)
+    side = 40 + 2 * model.margin
+    package = mlpackage_file(model, side, 1)
+    spec = ct.utils.load_spec(str(package))
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert list(inp.type.multiArrayType.shape) == [1, 3, side, side]
+    assert list(out.type.multiArrayType.shape) == [1, 3, 40 * model.scale, 40 * model.scale]
+    ops = load_program(package).operations
+    kinds = {op.op_type for op in ops}
+    assert {"conv_transpose", "reduce_mean", "sigmoid", "crop", "mul"} <= kinds
+    source = [layer for layer in model.graph().layers if isinstance(layer, Deconv)]
+    stored = [op for op in ops if op.op_type == "conv_transpose"]
+    assert len(stored) == len(source)
+    for op, layer in zip(stored, source, strict=True):
+        # fp16 as stored (Real-CUGAN's files), or rounded once to fp16 (waifu2x's are fp32).
+        assert np.array_equal(op.weight.val, layer.weight.astype(np.float16))

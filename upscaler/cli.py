@@ -311,7 +311,10 @@ def _list_models(argv: Sequence[str]) -> int:
         ref = resolve_model(name)
         kinds = [kind for kind, default in DEFAULT_MODELS.items() if default == name]
         mark = f" (default for {' and '.join(k + 's' for k in kinds)})" if kinds else ""
-        print(f"{name}{mark}  x{spec.scale}  {spec.description}")
+        # Million multiply-accumulates per input pixel: the model's work, whatever runs it.
+        cost = ref.graph().macs_per_pixel() / 1e6
+        print(f"{name}{mark}  x{spec.scale}  {spec.family}  {cost:.2f} MMAC/px  "
+              f"{spec.description}")
         print(f"    source: {ref.path}")
         for built in cache.cached_builds(ref):
             print(f"    built:  {built}")

@@ -137,6 +137,12 @@ class FrameUpscaler:
                            max_side=self.tile or None)
 
     def _run(self, frame: np.ndarray, plan: TilePlan) -> np.ndarray:
+        if getattr(self.executor, "exact_tiles", False):
+            # It tiles exactly itself (executors/processed.py): the whole frame, and the
+            # plan's tile shape as its limit.
+            whole = len(plan.tiles) == 1 and plan.padded_shape == (plan.height, plan.width)
+            self.executor.set_tile(None if whole else plan.tile)  # type: ignore[attr-defined]
+            return self._run_whole(frame)
         if self.reshapes and self.executor.fixed_tile != plan.tile:
             self.executor.reshape(*plan.tile)  # type: ignore[attr-defined]  # see can_reshape
         if len(plan.tiles) == 1 and plan.padded_shape == (plan.height, plan.width):

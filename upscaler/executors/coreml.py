@@ -104,12 +104,15 @@ class CoreMLExecutor(ClosingExecutor):
         batch, channels, height, width = in_shape
         if channels != 3:
             raise ModelError(f"input {in_shape} is not RGB", path)
-        if out_shape[2] % height or out_shape[2] // height != out_shape[3] // width:
+        # Unpadded networks (Real-CUGAN, waifu2x) return scale * (L - 2 * margin).
+        inner_h, inner_w = height - 2 * self._source.margin, width - 2 * self._source.margin
+        if (inner_h < 1 or out_shape[2] % inner_h
+                or out_shape[2] // inner_h != out_shape[3] // inner_w):
             raise ModelError(f"output {out_shape} is not an integer multiple of input "
                              f"{in_shape}", path)
         self._model, self._batch = model, batch
         self.fixed_tile = (height, width)
-        self.scale = out_shape[2] // height
+        self.scale = out_shape[2] // inner_h
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s). A package built here

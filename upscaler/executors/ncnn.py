@@ -142,6 +142,7 @@ class NcnnExecutor(ClosingExecutor):
         if model.scale is None:
             raise ModelError("scale of the ncnn model is unknown", model.path)
         self.scale: int = model.scale
+        self._margin = model.margin  # unpadded networks return scale * (L - 2 * margin)
         self.precision: PrecisionName = options.precision or "fp16"
         self.path = model.path
 
@@ -181,11 +182,41 @@ class NcnnExecutor(ClosingExecutor):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         n, _, h, w = batch.shape
-        out = np.empty((n, 3, h * self.scale, w * self.scale), np.float32)
+        out = np.empty((n, 3, *self._out_size(h, w)), np.float32)
         for i in range(n):
             tile = np.ascontiguousarray(batch[i], dtype=np.float32)
             self._run_one(tile, h, w, _FloatPlanes(out[i]))
         return out
+
+    def _out_size(self, h: int, w: int) -> tuple[int, int]:
+        s, m = self.scale, self._margin
+        if min(h, w) <= 2 * m:
+            raise ExecutorError(f"ncnn: a {h}x{w} input is too small for a network that "
+                                f"consumes {m} px on each side", self.path)
+        return s * (h - 2 * m), s * (w - 2 * m)
+
+    def extract(self, planes: np.ndarray, feeds: dict[str, np.ndarray], target: str,
+                ) -> np.ndarray:
+        """Blob `target` for float32 input planes (3, h, w), with the blobs in `feeds` given
+        rather than computed (whole-frame pooled means, models/exact.py); a copy."""
+        import ncnn
+
+        # ncnn.Mat borrows numpy's memory: `arrays` keeps it alive until the extraction ends.
+        data = np.ascontiguousarray(planes, dtype=np.float32)
+        arrays = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in feeds.items()}
+        mats = {name: ncnn.Mat(v) for name, v in arrays.items()}
+        with self._net.create_extractor() as extractor:
+            extractor.input(self._input_blob, ncnn.Mat(data))
+            for name, mat in mats.items():
+                extractor.input(name, mat)
+            status, mat_out = extractor.extract(target)
+            if status == _NCNN_OOM:
+                raise OutOfMemoryError(f"ncnn ({self.device}): out of memory for a "
+                                       f"{data.shape[1]}x{data.shape[2]} tile")
+            if status != 0:
+                raise ExecutorError(f"ncnn ({self.device}) failed extracting {target!r} "
+                                    f"(error {status})", self.path)
+            return np.array(mat_out)
 
     def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) pixels -> (N, h*s, w*s, 3) of the same dtype; see Executor.
@@ -195,7 +226,7 @@ class NcnnExecutor(ClosingExecutor):
         copy of it (a 2560x1440 output is 44 MB of floats).
         """
         n, h, w, _ = tiles.shape
-        out = np.empty((n, h * self.scale, w * self.scale, 3), tiles.dtype)
+        out = np.empty((n, *self._out_size(h, w), 3), tiles.dtype)
         for i in range(n):
             self._run_one(self._pixel_mat(tiles[i]), h, w, _Pixels(out[i]))
         return out
@@ -216,7 +247,7 @@ class NcnnExecutor(ClosingExecutor):
         """One tile, whole or with the upsampling tail apart, into `out`."""
         if self._tail is None or h * w <= TAIL_TILE**2:
             self._extract(self._input_blob, data, self._output_blob,
-                          (3, h * self.scale, w * self.scale), out.put_whole)
+                          (3, *self._out_size(h, w)), out.put_whole)
         else:
             body = self._extract(self._input_blob, data, self._tail.blob, None, np.array)
             self._run_tail(body, out)

@@ -126,6 +126,9 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         if options.threads:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
+        self._model = model
+        self._session_options, self._providers = session_options, providers
+        self._parts: dict[tuple[str, tuple[str, ...]], Any] = {}
         try:
             self._session = ort.InferenceSession(str(path), session_options, providers=providers)
         except Exception as e:  # ORT's pybind exceptions share no base class but Exception
@@ -220,9 +223,40 @@ class OnnxRuntimeExecutor(ClosingExecutor):
             feed.shape)
         return np.asarray(out, dtype=np.float32)
 
+    def extract(self, planes: np.ndarray, feeds: dict[str, np.ndarray], target: str,
+                ) -> np.ndarray:
+        """Blob `target` for float32 input planes (3, h, w), with the vector blobs in `feeds`
+        given rather than computed (whole-frame pooled means, models/exact.py).
+
+        Each (target, feeds) pair is a part of the graph built into a session of its own the
+        first time, in memory: ONNX Runtime would run every node of the whole model.
+        """
+        key = (target, tuple(sorted(feeds)))
+        session = self._parts.get(key)
+        if session is None:
+            import onnxruntime as ort
+
+            from upscaler.models.onnx_builder import build_onnx
+
+            part = self._model.graph().part(target, key[1])
+            proto = build_onnx(part, "fp16" if self.precision == "fp16" else "fp32")
+            session = ort.InferenceSession(proto.SerializeToString(), self._session_options,
+                                           providers=self._providers)
+            self._parts[key] = session
+        feed = {self._input_name: planes[None].astype(self._input_dtype, copy=False)}
+        for name in part_inputs(session)[1:]:
+            feed[name] = feeds[name].reshape(1, -1, 1, 1).astype(self._input_dtype)
+        (out,) = self._call(lambda: session.run(None, feed), planes.shape)
+        return np.asarray(out[0], dtype=np.float32)
+
     def close(self) -> None:
+        self._parts.clear()
         self._session = None  # type: ignore[assignment]
         self._output = None
+
+
+def part_inputs(session: Any) -> list[str]:
+    return [i.name for i in session.get_inputs()]
 
 
 def _static_dims(shape: list[Any], path: Any) -> tuple[int | None, ...]:

@@ -90,6 +90,8 @@ class OpenVinoExecutor(ClosingExecutor):
         }
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = options.threads
+        self._model, self._core, self._config = model, core, config
+        self._parts: dict[tuple[str, tuple[str, ...]], Any] = {}
         try:
             self._compiled = core.compile_model(ov_model, self.device, config)
         except RuntimeError as e:
@@ -161,7 +163,28 @@ class OpenVinoExecutor(ClosingExecutor):
                 results.append(np.array(request.get_output_tensor(0).data, dtype=np.float32))
         return np.concatenate(results)
 
+    def extract(self, planes: np.ndarray, feeds: dict[str, np.ndarray], target: str,
+                ) -> np.ndarray:
+        """Blob `target` for float32 input planes (3, h, w), with the vector blobs in `feeds`
+        given rather than computed (whole-frame pooled means, models/exact.py); each (target,
+        feeds) pair is a part of the graph compiled the first time, from memory."""
+        key = (target, tuple(sorted(feeds)))
+        if key not in self._parts:
+            from upscaler.models.onnx_builder import build_onnx
+
+            part = self._model.graph().part(target, key[1])
+            ov_model = self._core.read_model(build_onnx(part).SerializeToString())
+            compiled = self._core.compile_model(ov_model, self.device, self._config)
+            self._parts[key] = (compiled.create_infer_request(), tuple(part.given))
+        request, given = self._parts[key]
+        inputs = {"input": np.ascontiguousarray(planes[None], dtype=np.float32)}
+        for name in given:
+            inputs[name] = np.ascontiguousarray(feeds[name].reshape(1, -1, 1, 1), np.float32)
+        out = self._guarded(lambda: request.infer(inputs)[0], planes.shape)
+        return np.array(out[0], dtype=np.float32)
+
     def close(self) -> None:
+        self._parts.clear()
         self._parallel = []
         self._request = None  # type: ignore[assignment]
         self._compiled = None  # type: ignore[assignment]

@@ -114,6 +114,15 @@ def _construct(name: str, model: ModelRef, options: ExecutorOptions) -> Executor
     module_name, _, class_name = EXECUTORS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     executor: Executor = cls(model, options)
+    if model.processing is not None:
+        # Real-CUGAN and waifu2x: the network runs inside its family's processing.
+        from upscaler.executors.processed import ProcessedExecutor
+
+        try:
+            return ProcessedExecutor(executor, model)
+        except BaseException:
+            executor.close()
+            raise
     return executor
 
 

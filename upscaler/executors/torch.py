@@ -123,6 +123,8 @@ class TorchExecutor(ClosingExecutor):
                 raise ModelError(f"non-integer scale {scale} is not supported", model.path)
             self._call = build_torch_module(graph).to(self.device, self._dtype)
             self.scale = int(scale)
+            self._model = model
+            self._parts: dict[tuple[str, tuple[str, ...]], Any] = {}
         else:
             raise ExecutorError(f"torch: cannot run {model.kind} models, only the named "
                                 f"models and .pth, .pt or .safetensors files", model.path)
@@ -176,5 +178,25 @@ class TorchExecutor(ClosingExecutor):
         return ExecutorError(f"torch ({self.device}) failed on input {tuple(shape)}: "
                              f"{one_line(e)}", self.path)
 
+    def extract(self, planes: np.ndarray, feeds: dict[str, np.ndarray], target: str,
+                ) -> np.ndarray:
+        """Blob `target` for float32 input planes (3, h, w), with the vector blobs in `feeds`
+        given rather than computed (whole-frame pooled means, models/exact.py)."""
+        import torch
+
+        from upscaler.models.torch_builder import build_torch_module
+
+        key = (target, tuple(sorted(feeds)))
+        if key not in self._parts:
+            part = self._model.graph().part(target, key[1])
+            self._parts[key] = build_torch_module(part).to(self.device, self._dtype)
+        given = {name: torch.from_numpy(np.asarray(v, np.float32).reshape(1, -1, 1, 1))
+                 .to(self.device, self._dtype) for name, v in feeds.items()}
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(planes[None], dtype=np.float32))
+            y = self._parts[key](x.to(self.device, self._dtype), given)
+            return y[0].float().cpu().numpy()
+
     def close(self) -> None:
+        self._parts = {}
         self._call = None

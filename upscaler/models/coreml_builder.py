@@ -24,8 +24,13 @@ import numpy as np
 
 from upscaler.errors import ModelError
 from upscaler.models.graph import (
+    ChannelScale,
     Concat,
     Conv,
+    Crop,
+    Deconv,
+    Dense,
+    GlobalAvgPool,
     Graph,
     PixelShuffle,
     PReLU,
@@ -171,6 +176,43 @@ def _translate(mb: Any, graph: Graph, x: Any, hw: tuple[int, int]) -> Any:
             out = mb.pixel_shuffle(x=blobs[layer.input], upscale_factor=layer.factor, name=tag)
             h, w = sizes[layer.input]
             sizes[layer.output] = (h * layer.factor, w * layer.factor)
+        elif isinstance(layer, Deconv):
+            top, left, bottom, right = layer.pad
+            h, w = sizes[layer.input]
+            kh, kw = layer.weight.shape[2:]
+            sh, sw = layer.stride
+            out = mb.conv_transpose(
+                x=blobs[layer.input], weight=layer.weight.astype(np.float32),
+                bias=None if layer.bias is None else layer.bias.astype(np.float32),
+                strides=[sh, sw], pad_type="custom", pad=[top, bottom, left, right], name=tag,
+            )
+            if layer.leaky is not None:
+                out = mb.leaky_relu(x=out, alpha=float(layer.leaky), name=f"{tag}_act")
+            sizes[layer.output] = ((h - 1) * sh + kh - top - bottom,
+                                   (w - 1) * sw + kw - left - right)
+        elif isinstance(layer, GlobalAvgPool):
+            # Vector blobs stay (N, C, 1, 1), as in the ONNX build.
+            out = mb.reduce_mean(x=blobs[layer.input], axes=[2, 3], keep_dims=True, name=tag)
+            sizes[layer.output] = (1, 1)
+        elif isinstance(layer, Dense):
+            out = mb.conv(x=blobs[layer.input],
+                          weight=layer.weight.astype(np.float32)[:, :, None, None],
+                          bias=None if layer.bias is None else layer.bias.astype(np.float32),
+                          name=tag)
+            if layer.activation == "relu":
+                out = mb.relu(x=out, name=f"{tag}_act")
+            elif layer.activation == "sigmoid":
+                out = mb.sigmoid(x=out, name=f"{tag}_act")
+            sizes[layer.output] = (1, 1)
+        elif isinstance(layer, ChannelScale):
+            out = mb.mul(x=blobs[layer.inputs[0]], y=blobs[layer.inputs[1]], name=tag)
+            sizes[layer.output] = sizes[layer.inputs[0]]
+        elif isinstance(layer, Crop):
+            top, left, bottom, right = layer.crop
+            h, w = sizes[layer.input]
+            out = mb.crop(x=blobs[layer.input], crop_height=[top, bottom],
+                          crop_width=[left, right], name=tag)
+            sizes[layer.output] = (h - top - bottom, w - left - right)
         else:  # pragma: no cover - Graph admits no other layer
             raise ModelError(f"layer {type(layer).__name__} has no Core ML translation")
         blobs[layer.output] = out

