@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -37,6 +38,9 @@ from upscaler.heap import keep_frame_buffers
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, run_task
 from upscaler.plan import PlanError, Task, plan_jobs
+
+if TYPE_CHECKING:
+    from upscaler.models.registry import ModelRef
 
 PROG = "upscale"
 # How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
@@ -119,7 +123,9 @@ class _Bars:
             self.inner.total = state.total
         if state.tiles:
             self.inner.set_postfix_str(f"reused {state.frames_reused} frames, "
-                                       f"{state.tiles_reused}/{state.tiles} tiles", refresh=False)
+                                       f"{state.tiles_reused}/{state.tiles} tiles, computed "
+                                       f"{state.computed_share:.0%} of the pixels",
+                                       refresh=False)
         self.inner.update(state.finished - self.inner.n)
 
     def job_done(self) -> None:
@@ -226,9 +232,21 @@ def _list_models(argv: Sequence[str]) -> int:
         mark = f" (default for {' and '.join(k + 's' for k in kinds)})" if kinds else ""
         print(f"{name}{mark}  x{spec.scale}  {spec.description}")
         print(f"    source: {ref.path}")
+        print(f"    {_reach_line(ref)}")
         for built in cache.cached_builds(ref):
             print(f"    built:  {built}")
     return 0
+
+
+def _reach_line(ref: ModelRef) -> str:
+    """How far the model sees, and the margins of the dirty regions reuse recomputes."""
+    field = ref.receptive_field()
+    seen = "the whole frame" if field is None else f"{field:g} px"
+    reach = ref.dirty_reach()
+    if reach is None:
+        return f"receptive field: {seen}; a changed tile is recomputed whole"
+    return (f"receptive field: {seen}; dirty regions grow {reach.change} px around a change "
+            f"and run with {reach.context} px of context")
 
 
 def _jobs(args: argparse.Namespace) -> list[Job]:
@@ -317,7 +335,8 @@ def _run(tasks: list[Task], bars: _Bars,
             bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
         if state.tiles and not bars.quiet:
             bars.say(f"{PROG}: {state.label}: held drawings reused: {state.frames_reused} "
-                     f"frames whole, {state.tiles_reused} of {state.tiles} tiles")
+                     f"frames whole, {state.tiles_reused} of {state.tiles} tiles; the model "
+                     f"ran on {state.computed_share:.1%} of the pixels")
         tally.add(task, state)
     if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
         bars.say(tally.summary())

