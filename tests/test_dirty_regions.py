@@ -202,11 +202,11 @@ def upscale(src: Path, dst: Path, *extra: str) -> Run:
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Run, Run]]:
-    """Lip flaps and a pan, 120x200, each with reuse and with --no-reuse."""
+    """Lip flaps (9 frames) and a pan (6), 112x192, each with reuse and with --no-reuse."""
     tmp = tmp_path_factory.mktemp("dirty")
     out = {}
-    for kind in ("lipflaps", "pan"):
-        src = write_clip(tmp / f"{kind}.mkv", scene(kind, 12, 120, 200), crf=18)
+    for kind, frames in (("lipflaps", 9), ("pan", 6)):
+        src = write_clip(tmp / f"{kind}.mkv", scene(kind, frames, 112, 192), crf=18)
         out[kind] = (upscale(src, tmp / f"{kind}-reuse.mkv"),
                      upscale(src, tmp / f"{kind}-plain.mkv", "--no-reuse"))
     return out

@@ -73,7 +73,7 @@ MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec("realesrgan-x4plus-anime", 4, "REALESRGAN_X4PLUSANIME_UP4X",
                   "RRDBNet, 6 blocks: the sharpest for anime stills and illustration",
-                  border=5, overlap=24, reach=Reach(change=24, context=24)),
+                  border=5, overlap=24, reach=Reach(change=12, context=12)),
         ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
                   "SRVGGNetCompact: about 8x faster, made for anime video", border=10,
                   reach=VIDEO_REACH),
