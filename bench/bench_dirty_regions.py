@@ -1,7 +1,7 @@
 """Dirty regions, the acceptance run: held drawings whose small changes alone are recomputed.
 
     python bench/bench_dirty_regions.py [--frames 12] [--crf 18] [--clips threes lipflaps pan]
-    python bench/bench_dirty_regions.py --reach [--model NAME]
+    python bench/bench_dirty_regions.py --reach [--model NAME] [--size 160]
 
 Draws each clip (samples/anim.py), encodes it with x264 at --crf so that held drawings carry
 coding noise, and runs
@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +45,7 @@ sys.path.insert(0, str(ROOT / "samples"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from anim import scene, write_clip  # noqa: E402
-from bench_reuse import decode, ncnn_bare, psnr  # noqa: E402
+from bench_reuse import decode, ncnn_bare, psnr, run_job  # noqa: E402
 
 SHARE = re.compile(r"the model ran on ([\d.]+)% of the pixels")
 CLIPS = {
@@ -59,15 +57,8 @@ CLIPS = {
 
 def job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, float | None]:
     """Seconds the whole `upscale` job takes, and the share of pixels it computed."""
-    args = [sys.executable, "-m", "upscaler", str(src), "-o", str(dst), "--model", model,
-            "--crf", "0", "--overwrite", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
-    done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"upscale failed: {done.stderr.strip().splitlines()[-1]}")
-    found = SHARE.search(done.stderr)
+    seconds, stderr = run_job(src, dst, model, *extra)
+    found = SHARE.search(stderr)
     return seconds, float(found.group(1)) / 100 if found else None
 
 
@@ -133,12 +124,13 @@ def main() -> None:
     parser.add_argument("--crf", type=int, default=18, help="x264 CRF of the drawn source")
     parser.add_argument("--clips", nargs="+", choices=list(CLIPS), default=list(CLIPS))
     parser.add_argument("--reach", action="store_true", help="measure the models' reach")
+    parser.add_argument("--size", type=int, default=160, help="the drawn cel's side (--reach)")
     parser.add_argument("--model", nargs="+",
                         default=["realesr-animevideov3", "realesrgan-x4plus-anime"])
     args = parser.parse_args()
     if args.reach:
         for model in args.model:
-            measure_reach(model)
+            measure_reach(model, args.size)
         return
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start; x264 CRF "
           f"{args.crf}")
