@@ -72,8 +72,8 @@ def ncnn_bare(model: str, frames: list[np.ndarray]) -> float:
     return time.perf_counter() - start
 
 
-def job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, tuple[int, ...] | None]:
-    """Seconds the whole `upscale` job takes, and its reuse counts (None with --no-reuse)."""
+def run_job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, str]:
+    """Seconds the whole `upscale` job takes (lossless output), and what it wrote to stderr."""
     args = [sys.executable, "-m", "upscaler", str(src), "-o", str(dst), "--model", model,
             "--crf", "0", "--overwrite", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -82,7 +82,13 @@ def job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, tuple[int
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"upscale failed: {done.stderr.strip().splitlines()[-1]}")
-    found = SUMMARY.search(done.stderr)
+    return seconds, done.stderr
+
+
+def job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, tuple[int, ...] | None]:
+    """Seconds the whole `upscale` job takes, and its reuse counts (None with --no-reuse)."""
+    seconds, stderr = run_job(src, dst, model, *extra)
+    found = SUMMARY.search(stderr)
     return seconds, tuple(int(v) for v in found.groups()) if found else None
 
 

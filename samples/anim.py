@@ -6,6 +6,7 @@ that held drawings are no longer bit-identical after decoding.
 
     twos / threes   a figure moving one drawing every 2 / 3 frames over a still background
     mouth           a held figure whose small mouth opens and closes on threes
+    lipflaps        as mouth, and the eyes blink (shut for one drawing in four)
     pan             the camera slides over the background, 1 px a frame (`pan_speed`)
     fade            a held drawing fading to black over the scene
     grain           a held drawing with new film grain on every frame
@@ -23,7 +24,7 @@ from draw import draw_details, draw_head, draw_landscape
 
 from upscaler.media import ffmpeg
 
-SCENES = ("twos", "threes", "mouth", "pan", "fade", "grain", "cuts", "still")
+SCENES = ("twos", "threes", "mouth", "lipflaps", "pan", "fade", "grain", "cuts", "still")
 MOUTH_CYCLE = (0.0, 0.5, 1.0, 0.5)  # open amounts, one per drawing
 
 
@@ -36,7 +37,7 @@ def background(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 def figure(bg: np.ndarray, drawing: int, mouth: float | None = 0.0,
-           moves: bool = True) -> np.ndarray:
+           moves: bool = True, eyes: bool = True) -> np.ndarray:
     """`bg` with the head of drawing number `drawing`: it walks right and bobs as drawings go
     by (unless `moves` is off)."""
     img = bg.copy()
@@ -44,7 +45,7 @@ def figure(bg: np.ndarray, drawing: int, mouth: float | None = 0.0,
     step = drawing if moves else 0
     cx = int(width * 0.3) + 3 * step
     cy = int(height * 0.45) + (2 if step % 2 else 0)
-    draw_head(img, cx, cy, int(min(height, width) * 0.2), mouth)
+    draw_head(img, cx, cy, int(min(height, width) * 0.2), mouth, eyes)
     return img
 
 
@@ -62,6 +63,10 @@ def scene(kind: str, frames: int, height: int = 180, width: int = 320, *,
         bg = background(height, width, seed)
         return [figure(bg, 0, MOUTH_CYCLE[(i // 3) % len(MOUTH_CYCLE)], moves=False)
                 for i in range(frames)]
+    if kind == "lipflaps":
+        bg = background(height, width, seed)
+        return [figure(bg, 0, MOUTH_CYCLE[(i // 3) % len(MOUTH_CYCLE)], moves=False,
+                       eyes=(i // 3) % 4 != 2) for i in range(frames)]
     if kind == "pan":
         travel = int(np.ceil(pan_speed * frames)) + 1
         wide = figure(background(height, width + travel, seed), 0)

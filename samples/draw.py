@@ -50,10 +50,12 @@ def draw_landscape(height: int, width: int, t: float, rng: np.random.Generator) 
     return img
 
 
-def draw_head(img: np.ndarray, cx: int, cy: int, r: int, mouth: float | None = None) -> None:
+def draw_head(img: np.ndarray, cx: int, cy: int, r: int, mouth: float | None = None,
+              eyes: bool = True) -> None:
     """A character-like head of radius `r` at (cx, cy): face, hair, eyes, with cel shading.
 
     mouth: None draws none; 0 a closed mouth (a short line), up to 1 a mouth open about r/6.
+    eyes: open, or shut (a blink: each eye a short line).
     """
     line = line_width(img)
     cv2.circle(img, (cx, cy), r, (250, 220, 200), -1, cv2.LINE_AA)
@@ -66,6 +68,11 @@ def draw_head(img: np.ndarray, cx: int, cy: int, r: int, mouth: float | None = N
                 cv2.LINE_AA)
     for ex in (-1, 1):
         ec = (cx + ex * r // 3, cy + r // 6)
+        if not eyes:
+            half = max(r // 8, 2)
+            cv2.line(img, (ec[0] - half, ec[1]), (ec[0] + half, ec[1]), (20, 20, 40), line,
+                     cv2.LINE_AA)
+            continue
         cv2.ellipse(img, ec, (max(r // 8, 2), max(r // 5, 3)), 0, 0, 360, (60, 120, 200), -1,
                     cv2.LINE_AA)
         cv2.ellipse(img, ec, (max(r // 8, 2), max(r // 5, 3)), 0, 0, 360, (20, 20, 40), line,

@@ -148,6 +148,10 @@ def test_models_lists_registry_and_built_files(capsys: pytest.CaptureFixture[str
                  "realesrgan-x4plus"):
         assert name in out
     assert "built:" in out and ".onnx" in out
+    # The receptive field derived from each graph, and the margins of dirty regions.
+    assert ("receptive field: 18 px; dirty regions grow 12 px around a change and run with "
+            "12 px of context") in out
+    assert "receptive field: 93.25 px;" in out
 
 
 def test_models_lists_built_files_only_under_their_own_model(

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -41,6 +42,9 @@ from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, run_task
 from upscaler.plan import PlanError, Task, plan_jobs
 from upscaler.version import __version__
+
+if TYPE_CHECKING:
+    from upscaler.models.registry import ModelRef
 
 PROG = "upscale"
 # How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
@@ -196,7 +200,9 @@ class _Bars:
             self.inner.total = state.total
         if state.tiles:
             self.inner.set_postfix_str(f"reused {state.frames_reused} frames, "
-                                       f"{state.tiles_reused}/{state.tiles} tiles", refresh=False)
+                                       f"{state.tiles_reused}/{state.tiles} tiles, computed "
+                                       f"{state.computed_share:.0%} of the pixels",
+                                       refresh=False)
         self.inner.update(state.finished - self.inner.n)
 
     def job_done(self) -> None:
@@ -316,9 +322,21 @@ def _list_models(argv: Sequence[str]) -> int:
         print(f"{name}{mark}  x{spec.scale}  {spec.family}  {cost:.2f} MMAC/px  "
               f"{spec.description}")
         print(f"    source: {ref.path}")
+        print(f"    {_reach_line(ref)}")
         for built in cache.cached_builds(ref):
             print(f"    built:  {built}")
     return 0
+
+
+def _reach_line(ref: ModelRef) -> str:
+    """How far the model sees, and the margins of the dirty regions reuse recomputes."""
+    field = ref.receptive_field()
+    seen = "the whole frame" if field is None else f"{field:g} px"
+    reach = ref.dirty_reach()
+    if reach is None:
+        return f"receptive field: {seen}; a changed tile is recomputed whole"
+    return (f"receptive field: {seen}; dirty regions grow {reach.change} px around a change "
+            f"and run with {reach.context} px of context")
 
 
 def _jobs(args: argparse.Namespace) -> list[Job]:
@@ -407,7 +425,8 @@ def _run(tasks: list[Task], bars: _Bars,
             bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
         if state.tiles and not bars.quiet:
             bars.say(f"{PROG}: {state.label}: held drawings reused: {state.frames_reused} "
-                     f"frames whole, {state.tiles_reused} of {state.tiles} tiles")
+                     f"frames whole, {state.tiles_reused} of {state.tiles} tiles; the model "
+                     f"ran on {state.computed_share:.1%} of the pixels")
         if state.stages is not None and state.stages.model.busy and not bars.quiet:
             bars.say(f"{PROG}: {state.label}: {state.stages.report()}")
         tally.add(task, state)

@@ -6,16 +6,20 @@ is cut into the fewest tiles that fit (see tiling.choose_tile). When the executo
 memory the tile side is halved and the frame retried; the smaller cap is kept for the frames
 after it, so a long video pays for finding it only once.
 With a `TileReuse`, tiles whose input has not changed since they were last computed take their
-stored output instead of a model pass (see reuse.py).
+stored output instead of a model pass (see reuse.py). With the model's `Reach` as well, a tile
+that did change is compared block by block with the input last computed there, and only its
+dirty regions go through the model, pasted into the held output (see dirty.py).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 
 import numpy as np
 
 from upscaler.borders import crop_frame, pad_frame
+from upscaler.dirty import Reach, batches, changed_blocks, plan_regions
 from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
 from upscaler.executors.base import Executor
 from upscaler.pixels import run_pixels
@@ -38,7 +42,10 @@ class FrameUpscaler:
     chooses for each frame size, so that its tiles divide the frame with no padding.
     border: pixels mirrored out on every side of a frame before the model and cropped after (see
     borders.py; the model's `border`); the plan covers the padded frame. reuse: held-tile reuse
-    (video), None for none.
+    (video), None for none. reach: the model's margins around a change (dirty.Reach); with
+    reuse, a changed tile then recomputes only its dirty regions. None (a model that sees the
+    whole frame, or one whose reach is unknown) recomputes changed tiles whole, as does a
+    fixed-shape executor, whose only shape is the tile's.
 
     Attributes a caller may read: `tile`, `max_pixels`, `overlap` and `batch` as currently used
     (they shrink after an out-of-memory error), `tiles_run` (executor inputs run, a whole frame
@@ -47,13 +54,16 @@ class FrameUpscaler:
     more when a frame is padded before tiling) and given to the executor (`pixels_run`,
     overlaps and retries included), and the seconds spent inside the executor
     (`executor_seconds`), and `tiles_reused` (tiles given their stored output instead) and
-    `frames_reused` (frames for which the model did not run at all).
+    `frames_reused` (frames for which the model did not run at all), `tiles_patched` (tiles,
+    counted in `tiles_run` too, of which only dirty regions ran) and `full_pixels` (the
+    executor input pixels the same frames take with neither: pixels_run / full_pixels is the
+    share of the model's work done).
     """
 
     def __init__(self, executor: Executor, tile: int = 0, overlap: int = 16,
                  batch: int | None = 1, *, max_pixels: int | None = None,
                  min_tile: int = MIN_TILE, border: int = 0,
-                 reuse: TileReuse | None = None) -> None:
+                 reuse: TileReuse | None = None, reach: Reach | None = None) -> None:
         if tile < 0 or overlap < 0 or (batch is not None and batch < 1) or (
                 max_pixels is not None and max_pixels < 1):
             raise UsageError(f"invalid tiling: tile {tile}, overlap {overlap}, batch {batch}, "
@@ -79,6 +89,10 @@ class FrameUpscaler:
         self.reuse = reuse
         self.tiles_reused = 0
         self.frames_reused = 0
+        self.reach = reach
+        self.tiles_patched = 0
+        self.full_pixels = 0
+        self._stream = ""
         self._plans: dict[tuple[int, int, int, int | None, int], TilePlan] = {}
 
     @property
@@ -86,19 +100,22 @@ class FrameUpscaler:
         """True when the executor takes only its `fixed_tile` and cannot be rebuilt."""
         return self.executor.fixed_tile is not None and not self.reshapes
 
-    def upscale(self, frame: np.ndarray) -> np.ndarray:
+    def upscale(self, frame: np.ndarray, stream: str = "") -> np.ndarray:
         """(H, W, 3) RGB pixels, uint8 or uint16 -> (H*s, W*s, 3) of the same dtype.
 
         The frame stays in pixels throughout; each tile becomes float only at the executor's
         edge (pixels.py). A whole frame costs one conversion each way and no copy; a tiled one
         blends only the overlap bands (tiling.Stitcher). The result may be a view, read-only
-        where it is a held output (reuse): copy it before writing into it.
+        where it is a held output (reuse): copy it before writing into it. `stream` names the
+        sequence the frame belongs to for reuse: frames of another stream (a picture's alpha
+        beside its colours) are never compared with this one's.
         """
         if (frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 1 or frame.shape[1] < 1
                 or frame.dtype not in (np.uint8, np.uint16)):
             raise MediaError(f"expected an (H, W, 3) uint8 or uint16 RGB frame, got shape "
                              f"{frame.shape} {frame.dtype}")
         self.frame_pixels += frame.shape[0] * frame.shape[1]
+        self._stream = stream
         padded = pad_frame(frame, self.border)
         tiles_run = self.tiles_run
         while True:
@@ -114,6 +131,7 @@ class FrameUpscaler:
         self.frames_run += 1
         self.frames_reused += self.reuse is not None and self.tiles_run == tiles_run
         self.planned_pixels += plan.height * plan.width
+        self.full_pixels += plan.model_pixels
         # A view, not a copy: the writer takes it row by row (a 4K frame is 25 MB). It may be
         # a held output that reuse hands out again, and is then read-only.
         return crop_frame(out, self.border * self.executor.scale)
@@ -183,10 +201,18 @@ class FrameUpscaler:
                    ) -> list[np.ndarray]:
         """The executor's output for each tile of `batch`; `keys` say where each tile lies.
 
-        Tiles that `self.reuse` finds unchanged take their stored output and skip the model.
+        Tiles that `self.reuse` finds unchanged take their stored output and skip the model;
+        changed ones recompute only their dirty regions where they can (_run_dirty). Reuse
+        keys are the frame's stream and the tile's place.
         """
+        keys = [(self._stream, *key) for key in keys]  # type: ignore[misc]
         outs = [None if self.reuse is None else self.reuse.lookup(key, tile)
                 for key, tile in zip(keys, batch, strict=True)]
+        patched = 0
+        for i, out in enumerate(outs):
+            if out is None:
+                outs[i], ran = self._run_dirty(keys[i], batch[i])
+                patched += ran
         todo = [i for i, out in enumerate(outs) if out is None]
         if todo:
             run = batch if len(todo) == len(batch) else np.ascontiguousarray(batch[todo])
@@ -197,9 +223,46 @@ class FrameUpscaler:
                 outs[i] = upscaled
                 if self.reuse is not None:
                     self.reuse.store(keys[i], batch[i], upscaled)
-        self.tiles_run += len(todo)
-        self.tiles_reused += len(batch) - len(todo)
+        self.tiles_run += len(todo) + patched
+        self.tiles_patched += patched
+        self.tiles_reused += len(batch) - len(todo) - patched
         return outs  # type: ignore[return-value]  # every None was filled
+
+    def _run_dirty(self, key: Hashable, tile: np.ndarray,
+                   ) -> tuple[np.ndarray | None, bool]:
+        """The output of a changed `tile` from its held output with only the dirty regions
+        recomputed, and whether the model ran; (None, False) where the tile must run whole."""
+        if (self.reuse is None or self.reach is None or self.executor.fixed_tile is not None
+                or self.reshapes):
+            return None, False
+        held = self.reuse.held(key, tile)
+        if held is None:
+            return None, False
+        reference, output = held
+        height, width = tile.shape[:2]
+        regions = plan_regions(changed_blocks(tile, reference, self.reuse.rule), height,
+                               width, self.reach)
+        if regions is None:
+            return None, False
+        if not regions:
+            return output, False
+        s = self.executor.scale
+        result = np.array(output)  # the held one is read-only and may be out in the writer
+        for group in batches(regions, height, width):
+            runs = np.stack([tile[r.run.y0:r.run.y1, r.run.x0:r.run.x1] for r in group])
+            computed = self._execute(runs)
+            expected = (len(group), runs.shape[1] * s, runs.shape[2] * s, 3)
+            if computed.shape != expected:
+                raise ExecutorError(f"executor returned shape {computed.shape}, expected "
+                                    f"{expected}")
+            for region, upscaled in zip(group, computed, strict=True):
+                run, paste = region.run, region.paste
+                result[paste.y0 * s:paste.y1 * s, paste.x0 * s:paste.x1 * s] = upscaled[
+                    (paste.y0 - run.y0) * s:(paste.y1 - run.y0) * s,
+                    (paste.x0 - run.x0) * s:(paste.x1 - run.x0) * s]
+        self.reuse.patch(key, tile, result, [(slice(r.paste.y0, r.paste.y1),
+                                              slice(r.paste.x0, r.paste.x1)) for r in regions])
+        return result, True
 
     def _shrink(self, plan: TilePlan, error: OutOfMemoryError) -> None:
         """Make the next attempt smaller, or raise when nothing is left to shrink."""

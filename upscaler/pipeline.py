@@ -7,7 +7,7 @@ of the others. Progress is reported through a callback so that the library never
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +32,9 @@ class Progress:
     """What a job reports: `unit` is "image" or "frame"; `total` may be 0 when unknown.
 
     With held-frame reuse (video): `frames_reused` frames and `tiles_reused` of `tiles` tiles
-    took stored outputs instead of a model pass; `tiles` stays 0 when reuse is off.
+    took stored outputs instead of a model pass; `tiles` stays 0 when reuse is off. The model
+    ran on `model_pixels` input pixels where it would have on `full_pixels` without reuse
+    (dirty regions recompute parts of tiles): `computed_share`.
     """
 
     unit: str
@@ -51,10 +53,23 @@ class Progress:
     planned_pixels: int = 0
     model_pixels: int = 0
     model_seconds: float = 0.0
+    full_pixels: int = 0
 
     def count_work(self, frames: FrameUpscaler) -> None:
         self.frame_pixels, self.planned_pixels = frames.frame_pixels, frames.planned_pixels
         self.model_pixels, self.model_seconds = frames.pixels_run, frames.executor_seconds
+        self.full_pixels = frames.full_pixels
+
+    def count_reuse(self, frames: FrameUpscaler) -> None:
+        self.frames_reused, self.tiles_reused = frames.frames_reused, frames.tiles_reused
+        self.tiles = frames.tiles_run + frames.tiles_reused
+        self.model_pixels, self.full_pixels = frames.pixels_run, frames.full_pixels
+
+    @property
+    def computed_share(self) -> float:
+        """The model's work done over what it would have been without reuse (1.0 before any
+        frame; above 1 after retries for memory)."""
+        return self.model_pixels / self.full_pixels if self.full_pixels else 1.0
 
     @property
     def finished(self) -> int:
@@ -79,7 +94,8 @@ class Upscaler:
     def __init__(self, options: Options, media: MediaKind = "image", *,
                  reuse: bool = False) -> None:
         """media: what the frames are, which picks the default model; reuse: give held tiles
-        their stored output (video; see reuse.py)."""
+        their stored output, and recompute only the dirty regions of changed ones, within a
+        video segment or the frames of an animated picture (see reuse.py, dirty.py)."""
         self.options = options
         self.model = model = resolve_model(model_for(options.model, media))
         exec_opts = ExecutorOptions(
@@ -98,7 +114,8 @@ class Upscaler:
         self.frames = FrameUpscaler(self.executor, tile=options.tile or 0,
                                     overlap=_overlap(options, model), batch=options.batch,
                                     max_pixels=budget, border=model.border,
-                                    reuse=TileReuse() if reuse else None)
+                                    reuse=TileReuse() if reuse else None,
+                                    reach=model.dirty_reach() if reuse else None)
 
     @property
     def model_scale(self) -> int:
@@ -151,7 +168,18 @@ class Upscaler:
 
     def upscale_image(self, image: Image) -> Image:
         """Every frame of `image` (one for a still picture) upscaled; its metadata kept."""
-        return image.with_frames([self._upscale_pixels(p) for p in image.frames])
+        return image.with_frames(list(self.upscale_frames(image.frames)))
+
+    def upscale_frames(self, pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Pictures in the layouts to_model_input takes, upscaled one by one as a sequence:
+        with reuse, each is compared with the ones before it (an animation's frames), and
+        nothing is carried from an earlier sequence or into a later one."""
+        self.start_segment()
+        try:
+            for pixels in pictures:
+                yield self._upscale_pixels(pixels)
+        finally:
+            self.start_segment()  # held frames are not kept past the sequence
 
     def _upscale_pixels(self, pixels: np.ndarray) -> np.ndarray:
         src = to_model_input(pixels)
@@ -160,8 +188,9 @@ class Upscaler:
         alpha = None
         if src.alpha is not None:
             # Alpha goes through the model too: its edges are line art, which a resampler blurs.
+            # Reuse keeps it apart from the colours ("alpha"), at the same tile positions.
             gray = np.repeat(src.alpha[..., None], 3, axis=2)
-            mean = self.frames.upscale(gray).mean(axis=2)
+            mean = self.frames.upscale(gray, stream="alpha").mean(axis=2)
             alpha = self._finish(np.rint(mean).astype(src.dtype), height, width)
             alpha = settle_alpha(alpha, src.alpha)
         # The caller owns what it gets: a contiguous array of its own, not a view.
@@ -218,7 +247,9 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
         make_folder(task.output.parent)
         return _run_video(task.input, task.output, task.options, progress)
     with contextlib.ExitStack() as stack:
-        upscale_file(lambda: stack.enter_context(Upscaler(task.options)), task.input,
+        upscale_file(lambda: stack.enter_context(Upscaler(task.options,
+                                                          reuse=task.options.reuse)),
+                     task.input,
                      task.output, task.options)
     state.done = 1
     progress(state)
@@ -262,7 +293,7 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     if not todo:  # no bar for nothing to do: the summary says what was skipped
         return state
     progress(state)
-    with Upscaler(options) as upscaler:
+    with Upscaler(options, reuse=options.reuse) as upscaler:
         for path, out in todo:
             try:
                 upscale_file(lambda: upscaler, path, out, options)
@@ -288,8 +319,7 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
     def report(done: int, total: int) -> None:
         state.done, state.total = done, total
         if frames.reuse is not None:
-            state.frames_reused, state.tiles_reused = frames.frames_reused, frames.tiles_reused
-            state.tiles = frames.tiles_run + frames.tiles_reused
+            state.count_reuse(frames)
         progress(state)
 
     interrupted = False

@@ -176,6 +176,8 @@ class RayRunner:
                 state.frames_reused += result["frames_reused"]
                 state.tiles_reused += result["tiles_reused"]
                 state.tiles += result["tiles"]
+                state.model_pixels += result["model_pixels"]
+                state.full_pixels += result["full_pixels"]
                 on_frames(segment.count)
                 on_segment(segment, paths[n])
 
@@ -298,7 +300,7 @@ def _upscaler(options: Options, video: bool) -> Upscaler:
             _cached[1].close()
             _cached = None
         keep_frame_buffers()  # this worker process is ours for the run (see heap.py)
-        up = Upscaler(options, "video" if video else "image", reuse=video and options.reuse)
+        up = Upscaler(options, "video" if video else "image", reuse=options.reuse)
         _cached = (key, up)
     return _cached[1]
 
@@ -316,6 +318,7 @@ def _make_segment(options: Options, info: VideoInfo, segment: Segment,
     up = _upscaler(options, video=True)
     frames = up.frames
     before = frames.frames_reused, frames.tiles_reused, frames.tiles_run
+    pixels_before = frames.pixels_run, frames.full_pixels
     transform = up.upscale_frame
     crashes = os.environ.get(CRASHES)
     if crashes:
@@ -325,7 +328,9 @@ def _make_segment(options: Options, info: VideoInfo, segment: Segment,
     reused = frames.tiles_reused - before[1]
     return {"identity": up.identity(), "frames_reused": frames.frames_reused - before[0],
             "tiles_reused": reused,
-            "tiles": reused + frames.tiles_run - before[2] if frames.reuse else 0}
+            "tiles": reused + frames.tiles_run - before[2] if frames.reuse else 0,
+            "model_pixels": frames.pixels_run - pixels_before[0],
+            "full_pixels": frames.full_pixels - pixels_before[1]}
 
 
 def _upscale_file(options: Options, src: Path, dst: Path) -> None:

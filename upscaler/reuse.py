@@ -130,12 +130,32 @@ class TileReuse:
             return None
         return held.output if self.rule.unchanged(tile, held.input) else None
 
+    def held(self, key: Hashable, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The input last computed at `key` and its output, when they are of `tile`'s shape:
+        what dirty regions (dirty.py) are found against and pasted into."""
+        held = self._held.get(key)
+        if held is None or held.input.shape != tile.shape:
+            return None
+        return held.input, held.output
+
     def store(self, key: Hashable, tile: np.ndarray, output: np.ndarray) -> None:
         """Keep `tile` (copied: it may be a view of a frame that the decoder's next frame
         replaces) and `output`, which the caller hands over: it is made read-only, since it is
         handed out again, and not copied (a 4K output is 25 MB a frame)."""
         output.flags.writeable = False
         self._held[key] = _Held(np.array(tile, copy=True), output)
+
+    def patch(self, key: Hashable, tile: np.ndarray, output: np.ndarray,
+              parts: list[tuple[slice, slice]]) -> None:
+        """After dirty regions were recomputed: `output` (handed over, as in `store`) is the
+        held output now, and the held input takes `tile`'s pixels in `parts`, the input areas
+        whose output was recomputed; elsewhere it keeps what was computed there before, so
+        that later frames are still judged against what the model saw."""
+        held = self._held[key]
+        for y, x in parts:
+            held.input[y, x] = tile[y, x]
+        output.flags.writeable = False
+        held.output = output
 
     def reset(self) -> None:
         self._held.clear()

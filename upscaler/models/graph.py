@@ -300,3 +300,31 @@ def layer_shape(layer: Layer, ins: list[BlobShape]) -> BlobShape:
     if isinstance(layer, Crop):
         return BlobShape(first.channels, a, b - layer.crop[0] - layer.crop[2])
     return first
+
+
+def receptive_field(graph: Graph) -> float | None:
+    """How far, in input pixels, an output pixel can see: the reach of the graph's layers.
+
+    Traced blob by blob: a convolution adds (kernel - 1) / 2 * dilation of its input blob's
+    pixels, which are 1/scale input pixels on a blob at `scale` times the input's size (after
+    an upsampling, a 3x3 reaches half an input pixel); a resampling Resize adds its filter's
+    half width in source pixels (1 bilinear, 2 bicubic; nearest nothing); a branch sees as far
+    as its farthest input. None means the whole frame: a layer this function does not know
+    (global pooling, attention) may read every pixel, and then only a whole frame or tile gives
+    the model's answer.
+    """
+    shapes = graph.blob_shapes()
+    reach: dict[str, Fraction] = {graph.input: Fraction(0)}
+    for layer in graph.layers:
+        seen = max(reach[b] for b in layer_inputs(layer))
+        pixel = 1 / shapes[layer_inputs(layer)[0]].scale  # one of its pixels, in input pixels
+        if isinstance(layer, Conv):
+            kh, kw = layer.weight.shape[2:]
+            seen += pixel * max(Fraction(kh - 1, 2) * layer.dilation[0],
+                                Fraction(kw - 1, 2) * layer.dilation[1])
+        elif isinstance(layer, Resize):
+            seen += pixel * {"nearest": 0, "bilinear": 1, "bicubic": 2}[layer.mode]
+        elif not isinstance(layer, PReLU | Concat | WeightedSum | PixelShuffle):
+            return None
+        reach[layer.output] = seen
+    return float(reach[graph.output])

