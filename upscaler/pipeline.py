@@ -15,7 +15,7 @@ import numpy as np
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options, parse_colour
-from upscaler.errors import OutOfMemoryError, MediaError, UpscalerError
+from upscaler.errors import MediaError, OutOfMemoryError, UpscalerError
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
