@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from conftest import ROOT, psnr
 
-from tests.conftest import ROOT, psnr
 from upscaler.errors import ExecutorError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
