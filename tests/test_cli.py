@@ -41,6 +41,7 @@ def test_bundled_sample_with_defaults_matches_ncnn(tmp_path: Path) -> None:
     Tencent's ncnn gives on the whole padded picture: measured 89.8 dB (a few pixels 1 level
     off). Against the unpadded picture they score 45.8 dB, all of it at the edges."""
     from upscaler.borders import crop_frame, pad_frame
+    from upscaler.executors.registry import resolve_auto
     from upscaler.models.registry import DEFAULT_MODEL, resolve_model
 
     src = shutil.copy(SAMPLES / "cel.png", tmp_path / "cel.png")
@@ -49,7 +50,23 @@ def test_bundled_sample_with_defaults_matches_ncnn(tmp_path: Path) -> None:
     ours = load(tmp_path / "cel_upscaled.png")
     border = resolve_model(DEFAULT_MODEL).border
     expected = crop_frame(ncnn_upscale(DEFAULT_MODEL, pad_frame(pixels, border)), border * 4)
-    assert psnr(ours, expected, 255) >= 85
+    executor = resolve_auto(resolve_model(DEFAULT_MODEL))
+    record_against_ncnn(f"{executor}, {DEFAULT_MODEL}, defaults, samples/cel.png",
+                        psnr(ours, expected, 255))
+    # Where `auto` picks Core ML (macOS), it computes in fp16: the default precision keeps
+    # >= 45 dB (README), not the 85 dB of an fp32 CPU executor.
+    assert psnr(ours, expected, 255) >= (45 if executor == "coreml" else 85)
+
+
+def record_against_ncnn(what: str, db: float) -> None:
+    """Where UPSCALER_PSNR_LOG names a file, add a line with what an executor scored against
+    Tencent's ncnn: the macOS CI job shows what Core ML measured."""
+    import os
+
+    log = os.environ.get("UPSCALER_PSNR_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"{what}: {db:.1f} dB against ncnn\n")
 
 
 def test_folder_is_mirrored_and_existing_outputs_skipped(tmp_path: Path) -> None:
@@ -267,8 +284,9 @@ def test_video_frames_are_the_models_output(tmp_path: Path) -> None:
 
     src = make_clip(tmp_path / "ep.mkv", size="32x18", seconds=0.3, audio=True)
     out = tmp_path / "ep_x4.mkv"
-    assert main([str(src), "-o", str(out), *FAST, "--codec", "libx264rgb", "--pix-fmt", "rgb24",
-                 "--crf", "0"]) == 0
+    # ncnn named: the claim is ncnn's frames exactly (on macOS `auto` would pick Core ML).
+    assert main([str(src), "-o", str(out), *FAST, "--executor", "ncnn", "--codec", "libx264rgb",
+                 "--pix-fmt", "rgb24", "--crf", "0"]) == 0
     frames, sources = decode_all(out), decode_all(src)
     assert len(frames) == len(sources) == 8
     border = resolve_model("realesr-animevideov3").border

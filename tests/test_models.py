@@ -55,7 +55,7 @@ def test_onnx_build_matches_ncnn(name: str) -> None:
         got = run_ort(path, x)
         assert got.shape == (3, x.shape[1] * model.scale, x.shape[2] * model.scale)
         assert expected.shape == got.shape
-        assert psnr(got, expected) >= 115  # measured 120.9-132.9 dB
+        assert psnr(got, expected) > 120  # README: "> 120 dB"; measured 120.9-132.9 dB
 
 
 def test_fp16_build_is_valid_fp16() -> None:

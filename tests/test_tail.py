@@ -60,5 +60,6 @@ def test_ncnn_runs_the_tail_apart_exactly() -> None:
         out = executor.run(x)[0]
     expected = ncnn_run(model, x[0])
     assert out.shape == expected.shape == (3, 652, 680)
-    # Measured 1e-6 (the same sums in another order at the tail tiles' edges).
-    assert np.abs(out - expected).max() < 1e-4
+    # README: "within 2e-6"; measured 9.5e-7 (the same sums in another order at the tail
+    # tiles' edges: a few float32 steps of values up to 1).
+    assert np.abs(out - expected).max() < 2e-6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import psnr
+from conftest import ROOT, psnr
 from draw import draw_cel
 
 from upscaler.config import Options
@@ -566,3 +566,41 @@ def test_overlap_defaults_to_the_models(model: str, given: int | None, tile: int
     with Upscaler(options) as upscaler:
         assert upscaler.frames.overlap == expected
         assert upscaler.identity()["overlap"] == str(expected)
+
+
+# README's overlap table, as the job plans it: the default overlap of each model (24 px for
+# x4plus-anime, 2x the 10-px border for animevideov3), the budget with 24 GiB of RAM, the frame
+# padded by the model's border first.
+README_TABLE = [
+    ("realesrgan-x4plus-anime", "ncnn", ["0, whole (+8.9%)", "3.7%, 3 tiles (+2.2%)",
+                                         "5.2%, 5 tiles (+1.5%)"]),
+    ("realesrgan-x4plus-anime", "onnxruntime", ["0, whole (+8.9%)", "3.7%, 3 tiles (+2.2%)",
+                                                "4.8%, 6 tiles (+1.5%)"]),
+    ("realesrgan-x4plus-anime", "coreml", ["0, whole (+8.9%)", "1.9%, 2 tiles (+2.2%)",
+                                           "2.6%, 3 tiles (+1.5%)"]),
+    ("realesr-animevideov3", "ncnn", ["0, whole (+18.1%)", "0, whole (+4.4%)",
+                                      "1.0%, 2 tiles (+2.9%)"]),
+]
+
+
+@pytest.mark.parametrize(("name", "executor", "cells"), README_TABLE)
+def test_readme_overlap_table_at_the_default_overlap(name: str, executor: str,
+                                                     cells: list[str]) -> None:
+    from upscaler.models.registry import resolve_model
+    from upscaler.pipeline import _overlap
+
+    model = resolve_model(name)
+    overlap = _overlap(Options(), model)
+    assert overlap == (24 if "x4plus" in name else 20)
+    budget = tile_budget(executor, model, total_memory=24 << 30, free_memory=24 << 30)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for (height, width), cell in zip([(180, 320), (720, 1280), (1080, 1920)], cells,
+                                     strict=True):
+        h, w = height + 2 * model.border, width + 2 * model.border
+        plan = plan_tiles(h, w, choose_tile(h, w, overlap, max_pixels=budget), overlap,
+                          model.scale, pad_to_tile=False)
+        work = f"{100 * plan.overlap_share:.1f}%" if len(plan.tiles) > 1 else "0"
+        tiles = f"{len(plan.tiles)} tiles" if len(plan.tiles) > 1 else "whole"
+        border = f"+{100 * (h * w / (height * width) - 1):.1f}%"
+        assert f"{work}, {tiles} ({border})" == cell
+        assert f"| {width}x{height} |" in readme and cell in readme

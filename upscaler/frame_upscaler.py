@@ -13,6 +13,7 @@ dirty regions go through the model, pasted into the held output (see dirty.py).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Hashable
 
@@ -26,6 +27,7 @@ from upscaler.pixels import run_pixels
 from upscaler.reuse import TileReuse
 from upscaler.tiling import Stitcher, TilePlan, TileShape, choose_tile, plan_tiles
 
+log = logging.getLogger(__name__)
 MIN_TILE = 32  # below this the overlaps cost more than the tiles are worth
 
 
@@ -123,8 +125,12 @@ class FrameUpscaler:
             try:
                 out = self._run(padded, plan)
                 break
-            except OutOfMemoryError as e:
-                self._shrink(plan, e)
+            except (OutOfMemoryError, MemoryError) as e:
+                # MemoryError: our own buffers (a tile's pixels, its float planes, the stitched
+                # frame) that did not fit; smaller tiles need less of them too.
+                self._shrink(plan, e if isinstance(e, OutOfMemoryError) else OutOfMemoryError(
+                    f"{self.executor.name}: out of memory for a {plan.tile[0]}x{plan.tile[1]}"
+                    f" px tile: {e}"))
                 self.oom_retries += 1
                 if self.reuse is not None:
                     self.reuse.reset()  # the old plan's tiles will not come again
@@ -284,3 +290,5 @@ class FrameUpscaler:
                 f" px tiles (minimum {self.min_tile})") from error
         self.tile = tile
         self.overlap = min(self.overlap, tile // 2)
+        log.info("%s: out of memory with %dx%d px tiles; trying tiles of at most %d px",
+                 self.executor.name, plan.tile[0], plan.tile[1], tile)

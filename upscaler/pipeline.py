@@ -15,7 +15,7 @@ import numpy as np
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options, parse_colour
-from upscaler.errors import MediaError, UpscalerError
+from upscaler.errors import MediaError, OutOfMemoryError, UpscalerError
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
@@ -263,9 +263,14 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
     `upscaler` is called for the model only once the image is known to fit `dst`'s format, so
     that an image refused (transparency to JPEG) costs no model load.
     """
-    image, background = _read_storable(src, dst, options)
-    make_folder(dst.parent)
-    write_image(upscaler().upscale_image(image), dst, options.format, background=background)
+    try:
+        image, background = _read_storable(src, dst, options)
+        make_folder(dst.parent)
+        write_image(upscaler().upscale_image(image), dst, options.format, background=background)
+    except MemoryError as e:
+        # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
+        # one line, as for an executor that ran out, instead of numpy's traceback.
+        raise OutOfMemoryError(f"out of memory: {e}", src) from e
 
 
 def make_folder(folder: Path) -> None:

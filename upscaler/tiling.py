@@ -287,54 +287,86 @@ def _cells(axis: AxisPlan, scale: int) -> list[tuple[int, int, tuple[int, ...]]]
 
 
 class Stitcher:
-    """Collects the upscaled tiles of one frame, as pixels (h*s, w*s, C) of one dtype, and
-    blends them into the upscaled frame.
+    """Blends the upscaled tiles of one frame, as pixels (h*s, w*s, C) of one dtype, into the
+    upscaled frame as they come.
 
     Where one tile alone covers a place (its weight is 1 there), its pixels are copied as they
-    are; only the overlap bands are blended, in float32, and rounded back. So a 4K frame in a
-    few tiles costs a copy plus a little float work in the bands, not a float canvas.
+    are; only the overlap bands are blended, in float32, and rounded back. Each part of the
+    frame is written as soon as every tile over it has been added, and a tile is let go once
+    all of its parts are written: tiles added row by row are held for about one row of tiles,
+    not the whole frame's (a 3000x2000 image at 4x is 288 MB of pixels; its tiles held
+    together were as much again, with their overlaps).
     """
 
     def __init__(self, plan: TilePlan, channels: int = 3) -> None:
         self.plan = plan
         self.channels = channels
         self._tiles: dict[tuple[int, int], np.ndarray] = {}
+        self._out: np.ndarray | None = None
+        s = plan.scale
+        # (y0, y1, x0, x1, the (row, col) of every tile over it), each written once.
+        self._todo = [(y0, y1, x0, x1, tuple((r, c) for r in rows for c in cols))
+                      for y0, y1, rows in _cells(plan.rows, s)
+                      for x0, x1, cols in _cells(plan.cols, s)]
+        self._uses: dict[tuple[int, int], int] = {}
+        self._cells_of: dict[tuple[int, int], list[int]] = {}
+        for i, (*_, keys) in enumerate(self._todo):
+            for key in keys:
+                self._uses[key] = self._uses.get(key, 0) + 1
+                self._cells_of.setdefault(key, []).append(i)
+        self._left = len(self._todo)
+        self._added = 0
 
     def add(self, tile: Tile, upscaled: np.ndarray) -> None:
-        """Keep `upscaled` (tile*scale, tile*scale, C), the executor's output for `tile`."""
+        """Take `upscaled` (tile*scale, tile*scale, C), the executor's output for `tile`, and
+        write every part of the frame that now has all its tiles."""
         expected = (tile.out_y.stop - tile.out_y.start, tile.out_x.stop - tile.out_x.start,
                     self.channels)
         if upscaled.shape != expected:
             raise ExecutorError(f"executor returned a tile of shape {upscaled.shape}, "
                                 f"expected {expected}")
+        if self._out is None:
+            plan, s = self.plan, self.plan.scale
+            self._out = np.empty((plan.rows.padded * s, plan.cols.padded * s, self.channels),
+                                 upscaled.dtype)
         self._tiles[tile.row, tile.col] = upscaled
+        self._added += 1
+        for i in self._cells_of.pop((tile.row, tile.col), []):
+            cell = self._todo[i]
+            if all(key in self._tiles for key in cell[4]):
+                self._write(*cell)
+                self._left -= 1
+
+    def _write(self, y0: int, y1: int, x0: int, x1: int,
+               keys: tuple[tuple[int, int], ...]) -> None:
+        plan, s, out = self.plan, self.plan.scale, self._out
+        assert out is not None  # for type checkers; add() made it
+        parts = [(r, c, self._tiles[r, c][y0 - plan.rows.spans[r].start * s:
+                                          y1 - plan.rows.spans[r].start * s,
+                                          x0 - plan.cols.spans[c].start * s:
+                                          x1 - plan.cols.spans[c].start * s])
+                 for r, c in keys]
+        if len(parts) == 1:
+            out[y0:y1, x0:x1] = parts[0][2]
+        else:
+            blend = np.zeros((y1 - y0, x1 - x0, self.channels), np.float32)
+            for r, c, part in parts:
+                ry, cx = plan.rows.spans[r].start * s, plan.cols.spans[c].start * s
+                weight = (plan.row_weights[r][y0 - ry:y1 - ry, None]
+                          * plan.col_weights[c][x0 - cx:x1 - cx])
+                blend += part * weight[..., None]
+            out[y0:y1, x0:x1] = _round_to(blend, out.dtype)
+        for key in keys:
+            self._uses[key] -= 1
+            if not self._uses[key]:
+                del self._tiles[key]  # every part it covers is written
 
     def result(self) -> np.ndarray:
         """The upscaled frame (height*scale, width*scale, C), once every tile has been added."""
-        plan = self.plan
-        if len(self._tiles) < len(plan.tiles):
-            raise ExecutorError(f"only {len(self._tiles)} of {len(plan.tiles)} tiles were added")
-        s = plan.scale
-        first = next(iter(self._tiles.values()))
-        out = np.empty((plan.rows.padded * s, plan.cols.padded * s, self.channels), first.dtype)
-        for y0, y1, rows in _cells(plan.rows, s):
-            for x0, x1, cols in _cells(plan.cols, s):
-                parts = [(r, c, self._tiles[r, c][y0 - plan.rows.spans[r].start * s:
-                                                  y1 - plan.rows.spans[r].start * s,
-                                                  x0 - plan.cols.spans[c].start * s:
-                                                  x1 - plan.cols.spans[c].start * s])
-                         for r in rows for c in cols]
-                if len(parts) == 1:
-                    out[y0:y1, x0:x1] = parts[0][2]
-                    continue
-                blend = np.zeros((y1 - y0, x1 - x0, self.channels), np.float32)
-                for r, c, part in parts:
-                    ry, cx = plan.rows.spans[r].start * s, plan.cols.spans[c].start * s
-                    weight = (plan.row_weights[r][y0 - ry:y1 - ry, None]
-                              * plan.col_weights[c][x0 - cx:x1 - cx])
-                    blend += part * weight[..., None]
-                out[y0:y1, x0:x1] = _round_to(blend, out.dtype)
-        return plan.crop(out)
+        if self._left or self._out is None:
+            raise ExecutorError(f"only {self._added} of {len(self.plan.tiles)} tiles were "
+                                "added")
+        return self.plan.crop(self._out)
 
 
 def _round_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

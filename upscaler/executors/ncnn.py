@@ -175,6 +175,7 @@ class NcnnExecutor(ClosingExecutor):
                 raise ModelError("ncnn cannot load the weights (truncated or does not match "
                                  f"{model.path.name})", model.bin_path)
         self._net = net
+        self._ran_out = False
         self._input_blob, self._output_blob = _blob_names(model.path)
         # Tiles larger than a tail tile run the upsampling tail apart (models/tail.py).
         self._tail = tail_of(model)
@@ -283,10 +284,15 @@ class NcnnExecutor(ClosingExecutor):
         # ncnn.Mat borrows the planes' memory: `data` holds them until the extraction ends.
         mat_in = ncnn.Mat(data) if isinstance(data, np.ndarray) else data
         h, w = mat_in.h, mat_in.w
-        with self._net.create_extractor() as extractor:
+        with contextlib.ExitStack() as quiet, self._net.create_extractor() as extractor:
             extractor.input(source, mat_in)
             status, mat_out = extractor.extract(target)
             if status == _NCNN_OOM:
+                # The extractor, freed with blobs its failed layer left, prints "FATAL ERROR!
+                # pool allocator destroyed too early": a note for ncnn's developers about a
+                # failure that is already ours to report. Only that moment is silenced.
+                quiet.enter_context(_quiet_stderr())
+                self._ran_out = True
                 raise OutOfMemoryError(f"ncnn ({self.device}): out of memory for a {h}x{w} "
                                        "tile")
             if status != 0:
@@ -299,7 +305,10 @@ class NcnnExecutor(ClosingExecutor):
             return take(result)
 
     def close(self) -> None:
-        if self._net is not None:
-            self._net.clear()
-        self._net = None
+        # After an out-of-memory error ncnn's pools still count the failed layer's blobs, and
+        # freeing the net prints the same developer's note as the extractor (see _extract).
+        with _quiet_stderr() if self._ran_out else contextlib.nullcontext():
+            if self._net is not None:
+                self._net.clear()
+            self._net = None
 

@@ -123,6 +123,9 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ORT logs a failed kernel (an allocation past `ulimit -v`, say) on stderr before
+        # raising; the exception becomes our one line, so its log is left to fatal errors.
+        session_options.log_severity_level = 4
         if options.threads:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1

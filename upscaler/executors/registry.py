@@ -246,7 +246,8 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
         budget = free_memory // GPU_MEMORY_SHARE
     else:
         total = total_memory if total_memory is not None else _total_ram()
-        available = free_memory if free_memory is not None else _available_ram(total)
+        available = free_memory if free_memory is not None else min(
+            _available_ram(total), _address_space_left())
         budget = min(total // CPU_MEMORY_SHARE, available // CPU_AVAILABLE_SHARE)
         per_pixel *= CPU_WORKSPACE.get(name, 1.0)
         reserve *= CPU_WORKSPACE.get(name, 1.0)
@@ -270,6 +271,29 @@ def _total_ram() -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not on this platform (Windows)
         return 8 << 30
+
+
+def _address_space_left() -> int:
+    """What this process may still map under its address-space limit (`ulimit -v`, a
+    container's RLIMIT_AS), where one is set: allocations past it fail however much RAM is
+    free, so the budget must fit in it as well."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError, AttributeError):  # Windows has no resource
+        return 1 << 62
+    if limit == resource.RLIM_INFINITY or limit <= 0:
+        return 1 << 62
+    mapped = 0
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmSize:"):
+                    mapped = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, limit - mapped)
 
 
 def _available_ram(total: int) -> int:

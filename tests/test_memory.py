@@ -1,0 +1,95 @@
+"""Real out-of-memory, under an address-space limit (`ulimit -v`) in a subprocess.
+
+The limits are set relative to the address space a run on a tiny image maps (the libraries,
+the model, the runtime's threads). Measured on the development machine (2 cores, Linux), a
+600x400 image (420x620 with the border padding) whole through animevideov3 needs 250-300 MB
+more than that on ONNX Runtime, and on ncnn more than 350 MB; 350 MB left the whole frame
+out of memory on ncnn and its halved tiles in, 100 MB nothing on ONNX Runtime. The runtimes'
+pools keep what a failed attempt took (ncnn's blob pool, ORT's arena), so the limit that
+lets the retry through is a window, not a floor: on ncnn 250 and 450 MB failed too, the
+second at the last copy of the output.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+from conftest import ROOT, psnr
+
+from upscaler.errors import ExecutorError
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc/self/status; RLIMIT_AS as on Linux")
+
+MODEL = "realesr-animevideov3"
+_RUN = """
+import resource, sys
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+from upscaler.cli import main
+code = main(sys.argv[2:])
+with open('/proc/self/status') as status:
+    peak = [line.split()[1] for line in status if line.startswith('VmPeak:')][0]
+print('vmpeak', int(peak) * 1024)
+sys.exit(code)
+"""
+
+
+def _upscale(src: Path, dst: Path, executor: str, limit: int = 0,
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _RUN, str(limit), str(src), "-o", str(dst), "--model", MODEL,
+         "--executor", executor, "--tile", "0", "--overwrite", "-q"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from draw import draw_cel
+
+    folder = tmp_path_factory.mktemp("oom")
+    PIL.Image.fromarray(draw_cel(400, 600)).save(folder / "big.png")
+    PIL.Image.fromarray(draw_cel(16, 16)).save(folder / "tiny.png")
+    return folder
+
+
+def _base(images: Path, executor: str) -> int:
+    """The address space a run maps with next to no image."""
+    done = _upscale(images / "tiny.png", images / f"tiny-{executor}.png", executor)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def test_out_of_memory_retries_with_smaller_tiles(images: Path) -> None:
+    executor = "ncnn"
+    free = _upscale(images / "big.png", images / f"free-{executor}.png", executor)
+    assert free.returncode == 0, free.stderr
+    limited = _upscale(images / "big.png", images / f"limited-{executor}.png", executor,
+                       _base(images, executor) + (350 << 20))
+    assert limited.returncode == 0, limited.stderr
+    lines = limited.stderr.splitlines()
+    # The whole frame did not fit; halved tiles did, and the user is told, in our lines only.
+    assert lines and re.fullmatch(rf"upscale: {executor}: out of memory with 420x620 px tiles; "
+                                  r"trying tiles of at most 310 px", lines[0]), limited.stderr
+    assert all(line.startswith("upscale: ") for line in lines), limited.stderr
+    whole = np.asarray(PIL.Image.open(images / f"free-{executor}.png"))
+    tiled = np.asarray(PIL.Image.open(images / f"limited-{executor}.png"))
+    assert tiled.shape == whole.shape == (1600, 2400, 3)
+    assert psnr(tiled, whole, 255) > 45  # tiles differ from the whole frame at seams only
+
+
+def test_out_of_memory_with_nothing_that_fits_is_one_line(images: Path) -> None:
+    done = _upscale(images / "big.png", images / "none.png", "onnxruntime",
+                    _base(images, "onnxruntime") + (100 << 20))
+    assert done.returncode == ExecutorError.exit_code, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-1].startswith("upscale: error: ") and "out of memory" in lines[-1], lines
+    assert all(line.startswith("upscale: ") for line in lines), done.stderr
+    assert not (images / "none.png").exists()
