@@ -88,8 +88,12 @@ def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
 
 def test_default_models_are_the_defaults_then_other_families(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert models_to_compare("video") == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"]]
-    assert models_to_compare("image") == [DEFAULT_MODELS["image"], DEFAULT_MODELS["video"]]
+    # The Real-CUGAN and waifu2x packages are dependencies: one model of each family follows.
+    families = ["realcugan-x2-conservative", "waifu2x-cunet-x2"]
+    assert models_to_compare("video") == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"],
+                                          *families]
+    assert models_to_compare("image") == [DEFAULT_MODELS["image"], DEFAULT_MODELS["video"],
+                                          *families]
     # Two more families: the first installed model of each comes after the defaults; one
     # whose weights are missing is left out.
     extra = {spec.name: spec for spec in (
@@ -99,7 +103,7 @@ def test_default_models_are_the_defaults_then_other_families(
         ModelSpec("third", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X", "", family="Third"))}
     monkeypatch.setattr(registry, "MODELS", {**registry.MODELS, **extra})
     assert models_to_compare("video") == [DEFAULT_MODELS["video"], DEFAULT_MODELS["image"],
-                                          "other-b", "third"]
+                                          *families, "other-b", "third"]
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("1.5", 1.5), ("500ms", 0.5),

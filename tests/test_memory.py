@@ -57,6 +57,7 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("oom")
     PIL.Image.fromarray(draw_cel(400, 600)).save(folder / "big.png")
     PIL.Image.fromarray(draw_cel(16, 16)).save(folder / "tiny.png")
+    PIL.Image.fromarray(draw_cel(1400, 2000)).save(folder / "huge.png")
     return folder
 
 
@@ -86,7 +87,9 @@ def test_out_of_memory_retries_with_smaller_tiles(images: Path) -> None:
 
 
 def test_out_of_memory_with_nothing_that_fits_is_one_line(images: Path) -> None:
-    done = _upscale(images / "big.png", images / "none.png", "onnxruntime",
+    # The 8000x5600 output alone (134 MB) cannot fit in 100 MB, whatever the tiles: a
+    # deterministic "nothing fits" (a limit near the retry window would not be; see above).
+    done = _upscale(images / "huge.png", images / "none.png", "onnxruntime",
                     _base(images, "onnxruntime") + (100 << 20))
     assert done.returncode == ExecutorError.exit_code, done.stderr
     lines = done.stderr.splitlines()

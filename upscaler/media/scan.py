@@ -31,8 +31,11 @@ _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
 _PREFIXES = re.compile(r"^(\[[^\]]*\] ?)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # ffmpeg's own summary lines after a failure: not damage of their own.
+# Lines that repeat or summarise an error already counted, and the scan's own null muxer, whose
+# complaints (timestamps it is handed under -copyts) are about the scan, not the source.
 _NOISE = ("Error submitting packet to decoder", "Task finished", "Terminating thread",
-          "Error while decoding stream", "Nothing was written", "Conversion failed")
+          "Error while decoding stream", "Nothing was written", "Conversion failed",
+          "[null @", "to muxer")
 
 
 @dataclass(frozen=True)
