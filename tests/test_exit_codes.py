@@ -75,6 +75,9 @@ def test_version_is_the_package_version() -> None:
                           text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == f"upscale {version}"
     assert upscaler.__version__ == version
+    # The changelog's newest entry is this version.
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(r"^## (\S+)", changelog, re.MULTILINE)[1] == version  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
