@@ -1,4 +1,5 @@
-"""README's examples run as written: its `upscale` command lines and its Python code."""
+"""README's examples run as written: its `upscale` command lines, and its and docs/api.md's
+Python code."""
 
 import contextlib
 import io
@@ -16,6 +17,7 @@ from upscaler.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+API_DOC = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
 
 
 def _commands() -> list[str]:
@@ -30,7 +32,8 @@ def _commands() -> list[str]:
 
 
 def _python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README, flags=re.DOTALL)
+    return [block for text in (README, API_DOC)
+            for block in re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)]
 
 
 @pytest.fixture
@@ -65,7 +68,7 @@ def test_readme_python_runs_and_prints_what_it_says(workdir: Path) -> None:
     for block in _python_blocks():
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            exec(compile(block, "README.md", "exec"), {})
+            exec(compile(block, "README.md or docs/api.md", "exec"), {})
         said = [line.split("# ", 1)[1] for line in block.splitlines()
                 if line.strip().startswith("print(") and "# " in line]
         lines = printed.getvalue().splitlines()
