@@ -110,8 +110,8 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> None:
 
 def decoded(path: Path) -> list[np.ndarray]:
     """The clip's frames as float32 (3, H, W) in [0, 1], decoded as the job decodes them."""
-    from upscaler.media.probe import probe
-    from upscaler.media.video_reader import VideoReader
+    from upscaler.media.video.probe import probe
+    from upscaler.media.video.reader import VideoReader
 
     with VideoReader(probe(path)) as reader:
         return [np.ascontiguousarray(f.transpose(2, 0, 1), np.float32) / 255 for f in reader]

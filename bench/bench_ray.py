@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "samples"))
 from anim import scene, write_clip  # noqa: E402
 
 from upscaler.cli import main as upscale  # noqa: E402
-from upscaler.media.probe import probe  # noqa: E402
+from upscaler.media.video.probe import probe  # noqa: E402
 
 
 def timed(args: list[str], frames: int) -> float:

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "samples"))
 
 from anim import scene, write_clip  # noqa: E402
 
-from upscaler.media.probe import probe  # noqa: E402
-from upscaler.media.video_reader import VideoReader  # noqa: E402
+from upscaler.media.video.probe import probe  # noqa: E402
+from upscaler.media.video.reader import VideoReader  # noqa: E402
 from upscaler.models.registry import resolve_model  # noqa: E402
 
 SUMMARY = re.compile(r"held drawings reused: (\d+) frames whole, (\d+) of (\d+) tiles")

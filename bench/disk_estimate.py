@@ -1,4 +1,4 @@
-"""How close the disk space estimate (upscaler/media/space.py) comes to what a job really writes.
+"""How close the disk space estimate (upscaler/job/space.py) comes to what a job really writes.
 
 For drawn animation at a few sizes (samples/draw.py, encoded like samples/clip.mkv), the model
 (realesr-animevideov3 on ncnn) upscales every frame once; the frames are then encoded into
@@ -49,11 +49,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from upscaler.config import Options
-    from upscaler.media.encoding import VideoSettings, choose_encoding
-    from upscaler.media.probe import probe
-    from upscaler.media.segments import encode_segments, plan_segments
-    from upscaler.media.space import margin, trial_sizes
-    from upscaler.media.video_reader import VideoReader
+    from upscaler.job.space import margin, trial_sizes
+    from upscaler.media.video.encoding import VideoSettings, choose_encoding
+    from upscaler.media.video.probe import probe
+    from upscaler.media.video.reader import VideoReader
+    from upscaler.media.video.segments import encode_segments, plan_segments
     from upscaler.pipeline import Upscaler
 
     print(f"{'source':>9} {'settings':>13} {'real':>9} {'trial':>9} {'ratio':>6} "

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "samples"))
 
 from anim import SCENES, scene, write_clip  # noqa: E402
 
-from upscaler.media.probe import probe  # noqa: E402
-from upscaler.media.video_reader import VideoReader  # noqa: E402
+from upscaler.media.video.probe import probe  # noqa: E402
+from upscaler.media.video.reader import VideoReader  # noqa: E402
 from upscaler.reuse import ReuseRule, estimated_shift  # noqa: E402
 from upscaler.tiling import plan_tiles  # noqa: E402
 

@@ -140,8 +140,8 @@ def packet_checksums(path: Path, spec: str) -> list[str]:
 
 def decode_all(path: Path) -> list[np.ndarray]:
     """Every frame of `path` as RGB, through probe and VideoReader."""
-    from upscaler.media.probe import probe
-    from upscaler.media.video_reader import VideoReader
+    from upscaler.media.video.probe import probe
+    from upscaler.media.video.reader import VideoReader
 
     with VideoReader(probe(path)) as reader:
         return list(reader)

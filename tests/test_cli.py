@@ -254,7 +254,7 @@ def test_video_job_keeps_frames_rate_and_audio(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     from clips import make_clip
 
-    from upscaler.media.probe import probe
+    from upscaler.media.video.probe import probe
 
     src = make_clip(tmp_path / "ep.mkv", size="32x18", seconds=0.5, audio=True)
     out = tmp_path / "ep_x4.mkv"

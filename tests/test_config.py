@@ -91,7 +91,7 @@ def test_bundled_example_configs_run(tmp_path: Path, name: str) -> None:
     from PIL import Image
 
     from upscaler.cli import main
-    from upscaler.media.probe import probe
+    from upscaler.media.video.probe import probe
 
     clip = make_clip(tmp_path / "clip.mkv", size="32x18", seconds=0.25)
     Image.fromarray(draw_cel(12, 16)).save(tmp_path / "cel.png")

@@ -53,12 +53,12 @@ def still(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_exit_code_table_is_in_help_and_readme() -> None:
+def test_the_exit_code_table_is_in_help_and_docs() -> None:
     shown = subprocess.run([sys.executable, "-m", "upscaler", "--help"], capture_output=True,
                            text=True, cwd=ROOT, check=True).stdout
     help_text = " ".join(shown.split())  # argparse wraps the lines
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    page = (ROOT / "docs" / "exit-codes.md").read_text(encoding="utf-8")
+    section = page.split("# Exit codes", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (\d+) \| (.+) \|$", section, re.MULTILINE)
     assert [(int(code), text) for code, text in rows] == list(EXIT_CODES)
     for code, text in EXIT_CODES:

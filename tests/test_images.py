@@ -15,8 +15,8 @@ from PIL import ImageCms, ImageOps
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.errors import MediaError
-from upscaler.media import images_write
 from upscaler.media.images import Image, is_image_path, read_image, write_image
+from upscaler.media.images import write as images_write
 from upscaler.pixels import from_planes, to_planes
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

@@ -91,7 +91,7 @@ def test_two_images_that_would_become_one_file(tmp_path: Path,
 def test_default_video_output_is_a_container_we_write(tmp_path: Path, suffix: str) -> None:
     from clips import make_clip
 
-    from upscaler.media.probe import probe
+    from upscaler.media.video.probe import probe
 
     src = make_clip(tmp_path / f"clip{suffix}", size="32x18", seconds=0.25)
     assert main([str(src), *FAST]) == 0

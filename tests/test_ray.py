@@ -34,8 +34,8 @@ from test_video_resume import (
 
 from upscaler.cli import main
 from upscaler.config import RaySettings, load_jobs, load_ray_settings
-from upscaler.media.probe import probe
-from upscaler.media.resume import work_dir
+from upscaler.job.resume import work_dir
+from upscaler.media.video.probe import probe
 from upscaler.ray_runner import CRASHES, MAX_RETRIES
 
 FAST = ["--model", "realesr-animevideov3", "--quiet", "--segment-seconds", "0.5"]

@@ -568,9 +568,9 @@ def test_overlap_defaults_to_the_models(model: str, given: int | None, tile: int
         assert upscaler.identity()["overlap"] == str(expected)
 
 
-# README's overlap table, as the job plans it: the default overlap of each model (24 px for
-# x4plus-anime, 2x the 10-px border for animevideov3), the budget with 24 GiB of RAM, the frame
-# padded by the model's border first.
+# docs/performance.md's overlap table, as the job plans it: the default overlap of each model
+# (24 px for x4plus-anime, 2x the 10-px border for animevideov3), the budget with 24 GiB of RAM,
+# the frame padded by the model's border first.
 README_TABLE = [
     ("realesrgan-x4plus-anime", "ncnn", ["0, whole (+8.9%)", "3.7%, 3 tiles (+2.2%)",
                                          "5.2%, 5 tiles (+1.5%)"]),
@@ -593,7 +593,7 @@ def test_readme_overlap_table_at_the_default_overlap(name: str, executor: str,
     overlap = _overlap(Options(), model)
     assert overlap == (24 if "x4plus" in name else 20)
     budget = tile_budget(executor, model, total_memory=24 << 30, free_memory=24 << 30)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     for (height, width), cell in zip([(180, 320), (720, 1280), (1080, 1920)], cells,
                                      strict=True):
         h, w = height + 2 * model.border, width + 2 * model.border

@@ -17,13 +17,13 @@ from conftest import psnr
 from draw import draw_cel
 
 from upscaler.errors import MediaError, OutputExistsError
+from upscaler.job.resume import work_dir
 from upscaler.media import ffmpeg
-from upscaler.media.probe import _ffprobe_json, _parse, probe
-from upscaler.media.probe_pyav import pyav_json
-from upscaler.media.resume import work_dir
-from upscaler.media.segments import Segment, encode_segment, plan_segments
-from upscaler.media.video_reader import VideoReader
-from upscaler.media.video_writer import ENCODER_NICE, write_rows
+from upscaler.media.video.probe import _ffprobe_json, _parse, probe
+from upscaler.media.video.probe_pyav import pyav_json
+from upscaler.media.video.reader import VideoReader
+from upscaler.media.video.segments import Segment, encode_segment, plan_segments
+from upscaler.media.video.writer import ENCODER_NICE, write_rows
 from upscaler.video import StageTimes, VideoSettings, upscale_video
 
 FAST = VideoSettings(crf=8, preset="ultrafast", segment_seconds=0.5)

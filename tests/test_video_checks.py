@@ -9,8 +9,8 @@ from clips import make_clip
 
 from upscaler.cli import main
 from upscaler.errors import UsageError
-from upscaler.media.encoding import VideoSettings
-from upscaler.media.preflight import _encode_fails
+from upscaler.job.preflight import _encode_fails
+from upscaler.media.video.encoding import VideoSettings
 from upscaler.video import check_video_job
 
 FAST = ["--model", "realesr-animevideov3", "--quiet"]

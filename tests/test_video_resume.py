@@ -25,9 +25,9 @@ from clips import make_clip, packet_checksums
 from conftest import psnr
 
 from upscaler.cli import main
+from upscaler.job.resume import MANIFEST, work_dir
 from upscaler.media import ffmpeg
-from upscaler.media.probe import probe
-from upscaler.media.resume import MANIFEST, work_dir
+from upscaler.media.video.probe import probe
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
 

@@ -14,8 +14,8 @@ from upscaler import upscale_path
 from upscaler.cli import main
 from upscaler.errors import UpscalerError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import probe
-from upscaler.media.scan import scan
+from upscaler.media.video.probe import probe
+from upscaler.media.video.scan import scan
 
 FAST = ["--model", "realesr-animevideov3", "--executor", "onnxruntime", "--quiet",
         "--crf", "30", "--segment-seconds", "0.5"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from upscaler.media.images import Image
+from upscaler.image_data import Image
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

@@ -38,9 +38,9 @@ from upscaler.config import (
 )
 from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError
 from upscaler.heap import keep_frame_buffers
+from upscaler.job.plan import PlanError, Task, plan_jobs
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, run_task
-from upscaler.plan import PlanError, Task, plan_jobs
 from upscaler.version import __version__
 
 if TYPE_CHECKING:

@@ -44,7 +44,7 @@ def page_path(src: Path, output: Path | None, overwrite: bool,
     `output` when it is a folder, or was typed as one with a trailing slash). UsageError for a
     name that is not .html or a place that cannot be written, OutputExistsError for an
     existing page without `overwrite`; all found before any model runs."""
-    from upscaler.plan import check_writable
+    from upscaler.job.plan import check_writable
 
     default = f"{src.resolve().name or 'input'}_compare.html"
     if output is None:

@@ -34,8 +34,8 @@ from upscaler.outputs import image_output, is_video_path, video_output
 from upscaler.pipeline import Progress, Upscaler
 
 if TYPE_CHECKING:
-    from upscaler.media.probe import VideoInfo
-    from upscaler.media.video_writer import Encoding
+    from upscaler.media.video.probe import VideoInfo
+    from upscaler.media.video.writer import Encoding
 
 InputKind = Literal["image", "folder", "video"]
 # Frames a video or a folder gives when no --at is named: enough to see several scenes,
@@ -144,7 +144,7 @@ def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES
     if at and kind != "video":
         raise UsageError("--at picks times in a video; this input is not one", src)
     if kind == "video":
-        from upscaler.media.probe import probe
+        from upscaler.media.video.probe import probe
 
         info = probe(src)
         return kind, info.frame_count, _video_frames(info, at, count)
@@ -164,7 +164,7 @@ def _spread(total: int, count: int) -> list[int]:
 
 
 def _video_frames(info: VideoInfo, at: Sequence[str], count: int) -> list[Frame]:
-    from upscaler.media.video_reader import VideoReader
+    from upscaler.media.video.reader import VideoReader
 
     src = info.path
     starts = [info.seconds(p) - info.start_time for p in info.frame_pts]
@@ -273,10 +273,10 @@ class _Sizes:
         return round(sum(sizes) / len(sizes) * self.total)
 
     def _video_bytes(self, outputs: list[np.ndarray]) -> int:
-        from upscaler.media.encoding import choose_encoding
-        from upscaler.media.probe import probe
-        from upscaler.media.space import estimate_video_bytes, trial_sizes
-        from upscaler.plan import video_settings
+        from upscaler.job.plan import video_settings
+        from upscaler.job.space import estimate_video_bytes, trial_sizes
+        from upscaler.media.video.encoding import choose_encoding
+        from upscaler.media.video.probe import probe
 
         if self._video is None:
             info = probe(self.src)

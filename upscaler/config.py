@@ -296,7 +296,7 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
         if "input" not in extras or not extras["input"]:
             raise ConfigError(f"{where}: missing key 'input'", path, line)
         # Relative to the job file's folder, after ~ is expanded; existence and everything
-        # else about the paths is checked with the other jobs' before any work (plan.py).
+        # else about the paths is checked with the other jobs' before any work (job/plan.py).
         src = path.parent / Path(extras["input"]).expanduser()
         output = extras.get("output")
         dst = path.parent / Path(output).expanduser() if output else None

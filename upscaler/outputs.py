@@ -20,7 +20,7 @@ from pathlib import Path
 from upscaler.config import Options
 from upscaler.errors import UsageError
 from upscaler.media.images import IMAGE_EXTENSIONS, format_of_extension, format_of_name
-from upscaler.media.mux import WRITABLE_CONTAINERS
+from upscaler.media.video.mux import WRITABLE_CONTAINERS
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".m2ts", ".mts",
                     ".flv", ".wmv", ".mpg", ".mpeg", ".vob", ".3gp", ".ogv")

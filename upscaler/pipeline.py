@@ -20,10 +20,10 @@ from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.frame_upscaler import FrameUpscaler
+from upscaler.job.plan import PlanError, Task, plan_jobs, video_settings
 from upscaler.media.images import Image, check_storable, read_image, write_image
-from upscaler.media.stage_times import StageTimes
+from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
-from upscaler.plan import PlanError, Task, plan_jobs, video_settings
 from upscaler.reuse import TileReuse
 
 

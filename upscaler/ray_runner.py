@@ -34,11 +34,11 @@ from upscaler.config import Options, RaySettings
 from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
 from upscaler.heap import keep_frame_buffers
-from upscaler.media.encoding import VideoSettings
-from upscaler.media.probe import VideoInfo
-from upscaler.media.segments import Segment, encode_segments
+from upscaler.job.plan import Task, video_settings
+from upscaler.media.video.encoding import VideoSettings
+from upscaler.media.video.probe import VideoInfo
+from upscaler.media.video.segments import Segment, encode_segments
 from upscaler.pipeline import Progress, ProgressCallback, Upscaler, upscale_file
-from upscaler.plan import Task, video_settings
 
 INSTALL_HINT = '--ray needs Ray, which is not installed: pip install "upscaler[ray]"'
 MAX_RETRIES = 3

@@ -3,7 +3,7 @@
 `upscale_video` is the seam where the model pipeline plugs in: it decodes the source in
 segments, passes each frame through `transform`, encodes the results and muxes them with the
 source's audio, subtitles, attachments, chapters and metadata. The output appears only when it
-is complete. Until then the finished segments wait in a work folder (media/resume.py), so that
+is complete. Until then the finished segments wait in a work folder (job/resume.py), so that
 a job stopped by anything, and run again the same way, goes on from where it was.
 
 `check_video_job` checks everything about a job that can be known before any work, so that a
@@ -30,18 +30,18 @@ from upscaler.errors import (
     UpscalerError,
     UsageError,
 )
-from upscaler.media.damage import accept, find_damage
-from upscaler.media.encoding import HDR10_ENCODERS, VideoSettings
-from upscaler.media.interlace import decide
-from upscaler.media.mux import check_container, join_and_mux
-from upscaler.media.preflight import check_encoding
-from upscaler.media.probe import StreamInfo, VideoInfo, probe
-from upscaler.media.resume import Resumed, WorkFolder, work_dir
-from upscaler.media.scan import Scan, scan
-from upscaler.media.segments import PARTIAL, Segment, encode_segments, plan_segments
-from upscaler.media.space import check_space, is_disk_full
-from upscaler.media.stage_times import StageTimes
-from upscaler.media.video_writer import Encoding
+from upscaler.job.preflight import check_encoding
+from upscaler.job.resume import Resumed, WorkFolder, work_dir
+from upscaler.job.space import check_space, is_disk_full
+from upscaler.media.video.damage import accept, find_damage
+from upscaler.media.video.encoding import HDR10_ENCODERS, VideoSettings
+from upscaler.media.video.interlace import decide
+from upscaler.media.video.mux import check_container, join_and_mux
+from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
+from upscaler.media.video.scan import Scan, scan
+from upscaler.media.video.segments import PARTIAL, Segment, encode_segments, plan_segments
+from upscaler.media.video.stage_times import StageTimes
+from upscaler.media.video.writer import Encoding
 
 __all__ = ["StageTimes", "VideoSettings", "check_video_job", "upscale_video", "work_dir"]
 
@@ -184,7 +184,7 @@ def _scan_file(path: Path, size: int, mtime_ns: int) -> Scan:
 def _source(src: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
     """The source as the job reads it, and what the user must hear about it.
 
-    Decoded once (media/scan.py, cached per file version): a damaged source raises MediaError
+    Decoded once (media/video/scan.py, cached per file version): a damaged source raises MediaError
     unless settings.accept_damage, which then takes the frames that decode; an interlaced
     one gets its deinterlacing filter; HDR10 metadata is attached for the encoder.
     """

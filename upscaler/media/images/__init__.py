@@ -4,9 +4,9 @@ The work is split by job: `image_data` (the `Image` type and the format tables),
 `images_read` and `images_write`; this module gathers the names callers use.
 """
 
-from upscaler.media.image_data import IMAGE_EXTENSIONS, WRITABLE_FORMATS, Image, is_image_path
-from upscaler.media.images_read import read_image
-from upscaler.media.images_write import (
+from upscaler.image_data import IMAGE_EXTENSIONS, WRITABLE_FORMATS, Image, is_image_path
+from upscaler.media.images.read import read_image
+from upscaler.media.images.write import (
     check_storable,
     format_of_extension,
     format_of_name,

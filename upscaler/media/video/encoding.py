@@ -12,8 +12,8 @@ from pathlib import Path
 from upscaler.config import DEINTERLACE_MODES
 from upscaler.errors import UsageError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import Hdr, VideoInfo
-from upscaler.media.video_writer import Encoding
+from upscaler.media.video.probe import Hdr, VideoInfo
+from upscaler.media.video.writer import Encoding
 
 # Generic codec names -> encoders to try, hardware first; the last one is the software fallback.
 CODEC_CANDIDATES = {

@@ -23,8 +23,7 @@ import PIL.Image
 from PIL import ImageCms
 
 from upscaler.errors import MediaError
-from upscaler.media.animation import is_animated, read_frames
-from upscaler.media.image_data import (
+from upscaler.image_data import (
     ANIMATED_FORMATS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
@@ -32,6 +31,7 @@ from upscaler.media.image_data import (
     Image,
     icc_space,
 )
+from upscaler.media.images.animation import is_animated, read_frames
 
 _LOSSY_FORMATS = frozenset({"JPEG"})
 _ORIENTATION_TAG = 0x0112

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from upscaler.media.scan import Scan
+from upscaler.media.video.scan import Scan
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from upscaler.errors import MediaError
-from upscaler.media.segments import Segment, sync_to_disk
+from upscaler.media.video.segments import Segment, sync_to_disk
 
 try:
     import fcntl

@@ -12,8 +12,8 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 
-from upscaler.media.probe import VideoInfo, is_vfr
-from upscaler.media.scan import Scan
+from upscaler.media.video.probe import VideoInfo, is_vfr
+from upscaler.media.video.scan import Scan
 
 # How many places a message names before it only counts the rest.
 _SHOWN = 3

@@ -20,10 +20,10 @@ import numpy as np
 
 from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
-from upscaler.media.encoding import VideoSettings, choose_encoding
-from upscaler.media.mux import MUXERS, video_tag_args
-from upscaler.media.probe import VideoInfo
-from upscaler.media.video_writer import Encoding, Timing, VideoWriter
+from upscaler.media.video.encoding import VideoSettings, choose_encoding
+from upscaler.media.video.mux import MUXERS, video_tag_args
+from upscaler.media.video.probe import VideoInfo
+from upscaler.media.video.writer import Encoding, Timing, VideoWriter
 
 # Big enough for hardware encoders' minimum sizes, small enough to cost milliseconds.
 _TRIAL_SIZE = (144, 256)

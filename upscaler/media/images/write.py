@@ -33,8 +33,7 @@ import numpy as np
 import PIL.Image
 
 from upscaler.errors import MediaError
-from upscaler.media.animation import encode_frames, gif_frame
-from upscaler.media.image_data import (
+from upscaler.image_data import (
     ANIMATED_FORMATS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
@@ -43,7 +42,8 @@ from upscaler.media.image_data import (
     Image,
     icc_space,
 )
-from upscaler.media.images_16bit import png16, tiff16
+from upscaler.media.images.animation import encode_frames, gif_frame
+from upscaler.media.images.deep import png16, tiff16
 
 _NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
 _EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})

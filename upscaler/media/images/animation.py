@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 
-from upscaler.media.image_data import Animation
+from upscaler.image_data import Animation
 
 GIF_TRANSPARENT = 255  # the palette index of transparent pixels in written GIFs
 _DEFAULT_DURATION = 100  # milliseconds, what browsers show a frame without one for

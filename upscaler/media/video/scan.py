@@ -22,7 +22,7 @@ from fractions import Fraction
 
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import Hdr, VideoInfo
+from upscaler.media.video.probe import Hdr, VideoInfo
 
 _FRAME = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+)\s.*?\bi:([PTB])")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")

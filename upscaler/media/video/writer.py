@@ -19,8 +19,8 @@ import numpy as np
 
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import SWS_MATRICES
-from upscaler.media.video_reader import SWS_FLAGS, is_rgb
+from upscaler.media.video.probe import SWS_MATRICES
+from upscaler.media.video.reader import SWS_FLAGS, is_rgb
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the
 # cycles the model's threads leave instead of preempting them. In one A/B of bench_job.py (320x180

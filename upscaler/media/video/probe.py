@@ -26,7 +26,7 @@ from typing import Any
 
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
-from upscaler.media.probe_pyav import pyav_json
+from upscaler.media.video.probe_pyav import pyav_json
 
 # Matrix names as ffprobe prints them -> as swscale's in/out_color_matrix options take them.
 SWS_MATRICES = {"bt709": "bt709", "smpte170m": "smpte170m", "bt470bg": "bt470", "fcc": "fcc",
@@ -89,8 +89,8 @@ class VideoInfo:
       the container's clock, as the container states them (0 when it does not), against which
       a file cut short or damaged is measured.
     deinterlace: the ffmpeg filter the frames are deinterlaced with before the transform
-      (media/interlace.py decides it), None for none.
-    hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/scan.py
+      (media/video/interlace.py decides it), None for none.
+    hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/video/scan.py
       fills it in; probe leaves it empty).
     start_time: the container's start in seconds, which ffmpeg's -ss is relative to.
     """

@@ -16,7 +16,7 @@ import numpy as np
 
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
-from upscaler.media.probe import SWS_MATRICES, VideoInfo
+from upscaler.media.video.probe import SWS_MATRICES, VideoInfo
 
 # Chroma is interpolated, not replicated, and rounding is exact, so a decode -> encode round
 # trip does not drift.

@@ -26,11 +26,11 @@ import numpy as np
 
 from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
-from upscaler.media.encoding import VideoSettings, choose_encoding
-from upscaler.media.probe import VideoInfo, probe
-from upscaler.media.stage_times import StageTimes
-from upscaler.media.video_reader import VideoReader
-from upscaler.media.video_writer import Encoding, Timing, VideoWriter
+from upscaler.media.video.encoding import VideoSettings, choose_encoding
+from upscaler.media.video.probe import VideoInfo, probe
+from upscaler.media.video.reader import VideoReader
+from upscaler.media.video.stage_times import StageTimes
+from upscaler.media.video.writer import Encoding, Timing, VideoWriter
 
 Transform = Callable[[np.ndarray], np.ndarray]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from upscaler.errors import MediaError, OutputExistsError
 from upscaler.media import ffmpeg
-from upscaler.media.encoding import CODEC_CANDIDATES
-from upscaler.media.probe import VideoInfo
-from upscaler.media.segments import Segment, segment_duration
+from upscaler.media.video.encoding import CODEC_CANDIDATES
+from upscaler.media.video.probe import VideoInfo
+from upscaler.media.video.segments import Segment, segment_duration
 
 
 def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
