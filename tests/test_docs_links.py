@@ -62,3 +62,17 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
             broken.append(f"{link}: no heading #{anchor} in {target.name}")
     assert not broken, f"{page.name}: {broken}"
+
+
+def test_batch_page_lists_every_job_option_with_its_flag() -> None:
+    """docs/batch.md's key table cannot drift from the options the YAML jobs take: every
+    option field is a row naming its command-line flag, and every row is a real key."""
+    from upscaler.config import option_fields
+
+    text = (ROOT / "docs" / "batch.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| (.*) \|$", text, re.MULTILINE))
+    fields = {f.name: f.flag for f in option_fields()}
+    for name, flag in fields.items():
+        assert name in rows, f"docs/batch.md has no row for {name}"
+        assert f"`{flag}`" in rows[name], f"{name}: the row does not name {flag}"
+    assert set(rows) - set(fields) == {"jobs", "defaults", "ray", "input", "output"}
