@@ -159,8 +159,9 @@ def _compare(argv: Sequence[str]) -> int:
     finally:
         bars.close()
     size = write_page(result, page, overwrite=options.overwrite, full=args.full)
-    print(f"{page} ({size / 1e6:.1f} MB): {len(result.results)} models on "
-          f"{len(result.frames)} frames")
+    models_, frames = len(result.results), len(result.frames)
+    print(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on {frames} "
+          f"frame{'s' * (frames != 1)}")
     return 0
 
 
