@@ -49,6 +49,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "samples"), str(ROOT / "bench")]
 
 from bench_job import machine, tencent_runner, time_child  # noqa: E402
 
+from upscaler.borders import pad_frame  # noqa: E402
 from upscaler.media import ffmpeg  # noqa: E402
 from upscaler.models.registry import resolve_model  # noqa: E402
 
@@ -160,8 +161,8 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
         options = {"model": case.model}
         # The job mirrors `border` pixels out on every side first (upscaler/borders.py):
         # ncnn bare on frames padded so is the model work the job cannot avoid.
-        padded = [np.pad(f, ((0, 0), (ref.border,) * 2, (ref.border,) * 2), mode="symmetric")
-                  for f in frames]
+        padded = [np.ascontiguousarray(pad_frame(f.transpose(1, 2, 0), ref.border)
+                                       .transpose(2, 0, 1)) for f in frames]
     if case.preset:
         options["preset"] = case.preset
     times: dict[str, list[float]] = {"job": [], "model": [], "ffmpeg": []}
