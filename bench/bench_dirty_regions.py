@@ -1,6 +1,7 @@
 """Dirty regions, the acceptance run: held drawings whose small changes alone are recomputed.
 
-    python bench/bench_dirty_regions.py [--frames 12] [--crf 18] [--clips threes lipflaps pan]
+    python bench/bench_dirty_regions.py [--frames 12] [--crf 18] [--rounds 3]
+        [--clips threes lipflaps pan]
     python bench/bench_dirty_regions.py --reach [--model NAME] [--size 160]
 
 Draws each clip (samples/anim.py), encodes it with x264 at --crf so that held drawings carry
@@ -21,6 +22,8 @@ Clips, as the issue gives them:
   pan       320x180, the camera pans 1 px a frame, realesr-animevideov3: the negative case;
             nothing may be reused into a smear, every frame >= 45 dB
 
+Each round times ncnn bare and then the job, back to back, so that a change in the machine's
+load falls on both; the figures are the medians over --rounds (the --no-reuse job runs once).
 On a shared 2-core machine absolute times are noisy; read the ratios.
 
 --reach measures what ModelSpec.reach states for a model: how far a changed 16x16 block moves
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -62,13 +66,17 @@ def job(src: Path, dst: Path, model: str, *extra: str) -> tuple[float, float | N
     return seconds, float(found.group(1)) / 100 if found else None
 
 
-def run_clip(kind: str, frames: int, crf: int, work: Path) -> None:
+def run_clip(kind: str, frames: int, crf: int, rounds: int, work: Path) -> None:
     (height, width), model, extra, goal = CLIPS[kind]
     src = write_clip(work / f"{kind}.mkv", scene(kind, frames, height, width), crf)
     decoded = decode(src)
     ncnn_bare(model, decoded[:1])  # warm: the first run pays for allocation
-    bare = ncnn_bare(model, decoded)
-    seconds, share = job(src, work / f"{kind}-dirty.mkv", model, *extra)
+    bares, jobs = [], []
+    for _ in range(rounds):
+        bares.append(ncnn_bare(model, decoded))
+        seconds, share = job(src, work / f"{kind}-dirty.mkv", model, *extra)
+        jobs.append(seconds)
+    bare, seconds = statistics.median(bares), statistics.median(jobs)
     plain_seconds, _ = job(src, work / f"{kind}-plain.mkv", model, "--no-reuse", *extra)
     ours, plain = decode(work / f"{kind}-dirty.mkv"), decode(work / f"{kind}-plain.mkv")
     scores = [psnr(a, b) for a, b in zip(ours, plain, strict=True)]
@@ -76,7 +84,9 @@ def run_clip(kind: str, frames: int, crf: int, work: Path) -> None:
     goal_text = f" (goal <= {goal})" if goal else ""
     print(f"{kind}: {width}x{height}, {frames} frames, {model} {' '.join(extra)}\n"
           f"  share of pixels computed {share:.3f}; ncnn bare {bare:.1f} s, job {seconds:.1f} s"
-          f" = {seconds / bare:.3f}x{goal_text}; --no-reuse job {plain_seconds:.1f} s = "
+          f" = {seconds / bare:.3f}x{goal_text} (medians of {rounds}; rounds' ratios "
+          f"{' '.join(f'{j / b:.3f}' for b, j in zip(bares, jobs, strict=True))});"
+          f" --no-reuse job {plain_seconds:.1f} s = "
           f"{plain_seconds / bare:.3f}x\n"
           f"  PSNR against --no-reuse: lowest frame {min(scores):.1f} dB, mean "
           f"{np.mean(finite) if finite else float('inf'):.1f} dB ({len(scores) - len(finite)} "
@@ -122,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--crf", type=int, default=18, help="x264 CRF of the drawn source")
+    parser.add_argument("--rounds", type=int, default=3, help="ncnn bare + job rounds")
     parser.add_argument("--clips", nargs="+", choices=list(CLIPS), default=list(CLIPS))
     parser.add_argument("--reach", action="store_true", help="measure the models' reach")
     parser.add_argument("--size", type=int, default=160, help="the drawn cel's side (--reach)")
@@ -136,7 +147,7 @@ def main() -> None:
           f"{args.crf}")
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.clips:
-            run_clip(kind, args.frames, args.crf, Path(tmp))
+            run_clip(kind, args.frames, args.crf, args.rounds, Path(tmp))
     print(f"load {os.getloadavg()[0]:.1f} at the end")
 
 
