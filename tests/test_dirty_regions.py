@@ -233,3 +233,63 @@ def test_a_pan_is_not_reused_into_a_smear(jobs: dict[str, tuple[Run, Run]]) -> N
     ours, _ = jobs["pan"]
     assert ours.share is not None and ours.share > 0.95
     assert min(frame_psnr(jobs["pan"])) >= 50  # measured: every frame identical
+
+
+@pytest.mark.slow
+def test_a_10bit_clip_patches_its_mouth_in_16_bits(tmp_path: Path) -> None:
+    # The deep path: frames decode as uint16, blocks are compared in 16 bits, the job writes
+    # 10-bit HEVC; --crf 0 so that outputs compare.
+    from upscaler.media import ffmpeg
+
+    eight = write_clip(tmp_path / "lipflaps8.mkv", scene("lipflaps", 7, 112, 192), crf=18)
+    src = tmp_path / "lipflaps10.mkv"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(eight),
+                "-c:v", "libx265", "-x265-params", "log-level=error", "-crf", "16",
+                "-pix_fmt", "yuv420p10le", str(src)], src)
+    ours = upscale(src, tmp_path / "reuse.mkv")
+    plain = upscale(src, tmp_path / "plain.mkv", "--no-reuse")
+    assert ours.frames[0].dtype == np.uint16 and ours.frames[0].shape == (448, 768, 3)
+    assert ours.share is not None and ours.share < 0.25  # measured 0.208
+    scores = [psnr(a, b, 65535) for a, b in zip(ours.frames, plain.frames, strict=True)]
+    # Measured 55.7-57.6 dB; the first frame, computed whole by both, 59.0 (HEVC at CRF 0
+    # is not lossless).
+    assert min(scores[1:]) >= 52, scores
+
+
+@pytest.mark.slow
+def test_an_animated_png_patches_colour_and_alpha_apart(tmp_path: Path) -> None:
+    import PIL.Image
+
+    cel = draw_cel(96, 160).astype(np.float32)
+    alpha = np.full((96, 160), 255, np.uint8)
+    alpha[:, :40] = np.linspace(0, 255, 40, dtype=np.uint8)
+    frames = [np.dstack([noisy(cel, k), alpha]) for k in range(5)]
+    frames[1][50:55, 90:98, :3] = (150, 40, 60)  # the mouth opens, then closes
+    frames[3][60:66, 120:128, 3] = 0  # a hole opens in the alpha alone
+    src = tmp_path / "anim.png"
+    first, *rest = (PIL.Image.fromarray(f) for f in frames)
+    first.save(src, save_all=True, append_images=rest, duration=100, loop=0)
+    runs = {}
+    for name, extra in (("reuse", []), ("plain", ["--no-reuse"])):
+        dst = tmp_path / f"{name}.png"
+        text = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(text):
+            assert main([str(src), "-o", str(dst), "--model", "realesr-animevideov3",
+                         *extra]) == 0
+        with PIL.Image.open(dst) as im:
+            assert im.n_frames == 5
+            runs[name] = []
+            for k in range(5):
+                im.seek(k)
+                runs[name].append(np.asarray(im.convert("RGBA")))
+        found = SHARE.search(text.getvalue())
+        runs[f"{name} share"] = float(found.group(1)) / 100 if found else None
+    assert runs["plain share"] is None
+    assert runs["reuse share"] is not None and runs["reuse share"] < 0.35  # measured 0.298
+    for k, (a, b) in enumerate(zip(runs["reuse"], runs["plain"], strict=True)):
+        assert a.shape == (384, 640, 4)
+        # Measured: colours 51.2-52.1 dB after the first frame, alpha identical.
+        assert psnr(a[..., :3], b[..., :3], 255) >= 48, f"colour of frame {k}"
+        assert psnr(a[..., 3], b[..., 3], 255) >= 48, f"alpha of frame {k}"
+    assert runs["reuse"][3][250:254, 490:500, 3].max() < 40  # the hole is there, upscaled
+    assert runs["reuse"][2][250:254, 490:500, 3].min() == 255

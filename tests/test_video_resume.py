@@ -238,6 +238,9 @@ def stop_at_mux(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *extra
     (["--no-resume"], ("out.mkv: 4 finished segments of an earlier run discarded "
                        "(--no-resume); redoing them",
                        "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
+    ("version", ("out.mkv: 4 finished segments of an earlier run discarded (upscaler version "
+                 "changed since the earlier run); redoing them",
+                 "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
     ("truncate", ("resuming out.mkv: 3 of 4 segments done, continuing at segment 2",
                   "out.mkv: 1 finished segment of an earlier run discarded (incomplete or "
                   "changed files); redoing it",
@@ -251,6 +254,12 @@ def test_a_rerun_reuses_only_segments_made_the_same_way(
     if change == "truncate":
         segment = folder / "segment-00001.nut"
         segment.write_bytes(segment.read_bytes()[:1000])
+        change = []
+    elif change == "version":  # segments an older upscaler made
+        manifest = folder / "resume.json"
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data["fingerprint"]["transform"]["upscaler version"] = "0.1.0"
+        manifest.write_text(json.dumps(data), encoding="utf-8")
         change = []
     code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST, *change)
     assert code == 0, err

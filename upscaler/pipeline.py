@@ -25,6 +25,7 @@ from upscaler.media.images import Image, check_storable, read_image, write_image
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
 from upscaler.reuse import TileReuse
+from upscaler.version import __version__
 
 
 @dataclass
@@ -124,7 +125,9 @@ class Upscaler:
     def identity(self) -> dict[str, str]:
         """What makes this upscaler's output what it is, as strings: a video's finished
         segments are reused only while it stays the same. The model file counts by size and
-        modification time; the tile cap and memory budget are those the job starts with."""
+        modification time; the tile cap and memory budget are those the job starts with. The
+        upscaler's version counts too: another version may compute other pixels (reuse, dirty
+        regions, borders), and one output must not mix them."""
         files = [self.model.path, self.model.bin_path] if self.model.kind == "ncnn" else [
             self.model.path]
         stamps = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
@@ -138,7 +141,8 @@ class Upscaler:
                 "tile": str(self.options.tile),
                 "overlap": str(self.frames.overlap), "border": str(self.frames.border),
                 "scale": str(self.options.scale or self.model_scale),
-                "reuse": str(self.frames.reuse is not None)}
+                "reuse": str(self.frames.reuse is not None),
+                "upscaler version": __version__}
 
     def start_segment(self, _segment: object = None) -> None:
         """A video segment starts: held-tile reuse starts afresh, so that a segment comes out
@@ -247,18 +251,24 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
         make_folder(task.output.parent)
         return _run_video(task.input, task.output, task.options, progress)
     with contextlib.ExitStack() as stack:
-        upscale_file(lambda: stack.enter_context(Upscaler(task.options,
-                                                          reuse=task.options.reuse)),
-                     task.input,
-                     task.output, task.options)
+        made: list[Upscaler] = []
+
+        def make() -> Upscaler:
+            made.append(stack.enter_context(Upscaler(task.options, reuse=task.options.reuse)))
+            return made[0]
+
+        pictures = upscale_file(make, task.input, task.output, task.options)
+        if pictures > 1 and made and made[0].frames.reuse is not None:
+            state.count_reuse(made[0].frames)  # an animation: what its held frames saved
     state.done = 1
     progress(state)
     return state
 
 
 def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
-                 options: Options) -> None:
-    """Read the image `src`, upscale it and write it to `dst` (folders made as needed).
+                 options: Options) -> int:
+    """Read the image `src`, upscale it and write it to `dst` (folders made as needed); the
+    number of pictures it held (an animation's frames).
 
     `upscaler` is called for the model only once the image is known to fit `dst`'s format, so
     that an image refused (transparency to JPEG) costs no model load.
@@ -267,6 +277,7 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
         write_image(upscaler().upscale_image(image), dst, options.format, background=background)
+        return len(image.frames)
     except MemoryError as e:
         # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
         # one line, as for an executor that ran out, instead of numpy's traceback.
