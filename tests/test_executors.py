@@ -246,22 +246,25 @@ def test_auto_skips_executors_that_cannot_load_the_kind(user_fp16_onnx: Path) ->
 
 def test_tile_budgets() -> None:
     fast, heavy = resolve_model(FAST), resolve_model("realesrgan-x4plus-anime")
-    ram = {"total_memory": 24 << 30, "free_memory": 20 << 30}  # a quarter of 24 GiB: 6 GiB
-    assert tile_budget("onnx", heavy, **ram) == (6 << 30) // (16 << 10)  # 393216 pixels
+    ram = {"total_memory": 24 << 30, "free_memory": 20 << 30}  # the cap, 2 GiB, decides
+    cap = 2 << 30
+    assert tile_budget("onnx", heavy, **ram) == cap // (16 << 10)  # 131072 pixels
     # ncnn's own workspace is 3.5x the activations, but it runs x4plus-anime's upsampling tail
-    # in 164x164 tiles set aside from the budget: only the body's 384 floats a pixel grow.
-    tail = 2048 * 8 * 3.5 * 164**2
-    assert tile_budget("ncnn", heavy, **ram) == int(((6 << 30) - tail) / (384 * 8 * 3.5))
-    assert tile_budget("ncnn", heavy, **ram) > 1920 * 1080 // 5  # 1080p in 5 tiles (5.2%)
-    assert tile_budget("ncnn", fast, **ram) >= 1280 * 720  # 720p animevideov3 runs whole
+    # in 116x116 tiles set aside from the budget: only the body's 384 floats a pixel grow.
+    tail = 2048 * 8 * 3.5 * 116**2
+    assert tile_budget("ncnn", heavy, **ram) == int((cap - tail) / (384 * 8 * 3.5))
+    assert tile_budget("ncnn", heavy, **ram) > 1920 * 1080 // 20  # 1080p in 20 tiles (12.3%)
+    assert tile_budget("ncnn", fast, **ram) >= 1280 * 720 // 2  # 720p animevideov3 in 2 tiles
     assert tile_budget("openvino", heavy, **ram) < tile_budget("onnx", heavy, **ram)
+    # A smaller machine: a quarter of 4 GiB.
+    assert tile_budget("onnx", heavy, total_memory=4 << 30, free_memory=4 << 30) == 65536
     # Half of what is available, when that is less than a quarter of the RAM.
-    assert tile_budget("onnx", heavy, total_memory=24 << 30, free_memory=4 << 30) == 131072
+    assert tile_budget("onnx", heavy, total_memory=24 << 30, free_memory=2 << 30) == 65536
     # A batch shares the budget.
-    assert tile_budget("onnx", heavy, **ram, batch=4) == 98304
+    assert tile_budget("onnx", heavy, **ram, batch=4) == 32768
     # Core ML computes in fp16 and runs a batch one tile after another.
-    assert tile_budget("coreml", heavy, **ram, batch=4) == 786432
-    assert tile_budget("coreml", heavy, **ram, precision="fp32") == 393216
+    assert tile_budget("coreml", heavy, **ram, batch=4) == 262144
+    assert tile_budget("coreml", heavy, **ram, precision="fp32") == 131072
     assert tile_budget("torch", heavy, device="cuda", free_memory=1 << 30) < tile_budget(
         "torch", heavy, device="cuda", free_memory=40 << 30)
     assert tile_budget("torch", heavy, device="cuda") == 512 * 512  # free memory unknown

@@ -439,11 +439,20 @@ def _run(tasks: list[Task], bars: _Bars,
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_frame_buffers()  # see heap.py
+    _quiet_opencv()
     # Ray, where a run uses it, stops after the run's last line is out.
     with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
         code = _main(argv, cluster)
     # A signal that came while Ray waited reaches the job as a bare KeyboardInterrupt (130).
     return 128 + fired[0] if fired and code == 130 else code
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own log lines (under a memory limit: "Can't spawn new thread") are not for our
+    users: what fails in OpenCV reaches us as an exception, which becomes our one line."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:

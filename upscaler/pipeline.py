@@ -170,9 +170,20 @@ class Upscaler:
             up = resize_to_scale(up, out_h, out_w)
         return up
 
-    def upscale_image(self, image: Image) -> Image:
-        """Every frame of `image` (one for a still picture) upscaled; its metadata kept."""
-        return image.with_frames(list(self.upscale_frames(image.frames)))
+    def upscale_image(self, image: Image, *, copy: bool = True) -> Image:
+        """Every frame of `image` (one for a still picture) upscaled; its metadata kept.
+
+        copy=False, for a still picture only, may give a read-only view of this upscaler's
+        buffers, valid until its next call: what a writer that reads it once needs, without a
+        second copy of a large output (288 MB for a 12000x8000 picture).
+        """
+        if copy or len(image.frames) != 1:
+            return image.with_frames(list(self.upscale_frames(image.frames)))
+        self.start_segment()
+        try:
+            return image.with_frames([self._upscale_pixels(image.frames[0], copy=False)])
+        finally:
+            self.start_segment()
 
     def upscale_frames(self, pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pictures in the layouts to_model_input takes, upscaled one by one as a sequence:
@@ -185,7 +196,7 @@ class Upscaler:
         finally:
             self.start_segment()  # held frames are not kept past the sequence
 
-    def _upscale_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    def _upscale_pixels(self, pixels: np.ndarray, copy: bool = True) -> np.ndarray:
         src = to_model_input(pixels)
         height, width = src.rgb.shape[:2]
         rgb = self._finish(self.frames.upscale(src.rgb), height, width)
@@ -198,7 +209,8 @@ class Upscaler:
             alpha = self._finish(np.rint(mean).astype(src.dtype), height, width)
             alpha = settle_alpha(alpha, src.alpha)
         # The caller owns what it gets: a contiguous array of its own, not a view.
-        return np.ascontiguousarray(from_model_output(rgb, alpha, like=src))
+        out = from_model_output(rgb, alpha, like=src)
+        return np.ascontiguousarray(out) if copy else out
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
         """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size
@@ -276,7 +288,8 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
     try:
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
-        write_image(upscaler().upscale_image(image), dst, options.format, background=background)
+        upscaled = upscaler().upscale_image(image, copy=False)  # the writer reads it once
+        write_image(upscaled, dst, options.format, background=background)
         return len(image.frames)
     except MemoryError as e:
         # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):

@@ -6,7 +6,7 @@ import contextlib
 import itertools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -21,10 +21,10 @@ from upscaler.pixels import from_planes, to_planes
 T = TypeVar("T")
 
 _NCNN_OOM = -100  # what ncnn layers return when a blob allocation fails
-# The side of the tiles the upsampling tail runs in (input pixels): 160x160 holds about 1.4 GB
-# in ncnn's tail, and their widening by the tail's reach (2 px) adds 5% to the tail's work,
-# about 1% to the model's.
-TAIL_TILE = 160
+# The side of the tiles the upsampling tail runs in (input pixels): 112x112 holds about 0.8 GB
+# in ncnn's tail (set aside from a call's 2 GiB budget, so the body keeps the rest), and
+# their widening by the tail's reach (2 px) adds 7% to the tail's work, about 1% to the model's.
+TAIL_TILE = 112
 _VULKAN_DEVICE = re.compile(r"vulkan(?::(\d+))?", re.IGNORECASE)
 
 
@@ -134,8 +134,6 @@ class NcnnExecutor(ClosingExecutor):
     fixed_tile: tuple[int, int] | None = None
 
     def __init__(self, model: ModelRef, options: ExecutorOptions) -> None:
-        import ncnn
-
         if model.kind != "ncnn":
             raise ExecutorError(f"ncnn needs ncnn .param/.bin files, not a {model.kind} model",
                                 model.path)
@@ -146,6 +144,17 @@ class NcnnExecutor(ClosingExecutor):
         self.precision: PrecisionName = options.precision or "fp16"
         self.path = model.path
 
+        self.device = "cpu"
+        self._model, self._options = model, options
+        self._net: Any = self._load(model, options)
+        self._input_blob, self._output_blob = _blob_names(model.path)
+        # Tiles larger than a tail tile run the upsampling tail apart (models/tail.py).
+        self._tail = tail_of(model)
+
+    def _load(self, model: ModelRef, options: ExecutorOptions) -> Any:
+        """A fresh ncnn.Net with `model` loaded for `options`; sets self.device."""
+        import ncnn
+
         net = ncnn.Net()
         opt = net.opt
         fp16 = self.precision == "fp16"
@@ -153,7 +162,6 @@ class NcnnExecutor(ClosingExecutor):
         opt.use_bf16_storage = self.precision == "bf16"
         if options.threads:
             opt.num_threads = options.threads
-        self.device = "cpu"
         if options.device is not None and options.device.lower() != "cpu":
             match = _VULKAN_DEVICE.fullmatch(options.device)
             if match is None:
@@ -174,11 +182,7 @@ class NcnnExecutor(ClosingExecutor):
             if net.load_model(str(model.bin_path)) != 0:
                 raise ModelError("ncnn cannot load the weights (truncated or does not match "
                                  f"{model.path.name})", model.bin_path)
-        self._net = net
-        self._ran_out = False
-        self._input_blob, self._output_blob = _blob_names(model.path)
-        # Tiles larger than a tail tile run the upsampling tail apart (models/tail.py).
-        self._tail = tail_of(model)
+        return net
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
@@ -206,7 +210,7 @@ class NcnnExecutor(ClosingExecutor):
         data = np.ascontiguousarray(planes, dtype=np.float32)
         arrays = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in feeds.items()}
         mats = {name: ncnn.Mat(v) for name, v in arrays.items()}
-        with self._net.create_extractor() as extractor:
+        with self._extractor() as extractor:
             extractor.input(self._input_blob, ncnn.Mat(data))
             for name, mat in mats.items():
                 extractor.input(name, mat)
@@ -284,15 +288,10 @@ class NcnnExecutor(ClosingExecutor):
         # ncnn.Mat borrows the planes' memory: `data` holds them until the extraction ends.
         mat_in = ncnn.Mat(data) if isinstance(data, np.ndarray) else data
         h, w = mat_in.h, mat_in.w
-        with contextlib.ExitStack() as quiet, self._net.create_extractor() as extractor:
+        with self._extractor() as extractor:
             extractor.input(source, mat_in)
             status, mat_out = extractor.extract(target)
             if status == _NCNN_OOM:
-                # The extractor, freed with blobs its failed layer left, prints "FATAL ERROR!
-                # pool allocator destroyed too early": a note for ncnn's developers about a
-                # failure that is already ours to report. Only that moment is silenced.
-                quiet.enter_context(_quiet_stderr())
-                self._ran_out = True
                 raise OutOfMemoryError(f"ncnn ({self.device}): out of memory for a {h}x{w} "
                                        "tile")
             if status != 0:
@@ -304,11 +303,33 @@ class NcnnExecutor(ClosingExecutor):
                                     f"expected {shape}", self.path)
             return take(result)
 
-    def close(self) -> None:
-        # After an out-of-memory error ncnn's pools still count the failed layer's blobs, and
-        # freeing the net prints the same developer's note as the extractor (see _extract).
-        with _quiet_stderr() if self._ran_out else contextlib.nullcontext():
-            if self._net is not None:
+    @contextlib.contextmanager
+    def _extractor(self) -> Iterator[Any]:
+        """An extractor of the net, which is loaded afresh after an out-of-memory error.
+
+        ncnn's pools keep every blob they have made, and the failed layer's blobs stay counted:
+        the retry with smaller tiles would find less memory than the first attempt had. So
+        the net (with its pools) is freed at once and loaded again for the next tile. Freeing
+        the extractor and the net then prints "FATAL ERROR! pool allocator destroyed too
+        early", a note for ncnn's developers about a failure that is already ours to report:
+        only that moment is silenced.
+        """
+        if self._net is None:
+            self._net = self._load(self._model, self._options)
+        try:
+            with contextlib.ExitStack() as quiet, self._net.create_extractor() as extractor:
+                try:
+                    yield extractor
+                except OutOfMemoryError:
+                    quiet.enter_context(_quiet_stderr())
+                    raise
+        except OutOfMemoryError:
+            with _quiet_stderr():
                 self._net.clear()
             self._net = None
+            raise
 
+    def close(self) -> None:
+        if self._net is not None:
+            self._net.clear()
+        self._net = None

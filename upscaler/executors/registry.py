@@ -188,6 +188,11 @@ def _named(name: str, reason: str) -> str:
 GPU_TILE_UNKNOWN_MEMORY = 512  # a GPU whose free memory is unknown gets 512x512-pixel calls
 CPU_MEMORY_SHARE = 4  # a CPU executor may use 1/4 of the machine's RAM for activations ...
 CPU_AVAILABLE_SHARE = 2  # ... but no more than half of what is available when the job starts
+# ... and no more than 2 GiB, however large the machine: past about a hundred thousand pixels a
+# bigger call only saves overlap work (x4plus-anime on ncnn: 12.8% of a 3000x2000 image's work
+# in 54 tiles against 6% in 14 with a quarter of 24 GiB), while its memory grows with it; with
+# the cap that image peaks under 3 GB (docs/memory.md), where 2.5 GiB gave 3.2 GB.
+CPU_MEMORY_CAP = 2 << 30
 GPU_MEMORY_SHARE = 2  # a GPU executor may use half of the free GPU memory
 BYTES_PER_FLOAT = 4 * 2  # fp32, doubled for the runtime's workspace
 UNKNOWN_MODEL_BYTES_PER_PIXEL = 16 << 10  # a user .onnx/.pth: as heavy as x4plus-anime
@@ -208,11 +213,11 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     A frame with at most this many pixels runs whole; a larger one is cut into the tiles of
     least work that hold at most this many pixels (upscaler.tiling.choose_tile).
     - CPU executors (openvino, onnxruntime, ncnn): their measured peak memory fits in a quarter
-      of the machine's RAM and in half of what is available (`total_memory` and `free_memory`
-      override the measured figures). With 24 GB that is 5.9 GB: 456,000 pixels for
-      x4plus-anime on ncnn, which runs its upsampling tail apart in a reserved 1.5 GB
-      (1280x720 in 3 tiles, 1920x1080 in 5), 393,000 on onnxruntime; 1.6 million pixels for
-      animevideov3 on ncnn (1280x720 whole).
+      of the machine's RAM, in half of what is available (`total_memory` and `free_memory`
+      override the measured figures) and in CPU_MEMORY_CAP (2 GiB). From 8 GB up the cap
+      decides: 128,000 pixels for x4plus-anime on ncnn, which runs its upsampling tail apart
+      in a reserved 0.8 GB (1280x720 in 9 tiles, 1920x1080 in 20), 131,000 on onnxruntime;
+      533,000 pixels for animevideov3 on ncnn (1280x720 in 2 tiles).
       Per pixel, CPU speed hardly depends on tile size, but bigger tiles waste less work on
       the overlaps between them.
     - GPU executors (onnxruntime with CUDA/TensorRT, torch, ncnn on "vulkan"): the estimate
@@ -248,7 +253,7 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
         total = total_memory if total_memory is not None else _total_ram()
         available = free_memory if free_memory is not None else min(
             _available_ram(total), _address_space_left())
-        budget = min(total // CPU_MEMORY_SHARE, available // CPU_AVAILABLE_SHARE)
+        budget = min(total // CPU_MEMORY_SHARE, available // CPU_AVAILABLE_SHARE, CPU_MEMORY_CAP)
         per_pixel *= CPU_WORKSPACE.get(name, 1.0)
         reserve *= CPU_WORKSPACE.get(name, 1.0)
     if name == "coreml":

@@ -1,6 +1,7 @@
-"""16-bit PNG and TIFF encoders, for the layouts Pillow cannot write (16-bit colour).
+"""A 16-bit TIFF encoder, for the layouts Pillow cannot write (16-bit colour).
 
-They take (H, W, C) uint16 pixels, C = 1 to 4, and return the file's bytes.
+It takes (H, W, C) uint16 pixels, C = 1 to 4, and returns the file's bytes; 16-bit PNG is
+written by png.py.
 """
 
 from __future__ import annotations
@@ -9,54 +10,6 @@ import struct
 import zlib
 
 import numpy as np
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png16(
-    pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None
-) -> bytes:
-    """A 16-bit PNG of any channel count (Pillow has no 16-bit colour modes to write from)."""
-    h, w, c = pixels.shape
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
-    out = [b"\x89PNG\r\n\x1a\n",
-           _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))]
-    if icc:
-        out.append(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
-    if dpi:
-        ppm = [max(1, round(d / 0.0254)) for d in dpi]
-        out.append(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
-    if exif:
-        out.append(_png_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
-    rows = pixels.astype(">u2").view(np.uint8).reshape(h, w * c * 2)
-    deflate = zlib.compressobj(6)
-    parts = []
-    previous = np.zeros((1, rows.shape[1]), np.uint8)
-    for start in range(0, h, 256):  # bands bound the memory of the int16 temporaries
-        band = rows[start:start + 256]
-        up = np.concatenate([previous, band[:-1]])
-        filtered = _paeth_filter(band, up, bpp=c * 2)
-        marked = np.concatenate([np.full((len(band), 1), 4, np.uint8), filtered], axis=1)
-        parts.append(deflate.compress(marked.tobytes()))
-        previous = band[-1:]
-    parts.append(deflate.flush())
-    out += [_png_chunk(b"IDAT", b"".join(parts)), _png_chunk(b"IEND", b"")]
-    return b"".join(out)
-
-
-def _paeth_filter(rows: np.ndarray, up: np.ndarray, bpp: int) -> np.ndarray:
-    """PNG filter type 4 over whole rows at once (it predicts from unfiltered bytes only)."""
-    x = rows.astype(np.int16)
-    b = up.astype(np.int16)
-    a = np.zeros_like(x)
-    a[:, bpp:] = x[:, :-bpp]
-    c = np.zeros_like(x)
-    c[:, bpp:] = b[:, :-bpp]
-    pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-    predicted = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-    return ((x - predicted) & 0xFF).astype(np.uint8)
 
 
 def tiff16(

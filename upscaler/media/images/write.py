@@ -18,16 +18,18 @@ given, at the source's estimated quality but never below 95. WebP is lossless un
 was lossy or a `quality` is given. DPI is copied unchanged; scaling it is the caller's choice.
 
 Every write goes to a temporary file beside the final path and is renamed over it, so a crash
-never leaves a half-written file at the final path.
+never leaves a half-written file at the final path. Large PNGs (and 16-bit ones) stream to it
+band by band, from a view of the pixels, never copied whole.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import PIL.Image
@@ -43,13 +45,18 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
-from upscaler.media.images.deep import png16, tiff16
+from upscaler.media.images.deep import tiff16
+from upscaler.media.images.png import write_png
 
 _NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
 _EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
 _NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
 _ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 _DEFAULT_QUALITY = 95
+# 8-bit PNGs of this many bytes of pixels or more are written band by band (png.py) rather than
+# by Pillow, which would hold a second, 4-byte-a-pixel copy of the picture: 64 MB is a
+# 4600x4600 RGB output. Smaller ones keep Pillow's encoder, about twice as fast.
+BANDED_PNG_BYTES = 64 << 20
 
 
 def write_image(
@@ -79,15 +86,20 @@ def write_image(
     exif = image.exif if fmt in EXIF_FORMATS else None
     if image.animation is not None:
         # Pillow writes animations from 8-bit pictures only.
-        frames = [np.rint(f / 257.0).astype(np.uint8) if f.dtype == np.uint16 else f
-                  for f in frames]
+        frames = [np.rint(f / 257.0).astype(np.uint8) if f.dtype == np.uint16
+                  else np.ascontiguousarray(f) for f in frames]
         options = _pillow_options(fmt, image, quality, icc, exif)
         data = encode_frames(frames, image.animation, fmt, options)
+    elif fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.nbytes >= BANDED_PNG_BYTES):
+        _atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif))
+        return path
     elif pixels.dtype == np.uint16:
-        encode16 = png16 if fmt == "PNG" else tiff16
-        data = encode16(pixels, icc, image.dpi, exif)
+        data = tiff16(np.ascontiguousarray(pixels), icc, image.dpi, exif)
     else:
-        data = _encode_pillow(pixels, fmt, image, quality, icc, exif)
+        # Pillow writes into the file as it encodes: no second copy of the encoded picture.
+        im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
+        _atomic_write(path, lambda f: im.save(f, format=fmt, **opts))
+        return path
     _atomic_write(path, data)
     return path
 
@@ -168,17 +180,18 @@ def _fit_pixels(
     if (fmt in _NO_GRAY_FORMATS and pixels.shape[2] in (1, 2)) or gray_alpha_tiff16:
         gray, rest = pixels[..., :1], pixels[..., 1:]
         pixels = np.concatenate([gray, gray, gray, rest], axis=2)
-    return np.ascontiguousarray(pixels)
+    return pixels  # may be a view: each encoder copies what it must, png.py nothing
 
 
-def _encode_pillow(
+def _pillow_image(
     pixels: np.ndarray,
     fmt: str,
     image: Image,
     quality: int | None,
     icc: bytes | None,
     exif: bytes | None,
-) -> bytes:
+) -> tuple[PIL.Image.Image, dict[str, object]]:
+    """The Pillow image of `pixels` and its save options for `fmt`."""
     if fmt == "GIF":
         im = gif_frame(pixels)
     else:
@@ -186,9 +199,7 @@ def _encode_pillow(
     opts = _pillow_options(fmt, image, quality, icc, exif)
     if "transparency" in im.info:
         opts["transparency"] = im.info["transparency"]
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **opts)
-    return buf.getvalue()
+    return im, opts
 
 
 def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | None,
@@ -217,14 +228,18 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
     return opts
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write beside `path` under a hidden temporary name, then rename over it."""
+def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (or what the callable writes to the file) beside `path` under a hidden
+    temporary name, then rename over it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
         # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
