@@ -14,8 +14,8 @@ from upscaler import upscale_path
 from upscaler.cli import main
 from upscaler.errors import UpscalerError
 from upscaler.media import ffmpeg
-from upscaler.media.video.probe import probe
-from upscaler.media.video.scan import scan
+from upscaler.media.video.probe import VideoInfo, probe
+from upscaler.media.video.scan import Scan, _decode, scan
 
 FAST = ["--model", "realesr-animevideov3", "--executor", "onnxruntime", "--quiet",
         "--crf", "30", "--segment-seconds", "0.5"]
@@ -102,6 +102,11 @@ def whole_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "-movflags", "+faststart")
 
 
+def single_thread_scan(info: VideoInfo) -> Scan:
+    """The exact pass, for comparison."""
+    return _decode(info, threads=1)[1]
+
+
 def corrupted(src: Path, dst: Path) -> Path:
     data = bytearray(src.read_bytes())
     middle = len(data) // 2
@@ -115,6 +120,21 @@ def cut_short(src: Path, dst: Path) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[:len(data) * 3 // 5])
     return dst
+
+
+def test_the_scan_decodes_on_every_core_and_times_damage_on_one(whole_clip: Path,
+                                                               tmp_path: Path) -> None:
+    # A whole source: one pass on every core gives what one thread gives.
+    info = probe(whole_clip)
+    assert scan(info) == single_thread_scan(info)
+    # A damaged one is decoded again on one thread, where errors are timed closer to their
+    # frames (a frame-threaded decoder reports them frames early); the frames that decode are
+    # the same either way. Error times vary by a few frames from run to run even on one
+    # thread, as ffmpeg decodes and filters in threads of its own: not compared.
+    for damage in (corrupted, cut_short):
+        bad = probe(damage(whole_clip, tmp_path / f"{damage.__name__}.mp4"))
+        found = scan(bad)
+        assert found.errors and found.decoded_pts == single_thread_scan(bad).decoded_pts
 
 
 @pytest.mark.parametrize("damage", [corrupted, cut_short])

@@ -1,17 +1,18 @@
 """Decode a source once before any work, to learn what its headers cannot say.
 
-One pass of ffmpeg decodes the main video stream (single-threaded, so that each error line
-comes before the frame it damaged) through `showinfo`, which logs every frame's timestamp, its
-interlacing flags and its side data (HDR10 mastering display and content light level, Dolby
-Vision), and `idet`, which measures whether the pictures are woven from two fields whatever
-the stream says. From that:
+One pass of ffmpeg decodes the main video stream (on every core; a source that shows damage is
+decoded again on one thread, so that error lines come near the frames they damaged) through
+`showinfo`, which logs every frame's timestamp, its interlacing flags and its side data (HDR10
+mastering display and content light level, Dolby Vision), and `idet`, which measures whether
+the pictures are woven from two fields whatever the stream says. From that:
 
-- damage: decode errors with the time they happened, and frames that never came out (lost in
-  the middle, or a file that ends before its container's duration);
+- damage: decode errors with the time they happened (within a few frames), and frames that
+  never came out (lost in the middle, or a file that ends before its container's duration);
 - interlacing: the field order the frames are flagged with, and idet's verdict;
 - HDR: the static metadata to carry to the output.
 
-It costs one decode of the source, which is small beside upscaling it.
+It costs one decode of the source (two for a damaged one), small beside upscaling it: a
+24-minute 1080p H.264 episode is about 34,000 frames, 2 minutes on this 2-core machine.
 """
 
 from __future__ import annotations
@@ -57,16 +58,32 @@ class Scan:
 
 
 def scan(info: VideoInfo) -> Scan:
-    """Decode `info`'s video stream once; MediaError when ffmpeg cannot even start on it."""
-    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
-            "level+info", "-copyts", "-threads", "1", "-i", str(info.path),
-            "-map", f"0:{info.video_index}", "-vf", "showinfo=checksum=0,idet",
-            "-f", "null", "-"]
-    code, log = ffmpeg.run_log(args, info.path)
-    found = parse(log, info.time_base)
+    """Decode `info`'s video stream once; MediaError when ffmpeg cannot even start on it.
+
+    The pass decodes with every core: a frame-threaded decoder prints an error as many frames
+    before the frame it damaged comes out as it has threads, so a source that shows any
+    error, or a frame count other than its container's, is decoded again on one thread, where
+    an error line comes within a few frames of its own (ffmpeg still decodes and filters in
+    threads of their own: the times of one clip's errors varied by 0.1 s between runs). A
+    whole source, the common case, is decoded once, on every core (1080p H.264 on 2 cores:
+    3.4 ms a frame, against 4.7 ms on one thread; more cores, more gain).
+    """
+    code, found, log = _decode(info, threads=0)
+    if code != 0 or found.errors or len(found.decoded_pts) != info.frame_count:
+        code, found, log = _decode(info, threads=1)
     if code != 0 and not found.decoded_pts:
         raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}", info.path)
     return found
+
+
+def _decode(info: VideoInfo, threads: int) -> tuple[int, Scan, str]:
+    """ffmpeg's exit code, the Scan and the log of one pass with `threads` (0: every core)."""
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
+            "level+info", "-copyts", "-threads", str(threads), "-i", str(info.path),
+            "-map", f"0:{info.video_index}", "-vf", "showinfo=checksum=0,idet",
+            "-f", "null", "-"]
+    code, log = ffmpeg.run_log(args, info.path)
+    return code, parse(log, info.time_base), log
 
 
 def parse(log: str, time_base: Fraction) -> Scan:
