@@ -153,6 +153,24 @@ def test_damaged_source_fails_before_any_output(whole_clip: Path, tmp_path: Path
     assert not list(tmp_path.glob(".*out*"))  # no partial output, no work folder
 
 
+def test_a_batch_runs_its_whole_jobs_and_refuses_the_damaged_one_when_it_starts(
+        whole_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The batch's check of every job only probes; each source is decoded as its job starts,
+    # so the whole episode before a damaged one is upscaled, and the damaged one is refused
+    # with its one line, nothing written for it.
+    corrupted(whole_clip, tmp_path / "bad.mp4")
+    (tmp_path / "good.mp4").write_bytes(whole_clip.read_bytes())
+    job = tmp_path / "job.yaml"
+    job.write_text("jobs:\n  - input: good.mp4\n    output: good.mkv\n"
+                   "  - input: bad.mp4\n    output: bad.mkv\n", encoding="utf-8")
+    code, err = run_cli(["--config", str(job), *FAST], capsys)
+    assert code == 5
+    assert probe(tmp_path / "good.mkv").frame_count == 60
+    assert not (tmp_path / "bad.mkv").exists()
+    assert [line for line in err.splitlines() if "damaged video" in line] == [
+        line for line in err.splitlines() if "bad.mp4" in line] != []
+
+
 @pytest.mark.parametrize(("damage", "how"), [(corrupted, "flag"), (cut_short, "yaml"),
                                              (corrupted, "api")])
 def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, damage, how: str,

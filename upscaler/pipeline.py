@@ -336,10 +336,11 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
 
 
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
-    from upscaler.video import check_video_job, upscale_video
+    from upscaler.video import check_source, check_video_job, upscale_video
 
     settings = video_settings(options)
     check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
+    check_source(src, settings)  # the decoding pass: damage refused before the model loads
     state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
     upscaler = Upscaler(options, "video", reuse=options.reuse)

@@ -43,7 +43,8 @@ from upscaler.media.video.segments import PARTIAL, Segment, encode_segments, pla
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.media.video.writer import Encoding
 
-__all__ = ["StageTimes", "VideoSettings", "check_video_job", "upscale_video", "work_dir"]
+__all__ = ["StageTimes", "VideoSettings", "check_source", "check_video_job", "upscale_video",
+           "work_dir"]
 
 Progress = Callable[[int, int], None]
 # Makes the segments a job has left: (source, segments, their files, the output's container,
@@ -62,14 +63,23 @@ def check_video_job(src: str | Path, dst: str | Path,
     format can hold the source's other streams. UsageError (exit 2) for a bad option or
     output, MediaError (exit 5) for a source or container problem. Probes and trials are
     cached, so checking a batch up front and each job again when it runs costs once.
+    The source is probed, not decoded: the decoding pass that finds damage and interlacing
+    (scan.py, minutes for an episode) runs when the job starts, before its first frame, so
+    that a season's batch does not decode every episode before upscaling the first.
     """
     settings = settings or VideoSettings()
     src, dst = Path(src), Path(dst)
     if dst.is_dir():
         raise UsageError("is a folder; give the output file's name (e.g. -o out/name.mkv)", dst)
-    info, _ = _source(src, settings)
+    info = _probe(src)
     check_encoding(info, settings, dst)
     check_container(info, dst)
+
+
+def check_source(src: str | Path, settings: VideoSettings | None = None) -> None:
+    """Decode `src` once (scan.py; cached, so the job does not decode it again) and raise
+    MediaError now for damage the job would refuse: what a job runs before its model loads."""
+    _source(Path(src), settings or VideoSettings())
 
 
 def upscale_video(src: str | Path, dst: str | Path,
