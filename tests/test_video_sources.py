@@ -78,6 +78,41 @@ def test_hdr10_metadata_loss_is_named(hdr_clip: Path, tmp_path: Path,
             "cannot write it (--codec libx265 or libsvtav1 keeps it)") in err
 
 
+def test_hdr10_plus_dynamic_metadata_loss_is_said(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # x265 writes SMPTE 2094-40 SEI from a JSON file of per-frame scene data (the LLC format
+    # its --dhdr10-info takes): a real HDR10+ stream, with static HDR10 beside it.
+    import json
+
+    scene = {"BezierCurveData": {"Anchors": [102, 205, 307, 410, 512, 614, 717, 819, 922],
+                                 "KneePointX": 0, "KneePointY": 0},
+             "LuminanceParameters": {
+                 "AverageRGB": 1000, "MaxScl": [3000, 2500, 2000],
+                 "LuminanceDistributions": {
+                     "DistributionIndex": [1, 5, 10, 25, 50, 75, 90, 95, 99],
+                     "DistributionValues": [100, 200, 300, 400, 500, 600, 700, 800, 900]}},
+             "NumberOfWindows": 1, "TargetedSystemDisplayMaximumLuminance": 400, "SceneId": 0}
+    frames = [{**scene, "SceneFrameIndex": i, "SequenceFrameIndex": i} for i in range(8)]
+    metadata = tmp_path / "hdr10plus.json"
+    metadata.write_text(json.dumps({"SceneInfo": frames, "JSONInfo": {
+        "HDR10plusProfile": "B", "Version": "1.0"}}), encoding="utf-8")
+    src = encode(tmp_path / "dynamic.mkv", "testsrc=s=64x48:r=25:d=0.32", "-pix_fmt",
+                 "yuv420p10le", "-c:v", "libx265", "-x265-params",
+                 f"log-level=error:dhdr10-info={metadata}:master-display={MASTER}"
+                 ":max-cll=1500,320",
+                 "-vf", "setparams=color_primaries=bt2020:color_trc=smpte2084"
+                 ":colorspace=bt2020nc")
+    assert scan(probe(src)).hdr.dynamic
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert ("dynamic.mkv: HDR10+ dynamic metadata dropped: no encoder here takes it from "
+            "frames") in err
+    assert "dynamic.mkv: HDR10 mastering display and content light level metadata carried" in err
+    kept = scan(probe(out)).hdr
+    assert kept.light == (1500, 320) and not kept.dynamic
+
+
 def test_hlg_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = encode(tmp_path / "hlg.mp4", "testsrc=s=72x40:r=25:d=0.3", "-pix_fmt",
                  "yuv420p10le", "-c:v", "libx265", "-x265-params", "log-level=error",
