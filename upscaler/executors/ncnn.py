@@ -315,7 +315,12 @@ class NcnnExecutor(ClosingExecutor):
         only that moment is silenced.
         """
         if self._net is None:
-            self._net = self._load(self._model, self._options)
+            try:
+                self._net = self._load(self._model, self._options)
+            except ModelError as e:
+                # These files loaded before the error: what failed now is memory.
+                raise OutOfMemoryError(f"ncnn ({self.device}): out of memory loading the "
+                                       f"model again: {e.message}") from e
         try:
             with contextlib.ExitStack() as quiet, self._net.create_extractor() as extractor:
                 try:
