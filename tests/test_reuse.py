@@ -22,8 +22,8 @@ from clips import decode_all
 from conftest import psnr
 from draw import draw_cel
 from test_tiling import FixedTileExecutor, OrtExecutor, SmallMemoryExecutor
+from test_video_rerun import run_cli, stop_at_mux
 from test_video_resume import FAST as RESUME_FAST
-from test_video_resume import run_cli, stop_at_mux
 
 from upscaler.cli import main
 from upscaler.executors.base import ExecutorOptions
