@@ -32,6 +32,7 @@ from upscaler.media.video.probe import probe
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals are POSIX")
 
 SEGMENT = ["--segment-seconds", "0.5"]  # 12 frames at 23.976 fps
+SEGMENTS = 8  # of the 4-second clip
 FAST = ["--model", "realesr-animevideov3", "--quiet", *SEGMENT]
 RESUMING = re.compile(r"resuming (\S+): (\d+) of (\d+) segments done, continuing at segment (\d+)")
 WORK_DONE = re.compile(r"(\S+): (\d+) frames upscaled, (\d+) reused from the earlier run")
@@ -103,9 +104,9 @@ def _running_ffmpegs_ps(*tags: Path, also: str = "") -> list[int]:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 s with audio: 192 frames in 16 segments of 12."""
+    """4 s with audio: 96 frames in 8 segments of 12."""
     path = tmp_path_factory.mktemp("clips") / "ep.mkv"
-    return make_clip(path, seconds=8.0, audio=True)
+    return make_clip(path, seconds=4.0, audio=True)
 
 
 @pytest.fixture(scope="module")
@@ -180,17 +181,17 @@ def test_killed_job_resumes_from_its_last_finished_segment(clip: Path, reference
     assert running_ffmpegs(tmp_path, clip) == []
     assert not out.exists()
     kept = finished_segments(work)
-    assert 4 <= kept < 16
+    assert 4 <= kept < SEGMENTS
 
     again = upscale(tmp_path, *args)
     assert again.returncode == 0, again.stderr
     resumed = RESUMING.search(again.stderr)
     assert resumed, again.stderr
-    assert resumed.groups() == ("out.mkv", str(kept), "16", str(kept + 1))
+    assert resumed.groups() == ("out.mkv", str(kept), str(SEGMENTS), str(kept + 1))
     work_done = WORK_DONE.search(again.stderr)
     assert work_done, again.stderr
     # The model ran only on the frames of the segments that were missing.
-    assert (int(work_done[2]), int(work_done[3])) == (192 - 12 * kept, 12 * kept)
+    assert (int(work_done[2]), int(work_done[3])) == (12 * (SEGMENTS - kept), 12 * kept)
     assert_same_video(out, reference)
     assert not work.exists()
 
@@ -218,8 +219,8 @@ def test_ctrl_c_and_sigterm_stop_at_once_and_keep_segments(clip: Path, tmp_path:
     assert running_ffmpegs(tmp_path, clip) == []
     kept = finished_segments(work)
     assert err.replace("\r", "\n").strip().splitlines()[-1] == (
-        f"upscale: interrupted: {kept} of 16 segments kept in {work}; run the same command "
-        "again to resume (--no-resume starts over)")
+        f"upscale: interrupted: {kept} of {SEGMENTS} segments kept in {work}; run the same "
+        "command again to resume (--no-resume starts over)")
     assert kept >= 2 and not out.exists()
 
 
@@ -275,13 +276,13 @@ def test_a_disk_that_fills_mid_job_keeps_the_finished_segments(
     assert proc.returncode == 5, err
     kept = finished_segments(work)
     line = err.strip().splitlines()[-1]
-    assert re.fullmatch(rf"upscale: error: disk full while writing {work}/\S+: {kept} of 16 "
-                        rf"segments kept for resume in {work}", line), err
+    assert re.fullmatch(rf"upscale: error: disk full while writing {work}/\S+: {kept} of "
+                        rf"{SEGMENTS} segments kept for resume in {work}", line), err
     assert kept >= 3 and not out.exists()
 
     filler.unlink()
     again = upscale(disk, *args)
     assert again.returncode == 0, again.stderr
-    assert f"resuming out.mkv: {kept} of 16 segments done" in again.stderr
+    assert f"resuming out.mkv: {kept} of {SEGMENTS} segments done" in again.stderr
     assert_same_video(out, reference)
     assert sorted(p.name for p in disk.iterdir()) == ["out.mkv"]
