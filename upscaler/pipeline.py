@@ -122,6 +122,12 @@ class Upscaler:
     def model_scale(self) -> int:
         return self.executor.scale
 
+    def release_memory(self) -> bool:
+        """Have the executor free the memory its runtime keeps between calls (ncnn's pools,
+        ONNX Runtime's arena); False where it has no way to."""
+        release = getattr(self.executor, "release_memory", None)
+        return bool(release()) if release is not None else False
+
     def identity(self) -> dict[str, str]:
         """What makes this upscaler's output what it is, as strings: a video's finished
         segments are reused only while it stays the same. The model file counts by size and
@@ -288,9 +294,20 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
     try:
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
-        upscaled = upscaler().upscale_image(image, copy=False)  # the writer reads it once
-        write_image(upscaled, dst, options.format, background=background)
-        return len(image.frames)
+        up = upscaler()
+        upscaled = None
+        for attempt in range(2):
+            try:
+                if upscaled is None:
+                    upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
+                write_image(upscaled, dst, options.format, background=background)
+                return len(image.frames)
+            except MemoryError:
+                # The model ran, but its runtime still holds the memory of its largest call
+                # (ONNX Runtime's arena, ncnn's pools): freed, our own buffers may fit.
+                if attempt or not up.release_memory():
+                    raise
+        raise AssertionError("unreachable")  # for type checkers: the loop returns or raises
     except MemoryError as e:
         # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
         # one line, as for an executor that ran out, instead of numpy's traceback.

@@ -44,6 +44,9 @@ class Executor(Protocol):
     `fixed_tile` is the only (h, w) a fixed-shape executor (Core ML) accepts, else None.
     A fixed-shape executor that can be rebuilt for another shape (Core ML from ncnn weights)
     also has `can_reshape = True` and `reshape(h, w)`, which makes (h, w) its `fixed_tile`.
+    An executor whose runtime keeps memory from call to call (pools, arenas) may have
+    `release_memory() -> bool`, which frees it (True) for the next call to take again: the
+    pipeline calls it when its own buffers did not fit beside that memory.
     """
 
     name: str

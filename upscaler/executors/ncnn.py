@@ -334,7 +334,13 @@ class NcnnExecutor(ClosingExecutor):
             self._net = None
             raise
 
-    def close(self) -> None:
+    def release_memory(self) -> bool:
+        """Free ncnn's pools (every blob they made); the net is loaded again at the next
+        tile. True: memory was freed."""
         if self._net is not None:
             self._net.clear()
         self._net = None
+        return True
+
+    def close(self) -> None:
+        self.release_memory()

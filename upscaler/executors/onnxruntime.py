@@ -132,13 +132,8 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         self._model = model
         self._session_options, self._providers = session_options, providers
         self._parts: dict[tuple[str, tuple[str, ...]], Any] = {}
-        try:
-            self._session = ort.InferenceSession(str(path), session_options, providers=providers)
-        except Exception as e:  # ORT's pybind exceptions share no base class but Exception
-            if _is_oom(e):
-                raise OutOfMemoryError(f"onnxruntime: out of memory loading the model: "
-                                       f"{one_line(e)}", path) from e
-            raise ModelError(f"not a loadable ONNX model: {one_line(e)}", path) from e
+        self._session: Any = None
+        self._session = self._live()
 
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
@@ -160,6 +155,30 @@ class OnnxRuntimeExecutor(ClosingExecutor):
             None if height is None or width is None else (height, width))
         self._fixed_batch = batch
         self.scale: int = model.scale if model.scale is not None else self._measure_scale(path)
+
+    def _live(self) -> Any:
+        """The session, made again where release_memory dropped it."""
+        if self._session is None:
+            import onnxruntime as ort
+
+            try:
+                self._session = ort.InferenceSession(str(self.path), self._session_options,
+                                                     providers=self._providers)
+            except Exception as e:  # ORT's pybind exceptions share no base class but Exception
+                if _is_oom(e):
+                    raise OutOfMemoryError(f"onnxruntime: out of memory loading the model: "
+                                           f"{one_line(e)}", self.path) from e
+                raise ModelError(f"not a loadable ONNX model: {one_line(e)}", self.path) from e
+        return self._session
+
+    def release_memory(self) -> bool:
+        """Free what ONNX Runtime keeps from call to call: the session's arena (it holds the
+        largest call's activations), the kept output buffer and the parts' sessions. The
+        session is made again at the next call (a second or so). True: memory was freed."""
+        self._parts.clear()
+        self._session = None
+        self._output = None
+        return True
 
     def _measure_scale(self, path: Any) -> int:
         out_shape = self._session.get_outputs()[0].shape
@@ -202,11 +221,12 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         if self._output is None or self._output.shape != shape:
             self._output = None  # the old buffer goes before the new one comes
             self._output = np.empty(shape, self._output_dtype)
-        binding = self._session.io_binding()
+        session = self._live()
+        binding = session.io_binding()
         binding.bind_cpu_input(self._input_name, feed)
         binding.bind_output(self._output_name, "cpu", 0, self._output_dtype, shape,
                             self._output.ctypes.data)
-        self._call(lambda: self._session.run_with_iobinding(binding), feed.shape)
+        self._call(lambda: session.run_with_iobinding(binding), feed.shape)
         return batch_to_pixels(self._output, tiles.dtype)
 
     def _call(self, run: Any, shape: tuple[int, ...]) -> Any:
@@ -222,7 +242,7 @@ class OnnxRuntimeExecutor(ClosingExecutor):
 
     def _run(self, feed: np.ndarray) -> np.ndarray:
         (out,) = self._call(
-            lambda: self._session.run([self._output_name], {self._input_name: feed}),
+            lambda: self._live().run([self._output_name], {self._input_name: feed}),
             feed.shape)
         return np.asarray(out, dtype=np.float32)
 
@@ -254,7 +274,7 @@ class OnnxRuntimeExecutor(ClosingExecutor):
 
     def close(self) -> None:
         self._parts.clear()
-        self._session = None  # type: ignore[assignment]
+        self._session = None
         self._output = None
 
 
