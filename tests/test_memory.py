@@ -3,11 +3,10 @@
 The limits are set relative to the address space a run on a tiny image maps (the libraries,
 the model, the runtime's threads). Measured on the development machine (2 cores, Linux), a
 600x400 image (420x620 with the border padding) whole through animevideov3 needs more than
-350 MB over that on ncnn, 250-300 MB on ONNX Runtime. On ncnn every limit from 200 to 500 MB
-(in steps of 50, three times each) now lets the halved tiles through: the net, whose pools keep
-what the failed attempt took, is loaded afresh after an out-of-memory error. Before that, 250,
-300 and 450 MB failed every time, and 300 MB failed also because Pillow held the encoded PNG in
-memory (it now writes into the file).
+350 MB over that on ncnn, 250-300 MB on ONNX Runtime. ncnn's net, whose pools keep what the
+failed attempt took, is now loaded afresh after an out-of-memory error: 250 and 450 MB, which
+failed every time before, let the halved tiles through every time. The limits are a window,
+not a floor: 225, 275 and 300 MB fail (one line, exit 4; docs/memory.md has the table).
 """
 
 from __future__ import annotations
