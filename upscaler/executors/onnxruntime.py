@@ -241,9 +241,9 @@ class OnnxRuntimeExecutor(ClosingExecutor):
                                 f"{tuple(shape)}: {one_line(e)}", self.path) from e
 
     def _run(self, feed: np.ndarray) -> np.ndarray:
+        session = self._live()  # outside _call: its errors are ours already
         (out,) = self._call(
-            lambda: self._live().run([self._output_name], {self._input_name: feed}),
-            feed.shape)
+            lambda: session.run([self._output_name], {self._input_name: feed}), feed.shape)
         return np.asarray(out, dtype=np.float32)
 
     def extract(self, planes: np.ndarray, feeds: dict[str, np.ndarray], target: str,
