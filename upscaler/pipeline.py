@@ -183,22 +183,20 @@ class Upscaler:
         buffers, valid until its next call: what a writer that reads it once needs, without a
         second copy of a large output (288 MB for a 12000x8000 picture).
         """
-        if copy or len(image.frames) != 1:
-            return image.with_frames(list(self.upscale_frames(image.frames)))
-        self.start_segment()
-        try:
-            return image.with_frames([self._upscale_pixels(image.frames[0], copy=False)])
-        finally:
-            self.start_segment()
+        own = copy or len(image.frames) != 1
+        return image.with_frames(list(self._sequence(image.frames, copy=own)))
 
     def upscale_frames(self, pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pictures in the layouts to_model_input takes, upscaled one by one as a sequence:
         with reuse, each is compared with the ones before it (an animation's frames), and
         nothing is carried from an earlier sequence or into a later one."""
+        return self._sequence(pictures, copy=True)
+
+    def _sequence(self, pictures: Iterable[np.ndarray], copy: bool) -> Iterator[np.ndarray]:
         self.start_segment()
         try:
             for pixels in pictures:
-                yield self._upscale_pixels(pixels)
+                yield self._upscale_pixels(pixels, copy)
         finally:
             self.start_segment()  # held frames are not kept past the sequence
 
@@ -269,45 +267,37 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
         make_folder(task.output.parent)
         return _run_video(task.input, task.output, task.options, progress)
     with contextlib.ExitStack() as stack:
-        made: list[Upscaler] = []
-
-        def make() -> Upscaler:
-            made.append(stack.enter_context(Upscaler(task.options, reuse=task.options.reuse)))
-            return made[0]
-
-        pictures = upscale_file(make, task.input, task.output, task.options)
-        if pictures > 1 and made and made[0].frames.reuse is not None:
-            state.count_reuse(made[0].frames)  # an animation: what its held frames saved
+        upscale_file(lambda: stack.enter_context(Upscaler(task.options,
+                                                          reuse=task.options.reuse)),
+                     task.input, task.output, task.options, counts=state)
     state.done = 1
     progress(state)
     return state
 
 
 def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
-                 options: Options) -> int:
-    """Read the image `src`, upscale it and write it to `dst` (folders made as needed); the
-    number of pictures it held (an animation's frames).
+                 options: Options, counts: Progress | None = None) -> None:
+    """Read the image `src`, upscale it and write it to `dst` (folders made as needed).
 
     `upscaler` is called for the model only once the image is known to fit `dst`'s format, so
-    that an image refused (transparency to JPEG) costs no model load.
+    that an image refused (transparency to JPEG) costs no model load. `counts`, where given,
+    takes what held frames saved in an animation.
     """
     try:
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
         up = upscaler()
-        upscaled = None
-        for attempt in range(2):
-            try:
-                if upscaled is None:
-                    upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
-                write_image(upscaled, dst, options.format, background=background)
-                return len(image.frames)
-            except MemoryError:
-                # The model ran, but its runtime still holds the memory of its largest call
-                # (ONNX Runtime's arena, ncnn's pools): freed, our own buffers may fit.
-                if attempt or not up.release_memory():
-                    raise
-        raise AssertionError("unreachable")  # for type checkers: the loop returns or raises
+        upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
+        try:
+            write_image(upscaled, dst, options.format, background=background)
+        except MemoryError:
+            # The model ran, but its runtime still holds the memory of its largest call
+            # (ONNX Runtime's arena, ncnn's pools): freed, the writer's buffers may fit.
+            if not up.release_memory():
+                raise
+            write_image(upscaled, dst, options.format, background=background)
+        if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
+            counts.count_reuse(up.frames)
     except MemoryError as e:
         # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
         # one line, as for an executor that ran out, instead of numpy's traceback.

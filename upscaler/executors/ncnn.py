@@ -146,15 +146,16 @@ class NcnnExecutor(ClosingExecutor):
 
         self.device = "cpu"
         self._model, self._options = model, options
-        self._net: Any = self._load(model, options)
+        self._net: Any = self._load()
         self._input_blob, self._output_blob = _blob_names(model.path)
         # Tiles larger than a tail tile run the upsampling tail apart (models/tail.py).
         self._tail = tail_of(model)
 
-    def _load(self, model: ModelRef, options: ExecutorOptions) -> Any:
-        """A fresh ncnn.Net with `model` loaded for `options`; sets self.device."""
+    def _load(self) -> Any:
+        """A fresh ncnn.Net with the model loaded for the options; sets self.device."""
         import ncnn
 
+        model, options = self._model, self._options
         net = ncnn.Net()
         opt = net.opt
         fp16 = self.precision == "fp16"
@@ -316,7 +317,7 @@ class NcnnExecutor(ClosingExecutor):
         """
         if self._net is None:
             try:
-                self._net = self._load(self._model, self._options)
+                self._net = self._load()
             except ModelError as e:
                 # These files loaded before the error: what failed now is memory.
                 raise OutOfMemoryError(f"ncnn ({self.device}): out of memory loading the "
@@ -330,8 +331,7 @@ class NcnnExecutor(ClosingExecutor):
                     raise
         except OutOfMemoryError:
             with _quiet_stderr():
-                self._net.clear()
-            self._net = None
+                self.release_memory()
             raise
 
     def release_memory(self) -> bool:
