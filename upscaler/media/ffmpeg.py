@@ -204,8 +204,9 @@ def widen_pipe(fd: int) -> None:
     """Give a pipe 1 MiB of buffer instead of Linux's 64 KiB, where the OS allows.
 
     A 4K RGB frame is 25 MB: through 64 KiB the writer and ffmpeg woke each other 400 times a
-    frame. Writing 48 such frames into ffmpeg took 2.4 s and 2.0 s of CPU; with 1 MiB, 0.9-1.4 s
-    and 0.9-1.4 s (2-core development machine). Elsewhere the pipe keeps its size.
+    frame. Writing 48 such frames into an ffmpeg that discarded them took 2.4-2.7 s and 2.0-2.3 s
+    of CPU (both processes); with 1 MiB, 0.9-1.4 s and 0.9-1.1 s (2-core development machine).
+    Elsewhere the pipe keeps its size.
     """
     set_size = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only (fcntl is None on Windows)
     if set_size is not None:

@@ -6,6 +6,7 @@ machine, else the software one; an ffmpeg encoder name is used as given.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,9 +133,14 @@ def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) 
             raise UsageError(f"this ffmpeg has no encoder named {codec!r}")
         return codec
     *hardware, software = [c for c in CODEC_CANDIDATES[codec] if c in available] or [None]
-    for name in hardware:
-        if name and ffmpeg.encoder_works(exe, name):
-            return name
+    if hardware:
+        # Each trial is an ffmpeg start (25 ms); a Linux build lists NVENC, QSV and AMF and
+        # usually has none of them, so they are tried side by side, the first that works wins.
+        with ThreadPoolExecutor(len(hardware)) as pool:
+            works = list(pool.map(lambda name: ffmpeg.encoder_works(exe, name), hardware))
+        for name, ok in zip(hardware, works, strict=True):
+            if ok:
+                return name
     if software is None:
         raise UsageError(f"this ffmpeg has no encoder for {codec}")
     return software
