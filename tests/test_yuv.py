@@ -4,6 +4,7 @@ against ffmpeg's swscale that did it before, and a source's planes back through 
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from draw import draw_cel
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES, probe
 from upscaler.media.video.reader import SWS_FLAGS, VideoReader
+from upscaler.media.video.writer import Encoding, Timing, VideoWriter
 from upscaler.media.video.yuv import LUMA_WEIGHTS, SWSCALE_16BIT_PEAK, converter, planar_yuv
 
 
@@ -165,3 +167,25 @@ def test_buffer_is_reused_and_frames_stay_apart() -> None:
 ])
 def test_other_formats_are_left_to_swscale(pix_fmt: str, matrix: str, dtype: type) -> None:
     assert converter(pix_fmt, matrix, "tv", np.dtype(dtype), 288, 512) is None
+
+
+@pytest.mark.parametrize(("pix_fmt", "value_range"), [("yuv420p", "tv"), ("yuv444p", "pc")])
+def test_the_encoder_stores_these_planes(tmp_path: Path, pix_fmt: str, value_range: str) -> None:
+    """Through VideoWriter and a lossless x264, the file holds exactly the converter's planes:
+    the encoder takes them as they are, with no conversion of its own in between."""
+    frames = [upscaled_drawing(np.uint8, t) for t in (0.2, 0.7)]
+    encoding = Encoding("libx264", pix_fmt, "bt709", value_range,
+                        options=("-qp", "0", "-preset", "ultrafast"))
+    dst = tmp_path / "lossless.mkv"
+    with VideoWriter(dst, encoding, Timing(Fraction(24))) as writer:
+        for frame in frames:
+            writer.write(frame)
+        writer.close()
+    raw = subprocess.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(dst), "-f", "rawvideo",
+                          "-pix_fmt", pix_fmt, "pipe:1"], capture_output=True, check=True).stdout
+    ours = converter(pix_fmt, "bt709", value_range, np.dtype(np.uint8), 288, 512)
+    assert ours is not None
+    expected = b"".join(ours.convert(frame).tobytes() for frame in frames)
+    assert raw == expected
+    info = probe(dst)
+    assert (info.color_matrix, info.color_range) == ("bt709", value_range)
