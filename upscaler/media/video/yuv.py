@@ -6,9 +6,9 @@ and the RGB frame it reads through the pipe is twice the size of the 4:2:0 one. 
 same in 11.5 ms: one 3x4 matrix over the interleaved frame (OpenCV's fast 3-channel path; a
 single output row takes the slow generic one), the luma plane pulled out, and the chroma
 averaged over 2x2 blocks (INTER_AREA), which is the centred siting swscale uses. Against
-the exact values (float64, H.273's formulas) on upscaled drawings, luma is 0.33 steps RMS off
-and 0.14 low on average (OpenCV's 8-bit matrix is fixed point), chroma 0.29-0.31 RMS; swscale's
-accurate_rnd conversion is 0.32 RMS off, 0.07 high. Full-range chroma is centred on 128 as
+the exact values (float64, H.273's formulas) on upscaled drawings, every plane is 0.30-0.36
+steps RMS off, and luma 0.14 low on average (OpenCV's 8-bit matrix is fixed point); swscale's
+accurate_rnd luma is 0.32 RMS off, 0.07 high. Full-range chroma is centred on 128 as
 H.273 has it, where swscale truncates (half a step low, and its own decoder then shifts colours
 by up to a step).
 
@@ -64,7 +64,8 @@ def planar_yuv(pix_fmt: str) -> PlanarYuv | None:
 
 
 def yuv_matrix(matrix: str, value_range: str, bits: int, peak: float) -> np.ndarray:
-    """The 3x4 matrix taking RGB of `peak` (255 or 65535) to Y, Cb, Cr codes of `bits` bits.
+    """The 3x4 matrix taking RGB of `peak` (255; SWSCALE_16BIT_PEAK for 16-bit frames) to Y,
+    Cb, Cr codes of `bits` bits.
 
     Limited ("tv") range puts black at 16 and white at 235 (chroma 16-240) scaled to the depth;
     full ("pc") range spans every code.
