@@ -19,6 +19,7 @@ from upscaler.media.video.probe import SWS_MATRICES, probe
 from upscaler.media.video.reader import SWS_FLAGS, VideoReader
 from upscaler.media.video.writer import Encoding, Timing, VideoWriter
 from upscaler.media.video.yuv import LUMA_WEIGHTS, SWSCALE_16BIT_PEAK, converter, planar_yuv
+from upscaler.video import VideoSettings, upscale_video
 
 
 def upscaled_drawing(dtype: type, t: float = 0.3) -> np.ndarray:
@@ -189,3 +190,25 @@ def test_the_encoder_stores_these_planes(tmp_path: Path, pix_fmt: str, value_ran
     assert raw == expected
     info = probe(dst)
     assert (info.color_matrix, info.color_range) == ("bt709", value_range)
+
+
+@pytest.mark.parametrize(("pix_fmt", "stored"), [("nv12", "yuv420p"),  # x264's input layout
+                                                  ("yuv420p10le", "yuv420p10le")])
+def test_formats_left_to_swscale_still_encode(tmp_path: Path, pix_fmt: str, stored: str,
+                                              ) -> None:
+    """A semi-planar format, and 10 bits from an 8-bit source, go through swscale as before."""
+    src = make_clip(tmp_path / "src.mkv", size="64x36", seconds=0.3)
+    settings = VideoSettings(crf=8, preset="ultrafast", pix_fmt=pix_fmt)
+    dst = upscale_video(src, tmp_path / "out.mkv", lambda f: cv2.resize(f, None, fx=2, fy=2),
+                        settings)
+    info = probe(dst)
+    assert (info.pix_fmt, info.width, info.height) == (stored, 128, 72)
+    assert (info.color_matrix, info.color_range) == ("bt709", "tv")
+    with VideoReader(probe(src)) as reader:
+        source = [cv2.resize(f, None, fx=2, fy=2) for f in reader]
+    with VideoReader(info) as reader:
+        out = list(reader)
+    assert len(out) == len(source)
+    peak = 65535 if out[0].dtype == np.uint16 else 255
+    for got, want in zip(out, source, strict=True):
+        assert psnr(got.astype(np.float64) / peak * 255, want, 255) > 35
