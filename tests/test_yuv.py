@@ -210,5 +210,5 @@ def test_formats_left_to_swscale_still_encode(tmp_path: Path, pix_fmt: str, stor
         out = list(reader)
     assert len(out) == len(source)
     peak = 65535 if out[0].dtype == np.uint16 else 255
-    for got, want in zip(out, source, strict=True):
-        assert psnr(got.astype(np.float64) / peak * 255, want, 255) > 35
+    for got, want in zip(out, source, strict=True):  # measured: 45.2 (nv12), 45.8 dB
+        assert psnr(got.astype(np.float64) / peak * 255, want, 255) > 42
