@@ -115,7 +115,7 @@ def ffprobe_exe() -> str | None:
 
 
 # Lines ffmpeg adds after the real cause as a failure spreads through its threads.
-_AFTERMATH = ("Error sending frames to consumers", "Task finished with error code",
+AFTERMATH = ("Error sending frames to consumers", "Task finished with error code",
               "Terminating thread with return code", "Could not open encoder before EOF",
               "Nothing was written into output file", "Error opening output file",
               "Error while opening encoder", "Could not write header", "Conversion failed")
@@ -126,7 +126,7 @@ def telling_line(lines: Sequence[str]) -> str:
     """The line of ffmpeg's stderr that states the cause: the last one that is not part of the
     aftermath, without the `[component @ 0x...]` prefixes."""
     lines = [line.strip() for line in lines if line.strip()]
-    causes = [line for line in lines if not any(a in line for a in _AFTERMATH)]
+    causes = [line for line in lines if not any(a in line for a in AFTERMATH)]
     line = (causes or lines or ["no error message"])[-1]
     return _CONTEXT.sub("", line)
 
@@ -137,11 +137,7 @@ def run(args: Sequence[str], path: str | Path | None = None) -> str:
     A non-zero exit raises MediaError naming `path` with the last line ffmpeg wrote to stderr,
     which is where it states the cause.
     """
-    try:
-        done = subprocess.run(list(args), capture_output=True, text=True, errors="replace",
-                              stdin=subprocess.DEVNULL, check=False, **_spawn_options())
-    except OSError as e:
-        raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
+    done = _complete(args, path)
     if done.returncode != 0:
         reason = telling_line(done.stderr.splitlines())
         raise MediaError(f"{Path(args[0]).name} failed: {reason}", path)
@@ -154,12 +150,17 @@ def run_log(args: Sequence[str], path: str | Path | None = None) -> tuple[int, s
     For passes whose report is the log itself (a decode check), where a damaged input may make
     ffmpeg exit non-zero and the log still says what is wrong.
     """
+    done = _complete(args, path)
+    return done.returncode, done.stderr
+
+
+def _complete(args: Sequence[str], path: str | Path | None) -> subprocess.CompletedProcess[str]:
+    """`args` run to completion, stdout and stderr as text; MediaError when it cannot start."""
     try:
-        done = subprocess.run(list(args), capture_output=True, text=True, errors="replace",
+        return subprocess.run(list(args), capture_output=True, text=True, errors="replace",
                               stdin=subprocess.DEVNULL, check=False, **_spawn_options())
     except OSError as e:
         raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
-    return done.returncode, done.stderr
 
 
 @functools.lru_cache(maxsize=8)

@@ -31,12 +31,11 @@ _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
                    r"Progressive:\s*(\d+)")
 _PREFIXES = re.compile(r"^(\[[^\]]*\] ?)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-# ffmpeg's own summary lines after a failure: not damage of their own.
-# Lines that repeat or summarise an error already counted, and the scan's own null muxer, whose
-# complaints (timestamps it is handed under -copyts) are about the scan, not the source.
-_NOISE = ("Error submitting packet to decoder", "Task finished", "Terminating thread",
-          "Error while decoding stream", "Nothing was written", "Conversion failed",
-          "[null @", "to muxer")
+# Lines that repeat or summarise an error already counted (ffmpeg's aftermath of a failure, and
+# the decoder's own summaries), and the scan's own null muxer, whose complaints (timestamps it
+# is handed under -copyts) are about the scan, not the source.
+_NOISE = (*ffmpeg.AFTERMATH, "Error submitting packet to decoder",
+          "Error while decoding stream", "[null @", "to muxer")
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,17 @@ def scan(info: VideoInfo) -> Scan:
 
     The pass decodes with every core: a frame-threaded decoder prints an error as many frames
     before the frame it damaged comes out as it has threads, so a source that shows any
-    error, or a frame count other than its container's, is decoded again on one thread, where
-    an error line comes within a few frames of its own (ffmpeg still decodes and filters in
+    error is decoded again on one thread, where an error line comes within a few frames of its
+    own (ffmpeg still decodes and filters in
     threads of their own: the times of one clip's errors varied by 0.1 s between runs). A
     whole source, the common case, is decoded once, on every core (1080p H.264 on 2 cores:
     3.4 ms a frame, against 4.7 ms on one thread; more cores, more gain).
     """
     code, found, log = _decode(info, threads=0)
-    if code != 0 or found.errors or len(found.decoded_pts) != info.frame_count:
+    # Not on a frame count short of the container's alone: frames lost without an error line
+    # are found from the timestamps, which threads do not change, and whole MP4s with an edit
+    # list decode to fewer frames than they hold packets (a second pass would be minutes).
+    if code != 0 or found.errors:
         code, found, log = _decode(info, threads=1)
     if code != 0 and not found.decoded_pts:
         raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}", info.path)
