@@ -23,7 +23,7 @@ from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES
 from upscaler.media.video.reader import SWS_FLAGS, is_rgb
-from upscaler.media.video.yuv import YuvConverter, converter
+from upscaler.media.video.yuv import YuvConverter, chroma_subsampling, converter
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the
 # cycles the model's threads leave instead of preempting them. In one A/B of bench_job.py (320x180
@@ -62,19 +62,6 @@ class Timing:
     rate: Fraction
     time_base: Fraction | None = None
     pts: tuple[int, ...] | None = None
-
-
-def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
-    """(horizontal, vertical) chroma subsampling of a YUV pixel format: yuv420p -> (2, 2)."""
-    if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p010", "p012", "p016")):
-        return 2, 2
-    if "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "p210", "p212", "p216", "yuyv")):
-        return 2, 1
-    if "411" in pix_fmt:
-        return 4, 1
-    if "440" in pix_fmt:
-        return 1, 2
-    return 1, 1
 
 
 def pts_expression(pts: tuple[int, ...]) -> str:
@@ -185,9 +172,8 @@ class VideoWriter:
         self._pad = (-height % sub_h, -width % sub_w)
         size = f"{width + self._pad[1]}x{height + self._pad[0]}"
         enc = self.encoding
-        self._yuv = None if is_rgb(enc.pix_fmt) else converter(
-            enc.pix_fmt, enc.matrix, enc.range, frame.dtype, height + self._pad[0],
-            width + self._pad[1])
+        self._yuv = converter(enc.pix_fmt, enc.matrix, enc.range, frame.dtype,
+                              height + self._pad[0], width + self._pad[1])
         if self._yuv is not None:
             raw = enc.pix_fmt  # converted here (yuv.py): the encoder takes the planes as they are
         else:

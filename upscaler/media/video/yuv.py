@@ -40,8 +40,7 @@ LUMA_WEIGHTS = {
 # source have white (940) at 65283, not 65535. The same scale here brings it back to 940, as
 # swscale did in the writer before.
 SWSCALE_16BIT_PEAK = 65280.0
-_PLANAR = re.compile(r"yuv(420|422|444)p(?:(10|12|16)le)?")
-_SUBSAMPLING = {"420": (2, 2), "422": (2, 1), "444": (1, 1)}
+_PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
 
 
 @dataclass(frozen=True)
@@ -54,13 +53,25 @@ class PlanarYuv:
     bits: int
 
 
+def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
+    """(horizontal, vertical) chroma subsampling of a YUV pixel format: yuv420p -> (2, 2)."""
+    if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p010", "p012", "p016")):
+        return 2, 2
+    if "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "p210", "p212", "p216", "yuyv")):
+        return 2, 1
+    if "411" in pix_fmt:
+        return 4, 1
+    if "440" in pix_fmt:
+        return 1, 2
+    return 1, 1
+
+
 def planar_yuv(pix_fmt: str) -> PlanarYuv | None:
     """The layout of `pix_fmt` when this module can write it (yuv420p, yuv444p10le...)."""
     found = _PLANAR.fullmatch(pix_fmt)
-    if found is None or (found[2] and sys.byteorder != "little"):
+    if found is None or (found[1] and sys.byteorder != "little"):
         return None
-    sub_w, sub_h = _SUBSAMPLING[found[1]]
-    return PlanarYuv(pix_fmt, sub_w, sub_h, int(found[2] or 8))
+    return PlanarYuv(pix_fmt, *chroma_subsampling(pix_fmt), int(found[1] or 8))
 
 
 def yuv_matrix(matrix: str, value_range: str, bits: int, peak: float) -> np.ndarray:
@@ -138,12 +149,11 @@ class YuvConverter:
 def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, height: int,
               width: int) -> YuvConverter | None:
     """A YuvConverter for frames of `dtype` and size into `pix_fmt`, or None where swscale
-    should convert (a format, matrix or depth this module does not write)."""
+    should convert (a format, matrix or depth this module does not write). The size must hold
+    whole chroma blocks: the writer pads frames to them first."""
     layout = planar_yuv(pix_fmt)
     if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
         return None
     if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
         return None  # a depth change: the frames' dtype cannot hold the codes
-    if height % layout.sub_h or width % layout.sub_w:
-        return None
     return YuvConverter(layout, matrix, value_range, dtype, height, width)
