@@ -96,6 +96,17 @@ def test_default_folder_output_is_beside_the_input(tmp_path: Path) -> None:
     assert (tmp_path / "stills_upscaled" / "a.png").exists()
 
 
+def test_an_output_folder_inside_the_input_folder_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "stills"
+    save(src / "a.png", draw_cel(16, 16))
+    assert main([str(src), "-o", str(src / "out"), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must not be inside the input folder" in err[0]
+    assert str(src / "out") in err[0]
+    assert not (src / "out").exists()
+
+
 def test_scale_option_resizes_after_the_model(tmp_path: Path) -> None:
     src = save(tmp_path / "a.png", draw_cel(20, 30))
     out = tmp_path / "b.png"

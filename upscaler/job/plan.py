@@ -8,7 +8,6 @@ reported with the job file's line where the job came from one, and nothing is wr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -146,8 +145,7 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
     dst = folder_output(src, out, options)
     if dst.exists() and not dst.is_dir():
         raise UsageError("the output of a folder must be a folder, and this is a file", dst)
-    with contextlib.suppress(ValueError):
-        dst.resolve().relative_to(src.resolve())
+    if dst.resolve().is_relative_to(src.resolve()):
         raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
     images, videos, others, hidden = [], [], [], []
     for path in _walk(src):
