@@ -124,9 +124,8 @@ class Upscaler:
 
     def release_memory(self) -> bool:
         """Have the executor free the memory its runtime keeps between calls (ncnn's pools,
-        ONNX Runtime's arena); False where it has no way to."""
-        release = getattr(self.executor, "release_memory", None)
-        return bool(release()) if release is not None else False
+        ONNX Runtime's arena); False where it keeps none."""
+        return self.executor.release_memory()
 
     def identity(self) -> dict[str, str]:
         """What makes this upscaler's output what it is, as strings: a video's finished

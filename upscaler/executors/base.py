@@ -44,9 +44,9 @@ class Executor(Protocol):
     `fixed_tile` is the only (h, w) a fixed-shape executor (Core ML) accepts, else None.
     A fixed-shape executor that can be rebuilt for another shape (Core ML from ncnn weights)
     also has `can_reshape = True` and `reshape(h, w)`, which makes (h, w) its `fixed_tile`.
-    An executor whose runtime keeps memory from call to call (pools, arenas) may have
-    `release_memory() -> bool`, which frees it (True) for the next call to take again: the
-    pipeline calls it when its own buffers did not fit beside that memory.
+    `release_memory() -> bool` frees what the runtime keeps from call to call (pools, arenas)
+    for the next call to take again, True where there was such memory: the pipeline calls it
+    when its own buffers did not fit beside it. ClosingExecutor's keeps nothing (False).
     """
 
     name: str
@@ -57,12 +57,18 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def release_memory(self) -> bool: ...
+
 
 class ClosingExecutor:
     """Base for executor classes: `with` support that calls the subclass's close()."""
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def release_memory(self) -> bool:
+        """Nothing kept between calls here; executors whose runtime keeps memory override it."""
+        return False
 
     def __enter__(self) -> ClosingExecutor:
         return self

@@ -68,9 +68,8 @@ class ModelThreadExecutor:
         self._call(self._inner.reshape, height, width)  # type: ignore[attr-defined]
 
     def release_memory(self) -> bool:
-        """The executor's release_memory, on its own thread; False where it has none."""
-        release = getattr(self._inner, "release_memory", None)
-        return bool(self._call(release)) if release is not None else False
+        """The executor's release_memory, on its own thread."""
+        return self._call(self._inner.release_memory)
 
     def close(self) -> None:
         if self._closed:

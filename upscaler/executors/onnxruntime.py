@@ -263,8 +263,9 @@ class OnnxRuntimeExecutor(ClosingExecutor):
 
             part = self._model.graph().part(target, key[1])
             proto = build_onnx(part, "fp16" if self.precision == "fp16" else "fp32")
-            session = ort.InferenceSession(proto.SerializeToString(), self._session_options,
-                                           providers=self._providers)
+            session = self._call(lambda: ort.InferenceSession(
+                proto.SerializeToString(), self._session_options, providers=self._providers),
+                planes.shape)
             self._parts[key] = session
         feed = {self._input_name: planes[None].astype(self._input_dtype, copy=False)}
         for name in part_inputs(session)[1:]:

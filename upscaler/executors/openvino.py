@@ -173,8 +173,9 @@ class OpenVinoExecutor(ClosingExecutor):
             from upscaler.models.onnx_builder import build_onnx
 
             part = self._model.graph().part(target, key[1])
-            ov_model = self._core.read_model(build_onnx(part).SerializeToString())
-            compiled = self._core.compile_model(ov_model, self.device, self._config)
+            compiled = self._guarded(lambda: self._core.compile_model(
+                self._core.read_model(build_onnx(part).SerializeToString()), self.device,
+                self._config), planes.shape)
             self._parts[key] = (compiled.create_infer_request(), tuple(part.given))
         request, given = self._parts[key]
         inputs = {"input": np.ascontiguousarray(planes[None], dtype=np.float32)}

@@ -62,5 +62,8 @@ class ProcessedExecutor(ClosingExecutor):
                             for item in prepared])
         return finish(raw, batch, self.scale, self.processing)
 
+    def release_memory(self) -> bool:
+        return self.inner.release_memory()
+
     def close(self) -> None:
         self.inner.close()

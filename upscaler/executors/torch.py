@@ -187,15 +187,18 @@ class TorchExecutor(ClosingExecutor):
         from upscaler.models.torch_builder import build_torch_module
 
         key = (target, tuple(sorted(feeds)))
-        if key not in self._parts:
-            part = self._model.graph().part(target, key[1])
-            self._parts[key] = build_torch_module(part).to(self.device, self._dtype)
-        given = {name: torch.from_numpy(np.asarray(v, np.float32).reshape(1, -1, 1, 1))
-                 .to(self.device, self._dtype) for name, v in feeds.items()}
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(planes[None], dtype=np.float32))
-            y = self._parts[key](x.to(self.device, self._dtype), given)
-            return y[0].float().cpu().numpy()
+        try:
+            if key not in self._parts:
+                part = self._model.graph().part(target, key[1])
+                self._parts[key] = build_torch_module(part).to(self.device, self._dtype)
+            given = {name: torch.from_numpy(np.asarray(v, np.float32).reshape(1, -1, 1, 1))
+                     .to(self.device, self._dtype) for name, v in feeds.items()}
+            with torch.inference_mode():
+                x = torch.from_numpy(np.ascontiguousarray(planes[None], dtype=np.float32))
+                y = self._parts[key](x.to(self.device, self._dtype), given)
+                return y[0].float().cpu().numpy()
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            raise self._runtime_error(e, planes.shape) from e
 
     def close(self) -> None:
         self._parts = {}
