@@ -178,3 +178,31 @@ def test_concurrent_builds_both_succeed(fresh_cache: Path) -> None:
     onnx.checker.check_model(onnx.load(paths[0]), full_check=True)
     ort.InferenceSession(paths[0], providers=["CPUExecutionProvider"])
     assert [p.name for p in fresh_cache.iterdir()] == [Path(paths[0]).name]
+
+
+@pytest.mark.parametrize(("find", "replace", "says"), [
+    ("Conv_0                   1 1 input.1_splitncnn_1 54 0=64 1=3 4=1",
+     "Conv_0                   1 1 input.1_splitncnn_1 54 0=64 1=3 3=0 4=1",
+     "line 5 (Convolution Conv_0): kernel 3x3, dilation 1x1 and stride 0x0 must be at least 1"),
+    ("105 106 0=4", "105 106 0=0", "(PixelShuffle DepthToSpace_35): upscale factor 0 must be"),
+    ("1=4.000000e+00 2=4.000000e+00", "1=0 2=0", "(Interp Resize_37): scale 0.0x0.0 must be"),
+])
+def test_a_malformed_param_file_is_one_line_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], find: str, replace: str,
+        says: str) -> None:
+    from PIL import Image
+
+    from upscaler.cli import main
+
+    ref = resolve_model("realesr-animevideov3")
+    param = tmp_path / "bad.param"
+    text = ref.path.read_text()
+    assert find in text
+    param.write_text(text.replace(find, replace))
+    shutil.copy(ref.bin_path, tmp_path / "bad.bin")
+    Image.fromarray(draw_cel(16, 16)).save(tmp_path / "a.png")
+    assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"),
+                 "--model", str(param)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(param) in err[0] and says in err[0], err
+    assert not (tmp_path / "b.png").exists()

@@ -171,9 +171,13 @@ def _window(layer: _LayerLine) -> tuple[int, ...]:
     sw = _int_param(layer, 3, 1)
     pl = _int_param(layer, 4, 0)
     pt = _int_param(layer, 14, pl)
-    return (_int_param(layer, 11, kw), kw, _int_param(layer, 12, dw), dw,
-            _int_param(layer, 13, sw), sw, pt, pl, _int_param(layer, 16, pt),
-            _int_param(layer, 15, pl))
+    window = (_int_param(layer, 11, kw), kw, _int_param(layer, 12, dw), dw,
+              _int_param(layer, 13, sw), sw, pt, pl, _int_param(layer, 16, pt),
+              _int_param(layer, 15, pl))
+    if min(window[:6]) < 1:
+        raise ValueError(f"kernel {window[0]}x{window[1]}, dilation {window[2]}x{window[3]} "
+                         f"and stride {window[4]}x{window[5]} must be at least 1")
+    return window
 
 
 def _deconv(layer: _LayerLine, src: str, dst: str, weights: _BinReader) -> Deconv:
@@ -313,11 +317,16 @@ def _layer(layer: _LayerLine, src: tuple[str, ...], dst: str, weights: _BinReade
         if _int_param(layer, 6, 0):
             raise ValueError("align_corner is not supported")
         sh, sw = float(p.get(1, 1.0)), float(p.get(2, 1.0))  # type: ignore[arg-type]
+        if not (sh > 0 and sw > 0):
+            raise ValueError(f"scale {sh}x{sw} must be positive")
         return Resize(src[0], dst, sh, sw, _RESIZE_MODES[mode])
     if kind == "PixelShuffle":
         if _int_param(layer, 1, 0) != 0:
             raise ValueError("only PyTorch-order PixelShuffle (mode 0) is supported")
-        return PixelShuffle(src[0], dst, _int_param(layer, 0, 1))
+        factor = _int_param(layer, 0, 1)
+        if factor < 1:
+            raise ValueError(f"upscale factor {factor} must be at least 1")
+        return PixelShuffle(src[0], dst, factor)
     raise ValueError(f"unsupported layer type {kind!r}")
 
 

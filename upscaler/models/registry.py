@@ -238,6 +238,9 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
                              "as Real-CUGAN's and waifu2x's): use its named model (upscale "
                              "models), which adds the padding it needs", path)
         scale_fraction = graph.scale()
+        if scale_fraction < 1:
+            raise ModelError(f"the network makes pictures smaller (scale {scale_fraction})",
+                             path)
         if scale_fraction.denominator != 1:
             raise ModelError(f"non-integer scale {scale_fraction} is not supported", path)
         scale = int(scale_fraction)
