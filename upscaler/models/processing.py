@@ -49,11 +49,14 @@ def prepare(batch: np.ndarray, proc: Processing) -> np.ndarray:
 
 def finish(raw: np.ndarray, batch: np.ndarray, scale: int, proc: Processing) -> np.ndarray:
     """The network's output `raw` for `prepare(batch)` -> (N, 3, h*s, w*s), unclamped."""
-    _, _, h, w = batch.shape
-    out = raw[:, :, :h * scale, :w * scale]
+    n, c, h, w = batch.shape
+    # The crop's own copy (or `raw` itself, which is the executor's new array), worked in place:
+    # a 4K frame's float planes are 100 MB, and each temporary costs that again.
+    out = np.ascontiguousarray(raw[:, :, :h * scale, :w * scale], dtype=np.float32)
     if proc.add_nearest:
         mapped = batch * np.float32(PRO_SPAN) + np.float32(PRO_FLOOR) if proc.pro else batch
-        out = out + mapped.repeat(scale, axis=2).repeat(scale, axis=3)
+        out.reshape(n, c, h, scale, w, scale)[...] += mapped[:, :, :, None, :, None]
     if proc.pro:
-        out = (out - np.float32(PRO_FLOOR)) / np.float32(PRO_SPAN)
-    return np.ascontiguousarray(out, dtype=np.float32)
+        out -= np.float32(PRO_FLOOR)
+        out /= np.float32(PRO_SPAN)
+    return out
