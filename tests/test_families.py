@@ -169,3 +169,14 @@ def test_user_file_of_a_shrinking_network_is_refused(tmp_path: Path) -> None:
     shutil.copy(model.bin_path, tmp_path / "net.bin")
     with pytest.raises(ModelError, match="unpadded convolutions"):
         resolve_model(tmp_path / "net.param")
+
+
+@pytest.mark.parametrize(("model", "work"), [
+    ("realcugan-x2-conservative", 2.87), ("waifu2x-cunet-x2", 2.87),
+    ("realcugan-x3-conservative", 2.73), ("realcugan-x4-conservative", 2.72),
+    ("waifu2x-cunet-x1-noise0", 3.36), ("waifu2x-anime-x2", 1.0)])
+def test_exact_tiling_costs_what_docs_models_md_says(model: str, work: float) -> None:
+    """Each squeeze-excitation block's prefix once more per tile, counted from the graph."""
+    from upscaler.models.exact import prefix_work
+
+    assert prefix_work(resolve_model(model).graph()) == pytest.approx(work, abs=0.005)

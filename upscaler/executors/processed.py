@@ -14,7 +14,7 @@ import numpy as np
 
 from upscaler.errors import ExecutorError
 from upscaler.executors.base import ClosingExecutor, Executor
-from upscaler.models.exact import run_exact, se_blocks
+from upscaler.models.exact import run_exact
 from upscaler.models.processing import finish, prepare
 from upscaler.models.registry import ModelRef
 
@@ -37,8 +37,6 @@ class ProcessedExecutor(ClosingExecutor):
         self.precision = getattr(inner, "precision", None)
         self.device = getattr(inner, "device", None)
         self._graph = model.graph()
-        self._pools = bool(se_blocks(self._graph))
-        self.frames_gathered = 0  # tiled frames whose pooled means were gathered first
 
     def set_tile(self, tile: tuple[int, int] | None) -> None:
         """The largest part of a frame, (height, width), one network call covers (it sees the
@@ -57,7 +55,6 @@ class ProcessedExecutor(ClosingExecutor):
             if extract is None:
                 raise ExecutorError(f"{self.name} cannot run {self.model.name} in tiles; "
                                     "give it whole frames (--tile 0)")
-            self.frames_gathered += self._pools
             raw = np.stack([run_exact(item, (rh, rw), self.tile, self._graph, margin, extract)
                             for item in prepared])
         return finish(raw, batch, self.scale, self.processing)

@@ -24,7 +24,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from upscaler.models.graph import GlobalAvgPool, Graph, layer_inputs
+from upscaler.models.graph import GlobalAvgPool, Graph
 
 # (prepared input (3, h, w), pooled means fed by blob name, blob to extract) -> the blob
 Extract = Callable[[np.ndarray, dict[str, np.ndarray], str], np.ndarray]
@@ -110,24 +110,10 @@ def _owned(scale: Fraction, step: int, size: int, last: bool) -> int:
 
 
 def prefix_work(graph: Graph) -> float:
-    """Model work of exact tiling relative to one plain run: each block's prefix once more."""
+    """Model work of exact tiling relative to one plain run: each block's prefix once more
+    (docs/models.md states it per model; tests/test_families.py holds those figures)."""
     costs = graph.layer_macs()
     total = sum(costs.values())
-    needed = 0.0
-    for block in se_blocks(graph):
-        needed += sum(costs[name] for name in _ancestors(graph, block.pooled))
+    needed = sum(costs[layer.output] for block in se_blocks(graph)
+                 for layer in graph.part(block.pooled).layers)
     return (total + needed) / total
-
-
-def _ancestors(graph: Graph, blob: str) -> set[str]:
-    producer = {layer.output: layer for layer in graph.layers}
-    seen: set[str] = set()
-    todo = [blob]
-    while todo:
-        name = todo.pop()
-        layer = producer.get(name)
-        if layer is None or name in seen:
-            continue
-        seen.add(name)
-        todo.extend(layer_inputs(layer))
-    return seen

