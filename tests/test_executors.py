@@ -336,3 +336,19 @@ def test_auto_on_an_old_mac_moves_on(monkeypatch: pytest.MonkeyPatch) -> None:
     with create_executor("auto", resolve_model(FAST), OPTIONS) as executor:
         assert executor.name == next(n for n in ("ncnn", "openvino", "onnxruntime", "torch")
                                      if unavailable_reason(n) is None)
+
+
+def test_auto_tries_openvino_first_on_a_cpu_for_real_cugan_and_waifu2x() -> None:
+    """Measured faster there (executors/registry.py); Real-ESRGAN keeps ncnn first."""
+    from upscaler.executors.registry import auto_candidates
+    from upscaler.models.registry import resolve_model
+
+    cpu = {"ncnn", "openvino", "onnxruntime", "torch"}
+
+    def first_on_cpu(name: str) -> str:
+        names = [n for n, _ in auto_candidates(resolve_model(name), ExecutorOptions())]
+        return next(n for n in names if n in cpu)
+
+    assert first_on_cpu("realcugan-x2-conservative") == "openvino"
+    assert first_on_cpu("waifu2x-cunet-x2") == "openvino"
+    assert first_on_cpu("realesr-animevideov3") == "ncnn"

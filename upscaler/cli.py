@@ -63,7 +63,8 @@ def exit_code_table() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Upscale anime images, folders of images and videos with Real-ESRGAN.",
+        description="Upscale anime images, folders of images and videos with Real-ESRGAN, "
+                    "Real-CUGAN or waifu2x.",
         epilog=textwrap.fill("`upscale models` lists the models and their built files (where a "
                              "folder named models is here, `upscale models` upscales it); "
                              "`upscale compare INPUT` writes a page comparing models on a few "

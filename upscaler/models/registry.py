@@ -104,7 +104,7 @@ MODELS: dict[str, ModelSpec] = {
                   "RRDBNet, 6 blocks: the sharpest for anime stills and illustration",
                   border=5, overlap=24, reach=Reach(change=12, context=12)),
         ModelSpec("realesr-animevideov3", 4, "REALESRGAN_ANIMAVIDEOV3_UP4X",
-                  "SRVGGNetCompact: about 8x faster, made for anime video", border=10,
+                  "SRVGGNetCompact: about 9x faster, made for anime video", border=10,
                   reach=VIDEO_REACH),
         ModelSpec("realesr-animevideov3-x3", 3, "REALESRGAN_ANIMAVIDEOV3_UP3X",
                   "animevideov3 with a bicubic 3/4 reduction built in", border=12,
