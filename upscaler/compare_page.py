@@ -15,8 +15,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import PIL.Image
 
 from upscaler.comparison import Comparison
 from upscaler.errors import MediaError, OutputExistsError, UsageError
+from upscaler.media.images.write import atomic_write
 
 # Views are no wider than this many CSS pixels (and no taller than VIEW_HEIGHT).
 VIEW_WIDTH = 960
@@ -71,16 +70,11 @@ def write_page(comparison: Comparison, path: Path, *, overwrite: bool = False,
     text = render(comparison, full=full).encode()
     if path.exists() and not overwrite:
         raise OutputExistsError("exists; give --overwrite to replace it", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise MediaError(f"cannot write the page: {e.strerror or e}", path) from e
+        raise MediaError(f"cannot make folder: {e.strerror or e}", path.parent) from e
+    atomic_write(path, text)
     return len(text)
 
 

@@ -16,22 +16,15 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import platformdirs
 
 from upscaler.errors import ModelError
 from upscaler.models.registry import ModelRef
+from upscaler.version import __version__
 
 CACHE_ENV = "UPSCALER_CACHE_DIR"
-
-
-def package_version() -> str:
-    try:
-        return version("upscaler")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+source"
 
 
 def cache_dir() -> Path:
@@ -53,7 +46,7 @@ class BuildKey:
         shape = "dyn" if self.tile is None else "x".join(map(str, self.tile))
         ext = {"onnx": ".onnx", "mlpackage": ".mlpackage"}[self.fmt]
         source = _source_digest(self.model)[:12]
-        return f"{self.model.name}-{self.precision}-{shape}-{source}-v{package_version()}{ext}"
+        return f"{self.model.name}-{self.precision}-{shape}-{source}-v{__version__}{ext}"
 
 
 # What follows the model's name in a filename() (names have dashes too: realesrgan-x4plus is the

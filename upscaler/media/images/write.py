@@ -91,16 +91,16 @@ def write_image(
         options = _pillow_options(fmt, image, quality, icc, exif)
         data = encode_frames(frames, image.animation, fmt, options)
     elif fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.nbytes >= BANDED_PNG_BYTES):
-        _atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif))
+        atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif))
         return path
     elif pixels.dtype == np.uint16:
         data = tiff16(np.ascontiguousarray(pixels), icc, image.dpi, exif)
     else:
         # Pillow writes into the file as it encodes: no second copy of the encoded picture.
         im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
-        _atomic_write(path, lambda f: im.save(f, format=fmt, **opts))
+        atomic_write(path, lambda f: im.save(f, format=fmt, **opts))
         return path
-    _atomic_write(path, data)
+    atomic_write(path, data)
     return path
 
 
@@ -228,7 +228,7 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
     return opts
 
 
-def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write `data` (or what the callable writes to the file) beside `path` under a hidden
     temporary name, then rename over it."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
