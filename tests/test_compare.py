@@ -76,6 +76,10 @@ def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
     folder.mkdir()
     for n in range(5):
         PIL.Image.new("RGB", (20 + n, 10), (n * 40, 0, 0)).save(folder / f"{n}.png")
+    # Hidden files and folders, which the job skips, are not compared or counted either.
+    (folder / ".thumbs").mkdir()
+    for hidden in (folder / ".thumbs" / "0.png", folder / ".1.png"):
+        PIL.Image.new("RGB", (8, 8)).save(hidden)
     result = compare(folder, [str(work / "nearest2x.onnx")], options=Options(tile=0))
     assert result.kind == "folder" and result.total_frames == 5
     assert [f.label for f in result.frames] == ["0.png", "2.png", "4.png"]

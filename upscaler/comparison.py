@@ -28,6 +28,7 @@ import numpy as np
 
 from upscaler.config import Options
 from upscaler.errors import MediaError, UsageError
+from upscaler.job.plan import sort_folder
 from upscaler.media.images import Image, is_image_path, read_image, write_image
 from upscaler.models.registry import MediaKind, models_to_compare, resolve_model
 from upscaler.outputs import image_output, is_video_path, video_output
@@ -150,7 +151,7 @@ def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES
         return kind, info.frame_count, _video_frames(info, at, count)
     if kind == "image":
         return kind, 1, [Frame(src.name, read_image(src).pixels)]
-    images = sorted(p for p in src.rglob("*") if p.is_file() and is_image_path(p))
+    images = sort_folder(src)[0]  # the images the job takes: hidden files and folders left out
     if not images:
         raise MediaError("no images in this folder", src)
     chosen = _spread(len(images), count)

@@ -147,16 +147,7 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
         raise UsageError("the output of a folder must be a folder, and this is a file", dst)
     if dst.resolve().is_relative_to(src.resolve()):
         raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
-    images, videos, others, hidden = [], [], [], []
-    for path in _walk(src):
-        if path.name.startswith("."):
-            hidden.append(path)
-        elif is_image_path(path):
-            images.append(path)
-        elif is_video_path(path):
-            videos.append(path)
-        else:
-            others.append(path)
+    images, videos, others, hidden = sort_folder(src)
     notes = []
     if videos:
         notes.append(f"{src}: skipped {_count(videos, 'video')} ({_names(videos)}): a folder job "
@@ -186,6 +177,25 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
         items.append((image, target))
     check_writable(dst)
     return Task("folder", src, dst, options, tuple(items), tuple(notes))
+
+
+def sort_folder(src: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+    """A folder's (images, videos, other files, hidden files and folders), each in a stable
+    order: what a folder job takes (its images) and what it skips."""
+    images: list[Path] = []
+    videos: list[Path] = []
+    others: list[Path] = []
+    hidden: list[Path] = []
+    for path in _walk(src):
+        if path.name.startswith("."):
+            hidden.append(path)
+        elif is_image_path(path):
+            images.append(path)
+        elif is_video_path(path):
+            videos.append(path)
+        else:
+            others.append(path)
+    return images, videos, others, hidden
 
 
 def _walk(root: Path) -> Iterator[Path]:
