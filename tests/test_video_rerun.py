@@ -125,3 +125,34 @@ def test_a_second_run_on_the_same_output_is_refused(short_clip: Path, tmp_path: 
     assert capsys.readouterr().err == (f"upscale: error: {folder}: another upscale is working "
                                        "in this folder\n")
     assert not out.exists()
+
+
+def test_a_resumed_job_does_not_decode_its_source_again(
+        short_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoding scan (minutes for an episode) is kept in the work folder; a rerun of the
+    same job on the same file takes it from there, a changed file is decoded again."""
+    import upscaler.video as video
+
+    out = tmp_path / "out.mkv"
+    folder = stop_at_mux(capsys, short_clip, out)
+    kept = json.loads((folder / video.SCAN_FILE).read_text(encoding="utf-8"))
+    assert len(kept["scan"]["decoded_pts"]) == 48
+    scans: list[Path] = []
+    real_scan = video.scan
+    monkeypatch.setattr(video, "scan", lambda info: scans.append(info.path) or real_scan(info))
+    video._scan_file.cache_clear()  # as a new process would start
+    code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST)
+    assert code == 0, err
+    assert scans == [] and probe(out).frame_count == 48
+    assert not folder.exists()
+
+    moved = tmp_path / "moved.mkv"
+    moved.write_bytes(short_clip.read_bytes())
+    stop_at_mux(capsys, moved, out.with_name("two.mkv"))
+    os.utime(moved, ns=(1, 1))  # another version of the file: its old scan is not used
+    video._scan_file.cache_clear()
+    scans.clear()
+    code, err = run_cli(capsys, str(moved), "-o", str(out.with_name("two.mkv")), *FAST)
+    assert code == 0, err
+    assert scans == [moved]

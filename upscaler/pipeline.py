@@ -346,7 +346,7 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
 
     settings = video_settings(options)
     check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
-    check_source(src, settings)  # the decoding pass: damage refused before the model loads
+    check_source(src, dst, settings)  # the decoding pass: damage refused before the model loads
     state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
     upscaler = Upscaler(options, "video", reuse=options.reuse)

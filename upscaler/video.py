@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ from upscaler.media.video.encoding import HDR10_ENCODERS, VideoSettings
 from upscaler.media.video.interlace import decide
 from upscaler.media.video.mux import check_container, join_and_mux
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
-from upscaler.media.video.scan import Scan, scan
+from upscaler.media.video.scan import Scan, from_json, scan, to_json
 from upscaler.media.video.segments import PARTIAL, Segment, encode_segments, plan_segments
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.media.video.writer import Encoding
@@ -76,10 +77,12 @@ def check_video_job(src: str | Path, dst: str | Path,
     check_container(info, dst)
 
 
-def check_source(src: str | Path, settings: VideoSettings | None = None) -> None:
-    """Decode `src` once (scan.py; cached, so the job does not decode it again) and raise
-    MediaError now for damage the job would refuse: what a job runs before its model loads."""
-    _source(Path(src), settings or VideoSettings())
+def check_source(src: str | Path, dst: str | Path, settings: VideoSettings | None = None,
+                 ) -> None:
+    """Decode `src` once (scan.py; cached, so the job does not decode it again, and kept in
+    the job's work folder for a resumed run) and raise MediaError now for damage the job would
+    refuse: what a job runs before its model loads."""
+    _source(Path(src), Path(dst), settings or VideoSettings())
 
 
 def upscale_video(src: str | Path, dst: str | Path,
@@ -122,7 +125,7 @@ def upscale_video(src: str | Path, dst: str | Path,
     src, dst = Path(src), Path(dst)
     check_video_job(src, dst, settings)
     _check_output(src, dst, settings.overwrite)
-    info, notes = _source(src, settings)
+    info, notes = _source(src, dst, settings)
     container = dst.suffix.lower()
     encoding = check_encoding(info, settings, dst)
     for note in [*notes, *_hdr_notes(info, encoding.encoder)]:
@@ -141,6 +144,8 @@ def upscale_video(src: str | Path, dst: str | Path,
 
         try:
             resumed = folder.start(segments, settings.resume and identity is not None)
+            # After start(), which clears the folder of everything but its segments.
+            _keep_scan(folder.path, src, _scan_of(src, dst, settings))
             _report_start(dst, resumed, segments, settings.resume)
             reused = {s.index for s in resumed.reused}
             todo = [s for s in segments if s.index not in reused]
@@ -186,12 +191,45 @@ def _probe(src: Path) -> VideoInfo:
     return _probe_file(src, stat.st_size, stat.st_mtime_ns)
 
 
+SCAN_FILE = "scan.json"  # in a job's work folder: the source's scan, for a resumed run
+
+
+def _scan_of(src: Path, dst: Path, settings: VideoSettings) -> Scan:
+    stat = src.stat()
+    kept = work_dir(dst, settings.work_dir) / SCAN_FILE
+    return _scan_file(src, stat.st_size, stat.st_mtime_ns, kept)
+
+
 @functools.lru_cache(maxsize=16)
-def _scan_file(path: Path, size: int, mtime_ns: int) -> Scan:
+def _scan_file(path: Path, size: int, mtime_ns: int, kept: Path) -> Scan:
+    """The scan an earlier run of the job kept for this version of the file (an episode's is
+    minutes of decoding), else a new one."""
+    try:
+        data = json.loads(kept.read_text(encoding="utf-8"))
+        if data["source"] == _scanned(path, size, mtime_ns):
+            return from_json(data["scan"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none kept, or another file's or version's: decoded again
     return scan(_probe_file(path, size, mtime_ns))
 
 
-def _source(src: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
+def _scanned(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
+    return {"path": str(path.resolve()), "size": size, "mtime_ns": mtime_ns}
+
+
+def _keep_scan(folder: Path, src: Path, found: Scan) -> None:
+    """Write the scan into the work folder (renamed into place), for a resumed run."""
+    stat = src.stat()
+    data = {"source": _scanned(src, stat.st_size, stat.st_mtime_ns), "scan": to_json(found)}
+    tmp = folder / f".{SCAN_FILE}.tmp"
+    try:
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.replace(folder / SCAN_FILE)
+    except OSError as e:
+        raise MediaError(f"cannot write to the work folder: {e.strerror or e}", folder) from e
+
+
+def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
     """The source as the job reads it, and what the user must hear about it.
 
     Decoded once (media/video/scan.py, cached per file version): a damaged source raises MediaError
@@ -199,8 +237,7 @@ def _source(src: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
     one gets its deinterlacing filter; HDR10 metadata is attached for the encoder.
     """
     info = _probe(src)
-    stat = src.stat()
-    found = _scan_file(src, stat.st_size, stat.st_mtime_ns)
+    found = _scan_of(src, dst, settings)
     notes = []
     damage = find_damage(info, found)
     if damage and not settings.accept_damage:

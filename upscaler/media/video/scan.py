@@ -18,8 +18,9 @@ It costs one decode of the source (two for a damaged one), small beside upscalin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
+from typing import Any
 
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
@@ -54,6 +55,28 @@ class Scan:
     flagged: tuple[int, int]
     idet: tuple[int, int, int]
     hdr: Hdr
+
+
+def to_json(found: Scan) -> dict[str, Any]:
+    """`found` as JSON values (a job keeps it in its work folder for a resumed run)."""
+    return asdict(found)
+
+
+def from_json(data: Any) -> Scan:
+    """The Scan `to_json` gave; ValueError for anything else (another version's file)."""
+    try:
+        hdr = data["hdr"]
+        mastering, light = hdr["mastering"], hdr["light"]
+        return Scan(
+            decoded_pts=tuple(int(p) for p in data["decoded_pts"]),
+            errors=tuple((float(t), str(line)) for t, line in data["errors"]),
+            flagged=(int(data["flagged"][0]), int(data["flagged"][1])),
+            idet=(int(data["idet"][0]), int(data["idet"][1]), int(data["idet"][2])),
+            hdr=Hdr(mastering=None if mastering is None else tuple(float(v) for v in mastering),
+                    light=None if light is None else (int(light[0]), int(light[1])),
+                    dolby_vision=bool(hdr["dolby_vision"]), dynamic=bool(hdr["dynamic"])))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"not a scan: {e}") from e
 
 
 def scan(info: VideoInfo) -> Scan:
