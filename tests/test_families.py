@@ -180,3 +180,23 @@ def test_exact_tiling_costs_what_docs_models_md_says(model: str, work: float) ->
     from upscaler.models.exact import prefix_work
 
     assert prefix_work(resolve_model(model).graph()) == pytest.approx(work, abs=0.005)
+
+
+@pytest.mark.parametrize("executor", ["ncnn", "onnxruntime"])
+@pytest.mark.parametrize("model", ["realcugan-x2-conservative", "waifu2x-cunet-x2"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pixels_in_and_out_match_the_float_path(executor: str, model: str,
+                                                dtype: type) -> None:
+    """A whole frame goes to the network's executor as pixels (its cheaper edge), padded in
+    pixels; the result is the float path's exactly, and in exact tiles it is that path."""
+    from upscaler.executors.base import ExecutorOptions
+    from upscaler.executors.registry import create_executor
+    from upscaler.pixels import run_via_planes
+
+    cel = draw_cel(37, 53)[None].astype(dtype) * (257 if dtype == np.uint16 else 1)
+    with create_executor(executor, resolve_model(model), ExecutorOptions(threads=2)) as ex:
+        whole = ex.run_pixels(cel)
+        assert whole.dtype == cel.dtype and whole.shape == (1, 74, 106, 3)
+        assert np.array_equal(whole, run_via_planes(ex.run, cel))
+        ex.set_tile((32, 32))
+        assert np.array_equal(ex.run_pixels(cel), run_via_planes(ex.run, cel))

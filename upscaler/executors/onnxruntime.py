@@ -217,7 +217,8 @@ class OnnxRuntimeExecutor(ClosingExecutor):
             return run_via_planes(self.run, tiles)
         feed = to_planes(tiles).astype(self._input_dtype, copy=False)
         n, _, h, w = feed.shape
-        shape = (n, 3, h * self.scale, w * self.scale)
+        m = self._model.margin  # unpadded networks (Real-CUGAN, waifu2x) return less
+        shape = (n, 3, (h - 2 * m) * self.scale, (w - 2 * m) * self.scale)
         if self._output is None or self._output.shape != shape:
             self._output = None  # the old buffer goes before the new one comes
             self._output = np.empty(shape, self._output_dtype)

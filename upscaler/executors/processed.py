@@ -15,8 +15,9 @@ import numpy as np
 from upscaler.errors import ExecutorError
 from upscaler.executors.base import ClosingExecutor, Executor
 from upscaler.models.exact import run_exact
-from upscaler.models.processing import finish, prepare
+from upscaler.models.processing import finish, pad_pixels, prepare
 from upscaler.models.registry import ModelRef
+from upscaler.pixels import run_pixels, run_via_planes
 
 
 class ProcessedExecutor(ClosingExecutor):
@@ -43,12 +44,33 @@ class ProcessedExecutor(ClosingExecutor):
         margin more on each side); None for whole frames."""
         self.tile = tile
 
+    def _whole(self, padded_h: int, padded_w: int) -> bool:
+        """Whether a frame padded to this size runs in one network call (else exact tiles)."""
+        margin = self.model.margin
+        rh, rw = padded_h - 2 * margin, padded_w - 2 * margin
+        return self.tile is None or (rh <= self.tile[0] and rw <= self.tile[1])
+
+    def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) pixels -> (N, h*s, w*s, 3); see Executor. Where nothing is computed
+        around the network but padding and a crop (waifu2x; Real-CUGAN 2x and 3x but the pro
+        models) and the frame runs whole, the pixels go to the network's executor as pixels
+        and come back so (its cheaper edge), with the same result as through `run`."""
+        proc = self.processing
+        if proc.pro or proc.add_nearest:
+            return run_via_planes(self.run, tiles)
+        padded = pad_pixels(tiles, proc)
+        if not self._whole(*padded.shape[1:3]):
+            return run_via_planes(self.run, tiles)
+        _, h, w, _ = tiles.shape
+        s = self.scale
+        return np.ascontiguousarray(run_pixels(self.inner, padded)[:, :h * s, :w * s])
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) in [0, 1] -> (N, 3, h*s, w*s); see Executor."""
         prepared = prepare(batch, self.processing)
         margin = self.model.margin
         rh, rw = prepared.shape[2] - 2 * margin, prepared.shape[3] - 2 * margin
-        if self.tile is None or (rh <= self.tile[0] and rw <= self.tile[1]):
+        if self._whole(*prepared.shape[2:]):
             raw = self.inner.run(prepared)
         else:
             extract = getattr(self.inner, "extract", None)

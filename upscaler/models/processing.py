@@ -37,14 +37,26 @@ def rounded(side: int, multiple: int) -> int:
     return -(-side // multiple) * multiple
 
 
+def _widths(h: int, w: int, proc: Processing) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, bottom), (left, right) padding of an h x w picture: the margin, and the bottom
+    and right rounded up to the multiple."""
+    extra_h, extra_w = rounded(h, proc.multiple) - h, rounded(w, proc.multiple) - w
+    return (proc.pad, proc.pad + extra_h), (proc.pad, proc.pad + extra_w)
+
+
 def prepare(batch: np.ndarray, proc: Processing) -> np.ndarray:
     """(N, 3, h, w) in [0, 1] -> the network's input: mapped, padded and rounded up."""
-    _, _, h, w = batch.shape
     x = batch * np.float32(PRO_SPAN) + np.float32(PRO_FLOOR) if proc.pro else batch
-    extra_h, extra_w = rounded(h, proc.multiple) - h, rounded(w, proc.multiple) - w
-    widths = ((0, 0), (0, 0), (proc.pad, proc.pad + extra_h), (proc.pad, proc.pad + extra_w))
     # numpy reflects again from the far edge where the pad is wider than the picture.
+    widths = ((0, 0), (0, 0), *_widths(*batch.shape[2:], proc))
     return np.ascontiguousarray(np.pad(x, widths, mode=proc.mode), dtype=np.float32)
+
+
+def pad_pixels(tiles: np.ndarray, proc: Processing) -> np.ndarray:
+    """(N, h, w, 3) pixels padded and rounded up as `prepare` pads planes, for a family whose
+    values need no mapping (not pro)."""
+    widths = ((0, 0), *_widths(*tiles.shape[1:3], proc), (0, 0))
+    return np.ascontiguousarray(np.pad(tiles, widths, mode=proc.mode))
 
 
 def finish(raw: np.ndarray, batch: np.ndarray, scale: int, proc: Processing) -> np.ndarray:
