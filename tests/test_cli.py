@@ -408,3 +408,15 @@ def test_image_default_model_is_x4plus_anime_and_model_overrides_it(tmp_path: Pa
                    "jobs: [{input: a.png, output: yaml.png}]\n")
     assert main(["--config", str(job), "--quiet"]) == 0
     np.testing.assert_array_equal(load(tmp_path / "yaml.png"), outs["animevideov3"])
+
+
+def test_a_folder_named_like_a_subcommand_is_given_as_a_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    save(tmp_path / "models" / "a.png", draw_cel(16, 16))
+    assert main(["models"]) == 0
+    assert "realesrgan-x4plus-anime (default for images)" in capsys.readouterr().out
+    assert not (tmp_path / "models_upscaled").exists()
+    assert main(["./models", *FAST]) == 0
+    assert (tmp_path / "models_upscaled" / "a.png").exists()

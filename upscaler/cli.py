@@ -65,10 +65,10 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Upscale anime images, folders of images and videos with Real-ESRGAN, "
                     "Real-CUGAN or waifu2x.",
-        epilog=textwrap.fill("`upscale models` lists the models and their built files (where a "
-                             "folder named models is here, `upscale models` upscales it); "
+        epilog=textwrap.fill("`upscale models` lists the models and their built files; "
                              "`upscale compare INPUT` writes a page comparing models on a few "
-                             "of INPUT's frames.", 79)
+                             "of INPUT's frames. A folder named like either is given as a path: "
+                             "./models.", 79)
         + "\n\n" + exit_code_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -296,16 +296,6 @@ def _ray_input(args: argparse.Namespace) -> None:
         args.input, args.ray = Path(args.ray), ""
 
 
-def _lists_models(argv: Sequence[str]) -> bool:
-    """Whether `argv` is the `models` subcommand. A folder named `models` here is an input
-    (a user who has one means it), unless only the subcommand's own options follow
-    (`upscale models --clear-cache`); `./models` and `models/` are always paths."""
-    if argv[:1] != ["models"]:
-        return False
-    own = {"--clear-cache", "-h", "--help"}  # _models_parser's
-    return not Path("models").is_dir() or (len(argv) > 1 and set(argv[1:]) <= own)
-
-
 def _list_models(argv: Sequence[str]) -> int:
     from upscaler.models import cache
     from upscaler.models.registry import DEFAULT_MODELS, MODELS, resolve_model
@@ -458,7 +448,9 @@ def _quiet_opencv() -> None:
 
 def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     try:
-        if _lists_models(argv):
+        # Subcommands are names, as the README gives them: a folder named like one is
+        # given as a path (./models).
+        if argv[:1] == ["models"]:
             return _list_models(argv[1:])
         if argv[:1] == ["compare"]:
             return _compare(argv[1:])
