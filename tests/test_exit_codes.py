@@ -216,12 +216,17 @@ def test_a_folder_whose_outputs_exist_says_so_once(tmp_path: Path) -> None:
                               "them), 0 failed")
 
 
-def test_a_folder_named_models_is_an_input(tmp_path: Path) -> None:
+def test_a_folder_named_models_is_given_as_a_path(tmp_path: Path) -> None:
     listed = upscale("models", cwd=tmp_path)
     assert listed.returncode == 0 and "built models are cached in" in listed.stdout
 
     (tmp_path / "models").mkdir()
     Image.fromarray(draw_cel(8, 8)).save(tmp_path / "models" / "a.png")
-    done = upscale("models", *FAST, cwd=tmp_path)
+    meant = upscale("models", *FAST, cwd=tmp_path)
+    assert meant.returncode == 2
+    assert meant.stderr.strip().splitlines() == [
+        f"upscale: error: upscale models takes only --clear-cache, not {' '.join(FAST)}; to "
+        "upscale the folder named models, give it as ./models"]
+    done = upscale("./models", *FAST, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "models_upscaled" / "a.png").is_file()

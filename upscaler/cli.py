@@ -300,7 +300,11 @@ def _list_models(argv: Sequence[str]) -> int:
     from upscaler.models import cache
     from upscaler.models.registry import DEFAULT_MODELS, MODELS, resolve_model
 
-    args = _models_parser().parse_args(argv)
+    args, unknown = _models_parser().parse_known_args(argv)
+    if unknown:
+        raise UsageError(f"upscale models takes only --clear-cache, not {' '.join(unknown)}"
+                         + ("; to upscale the folder named models, give it as ./models"
+                            if Path("models").is_dir() else ""))
     if args.clear_cache:
         print(f"removed {cache.clear()} built model(s) from {cache.cache_dir()}")
         return 0
