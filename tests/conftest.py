@@ -9,6 +9,20 @@ sys.path.insert(0, str(ROOT / "samples"))
 
 from draw import draw_cel  # noqa: E402
 
+# The files that take longest, slowest first (measured with --durations=0). pytest-xdist hands
+# whole files to its workers in collection order, so starting with these keeps one worker from
+# running a long file alone at the end.
+SLOW_FILES = ("test_ray.py", "test_video_sources.py", "test_video_resume.py", "test_cli.py",
+              "test_dirty_regions.py", "test_memory.py", "test_readme.py", "test_families.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

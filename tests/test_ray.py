@@ -67,9 +67,9 @@ def crashes(ray_address: str) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s with audio and subtitles: 72 frames in 6 segments of 12."""
-    return make_clip(tmp_path_factory.mktemp("clips") / "ep.mkv", seconds=3.0, audio=True,
-                     subtitles=True)
+    """3 s with audio and subtitles: 72 frames in 6 segments of 12, small."""
+    return make_clip(tmp_path_factory.mktemp("clips") / "ep.mkv", size="32x18", seconds=3.0,
+                     audio=True, subtitles=True)
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="file locks and /dev/
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 s with audio: 48 frames in 4 segments of 12."""
+    """2 s with audio: 48 frames in 4 segments of 12, small."""
     path = tmp_path_factory.mktemp("clips") / "short.mkv"
-    return make_clip(path, seconds=2.0, audio=True)
+    return make_clip(path, size="32x18", seconds=2.0, audio=True)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
