@@ -179,6 +179,20 @@ def test_user_onnx_with_fp16_input(user_fp16_onnx: Path, executor_class: type,
     assert psnr(out, ncnn_run(FAST, tiles)) >= 70  # fp16 weights: measured 73.0 dB
 
 
+@pytest.mark.parametrize("executor_class", [OnnxRuntimeExecutor, OpenVinoExecutor])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_fp16_model_takes_and_gives_pixels_as_its_float_run(
+        user_fp16_onnx: Path, executor_class: type, dtype: type, tiles: np.ndarray) -> None:
+    """Half-precision planes to and from pixels (OpenCV) give what the float32 run gives."""
+    peak = np.iinfo(dtype).max
+    pixels = np.rint(tiles.transpose(0, 2, 3, 1) * peak).astype(dtype)
+    with executor_class(resolve_model(user_fp16_onnx), OPTIONS) as executor:
+        got = executor.run_pixels(pixels)
+        expected = run_via_planes(executor.run, pixels)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_user_onnx_with_static_shape(tmp_path: Path) -> None:
     proto = onnx.load(onnx_file(resolve_model(FAST), "fp32"))
     for value, dims in ((proto.graph.input[0], (1, 3, 24, 24)),

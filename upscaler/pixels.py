@@ -9,7 +9,11 @@ own runtime (inside the graph, on the GPU) does it there (`run_pixels`); the oth
 
 OpenCV does the output side: a 3840x2160 float32 frame to rounded, clamped uint8 RGB took 8 ms
 on the 2-core development machine against 83 ms for numpy's clip, rint and astype, with the
-same result (both round half to even). The input side is 1/16 of that at 4x and stays numpy.
+same result (both round half to even). The input side is 1/16 of that at 4x and stays numpy
+for float32. fp16 (ONNX Runtime's default on TensorRT and CUDA, a user's fp16 .onnx) goes
+through OpenCV both ways: numpy has no fast half-precision cast (a 4K fp16 frame to uint8
+took 48 ms through float32, 8 ms in OpenCV; 1080p uint8 in, 26 ms against 3.5), and OpenCV's
+results are the same to the bit (tests/test_pixels.py checks every value).
 """
 
 from __future__ import annotations
@@ -31,28 +35,49 @@ def peak_of(dtype: np.dtype) -> float:
         raise ValueError(f"pixels must be uint8 or uint16, not {dtype}") from None
 
 
-def to_planes(tiles: np.ndarray) -> np.ndarray:
-    """uint8/uint16 (N, h, w, 3) pixels -> float32 (N, 3, h, w) in [0, 1], C-contiguous."""
+def to_planes(tiles: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
+    """uint8/uint16 (N, h, w, 3) pixels -> float (N, 3, h, w) in [0, 1], C-contiguous, of
+    `dtype` (float32 or float16)."""
     scale = np.float32(1.0 / peak_of(tiles.dtype))
-    planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float32)
-    np.multiply(tiles.transpose(0, 3, 1, 2), scale, out=planes, casting="unsafe")
+    planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), dtype)
+    if planes.dtype == np.float32:
+        np.multiply(tiles.transpose(0, 3, 1, 2), scale, out=planes, casting="unsafe")
+        return planes
+    if planes.dtype != np.float16:
+        raise ValueError(f"model input must be float32 or float16, not {dtype}")
+    for tile, target in zip(tiles, planes, strict=True):
+        for c, channel in enumerate(cv2.split(np.ascontiguousarray(tile))):
+            cv2.multiply(channel, float(scale), dst=target[c], dtype=cv2.CV_16F)
     return planes
 
 
 def from_planes(planes: np.ndarray, dtype: np.dtype, out: np.ndarray | None = None,
                 ) -> np.ndarray:
-    """float (3, H, W) model output -> (H, W, 3) pixels of `dtype`, clamped and rounded.
+    """float32 or float16 (3, H, W) model output -> (H, W, 3) pixels of `dtype`, clamped and
+    rounded.
 
     `out`, when given, is an (H, W, 3) C-contiguous array of `dtype` to write into.
     """
     dtype = np.dtype(dtype)
     peak, depth = peak_of(dtype), _CV_DEPTH[dtype]
-    channels = [cv2.multiply(np.ascontiguousarray(planes[c], np.float32), peak, dtype=depth)
+    channels = [cv2.multiply(_float_plane(planes[c], dtype), peak, dtype=depth)
                 for c in range(3)]
     if out is None:
         return cv2.merge(channels)
     cv2.merge(channels, out)
     return out
+
+
+def _float_plane(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A plane OpenCV scales to pixels of `dtype` exactly as it would the float32 plane."""
+    if plane.dtype != np.float16:
+        return np.ascontiguousarray(plane, np.float32)
+    plane = np.ascontiguousarray(plane)
+    if dtype == np.uint8:
+        return plane
+    # OpenCV scales a half-precision plane by the scale rounded to half precision, where
+    # 65535 is infinity (0 came out 65535): through float32 first, an exact widening.
+    return cv2.multiply(plane, 1.0, dtype=cv2.CV_32F)
 
 
 def run_via_planes(run: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray) -> np.ndarray:

@@ -215,7 +215,7 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         """
         if self._fixed_batch is not None and self._fixed_batch != len(tiles):
             return run_via_planes(self.run, tiles)
-        feed = to_planes(tiles).astype(self._input_dtype, copy=False)
+        feed = to_planes(tiles, self._input_dtype)
         n, _, h, w = feed.shape
         m = self._model.margin  # unpadded networks (Real-CUGAN, waifu2x) return less
         shape = (n, 3, (h - 2 * m) * self.scale, (w - 2 * m) * self.scale)

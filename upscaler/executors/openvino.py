@@ -135,7 +135,7 @@ class OpenVinoExecutor(ClosingExecutor):
         """
         if self._parallel and len(tiles) > 1:
             return run_via_planes(self.run, tiles)
-        feed = to_planes(tiles).astype(self._input_dtype, copy=False)
+        feed = to_planes(tiles, self._input_dtype)
         out = self._guarded(lambda: self._request.infer({0: feed})[0], feed.shape)
         return batch_to_pixels(out, tiles.dtype)
 

@@ -1,0 +1,38 @@
+"""The model's edge (upscaler/pixels.py) in half precision: OpenCV's conversions give, for
+every value, what the float32 path gives."""
+
+import numpy as np
+import pytest
+
+from upscaler.pixels import from_planes, to_planes
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_every_pixel_value_becomes_the_half_the_float32_path_gives(dtype: type) -> None:
+    values = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
+    tiles = np.stack([values, values[::-1], values], axis=-1).reshape(1, 1, -1, 3)
+    half = to_planes(tiles, np.float16)
+    assert half.dtype == np.float16 and half.shape == (1, 3, 1, len(values))
+    np.testing.assert_array_equal(half.view(np.uint16),
+                                  to_planes(tiles).astype(np.float16).view(np.uint16))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_every_half_becomes_the_pixel_the_float32_path_gives(dtype: type) -> None:
+    """Every finite half and both infinities, far outside [0, 1] too: clamped and rounded
+    alike. (OpenCV alone turned 0 into 65535 for uint16: it scales halves by a half, and
+    65535 is infinity there.)"""
+    halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    halves = halves[~np.isnan(halves)]
+    planes = np.stack([halves, halves[::-1], halves]).reshape(3, 1, -1)
+    got = from_planes(planes, dtype)
+    assert got.dtype == dtype and got.shape == (1, len(halves), 3)
+    np.testing.assert_array_equal(got, from_planes(planes.astype(np.float32), dtype))
+    out = np.empty_like(got)
+    assert from_planes(planes, dtype, out=out) is out
+    np.testing.assert_array_equal(out, got)
+
+
+def test_only_float_planes_are_made() -> None:
+    with pytest.raises(ValueError, match="float32 or float16"):
+        to_planes(np.zeros((1, 2, 2, 3), np.uint8), np.float64)
