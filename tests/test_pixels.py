@@ -33,6 +33,8 @@ def test_every_half_becomes_the_pixel_the_float32_path_gives(dtype: type) -> Non
     np.testing.assert_array_equal(out, got)
 
 
-def test_only_float_planes_are_made() -> None:
-    with pytest.raises(ValueError, match="float32 or float16"):
-        to_planes(np.zeros((1, 2, 2, 3), np.uint8), np.float64)
+def test_other_float_inputs_are_the_float32_planes_cast() -> None:
+    tiles = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(1, 2, 3, 3)
+    planes = to_planes(tiles, np.float64)
+    assert planes.dtype == np.float64
+    np.testing.assert_array_equal(planes, to_planes(tiles).astype(np.float64))

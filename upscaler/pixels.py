@@ -37,14 +37,13 @@ def peak_of(dtype: np.dtype) -> float:
 
 def to_planes(tiles: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
     """uint8/uint16 (N, h, w, 3) pixels -> float (N, 3, h, w) in [0, 1], C-contiguous, of
-    `dtype` (float32 or float16)."""
+    `dtype` (float32, float16, or whatever float a user's model declares)."""
     scale = np.float32(1.0 / peak_of(tiles.dtype))
-    planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), dtype)
-    if planes.dtype == np.float32:
+    if np.dtype(dtype) != np.float16:
+        planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float32)
         np.multiply(tiles.transpose(0, 3, 1, 2), scale, out=planes, casting="unsafe")
-        return planes
-    if planes.dtype != np.float16:
-        raise ValueError(f"model input must be float32 or float16, not {dtype}")
+        return planes.astype(dtype, copy=False)
+    planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float16)
     for tile, target in zip(tiles, planes, strict=True):
         for c, channel in enumerate(cv2.split(np.ascontiguousarray(tile))):
             cv2.multiply(channel, float(scale), dst=target[c], dtype=cv2.CV_16F)
