@@ -10,7 +10,8 @@ Resize (4x, or 2x for 1080p -> 4K), which the job runs as a user's `--model FILE
 Runtime. The clips are drawn animation (samples/draw.py), a new drawing every frame, x264 CRF
 18 4:2:0. In rounds that visit every candidate in turn, it times:
 
-- instant-4k: 960x540 -> 3840x2160, 48 frames, --preset ultrafast;
+- instant-4k: 960x540 -> 3840x2160, 48 frames, --preset ultrafast (instant-4k-fp16: the same
+  with the model in float16, ONNX Runtime's precision on TensorRT and CUDA);
 - instant-1440: 640x360 -> 2560x1440, 96 frames, encoder defaults;
   each as (the job - ONNX Runtime alone on the same frames) / ffmpeg alone (decode, a 4x
   nearest scale and the same encode, one command);
@@ -63,11 +64,13 @@ class Case:
     model: str  # "instant" or a model name
     scale: int = 4
     preset: str | None = None
+    half: bool = False  # the instant model in float16, as ONNX Runtime runs on a GPU
     baseline: str = "ffmpeg"  # "ffmpeg": (job - model) / ffmpeg; "ncnn+ffmpeg"; "ncnn"
 
 
 CASES = {case.name: case for case in (
     Case("instant-4k", 960, 540, 48, "instant", preset="ultrafast"),
+    Case("instant-4k-fp16", 960, 540, 48, "instant", preset="ultrafast", half=True),
     Case("instant-1440", 640, 360, 96, "instant"),
     Case("instant-1080", 1920, 1080, 24, "instant", scale=2, preset="ultrafast"),
     Case("video-default", 640, 360, 24, "realesr-animevideov3", baseline="ncnn+ffmpeg"),
@@ -75,17 +78,19 @@ CASES = {case.name: case for case in (
 )}
 
 
-def instant_model(path: Path, scale: int) -> Path:
-    """An ONNX model that upscales by repeating pixels: as near to free as a model gets."""
+def instant_model(path: Path, scale: int, half: bool = False) -> Path:
+    """An ONNX model that upscales by repeating pixels: as near to free as a model gets. `half`:
+    it takes and gives float16, as the models ONNX Runtime runs on TensorRT and CUDA do."""
     import onnx
     from onnx import TensorProto, helper
 
+    kind = TensorProto.FLOAT16 if half else TensorProto.FLOAT
     scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, scale, scale])
     graph = helper.make_graph(
         [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")],
         f"nearest{scale}x",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+        [helper.make_tensor_value_info("input", kind, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", kind, ["N", 3, "H2", "W2"])],
         initializer=[scales])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -152,8 +157,11 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
     make_clip(clip, case.width, case.height, case.frames)
     frames = decoded(clip)
     if case.model == "instant":
-        model_path = instant_model(tmp / f"nearest{case.scale}x.onnx", case.scale)
+        model_path = instant_model(tmp / f"{case.name}-nearest{case.scale}x.onnx", case.scale,
+                                   case.half)
         model_run = ort_runner(model_path)
+        if case.half:
+            frames = [f.astype(np.float16) for f in frames]
         options: dict[str, object] = {"model": str(model_path), "executor": "onnxruntime"}
     else:
         ref = resolve_model(case.model)
@@ -203,7 +211,8 @@ def report(result: dict[str, object]) -> None:
     jobs: list[dict] = result["jobs"]  # type: ignore[assignment,type-arg]
     ratios: list[float] = result["ratios"]  # type: ignore[assignment]
     med = {k: statistics.median(v) for k, v in times.items() if v}
-    model_name = "instant" if case.model == "instant" else case.model
+    model_name = ("instant" + (" fp16" if case.half else "")) if case.model == "instant" \
+        else case.model
     print(f"\n{case.name}: {case.width}x{case.height} -> {case.width * case.scale}x"
           f"{case.height * case.scale}, {case.frames} frames, {model_name}, "
           f"preset {case.preset or 'default'}")
