@@ -7,14 +7,21 @@ import pytest
 from upscaler.pixels import from_planes, to_planes
 
 
+@pytest.mark.parametrize("planes", [np.float32, np.float16])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_every_pixel_value_becomes_the_half_the_float32_path_gives(dtype: type) -> None:
+def test_every_pixel_value_becomes_numpys_float(dtype: type, planes: type) -> None:
+    """OpenCV makes the planes; numpy's float32 multiply (then its cast) is the reference."""
     values = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
     tiles = np.stack([values, values[::-1], values], axis=-1).reshape(1, 1, -1, 3)
-    half = to_planes(tiles, np.float16)
-    assert half.dtype == np.float16 and half.shape == (1, 3, 1, len(values))
-    np.testing.assert_array_equal(half.view(np.uint16),
-                                  to_planes(tiles).astype(np.float16).view(np.uint16))
+    got = to_planes(tiles, planes)
+    assert got.dtype == planes and got.shape == (1, 3, 1, len(values))
+    assert got.flags.c_contiguous
+    scale = np.float32(1 / np.iinfo(dtype).max)
+    exact = tiles.transpose(0, 3, 1, 2).astype(np.float32) * scale
+    np.testing.assert_array_equal(got, exact.astype(planes))
+    # A view (a tile of a frame) is taken as it is.
+    np.testing.assert_array_equal(to_planes(tiles[:, :, ::-1], planes),
+                                  exact[..., ::-1].astype(planes))
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])

@@ -10,10 +10,13 @@ own runtime (inside the graph, on the GPU) does it there (`run_pixels`); the oth
 OpenCV does the output side: a 3840x2160 float32 frame to rounded, clamped uint8 RGB took 8 ms
 on the 2-core development machine against 83 ms for numpy's clip, rint and astype, with the
 same result (both round half to even). The input side is 1/16 of that at 4x and stays numpy
-for float32. fp16 (ONNX Runtime's default on TensorRT and CUDA, a user's fp16 .onnx) goes
-through OpenCV both ways: numpy has no fast half-precision cast (a 4K fp16 frame to uint8
-took 48 ms through float32, 8 ms in OpenCV; 1080p uint8 in, 26 ms against 3.5), and OpenCV's
-results are the same to the bit (tests/test_pixels.py checks every value).
+for float32: OpenCV would take 5 ms of numpy's 10 at 1080p, but its first call starts its
+thread pool, whose address space (75 MB here) then comes before the runtime's first large
+allocation (tests/test_memory.py runs the model under a limit on it). fp16 (ONNX Runtime's
+default on TensorRT and CUDA, a user's fp16 .onnx) goes through OpenCV both ways: numpy has no
+fast half-precision cast (a 4K fp16 frame to uint8 took 48 ms through float32, 8 ms in
+OpenCV; 1080p uint8 in, 26 ms against 3.5). OpenCV's results are numpy's to the bit:
+tests/test_pixels.py checks every value.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def to_planes(tiles: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
         planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float32)
         np.multiply(tiles.transpose(0, 3, 1, 2), scale, out=planes, casting="unsafe")
         return planes.astype(dtype, copy=False)
+    # numpy's float32 multiply, then the cast to half, as OpenCV gives them in one pass.
     planes = np.empty((tiles.shape[0], 3, *tiles.shape[1:3]), np.float16)
     for tile, target in zip(tiles, planes, strict=True):
         for c, channel in enumerate(cv2.split(np.ascontiguousarray(tile))):
