@@ -1,5 +1,6 @@
-"""The model's edge (upscaler/pixels.py) in half precision: OpenCV's conversions give, for
-every value, what the float32 path gives."""
+"""The model's edge (upscaler/pixels.py): every pixel value becomes the float numpy's float32
+multiply gives (OpenCV makes the half-precision planes), and every half becomes the pixel its
+float32 widening gives."""
 
 import numpy as np
 import pytest
