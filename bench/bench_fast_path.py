@@ -134,12 +134,15 @@ def ffmpeg_alone(clip: Path, out: Path, scale: int, preset: str | None) -> float
 
 
 def ort_runner(model: Path) -> Callable[[np.ndarray], None]:
-    """ONNX Runtime alone on one frame, as the job's executor sets it up (all cores, CPU)."""
+    """ONNX Runtime alone on one frame, on the providers the job's executor takes (TensorRT or
+    CUDA where this ONNX Runtime has them, else the CPU on all cores)."""
     import onnxruntime as ort
+
+    from upscaler.executors.onnxruntime import available_providers
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model), options, providers=available_providers())
     name = session.get_inputs()[0].name
     return lambda chw: session.run(None, {name: chw[None]})[0]  # type: ignore[no-any-return]
 
