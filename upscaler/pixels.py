@@ -26,6 +26,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from upscaler.bands import in_bands
+
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 _CV_DEPTH = {np.dtype(np.uint8): cv2.CV_8U, np.dtype(np.uint16): cv2.CV_16U}
 
@@ -59,16 +61,26 @@ def from_planes(planes: np.ndarray, dtype: np.dtype, out: np.ndarray | None = No
     """float32 or float16 (3, H, W) model output -> (H, W, 3) pixels of `dtype`, clamped and
     rounded.
 
-    `out`, when given, is an (H, W, 3) C-contiguous array of `dtype` to write into.
+    `out`, when given, is an (H, W, 3) C-contiguous array of `dtype` to write into. A large
+    frame is converted in row bands on every core (bands.py).
     """
     dtype = np.dtype(dtype)
+    height, width = planes.shape[1:]
+    if out is None:
+        out = np.empty((height, width, 3), dtype)
+
+    def rows(top: int, bottom: int) -> None:
+        _from_planes(planes[:, top:bottom], dtype, out[top:bottom])
+
+    in_bands(height, width, rows)
+    return out
+
+
+def _from_planes(planes: np.ndarray, dtype: np.dtype, out: np.ndarray) -> None:
     peak, depth = peak_of(dtype), _CV_DEPTH[dtype]
     channels = [cv2.multiply(_float_plane(planes[c], dtype), peak, dtype=depth)
                 for c in range(3)]
-    if out is None:
-        return cv2.merge(channels)
     cv2.merge(channels, out)
-    return out
 
 
 def _float_plane(plane: np.ndarray, dtype: np.dtype) -> np.ndarray:

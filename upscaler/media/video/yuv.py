@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from upscaler.bands import in_bands
+
 # (Kr, Kb) of each matrix, by ffprobe's names; Kg = 1 - Kr - Kb.
 LUMA_WEIGHTS = {
     "bt709": (0.2126, 0.0722),
@@ -132,18 +134,32 @@ class YuvConverter:
         self._top = top if value_range == "pc" and top < np.iinfo(dtype).max else None
 
     def convert(self, frame: np.ndarray) -> np.ndarray:
-        """`frame`'s planes, Y then Cb then Cr, as one flat array (reused by the next call)."""
-        cv2.transform(frame, self._matrix, dst=self._ycc)
-        cv2.extractChannel(self._ycc, 0, dst=self._y)
+        """`frame`'s planes, Y then Cb then Cr, as one flat array (reused by the next call).
+        A large frame is converted in bands of whole chroma blocks on every core (bands.py)."""
+        height, width = frame.shape[:2]
+
+        def rows(top: int, bottom: int) -> None:
+            self._convert_rows(frame, top, bottom)
+
+        in_bands(height, width, rows, step=self.layout.sub_h)
+        return self._buffer
+
+    def _convert_rows(self, frame: np.ndarray, top: int, bottom: int) -> None:
+        ycc = self._ycc[top:bottom]
+        cv2.transform(frame[top:bottom], self._matrix, dst=ycc)
+        luma = self._y[top:bottom]
+        cv2.extractChannel(ycc, 0, dst=luma)
         # The matrix is linear, so averaging the converted chroma over each block is averaging
         # the block's colour, as swscale does.
-        chroma = self._ycc if self.layout.sub_w == self.layout.sub_h == 1 else cv2.resize(
-            self._ycc, self._chroma_size, interpolation=cv2.INTER_AREA)
-        cv2.extractChannel(chroma, 1, dst=self._cb)
-        cv2.extractChannel(chroma, 2, dst=self._cr)
+        first, last = top // self.layout.sub_h, bottom // self.layout.sub_h
+        chroma = ycc if self.layout.sub_w == self.layout.sub_h == 1 else cv2.resize(
+            ycc, (self._chroma_size[0], last - first), interpolation=cv2.INTER_AREA)
+        cb, cr = self._cb[first:last], self._cr[first:last]
+        cv2.extractChannel(chroma, 1, dst=cb)
+        cv2.extractChannel(chroma, 2, dst=cr)
         if self._top is not None:
-            np.minimum(self._buffer, self._top, out=self._buffer)
-        return self._buffer
+            for plane in (luma, cb, cr):
+                np.minimum(plane, self._top, out=plane)
 
 
 def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, height: int,
