@@ -90,9 +90,11 @@ def in_bands(rows: int, width: int, work: Callable[[int, int], object], step: in
     worker thread is done again on the calling thread, whose error, if it fails there too, is
     raised after every band has ended. A band that bands again runs in one piece.
     """
-    workers = _workers(os.getpid())
-    if (rows * width < BAND_MIN_PIXELS or workers.count == 0
-            or getattr(_worker, "active", False)):
+    if rows * width < BAND_MIN_PIXELS or getattr(_worker, "active", False):
+        work(0, rows)
+        return
+    workers = _workers(os.getpid())  # started by the first large frame
+    if workers.count == 0:
         work(0, rows)
         return
     spans = list(pairwise(band_edges(rows, width, step, most=workers.count + 1)))
