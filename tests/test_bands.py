@@ -39,7 +39,7 @@ def test_small_frames_stay_whole_and_large_ones_are_cut_on_block_edges() -> None
     assert edges[0] == 0 and edges[-1] == 2164
     assert all(b - a >= bands.BAND_MIN_ROWS for a, b in pairwise(edges))
     assert all(edge % 4 == 0 for edge in edges)
-    assert len(edges) - 1 == min(bands.cores(), 2164 // bands.BAND_MIN_ROWS)
+    assert len(edges) - 1 == min(bands.cores(), bands.MAX_BANDS, 2164 // bands.BAND_MIN_ROWS)
 
 
 def test_only_hosts_with_cores_to_spare_have_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,6 +47,8 @@ def test_only_hosts_with_cores_to_spare_have_workers(monkeypatch: pytest.MonkeyP
     assert bands._workers.__wrapped__(0).count == 0
     monkeypatch.setattr(bands, "cores", lambda: bands.MIN_CORES)
     assert bands._workers.__wrapped__(0).count == bands.MIN_CORES - 1
+    monkeypatch.setattr(bands, "cores", lambda: 64)  # a big host: no more than MAX_BANDS
+    assert bands._workers.__wrapped__(0).count == bands.MAX_BANDS - 1
 
 
 def test_every_row_is_done_once_on_every_core(workers: bands._Workers) -> None:

@@ -27,6 +27,9 @@ from collections.abc import Callable
 from itertools import pairwise
 
 MIN_CORES = 4
+# The conversions stream memory, which a few cores saturate; more bands would only add threads
+# to every process (a Ray worker per core, each with a worker thread per core).
+MAX_BANDS = 8
 BAND_MIN_PIXELS = 1 << 20  # below a megapixel a frame's conversion is a millisecond or two
 BAND_MIN_ROWS = 64  # fewer rows a band and the hand-offs between threads start to show
 
@@ -69,16 +72,17 @@ class _Workers:
 def _workers(pid: int) -> _Workers:
     """This process's workers (a forked child starts its own: it inherits none of the threads);
     none below MIN_CORES."""
-    return _Workers(cores() - 1 if cores() >= MIN_CORES else 0)
+    return _Workers(min(cores(), MAX_BANDS) - 1 if cores() >= MIN_CORES else 0)
 
 
 def band_edges(rows: int, width: int, step: int = 1, most: int | None = None) -> list[int]:
     """Where the bands of a `rows` x `width` frame begin and end: [0, ..., rows], every inner
     edge a multiple of `step` (a chroma block's height, for one); at most `most` bands
-    (default: one per core)."""
+    (default: one per core, at most MAX_BANDS)."""
     if rows * width < BAND_MIN_PIXELS:
         return [0, rows]
-    count = max(1, min(cores() if most is None else most, rows // BAND_MIN_ROWS))
+    most = min(cores(), MAX_BANDS) if most is None else most
+    count = max(1, min(most, rows // BAND_MIN_ROWS))
     inner = sorted({round(rows * k / count / step) * step for k in range(1, count)})
     return [0, *(edge for edge in inner if 0 < edge < rows), rows]
 
