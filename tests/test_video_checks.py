@@ -9,7 +9,7 @@ from clips import make_clip
 
 from upscaler.cli import main
 from upscaler.errors import UsageError
-from upscaler.job.preflight import _encode_fails
+from upscaler.job.preflight import _trial
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.video import check_video_job
 
@@ -56,10 +56,10 @@ def test_bad_video_settings_fail_before_any_work(clip: Path, tmp_path: Path, out
 def test_check_video_job_caches_trials_for_a_batch(clip: Path, tmp_path: Path) -> None:
     settings = VideoSettings(preset="veryfast", crf=20)
     check_video_job(clip, tmp_path / "a.mkv", settings)
-    before = _encode_fails.cache_info()
+    before = _trial.cache_info()
     other = make_clip(tmp_path / "other.mkv", seconds=0.3, tags=())
     check_video_job(other, tmp_path / "b.mkv", settings)
-    after = _encode_fails.cache_info()
+    after = _trial.cache_info()
     assert (after.misses, after.hits) == (before.misses, before.hits + 1)
     with pytest.raises(UsageError, match="yuv999p"):
         check_video_job(clip, tmp_path / "c.mkv", VideoSettings(pix_fmt="yuv999p"))

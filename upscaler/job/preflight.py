@@ -48,14 +48,13 @@ def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encod
             raise UsageError(f"--pix-fmt {settings.pix_fmt}: {encoding.encoder} does not accept "
                              f"it; it takes {', '.join(accepted)}", dst)
     deep = info.bit_depth > 8
-    failed = _encode_fails(exe, _neutral(encoding), deep)
-    if failed:
-        raise UsageError(_blame(info, settings, encoding, suffix, deep, failed), dst)
-    failed = _mux_fails(exe, _neutral(encoding), deep, suffix)
-    if failed:
-        fits = [s for s in MUXERS if s != suffix and not _mux_fails(exe, _neutral(encoding),
-                                                                     deep, s)]
-        hint = f"; write {', '.join(fits)} instead" if fits else f" ({failed})"
+    encode_failed, mux_failed = _trial(exe, _neutral(encoding), deep, suffix)
+    if encode_failed:
+        raise UsageError(_blame(info, settings, encoding, suffix, deep, encode_failed), dst)
+    if mux_failed:
+        fits = [s for s in MUXERS
+                if s != suffix and _trial(exe, _neutral(encoding), deep, s)[1] is None]
+        hint = f"; write {', '.join(fits)} instead" if fits else f" ({mux_failed})"
         raise UsageError(f"{codec}: a {suffix} file cannot hold {encoding.encoder} video{hint}",
                          dst)
     return encoding
@@ -72,7 +71,7 @@ def _blame(info: VideoInfo, settings: VideoSettings, encoding: Encoding, suffix:
         if value is None:
             continue
         other = _neutral(choose_encoding(info, without, suffix))
-        if not _encode_fails(exe, other, deep):
+        if _trial(exe, other, deep, suffix)[0] is None:
             return f"{flag} {value}: {encoding.encoder} does not accept it ({failed})"
     codec = f"--codec {settings.codec}" if settings.codec else encoding.encoder
     return f"{codec}: {encoding.encoder} cannot encode here ({failed})"
@@ -86,29 +85,23 @@ def _neutral(encoding: Encoding) -> Encoding:
 
 
 @functools.lru_cache(maxsize=64)
-def _encode_fails(exe: str, encoding: Encoding, deep: bool) -> str | None:
-    """None when one frame encodes; else ffmpeg's reason."""
+def _trial(exe: str, encoding: Encoding, deep: bool, suffix: str) -> tuple[str | None, str | None]:
+    """Why one frame of `encoding` does not encode, and why its segment does not go into a
+    `suffix` file: None for each that works. One segment serves both (one ffmpeg run less
+    before a job's first frame)."""
     with tempfile.TemporaryDirectory(prefix="upscaler-trial-") as tmp:
         try:
-            _trial_segment(encoding, deep, Path(tmp))
+            segment = _trial_segment(encoding, deep, Path(tmp))
         except MediaError as e:
-            return e.message.removeprefix("encoding failed: ")
-    return None
-
-
-@functools.lru_cache(maxsize=64)
-def _mux_fails(exe: str, encoding: Encoding, deep: bool, suffix: str) -> str | None:
-    """None when a one-frame segment of `encoding` muxes into a `suffix` file; else why not."""
-    with tempfile.TemporaryDirectory(prefix="upscaler-trial-") as tmp:
-        segment = _trial_segment(encoding, deep, Path(tmp))
+            return e.message.removeprefix("encoding failed: "), None
         out = Path(tmp) / f"trial{suffix}"
         try:
             ffmpeg.run([exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-i", str(segment),
                         "-map", "0", "-c", "copy", *video_tag_args(suffix, encoding.encoder),
                         "-f", MUXERS[suffix], str(out)], out)
         except MediaError as e:
-            return e.message.split(" failed: ", 1)[-1]
-    return None
+            return None, e.message.split(" failed: ", 1)[-1]
+    return None, None
 
 
 def _trial_segment(encoding: Encoding, deep: bool, folder: Path) -> Path:
