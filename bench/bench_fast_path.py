@@ -214,8 +214,7 @@ def report(result: dict[str, object]) -> None:
     jobs: list[dict] = result["jobs"]  # type: ignore[assignment,type-arg]
     ratios: list[float] = result["ratios"]  # type: ignore[assignment]
     med = {k: statistics.median(v) for k, v in times.items() if v}
-    model_name = ("instant" + (" fp16" if case.half else "")) if case.model == "instant" \
-        else case.model
+    model_name = case.model + (" fp16" if case.half else "")
     print(f"\n{case.name}: {case.width}x{case.height} -> {case.width * case.scale}x"
           f"{case.height * case.scale}, {case.frames} frames, {model_name}, "
           f"preset {case.preset or 'default'}")

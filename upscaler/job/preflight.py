@@ -47,13 +47,12 @@ def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encod
         if accepted and settings.pix_fmt not in accepted:
             raise UsageError(f"--pix-fmt {settings.pix_fmt}: {encoding.encoder} does not accept "
                              f"it; it takes {', '.join(accepted)}", dst)
-    deep = info.bit_depth > 8
-    encode_failed, mux_failed = _trial(exe, _neutral(encoding), deep, suffix)
+    deep, neutral = info.bit_depth > 8, _neutral(encoding)
+    encode_failed, mux_failed = _trial(exe, neutral, deep, suffix)
     if encode_failed:
         raise UsageError(_blame(info, settings, encoding, suffix, deep, encode_failed), dst)
     if mux_failed:
-        fits = [s for s in MUXERS
-                if s != suffix and _trial(exe, _neutral(encoding), deep, s)[1] is None]
+        fits = [s for s in MUXERS if s != suffix and _trial(exe, neutral, deep, s)[1] is None]
         hint = f"; write {', '.join(fits)} instead" if fits else f" ({mux_failed})"
         raise UsageError(f"{codec}: a {suffix} file cannot hold {encoding.encoder} video{hint}",
                          dst)
