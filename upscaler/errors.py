@@ -7,6 +7,7 @@ never has to know which part of the pipeline failed to explain it.
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 
@@ -134,3 +135,22 @@ class Interrupted(KeyboardInterrupt):
 
     def __str__(self) -> str:
         return self.message
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A MemoryError, or OpenCV's failure to allocate, which reaches Python as a cv2.error
+    (code StsNoMem) rather than a MemoryError."""
+    if isinstance(error, MemoryError):
+        return True
+    cv2 = sys.modules.get("cv2")  # not loaded: none of its errors can exist
+    return (cv2 is not None and isinstance(error, cv2.error)
+            and getattr(error, "code", None) == cv2.Error.StsNoMem)
+
+
+def memory_message(error: BaseException, what: str = "out of memory") -> str:
+    """`what`, then what an out-of-memory error says, in one line: OpenCV's reason without the
+    source file and line it comes with ("Failed to allocate 4166400 bytes"), nothing for a bare
+    MemoryError."""
+    text = error.err if not isinstance(error, MemoryError) and hasattr(error, "err") else error
+    detail = " ".join(str(text).split())
+    return f"{what}: {detail}" if detail else what

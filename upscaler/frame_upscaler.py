@@ -21,7 +21,14 @@ import numpy as np
 
 from upscaler.borders import crop_frame, pad_frame
 from upscaler.dirty import Reach, batches, changed_blocks, plan_regions
-from upscaler.errors import ExecutorError, MediaError, OutOfMemoryError, UsageError
+from upscaler.errors import (
+    ExecutorError,
+    MediaError,
+    OutOfMemoryError,
+    UsageError,
+    is_out_of_memory,
+    memory_message,
+)
 from upscaler.executors.base import Executor
 from upscaler.pixels import run_pixels
 from upscaler.reuse import TileReuse
@@ -125,12 +132,15 @@ class FrameUpscaler:
             try:
                 out = self._run(padded, plan)
                 break
-            except (OutOfMemoryError, MemoryError) as e:
-                # MemoryError: our own buffers (a tile's pixels, its float planes, the stitched
-                # frame) that did not fit; smaller tiles need less of them too.
+            except Exception as e:
+                # Besides the executor's own: our buffers (a tile's pixels, its float planes,
+                # the stitched frame, OpenCV's outputs) that did not fit; smaller tiles need
+                # less of them too.
+                if not (isinstance(e, OutOfMemoryError) or is_out_of_memory(e)):
+                    raise
                 self._shrink(plan, e if isinstance(e, OutOfMemoryError) else OutOfMemoryError(
-                    f"{self.executor.name}: out of memory for a {plan.tile[0]}x{plan.tile[1]}"
-                    f" px tile: {e}"))
+                    memory_message(e, f"{self.executor.name}: out of memory for a "
+                                      f"{plan.tile[0]}x{plan.tile[1]} px tile")))
                 self.oom_retries += 1
                 if self.reuse is not None:
                     self.reuse.reset()  # the old plan's tiles will not come again

@@ -15,7 +15,13 @@ import numpy as np
 
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options, parse_colour
-from upscaler.errors import MediaError, OutOfMemoryError, UpscalerError
+from upscaler.errors import (
+    MediaError,
+    OutOfMemoryError,
+    UpscalerError,
+    is_out_of_memory,
+    memory_message,
+)
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
@@ -289,18 +295,20 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
         upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
         try:
             write_image(upscaled, dst, options.format, background=background)
-        except MemoryError:
+        except Exception as e:
             # The model ran, but its runtime still holds the memory of its largest call
             # (ONNX Runtime's arena, ncnn's pools): freed, the writer's buffers may fit.
-            if not up.release_memory():
+            if not is_out_of_memory(e) or not up.release_memory():
                 raise
             write_image(upscaled, dst, options.format, background=background)
         if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
             counts.count_reuse(up.frames)
-    except MemoryError as e:
+    except Exception as e:
         # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
-        # one line, as for an executor that ran out, instead of numpy's traceback.
-        raise OutOfMemoryError(f"out of memory: {e}", src) from e
+        # one line, as for an executor that ran out, instead of a traceback.
+        if not is_out_of_memory(e):
+            raise
+        raise OutOfMemoryError(memory_message(e), src) from e
 
 
 def make_folder(folder: Path) -> None:
