@@ -3,10 +3,10 @@
 The limits are set relative to the address space a run on a tiny image maps (the libraries,
 the model, the runtime's threads). Measured on the development machine (2 cores, Linux), a
 600x400 image (420x620 with the border padding) whole through animevideov3 needs more than
-350 MB over that on ncnn, 250-300 MB on ONNX Runtime. ncnn's net, whose pools keep what the
-failed attempt took, is now loaded afresh after an out-of-memory error: 250 and 450 MB, which
-failed every time before, let the halved tiles through every time. The limits are a window,
-not a floor: 225, 275 and 300 MB fail (one line, exit 4; docs/memory.md has the table).
+500 MB over that on ncnn (it peaks 747 MB over it), about 350 MB on ONNX Runtime. ncnn's net,
+whose pools keep what the failed attempt took, is loaded afresh after an out-of-memory error:
+250 and 450 MB, which failed every time before that, let the halved tiles through every time
+(docs/memory.md has the table, and how one heap for every thread moved these figures).
 """
 
 from __future__ import annotations
