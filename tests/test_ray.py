@@ -238,3 +238,19 @@ def test_ray_alone_starts_and_stops_a_local_ray_of_its_own(tmp_path: Path,
     with Image.open(tmp_path / "ray.png") as ray, Image.open(tmp_path / "local.png") as local:
         assert ray.size == (64, 48)
         np.testing.assert_array_equal(np.asarray(ray), np.asarray(local))
+
+
+def test_workers_start_with_one_heap_for_every_thread(ray_address: str) -> None:
+    # Ray's own threads run in a worker before any of ours, so the heap settings that keep a
+    # frame's buffers (heap.py) must be in its environment as it starts: set by our code in the
+    # task, they would be too late for threads that allocated already.
+    from upscaler.config import Options
+    from upscaler.heap import environment
+    from upscaler.ray_runner import RayRunner
+
+    wanted = environment()
+    with RayRunner(RaySettings(address=ray_address)) as runner:
+        call = runner._call(lambda _options, names: {n: os.environ.get(n) for n in names},
+                            Options(), list(wanted))
+        ((_, seen),) = runner._each([call])
+    assert seen == wanted

@@ -19,8 +19,8 @@ they hardly wait on each other for the heap's lock; and a process maps less (no 
 reservation a thread), which `ulimit -v` users see as room.
 
 The cost is memory that stays with the process after a job, which a command-line run does
-not mind; the library leaves malloc alone, and only the `upscale` command and Ray workers
-call this.
+not mind; the library leaves malloc alone: the `upscale` command calls this, and Ray's
+workers start with the same settings in their environment (`environment`).
 """
 
 from __future__ import annotations
@@ -51,3 +51,11 @@ def keep_frame_buffers() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
                 and mallopt(_M_ARENA_MAX, 1))
+
+
+def environment() -> dict[str, str]:
+    """The same settings as environment variables, which glibc reads as a process starts,
+    before any thread: for Ray's workers, whose threads (Ray's own) run before ours does, so
+    that keep_frame_buffers there is too late for a heap shared by every thread."""
+    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}

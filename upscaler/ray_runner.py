@@ -33,7 +33,7 @@ import numpy as np
 from upscaler.config import Options, RaySettings
 from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
-from upscaler.heap import keep_frame_buffers
+from upscaler.heap import environment, keep_frame_buffers
 from upscaler.job.plan import Task, video_settings
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.media.video.probe import VideoInfo
@@ -198,8 +198,11 @@ class RayRunner:
         cpus = 1 if gpu else self.settings.cpus
         if not gpu and options.threads is None:
             options = dataclasses.replace(options, threads=cpus)  # no more than it was given
+        # The worker processes start with one heap for all their threads (heap.py); Ray adds
+        # these to the job's own environment variables.
         remote = self._remote[fn].options(num_cpus=cpus, num_gpus=1 if gpu else 0,
-                                          max_retries=MAX_RETRIES)
+                                          max_retries=MAX_RETRIES,
+                                          runtime_env={"env_vars": environment()})
         return lambda: remote.remote(options, *args)
 
     def _each(self, calls: Sequence[Callable[[], Any]]) -> Iterator[tuple[int, Any]]:
@@ -299,7 +302,7 @@ def _upscaler(options: Options, video: bool) -> Upscaler:
         if _cached is not None:
             _cached[1].close()
             _cached = None
-        keep_frame_buffers()  # this worker process is ours for the run (see heap.py)
+        keep_frame_buffers()  # as the environment it started with (heap.py), for sure
         up = Upscaler(options, "video" if video else "image", reuse=options.reuse)
         _cached = (key, up)
     return _cached[1]
