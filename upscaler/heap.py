@@ -12,11 +12,12 @@ writer's threads, and glibc gives each thread a heap of its own, at most 64 MB, 
 as soon as nothing in it is in use. A 4K frame's buffers (OpenCV's three 8 MB planes of the
 model's output, the 25 MB frame, the Y'CbCr planes) came in fresh pages every frame: about 500
 page faults and 1.6 ms of the 25 ms the instant model and its conversion take, and in a whole
-job, a sixth of the CPU time the job's processes used went to the kernel clearing pages. One
-heap for every thread (M_ARENA_MAX 1) keeps them too: bench_fast_path.py's 540p -> 4K case
-went from 16.4 to 20.0 frames/s. The frames' threads allocate a few large blocks each, so
-they hardly wait on each other for the heap's lock; and a process maps less (no 64 MB
-reservation a thread), which `ulimit -v` users see as room.
+job, a ninth of the CPU time its processes used (0.65 of 5.9 s) went to clearing pages. One
+heap for every thread (M_ARENA_MAX 1) keeps them too: bench_fast_path.py's 540p -> 4K job
+went from 2.59 to 2.38 s (18.6 to 20.2 frames/s; medians of five runs each, interleaved).
+The frames' threads allocate a few large blocks each, so they hardly wait on each other for
+the heap's lock; and a process maps less (no 64 MB reservation a thread), which `ulimit -v`
+users see as room.
 
 The cost is memory that stays with the process after a job, which a command-line run does
 not mind; the library leaves malloc alone: the `upscale` command calls this, and Ray's
