@@ -185,3 +185,32 @@ except Exception as e:
                                    ), done.stdout + done.stderr
     assert not is_out_of_memory(ExecutorError("no such device"))
     assert is_out_of_memory(MemoryError())
+
+
+def test_running_out_around_the_model_ends_a_video_job_in_one_line(tmp_path: Path) -> None:
+    # Where a video job's own buffers around the model cannot be had (here OpenCV's output in
+    # the frame transform, refused by an address-space limit), the job ends with our
+    # OutOfMemoryError (exit 4), naming the output, and leaves nothing behind.
+    from clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mkv", seconds=0.5)
+    code = """
+import resource, sys
+import cv2
+from upscaler.errors import OutOfMemoryError
+from upscaler.video import upscale_video
+with open('/proc/self/status') as status:
+    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
+limit = size + (600 << 20)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    upscale_video(sys.argv[1], sys.argv[2], lambda frame: cv2.resize(frame, (16000, 16000)))
+except OutOfMemoryError as e:
+    print(e.exit_code, e)
+"""
+    out = tmp_path / "out.mkv"
+    done = subprocess.run([sys.executable, "-c", code, str(clip), str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.splitlines() == [
+        f"4 {out}: out of memory: Failed to allocate 768000000 bytes"], done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
