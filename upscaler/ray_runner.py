@@ -302,7 +302,7 @@ def _upscaler(options: Options, video: bool) -> Upscaler:
         if _cached is not None:
             _cached[1].close()
             _cached = None
-        keep_frame_buffers()  # as the environment it started with (heap.py), for sure
+        keep_frame_buffers()  # what its environment set at start (heap.environment), again
         up = Upscaler(options, "video" if video else "image", reuse=options.reuse)
         _cached = (key, up)
     return _cached[1]
