@@ -333,6 +333,31 @@ def test_the_encoder_runs_below_the_models_priority(mkv_clip: Path, tmp_path: Pa
     assert set(seen.values()) == {ours, min(19, ours + ENCODER_NICE)}
 
 
+def test_the_ffmpegs_on_pipes_get_the_heap_settings(mkv_clip: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder and the encoder start with glibc's heap settings for frame-sized blocks
+    (heap.py), so that the encoder reuses its packets' pages; a setting of the user's stays."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    seen: dict[str, tuple[int, dict[str, str]]] = {}
+
+    def watch(frame: np.ndarray) -> np.ndarray:
+        for task in Path("/proc/self/task").iterdir():
+            with contextlib.suppress(OSError):  # threads and children come and go
+                for pid in (task / "children").read_text().split():
+                    if "ffmpeg" in Path(f"/proc/{pid}/comm").read_text(errors="replace"):
+                        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                        seen[pid] = (os.getpriority(os.PRIO_PROCESS, int(pid)),
+                                     dict(item.decode().split("=", 1) for item in raw
+                                          if item.startswith(b"MALLOC_")))
+        return double(frame)
+
+    upscale_video(mkv_clip, tmp_path / "out.mkv", watch, FAST)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)  # decoders run at ours, encoders below it
+    assert {nice for nice, _ in seen.values()} == {ours, min(19, ours + ENCODER_NICE)}
+    assert all(env == {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+                       "MALLOC_TRIM_THRESHOLD_": "12345"} for _, env in seen.values()), seen
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_write_rows_sends_a_cropped_view_in_row_order(dtype: type) -> None:
     # An upscaled frame reaches the writer as a view cropped of its border: more rows than one

@@ -20,8 +20,9 @@ the heap's lock; and a process maps less (no 64 MB reservation a thread), which 
 users see as room.
 
 The cost is memory that stays with the process after a job, which a command-line run does
-not mind; the library leaves malloc alone: the `upscale` command calls this, and Ray's
-workers start with the same settings in their environment (`environment`).
+not mind; the library leaves its own process's malloc alone: the `upscale` command calls
+this, and Ray's workers and the ffmpegs on pipes start with the same settings in their
+environment (`environment`).
 """
 
 from __future__ import annotations

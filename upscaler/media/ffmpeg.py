@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from upscaler.errors import MediaError
+from upscaler.heap import environment
 
 try:
     import fcntl
@@ -215,6 +216,14 @@ def widen_pipe(fd: int) -> None:
             fcntl.fcntl(fd, set_size, PIPE_BYTES)
 
 
+def _streaming_environment() -> dict[str, str]:
+    """Ours, with glibc's heap settings for frame-sized blocks (heap.py) where the user set
+    none: an encoder that reads 4K frames from a pipe otherwise takes each one into fresh
+    pages (48 such frames read and discarded: 54,000 page faults and 0.35 s of CPU; with them
+    26,000 and 0.22 s; a whole 540p -> 4K job 2.69 -> 2.62 s, medians of five)."""
+    return {**environment(), **os.environ}
+
+
 class Process:
     """A running ffmpeg with pipes, used as a context manager.
 
@@ -236,6 +245,7 @@ class Process:
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 bufsize=0,
+                env=_streaming_environment(),
                 **_spawn_options(),
             )
         except OSError as e:
