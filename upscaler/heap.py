@@ -22,23 +22,46 @@ users see as room.
 The cost is memory that stays with the process after a job, which a command-line run does
 not mind; the library leaves its own process's malloc alone: the `upscale` command calls
 this, and Ray's workers and the ffmpegs on pipes start with the same settings in their
-environment (`environment`).
+environment (`environment`). What the user set themselves (MALLOC_* variables, GLIBC_TUNABLES)
+stays as they set it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from dataclasses import dataclass
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8
 MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit (HEAP_MAX_SIZE / 2)
 TRIM_THRESHOLD = 1 << 30
 
 
+@dataclass(frozen=True)
+class _Setting:
+    param: int  # mallopt's
+    variable: str  # the environment variable glibc reads at start-up
+    tunable: str  # its name in GLIBC_TUNABLES
+    value: int
+
+
+_SETTINGS = (
+    _Setting(-3, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", MMAP_THRESHOLD),
+    _Setting(-1, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", TRIM_THRESHOLD),
+    _Setting(-8, "MALLOC_ARENA_MAX", "glibc.malloc.arena_max", 1),
+)
+
+
+def _users(setting: _Setting) -> bool:
+    """Whether the user chose this setting in our environment (a container that caps arenas
+    to save memory, say): theirs stays."""
+    return (setting.variable in os.environ
+            or f"{setting.tunable}=" in os.environ.get("GLIBC_TUNABLES", ""))
+
+
 def keep_frame_buffers() -> bool:
-    """Tune glibc's malloc as above; False where there is no glibc (macOS, Windows, musl).
+    """Tune glibc's malloc as above, but for what the user set themselves; False where there is
+    no glibc (macOS, Windows, musl).
 
     The one heap applies to threads that allocate for the first time after this call, so it
     is called before any thread of ours starts."""
@@ -50,14 +73,13 @@ def keep_frame_buffers() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-                and mallopt(_M_ARENA_MAX, 1))
+    return all(_users(s) or mallopt(s.param, s.value) for s in _SETTINGS)
 
 
 def environment() -> dict[str, str]:
     """The same settings as environment variables, which glibc reads as a process starts,
     before any thread: for Ray's workers, whose threads (Ray's own) run before ours does, so
-    that keep_frame_buffers there is too late for a heap shared by every thread."""
-    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
-            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+    that keep_frame_buffers there is too late for a heap shared by every thread; and for the
+    ffmpegs on pipes. Where a child inherits our environment, the user's own settings in it
+    come on top of these."""
+    return {s.variable: str(s.value) for s in _SETTINGS}
