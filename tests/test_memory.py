@@ -214,3 +214,50 @@ except OutOfMemoryError as e:
     assert done.stdout.splitlines() == [
         f"4 {out}: out of memory: Failed to allocate 768000000 bytes"], done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_a_thread_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    # Under `ulimit -v` every thread's stack is address space, and a thread that finds none
+    # raised RuntimeError("can't start new thread") as a traceback (a 3 s clip at 600 MB).
+    # Here our threads ask for 1 GiB stacks (ffmpeg's own are untouched) beside 512 MB of room.
+    from clips import make_clip
+
+    clip = make_clip(tmp_path / "in.mkv", seconds=0.5)
+    code = """
+import resource, sys, threading
+from upscaler.cli import main
+with open('/proc/self/status') as status:
+    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
+threading.stack_size(1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), size + (512 << 20)))
+sys.exit(main(sys.argv[1:]))
+"""
+    out = tmp_path / "out.mkv"
+    done = subprocess.run([sys.executable, "-c", code, str(clip), "-o", str(out), "--model",
+                           MODEL, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        ExecutorError.exit_code, "upscale: error: out of memory: can't start new thread\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_pyav_that_cannot_load_says_so(tmp_path: Path) -> None:
+    # Without ffprobe, probing loads PyAV; under a tight `ulimit -v` its libraries cannot be
+    # mapped, which read as "install PyAV" before. Now the reason is given.
+    code = """
+import resource, sys
+from pathlib import Path
+from upscaler.errors import MediaError
+from upscaler.media.video.probe_pyav import pyav_json
+with open('/proc/self/status') as status:
+    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (8 << 20), size + (8 << 20)))
+try:
+    pyav_json(Path(sys.argv[1]))
+except MediaError as e:
+    print(e)
+"""
+    clip = tmp_path / "in.mkv"
+    done = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.startswith(f"{clip}: PyAV, which probes without ffprobe, cannot load: "
+                                  ), done.stdout + done.stderr

@@ -36,7 +36,15 @@ from upscaler.config import (
     option_fields,
     validate_options,
 )
-from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError
+from upscaler.errors import (
+    EXIT_CODES,
+    Interrupted,
+    OutOfMemoryError,
+    UpscalerError,
+    UsageError,
+    is_out_of_memory,
+    memory_message,
+)
 from upscaler.heap import keep_frame_buffers
 from upscaler.job.plan import PlanError, Task, plan_jobs
 from upscaler.media import ffmpeg
@@ -485,6 +493,13 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     except KeyboardInterrupt as e:
         print(f"{PROG}: {str(e) or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
+    except Exception as e:
+        # Memory that ran out where no stage turned it into our error (a thread of the
+        # encoder probes that could not start, under `ulimit -v`): one line, exit 4.
+        if not is_out_of_memory(e):
+            raise
+        print(f"{PROG}: error: {memory_message(e)}", file=sys.stderr)
+        return OutOfMemoryError.exit_code
 
 
 if __name__ == "__main__":

@@ -138,9 +138,12 @@ class Interrupted(KeyboardInterrupt):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """A MemoryError, or OpenCV's failure to allocate, which reaches Python as a cv2.error
-    (code StsNoMem) rather than a MemoryError."""
+    """A MemoryError; OpenCV's failure to allocate, which reaches Python as a cv2.error (code
+    StsNoMem) rather than a MemoryError; or a thread that could not start, whose stack found
+    no room (under `ulimit -v`, every thread's stack is address space)."""
     if isinstance(error, MemoryError):
+        return True
+    if isinstance(error, RuntimeError) and str(error).startswith("can't start new thread"):
         return True
     cv2 = sys.modules.get("cv2")  # not loaded: none of its errors can exist
     return (cv2 is not None and isinstance(error, cv2.error)

@@ -6,6 +6,7 @@ ffprobe's JSON, so that probe.py has a single parser for both.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,12 @@ def pyav_json(path: Path) -> dict[str, Any]:
     try:
         import av
     except ImportError as e:
-        raise MediaError("probing needs ffprobe on PATH or PyAV (pip install av)", path) from e
+        if importlib.util.find_spec("av") is None:
+            raise MediaError("probing needs ffprobe on PATH or PyAV (pip install av)",
+                             path) from e
+        # Installed, but its libraries would not load (under `ulimit -v`, say): say why.
+        raise MediaError(f"PyAV, which probes without ffprobe, cannot load: "
+                         f"{' '.join(str(e).split())}", path) from e
     try:
         with av.open(str(path)) as box:
             streams = [_pyav_stream(box, s) for s in box.streams]
