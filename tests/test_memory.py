@@ -218,7 +218,8 @@ except OutOfMemoryError as e:
 
 def test_a_thread_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     # Under `ulimit -v` every thread's stack is address space, and a thread that finds none
-    # raised RuntimeError("can't start new thread") as a traceback (a 3 s clip at 600 MB).
+    # raised RuntimeError("can't start new thread") as a traceback (a 3 s clip at 600 MB); it is
+    # the job's error now, naming its file.
     # Here our threads ask for 1 GiB stacks (ffmpeg's own are untouched) beside 512 MB of room.
     from clips import make_clip
 
@@ -236,7 +237,7 @@ sys.exit(main(sys.argv[1:]))
     done = subprocess.run([sys.executable, "-c", code, str(clip), "-o", str(out), "--model",
                            MODEL, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert (done.returncode, done.stderr) == (
-        ExecutorError.exit_code, "upscale: error: out of memory: can't start new thread\n")
+        ExecutorError.exit_code, f"upscale: error: {clip}: out of memory: can't start new thread\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
 
 

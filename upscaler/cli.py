@@ -36,15 +36,7 @@ from upscaler.config import (
     option_fields,
     validate_options,
 )
-from upscaler.errors import (
-    EXIT_CODES,
-    Interrupted,
-    OutOfMemoryError,
-    UpscalerError,
-    UsageError,
-    is_out_of_memory,
-    memory_message,
-)
+from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError, ran_out
 from upscaler.heap import keep_frame_buffers
 from upscaler.job.plan import PlanError, Task, plan_jobs
 from upscaler.media import ffmpeg
@@ -416,11 +408,15 @@ def _run(tasks: list[Task], bars: _Bars,
             bars.say(f"{PROG}: {note}")
         try:
             state = run(task, bars)
-        except UpscalerError as e:
-            # A failed job is reported and the batch goes on with the next one.
+        except Exception as e:
+            # A failed job is reported and the batch goes on with the next one; memory that
+            # ran out where no stage said so is this job's error too.
+            error = e if isinstance(e, UpscalerError) else ran_out(e, task.input)
+            if error is None:
+                raise
             bars.job_done()
-            bars.say(f"{PROG}: error: {e}")
-            tally.fail(e)
+            bars.say(f"{PROG}: error: {error}")
+            tally.fail(error)
             continue
         bars.job_done()
         for failure in state.failures:
@@ -493,13 +489,6 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     except KeyboardInterrupt as e:
         print(f"{PROG}: {str(e) or 'interrupted'}", file=sys.stderr)
         return getattr(e, "exit_code", 130)
-    except Exception as e:
-        # Memory that ran out where no stage turned it into our error (a thread of the
-        # encoder probes that could not start, under `ulimit -v`): one line, exit 4.
-        if not is_out_of_memory(e):
-            raise
-        print(f"{PROG}: error: {memory_message(e)}", file=sys.stderr)
-        return OutOfMemoryError.exit_code
 
 
 if __name__ == "__main__":

@@ -150,10 +150,23 @@ def is_out_of_memory(error: BaseException) -> bool:
             and getattr(error, "code", None) == cv2.Error.StsNoMem)
 
 
+def one_line(error: object) -> str:
+    """An error's message (a runtime's is often several lines of C++ context) as one line."""
+    return " ".join(str(error).split())
+
+
 def memory_message(error: BaseException, what: str = "out of memory") -> str:
     """`what`, then what an out-of-memory error says, in one line: OpenCV's reason without the
     source file and line it comes with ("Failed to allocate 4166400 bytes"), nothing for a bare
     MemoryError."""
-    text = error.err if not isinstance(error, MemoryError) and hasattr(error, "err") else error
-    detail = " ".join(str(text).split())
+    detail = one_line(error.err if not isinstance(error, MemoryError) and hasattr(error, "err")
+                      else error)
     return f"{what}: {detail}" if detail else what
+
+
+def ran_out(error: BaseException, path: str | Path | None) -> OutOfMemoryError | None:
+    """`error` as our OutOfMemoryError naming `path`, where it is running out of memory
+    (is_out_of_memory) rather than one of ours already; else None."""
+    if isinstance(error, UpscalerError) or not is_out_of_memory(error):
+        return None
+    return OutOfMemoryError(memory_message(error), path)

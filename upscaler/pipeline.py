@@ -17,10 +17,9 @@ from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, 
 from upscaler.config import Job, Options, parse_colour
 from upscaler.errors import (
     MediaError,
-    OutOfMemoryError,
     UpscalerError,
     is_out_of_memory,
-    memory_message,
+    ran_out,
 )
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.model_thread import ModelThreadExecutor
@@ -306,9 +305,10 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
     except Exception as e:
         # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
         # one line, as for an executor that ran out, instead of a traceback.
-        if not is_out_of_memory(e):
+        error = ran_out(e, src)
+        if error is None:
             raise
-        raise OutOfMemoryError(memory_message(e), src) from e
+        raise error from e
 
 
 def make_folder(folder: Path) -> None:

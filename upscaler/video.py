@@ -27,12 +27,10 @@ from upscaler.errors import (
     DiskFullError,
     Interrupted,
     MediaError,
-    OutOfMemoryError,
     OutputExistsError,
     UpscalerError,
     UsageError,
-    is_out_of_memory,
-    memory_message,
+    ran_out,
 )
 from upscaler.job.preflight import check_encoding
 from upscaler.job.resume import Resumed, WorkFolder, work_dir
@@ -382,10 +380,9 @@ def _explain(error: BaseException, folder: WorkFolder, total: int,
         kept_note = f": {kept} of {total} segments kept for resume in {folder.path}"
         return DiskFullError(f"disk full while writing {_written_file(error, dst)}"
                              f"{kept_note if kept else ''}")
-    if is_out_of_memory(error):
-        # Our buffers around the model (the reader's frames, the writer's Y'CbCr planes): one
-        # line and exit 4, as for the model's own, instead of a traceback.
-        error = OutOfMemoryError(memory_message(error), dst)
+    # Our buffers around the model (the reader's frames, the writer's Y'CbCr planes): one line
+    # and exit 4, as for the model's own, instead of a traceback.
+    error = ran_out(error, dst) or error
     if isinstance(error, UpscalerError) and kept:
         error.message += f" ({where}; run the same command again to resume)"
     return error

@@ -76,8 +76,3 @@ class ClosingExecutor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-def one_line(error: BaseException) -> str:
-    """A runtime's error message (often several lines of C++ context) as one line."""
-    return " ".join(str(error).split())

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ClosingExecutor, ExecutorOptions, one_line
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError, one_line
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions
 from upscaler.models.builds import mlpackage_file
 from upscaler.models.registry import ModelRef
 

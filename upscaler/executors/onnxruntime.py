@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError, one_line
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
 from upscaler.models.builds import onnx_file
 from upscaler.models.cache import cache_dir
 from upscaler.models.registry import ModelRef

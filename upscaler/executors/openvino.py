@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError, one_line
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import ModelRef
 from upscaler.pixels import batch_to_pixels, run_via_planes, to_planes
@@ -27,7 +27,7 @@ def unavailable_reason() -> str | None:
     try:
         devices = ov.Core().available_devices
     except RuntimeError as e:
-        return f"openvino cannot list devices: {' '.join(str(e).split())}"
+        return f"openvino cannot list devices: {one_line(e)}"
     return None if devices else "openvino finds no device"
 
 

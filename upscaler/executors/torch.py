@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError
-from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName, one_line
+from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError, one_line
+from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
 from upscaler.models.registry import ModelRef
 from upscaler.pixels import peak_of
 

@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from upscaler.errors import MediaError
+from upscaler.errors import MediaError, one_line
 
 # FFmpeg's enum values (stable across releases) -> the names ffprobe prints.
 _RANGES = {1: "tv", 2: "pc"}
@@ -41,8 +41,8 @@ def pyav_json(path: Path) -> dict[str, Any]:
             raise MediaError("probing needs ffprobe on PATH or PyAV (pip install av)",
                              path) from e
         # Installed, but its libraries would not load (under `ulimit -v`, say): say why.
-        raise MediaError(f"PyAV, which probes without ffprobe, cannot load: "
-                         f"{' '.join(str(e).split())}", path) from e
+        raise MediaError(f"PyAV, which probes without ffprobe, cannot load: {one_line(e)}",
+                         path) from e
     try:
         with av.open(str(path)) as box:
             streams = [_pyav_stream(box, s) for s in box.streams]
