@@ -138,12 +138,10 @@ class Interrupted(KeyboardInterrupt):
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """A MemoryError; OpenCV's failure to allocate, which reaches Python as a cv2.error (code
-    StsNoMem) rather than a MemoryError; or a thread that could not start, whose stack found
-    no room (under `ulimit -v`, every thread's stack is address space)."""
+    """An allocation that failed: a MemoryError, or OpenCV's failure to allocate, which
+    reaches Python as a cv2.error (code StsNoMem) rather than a MemoryError. Smaller tiles
+    need less of it (FrameUpscaler)."""
     if isinstance(error, MemoryError):
-        return True
-    if isinstance(error, RuntimeError) and str(error).startswith("can't start new thread"):
         return True
     cv2 = sys.modules.get("cv2")  # not loaded: none of its errors can exist
     return (cv2 is not None and isinstance(error, cv2.error)
@@ -165,8 +163,12 @@ def memory_message(error: BaseException, what: str = "out of memory") -> str:
 
 
 def ran_out(error: BaseException, path: str | Path | None) -> OutOfMemoryError | None:
-    """`error` as our OutOfMemoryError naming `path`, where it is running out of memory
-    (is_out_of_memory) rather than one of ours already; else None."""
-    if isinstance(error, UpscalerError) or not is_out_of_memory(error):
+    """`error` as our OutOfMemoryError naming `path`, where it is running out of memory rather
+    than one of ours already: an allocation that failed (is_out_of_memory), or a thread that
+    could not start, its stack finding no room (under `ulimit -v` every thread's stack is
+    address space); else None."""
+    no_thread = isinstance(error, RuntimeError) and str(error).startswith(
+        "can't start new thread")
+    if isinstance(error, UpscalerError) or not (no_thread or is_out_of_memory(error)):
         return None
     return OutOfMemoryError(memory_message(error), path)
