@@ -67,6 +67,21 @@ def _base(images: Path, executor: str) -> int:
     return int(done.stdout.split()[-1])
 
 
+def _with_room(extra_mb: int, setup: str, run: str, *args: object,
+               ) -> subprocess.CompletedProcess[str]:
+    """Python running `setup`, then `run` with `extra_mb` of address space left beyond what
+    setup mapped (RLIMIT_AS), given `args`."""
+    limit = """
+import resource, sys
+with open('/proc/self/status') as status:
+    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (EXTRA << 20), size + (EXTRA << 20)))
+""".replace("EXTRA", str(extra_mb))
+    return subprocess.run([sys.executable, "-c", f"import sys\n{setup}{limit}{run}",
+                           *map(str, args)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
 @pytest.fixture(scope="module")
 def ncnn_whole(images: Path) -> tuple[np.ndarray, int]:
     """The image upscaled whole without a limit, and the tiny run's address space."""
@@ -164,23 +179,18 @@ def test_opencv_running_out_is_out_of_memory() -> None:
     # frame's retry with smaller tiles and the one-line exit 4 must know it as running out (a
     # 600x400 image on ONNX Runtime at 340 MB over the tiny-image baseline ended in a
     # traceback from the conversion of the model's output before they did).
-    code = """
-import resource, sys
+    done = _with_room(12, """
 import numpy as np
 from upscaler.errors import is_out_of_memory, memory_message
 from upscaler.pixels import from_planes
 planes = np.zeros((3, 2000, 4000), np.float32)
 out = np.empty((2000, 4000, 3), np.uint8)
-with open('/proc/self/status') as status:
-    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
-resource.setrlimit(resource.RLIMIT_AS, (size + (12 << 20), size + (12 << 20)))
+""", """
 try:
     from_planes(planes, np.uint8, out=out)  # three 8 MB planes before the merge
 except Exception as e:
     print(type(e).__name__, is_out_of_memory(e), memory_message(e))
-"""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=60)
+""")
     assert done.stdout.strip() == ("error True out of memory: Failed to allocate 8000000 bytes"
                                    ), done.stdout + done.stderr
     assert not is_out_of_memory(ExecutorError("no such device"))
@@ -194,23 +204,17 @@ def test_running_out_around_the_model_ends_a_video_job_in_one_line(tmp_path: Pat
     from clips import make_clip
 
     clip = make_clip(tmp_path / "in.mkv", seconds=0.5)
-    code = """
-import resource, sys
+    out = tmp_path / "out.mkv"
+    done = _with_room(600, """
 import cv2
 from upscaler.errors import OutOfMemoryError
 from upscaler.video import upscale_video
-with open('/proc/self/status') as status:
-    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
-limit = size + (600 << 20)
-resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+""", """
 try:
     upscale_video(sys.argv[1], sys.argv[2], lambda frame: cv2.resize(frame, (16000, 16000)))
 except OutOfMemoryError as e:
     print(e.exit_code, e)
-"""
-    out = tmp_path / "out.mkv"
-    done = subprocess.run([sys.executable, "-c", code, str(clip), str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+""", clip, out)
     assert done.stdout.splitlines() == [
         f"4 {out}: out of memory: Failed to allocate 768000000 bytes"], done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
@@ -224,18 +228,12 @@ def test_a_thread_that_cannot_start_is_one_line(tmp_path: Path) -> None:
     from clips import make_clip
 
     clip = make_clip(tmp_path / "in.mkv", seconds=0.5)
-    code = """
-import resource, sys, threading
-from upscaler.cli import main
-with open('/proc/self/status') as status:
-    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
-threading.stack_size(1 << 30)
-resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), size + (512 << 20)))
-sys.exit(main(sys.argv[1:]))
-"""
     out = tmp_path / "out.mkv"
-    done = subprocess.run([sys.executable, "-c", code, str(clip), "-o", str(out), "--model",
-                           MODEL, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = _with_room(512, """
+import threading
+from upscaler.cli import main
+threading.stack_size(1 << 30)
+""", "sys.exit(main(sys.argv[1:]))", clip, "-o", out, "--model", MODEL, "-q")
     assert (done.returncode, done.stderr) == (
         ExecutorError.exit_code, f"upscale: error: {clip}: out of memory: can't start new thread\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
@@ -244,21 +242,16 @@ sys.exit(main(sys.argv[1:]))
 def test_pyav_that_cannot_load_says_so(tmp_path: Path) -> None:
     # Without ffprobe, probing loads PyAV; under a tight `ulimit -v` its libraries cannot be
     # mapped, which read as "install PyAV" before. Now the reason is given.
-    code = """
-import resource, sys
+    clip = tmp_path / "in.mkv"
+    done = _with_room(8, """
 from pathlib import Path
 from upscaler.errors import MediaError
 from upscaler.media.video.probe_pyav import pyav_json
-with open('/proc/self/status') as status:
-    size = [int(line.split()[1]) for line in status if line.startswith('VmSize:')][0] * 1024
-resource.setrlimit(resource.RLIMIT_AS, (size + (8 << 20), size + (8 << 20)))
+""", """
 try:
     pyav_json(Path(sys.argv[1]))
 except MediaError as e:
     print(e)
-"""
-    clip = tmp_path / "in.mkv"
-    done = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+""", clip)
     assert done.stdout.startswith(f"{clip}: PyAV, which probes without ffprobe, cannot load: "
                                   ), done.stdout + done.stderr
