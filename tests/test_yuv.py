@@ -63,18 +63,26 @@ def split(planes: np.ndarray, height: int, width: int, pix_fmt: str) -> list[np.
             planes[luma + ch * cw:].reshape(ch, cw)]
 
 
+def swscale(data: np.ndarray, pix_fmt: str, width: int, height: int, scale: str,
+            out_fmt: str) -> np.ndarray:
+    """Raw frames of `pix_fmt` through ffmpeg's `scale` filter to `out_fmt`, as swscale does
+    it in the reader's and the writer's ffmpeg; little-endian 16-bit where deep."""
+    deep = data.dtype == np.uint16
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-f", "rawvideo",
+            "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-i", "pipe:0", "-vf",
+            f"{scale}:flags={SWS_FLAGS},format={out_fmt}", "-f", "rawvideo", "pipe:1"]
+    out = subprocess.run(args, input=data.astype(data.dtype.newbyteorder("<")).tobytes(),
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(out, "<u2" if deep else np.uint8)
+
+
 def swscale_planes(frame: np.ndarray, pix_fmt: str, matrix: str, value_range: str,
                    ) -> np.ndarray:
     """What the writer's encoder process made of the RGB frame before yuv.py: swscale."""
     height, width = frame.shape[:2]
     rgb = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
-    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-f", "rawvideo",
-            "-pix_fmt", rgb, "-s", f"{width}x{height}", "-i", "pipe:0", "-vf",
-            f"scale=out_color_matrix={SWS_MATRICES[matrix]}:out_range={value_range}"
-            f":flags={SWS_FLAGS},format={pix_fmt}", "-f", "rawvideo", "pipe:1"]
-    out = subprocess.run(args, input=frame.astype(frame.dtype.newbyteorder("<")).tobytes(),
-                         capture_output=True, check=True).stdout
-    return np.frombuffer(out, "<u2" if frame.dtype == np.uint16 else np.uint8)
+    return swscale(frame, rgb, width, height, f"scale=out_color_matrix={SWS_MATRICES[matrix]}"
+                   f":out_range={value_range}", pix_fmt)
 
 
 CASES = [("yuv420p", "bt709", "tv"), ("yuv420p", "smpte170m", "tv"), ("yuv420p", "bt709", "pc"),
