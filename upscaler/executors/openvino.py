@@ -123,7 +123,7 @@ class OpenVinoExecutor(ClosingExecutor):
         feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
         if self._parallel and len(feed) > 1:
             return self._guarded(lambda: self._run_parallel(self._parallel, feed), feed.shape)
-        out = self._guarded(lambda: self._request.infer({0: feed})[0], feed.shape)
+        out = self._guarded(lambda: self._infer(self._request, feed), feed.shape)
         return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
 
     def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
@@ -136,8 +136,16 @@ class OpenVinoExecutor(ClosingExecutor):
         if self._parallel and len(tiles) > 1:
             return run_via_planes(self.run, tiles)
         feed = to_planes(tiles, self._input_dtype)
-        out = self._guarded(lambda: self._request.infer({0: feed})[0], feed.shape)
+        out = self._guarded(lambda: self._infer(self._request, feed), feed.shape)
         return batch_to_pixels(out, tiles.dtype)
+
+    @staticmethod
+    def _infer(request: Any, feed: np.ndarray) -> np.ndarray:
+        """The request's output for `feed`, as a view of the request's own buffer, valid until
+        its next call. OpenVINO's Python API otherwise copies every output into a new array
+        (and the input into its tensor): 36 ms a 4K frame of the instant model, 19.5 without
+        the copies, which made the frame's 100 MB in fresh pages."""
+        return request.infer({0: feed}, share_inputs=True, share_outputs=True)[0]
 
     def _guarded(self, run: Any, shape: tuple[int, ...]) -> Any:
         """`run()`, OpenVINO's errors turned into ours."""
