@@ -19,12 +19,6 @@ The frames' threads allocate a few large blocks each, so they hardly wait on eac
 the heap's lock; and a process maps less (no 64 MB reservation a thread), which `ulimit -v`
 users see as room.
 
-Blocks over 32 MiB still had pages of their own: a 16-bit 4K frame (deep sources) is 50 MB,
-and the encoder's packets of it too. glibc cannot raise the threshold further, so mmap is off
-(M_MMAP_MAX 0) and those blocks come from the heap as well; where the heap cannot grow, glibc
-still maps pages for the block. In a 10-bit 1080p -> 4K job of the instant model, clearing
-fresh pages went from 11.9% of the samples `perf` took to 2.1%.
-
 The cost is memory that stays with the process after a job, which a command-line run does
 not mind; the library leaves its own process's malloc alone: the `upscale` command calls
 this, and Ray's workers and the ffmpegs on pipes start with the same settings in their
@@ -55,7 +49,6 @@ _SETTINGS = (
     _Setting(-3, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold", MMAP_THRESHOLD),
     _Setting(-1, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold", TRIM_THRESHOLD),
     _Setting(-8, "MALLOC_ARENA_MAX", "glibc.malloc.arena_max", 1),
-    _Setting(-4, "MALLOC_MMAP_MAX_", "glibc.malloc.mmap_max", 0),
 )
 
 
