@@ -78,23 +78,25 @@ class RgbConverter:
         self._y = self._wide[:luma].reshape(height, width)
         self._cb, self._cr = (self._wide[luma + i * chroma : luma + (i + 1) * chroma]
                               .reshape(chroma_h, chroma_w) for i in (0, 1))
-        self._subsampled = layout.sub_w * layout.sub_h > 1
-        self._cb_full, self._cr_full = (np.empty((height, width), np.uint16) for _ in (0, 1))
+        subsampled = layout.sub_w * layout.sub_h > 1
+        self._full_chroma = ([np.empty((height, width), np.uint16) for _ in (0, 1)]
+                             if subsampled else None)
         self._ycc = np.empty((height, width, 3), np.uint16)
-        self._rgb16 = np.empty((height, width, 3), np.uint16)
+        # 8-bit frames: the x256 RGB before its rounding to 8 bits.
+        self._rgb16 = np.empty((height, width, 3), np.uint16) if layout.bits == 8 else None
 
     def convert(self) -> np.ndarray:
         """The frame in `planes`, as a new (H, W, 3) RGB array."""
         if self._shift:
             np.left_shift(self.planes, self._shift, out=self._wide, dtype=np.uint16)
-        cb, cr = self._cb, self._cr
-        if self._subsampled:
+        chroma = [self._cb, self._cr]
+        if self._full_chroma is not None:
             # To the frame's size rather than twice the planes': swscale scales by the ratio
             # of the two sizes, which is not 2 where a dimension is odd.
-            cb = cv2.resize(cb, self._size, dst=self._cb_full, interpolation=cv2.INTER_CUBIC)
-            cr = cv2.resize(cr, self._size, dst=self._cr_full, interpolation=cv2.INTER_CUBIC)
-        cv2.merge([self._y, cb, cr], dst=self._ycc)
-        if self.dtype == np.uint16:
+            chroma = [cv2.resize(plane, self._size, dst=full, interpolation=cv2.INTER_CUBIC)
+                      for plane, full in zip(chroma, self._full_chroma, strict=True)]
+        cv2.merge([self._y, *chroma], dst=self._ycc)
+        if self._rgb16 is None:
             return cv2.transform(self._ycc, self._matrix)
         cv2.transform(self._ycc, self._matrix, dst=self._rgb16)
         return cv2.convertScaleAbs(self._rgb16, alpha=1.0 / self._scale)
