@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "samples"))
 
 from draw import draw_cel  # noqa: E402
+
+# Two workers on two cores each run ncnn (and torch) with a thread per core. OpenMP's threads
+# spin at every barrier by default, burning the core the other worker needs: a bundled-sample
+# ncnn test beside the tiling and border tests took 30.7-33.0 s, 24.0-24.9 s with threads that
+# sleep instead (four runs each). Set before any test imports them (libgomp reads it once, as
+# it loads); subprocesses inherit it. Results are the same to the bit.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The files that take longest, slowest first (measured with --durations=0). pytest-xdist hands
 # whole files to its workers in collection order, so starting with these keeps one worker from
