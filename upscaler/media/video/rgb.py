@@ -82,8 +82,6 @@ class RgbConverter:
         self._full_chroma = ([np.empty((height, width), np.uint16) for _ in (0, 1)]
                              if subsampled else None)
         self._ycc = np.empty((height, width, 3), np.uint16)
-        # 8-bit frames: the x256 RGB before its rounding to 8 bits.
-        self._rgb16 = np.empty((height, width, 3), np.uint16) if layout.bits == 8 else None
 
     def convert(self) -> np.ndarray:
         """The frame in `planes`, as a new (H, W, 3) RGB array."""
@@ -96,10 +94,12 @@ class RgbConverter:
             chroma = [cv2.resize(plane, self._size, dst=full, interpolation=cv2.INTER_CUBIC)
                       for plane, full in zip(chroma, self._full_chroma, strict=True)]
         cv2.merge([self._y, *chroma], dst=self._ycc)
-        if self._rgb16 is None:
+        if self.dtype == np.uint16:
             return cv2.transform(self._ycc, self._matrix)
-        cv2.transform(self._ycc, self._matrix, dst=self._rgb16)
-        return cv2.convertScaleAbs(self._rgb16, alpha=1.0 / self._scale)
+        # 8-bit frames: x256 RGB in place of the merged planes (each pixel's three values are
+        # read before they are written), then rounded to 8 bits.
+        cv2.transform(self._ycc, self._matrix, dst=self._ycc)
+        return cv2.convertScaleAbs(self._ycc, alpha=1.0 / self._scale)
 
 
 def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, height: int,
