@@ -111,3 +111,14 @@ def ncnn_original(name: str, pixels: np.ndarray) -> np.ndarray:
     if pro:
         out = (out - np.float32(0.15)) / np.float32(0.7)
     return np.clip(np.rint(out.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+
+
+def record_against_ncnn(what: str, db: float) -> None:
+    """Where UPSCALER_PSNR_LOG names a file, add a line with what an executor scored against
+    Tencent's ncnn: the macOS CI job shows what Core ML measured."""
+    import os
+
+    log = os.environ.get("UPSCALER_PSNR_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(f"{what}: {db:.1f} dB against ncnn\n")

@@ -35,40 +35,6 @@ def test_untiled_onnx_image(tmp_path: Path) -> None:
     assert load(out).shape == (96, 128, 3)
 
 
-@pytest.mark.slow
-def test_bundled_sample_with_defaults_matches_ncnn(tmp_path: Path) -> None:
-    """Defaults (tile plan, the auto executor, the default model, the border padding) give what
-    Tencent's ncnn gives on the whole padded picture: measured 89.8 dB (a few pixels 1 level
-    off). Against the unpadded picture they score 45.8 dB, all of it at the edges."""
-    from upscaler.borders import crop_frame, pad_frame
-    from upscaler.executors.registry import resolve_auto
-    from upscaler.models.registry import DEFAULT_MODEL, resolve_model
-
-    src = shutil.copy(SAMPLES / "cel.png", tmp_path / "cel.png")
-    pixels = load(src)
-    assert main([str(src), "--quiet"]) == 0
-    ours = load(tmp_path / "cel_upscaled.png")
-    border = resolve_model(DEFAULT_MODEL).border
-    expected = crop_frame(ncnn_upscale(DEFAULT_MODEL, pad_frame(pixels, border)), border * 4)
-    executor = resolve_auto(resolve_model(DEFAULT_MODEL))
-    record_against_ncnn(f"{executor}, {DEFAULT_MODEL}, defaults, samples/cel.png",
-                        psnr(ours, expected, 255))
-    # Where `auto` picks Core ML (macOS), it computes in fp16: the default precision keeps
-    # >= 45 dB (README), not the 85 dB of an fp32 CPU executor.
-    assert psnr(ours, expected, 255) >= (45 if executor == "coreml" else 85)
-
-
-def record_against_ncnn(what: str, db: float) -> None:
-    """Where UPSCALER_PSNR_LOG names a file, add a line with what an executor scored against
-    Tencent's ncnn: the macOS CI job shows what Core ML measured."""
-    import os
-
-    log = os.environ.get("UPSCALER_PSNR_LOG")
-    if log:
-        with open(log, "a", encoding="utf-8") as out:
-            out.write(f"{what}: {db:.1f} dB against ncnn\n")
-
-
 def test_folder_is_mirrored_and_existing_outputs_skipped(tmp_path: Path) -> None:
     src = tmp_path / "stills"
     save(src / "a.png", draw_cel(16, 16))
