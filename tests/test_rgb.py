@@ -18,7 +18,8 @@ from upscaler.media import ffmpeg
 from upscaler.media.video import rgb
 from upscaler.media.video.probe import SWS_MATRICES, probe
 from upscaler.media.video.reader import SWS_FLAGS, VideoReader
-from upscaler.media.video.yuv import SWSCALE_16BIT_PEAK, converter, planar_yuv
+from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, planar_yuv
+from upscaler.media.video.yuv import converter
 
 
 def swscale_rgb(planes: np.ndarray, pix_fmt: str, matrix: str, value_range: str, width: int,

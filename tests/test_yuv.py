@@ -18,7 +18,8 @@ from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES, probe
 from upscaler.media.video.reader import SWS_FLAGS, VideoReader
 from upscaler.media.video.writer import Encoding, Timing, VideoWriter
-from upscaler.media.video.yuv import LUMA_WEIGHTS, SWSCALE_16BIT_PEAK, converter, planar_yuv
+from upscaler.media.video.ycbcr import LUMA_WEIGHTS, SWSCALE_16BIT_PEAK, planar_yuv
+from upscaler.media.video.yuv import converter
 from upscaler.video import VideoSettings, upscale_video
 
 

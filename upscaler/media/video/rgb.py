@@ -28,21 +28,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from upscaler.media.video.yuv import (
+from upscaler.media.video.ycbcr import (
     LUMA_WEIGHTS,
     SWSCALE_16BIT_PEAK,
     PlanarYuv,
     planar_yuv,
-    yuv_matrix,
+    rgb_matrix,
 )
-
-
-def rgb_matrix(matrix: str, value_range: str, bits: int, peak: float) -> np.ndarray:
-    """The 3x4 matrix taking Y, Cb, Cr codes of `bits` bits to RGB of `peak`: the inverse of
-    yuv.yuv_matrix, so that a frame read and written again comes back to its codes."""
-    forward = yuv_matrix(matrix, value_range, bits, peak).astype(np.float64)
-    inverse = np.linalg.inv(forward[:, :3])
-    return np.hstack([inverse, -(inverse @ forward[:, 3:])]).astype(np.float32)
 
 
 class RgbConverter:

@@ -23,7 +23,8 @@ from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES
 from upscaler.media.video.reader import SWS_FLAGS, is_rgb
-from upscaler.media.video.yuv import YuvConverter, chroma_subsampling, converter
+from upscaler.media.video.ycbcr import chroma_subsampling
+from upscaler.media.video.yuv import YuvConverter, converter
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the
 # cycles the model's threads leave instead of preempting them. In one A/B of bench_job.py (320x180

@@ -20,85 +20,17 @@ differs from the frames') goes through swscale as before: `converter()` returns 
 
 from __future__ import annotations
 
-import re
-import sys
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from upscaler.bands import in_bands
-
-# (Kr, Kb) of each matrix, by ffprobe's names; Kg = 1 - Kr - Kb.
-LUMA_WEIGHTS = {
-    "bt709": (0.2126, 0.0722),
-    "smpte170m": (0.299, 0.114),
-    "bt470bg": (0.299, 0.114),
-    "fcc": (0.30, 0.11),
-    "smpte240m": (0.212, 0.087),
-    "bt2020nc": (0.2627, 0.0593),
-}
-# swscale reads and writes 16-bit RGB on a 255 * 256 scale: the reader's frames of a 10-bit
-# source have white (940) at 65283, not 65535. The same scale here brings it back to 940, as
-# swscale did in the writer before.
-SWSCALE_16BIT_PEAK = 65280.0
-_PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
-
-
-@dataclass(frozen=True)
-class PlanarYuv:
-    """A planar Y'CbCr pixel format: chroma subsampling (horizontal, vertical) and bit depth."""
-
-    pix_fmt: str
-    sub_w: int
-    sub_h: int
-    bits: int
-
-
-def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
-    """(horizontal, vertical) chroma subsampling of a YUV pixel format: yuv420p -> (2, 2)."""
-    if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p010", "p012", "p016")):
-        return 2, 2
-    if "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "p210", "p212", "p216", "yuyv")):
-        return 2, 1
-    if "411" in pix_fmt:
-        return 4, 1
-    if "440" in pix_fmt:
-        return 1, 2
-    return 1, 1
-
-
-def planar_yuv(pix_fmt: str) -> PlanarYuv | None:
-    """The layout of `pix_fmt` when this module can write it (yuv420p, yuv444p10le...)."""
-    found = _PLANAR.fullmatch(pix_fmt)
-    if found is None or (found[1] and sys.byteorder != "little"):
-        return None
-    return PlanarYuv(pix_fmt, *chroma_subsampling(pix_fmt), int(found[1] or 8))
-
-
-def yuv_matrix(matrix: str, value_range: str, bits: int, peak: float) -> np.ndarray:
-    """The 3x4 matrix taking RGB of `peak` (255; SWSCALE_16BIT_PEAK for 16-bit frames) to Y,
-    Cb, Cr codes of `bits` bits.
-
-    Limited ("tv") range puts black at 16 and white at 235 (chroma 16-240) scaled to the depth;
-    full ("pc") range spans every code.
-    """
-    kr, kb = LUMA_WEIGHTS[matrix]
-    kg = 1.0 - kr - kb
-    top = (1 << bits) - 1
-    if value_range == "pc":
-        luma_span, chroma_span, black = top, top, 0.0
-    else:
-        step = 1 << (bits - 8)
-        luma_span, chroma_span, black = 219 * step, 224 * step, 16.0 * step
-    middle = float(1 << (bits - 1))
-    luma = np.array([kr, kg, kb])
-    blue = (np.array([0.0, 0.0, 1.0]) - luma) / (2 * (1 - kb))
-    red = (np.array([1.0, 0.0, 0.0]) - luma) / (2 * (1 - kr))
-    rows = [np.append(luma * luma_span / peak, black),
-            np.append(blue * chroma_span / peak, middle),
-            np.append(red * chroma_span / peak, middle)]
-    return np.array(rows, np.float32)
+from upscaler.media.video.ycbcr import (
+    LUMA_WEIGHTS,
+    SWSCALE_16BIT_PEAK,
+    PlanarYuv,
+    planar_yuv,
+    yuv_matrix,
+)
 
 
 class YuvConverter:
