@@ -17,11 +17,13 @@ from draw import draw_cel  # noqa: E402
 # it loads); subprocesses inherit it. Results are the same to the bit.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# The files that take longest, slowest first (measured with --durations=0). pytest-xdist hands
-# whole files to its workers in collection order, so starting with these keeps one worker from
-# running a long file alone at the end.
-SLOW_FILES = ("test_ray.py", "test_video_sources.py", "test_video_resume.py", "test_cli.py",
-              "test_dirty_regions.py", "test_memory.py", "test_readme.py", "test_families.py")
+# The files that take longest, slowest first (measured with --durations=0), after the one that
+# holds the longest single test (test_readme.py: 38 s of its 39). pytest-xdist hands whole files
+# to its workers in collection order, so starting with these keeps one worker from running a
+# long file alone at the end.
+SLOW_FILES = ("test_readme.py", "test_ray.py", "test_video_sources.py", "test_memory.py",
+              "test_dirty_regions.py", "test_families.py", "test_video_resume.py",
+              "test_video_rerun.py", "test_reuse.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
