@@ -20,8 +20,12 @@ import numpy as np
 from upscaler.heap import keep_frame_buffers
 assert keep_frame_buffers()
 kept = []
+together = threading.Barrier(4)
 def frame():  # a thread's first allocations, as the model's and the writer's threads make
     kept.append(np.ones((1080, 1920, 3), np.uint8))
+    # Every thread keeps its heap until all have allocated: glibc hands a finished thread's
+    # heap to the next thread, so threads that ran one after another shared fewer heaps.
+    together.wait()
 threads = [threading.Thread(target=frame) for _ in range(4)]
 for t in threads: t.start()
 for t in threads: t.join()
