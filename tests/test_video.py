@@ -315,29 +315,15 @@ def test_stage_times_count_where_each_stage_spent_its_time(mkv_clip: Path,
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads children from /proc")
-def test_the_encoder_runs_below_the_models_priority(mkv_clip: Path, tmp_path: Path) -> None:
-    """The model keeps its cores: the encoder child is niced, the decoder is not."""
-    seen: dict[str, int] = {}
+def ffmpegs_during_a_job(tmp_path: Path) -> dict[str, tuple[int, dict[str, str]]]:
+    """Each ffmpeg child seen while the model worked, by pid: its nice value and its MALLOC_*
+    environment.
 
-    def watch(frame: np.ndarray) -> np.ndarray:
-        for task in Path("/proc/self/task").iterdir():
-            # Threads and children come and go while we look.
-            with contextlib.suppress(OSError):
-                for pid in (task / "children").read_text().split():
-                    if "ffmpeg" in Path(f"/proc/{pid}/comm").read_text(errors="replace"):
-                        seen[pid] = os.getpriority(os.PRIO_PROCESS, int(pid))
-        return double(frame)
-
-    upscale_video(mkv_clip, tmp_path / "out.mkv", watch, FAST)
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    assert set(seen.values()) == {ours, min(19, ours + ENCODER_NICE)}
-
-
-def test_the_ffmpegs_on_pipes_get_the_heap_settings(mkv_clip: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decoder and the encoder start with glibc's heap settings for frame-sized blocks
-    (heap.py), so that the encoder reuses its packets' pages; a setting of the user's stays."""
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    The clip's frames are too large for the pipe and the queue to hold a segment of them
+    (640x360 planes: the 1 MiB pipe holds 3, the queue 4, and a segment is 24), so the decoder
+    is still running, blocked on the pipe, when the first frame reaches the model; and the
+    encoder is running when the last frames of the segment do."""
+    src = make_clip(tmp_path / "frames.mkv", size="640x360", seconds=1.25)
     seen: dict[str, tuple[int, dict[str, str]]] = {}
 
     def watch(frame: np.ndarray) -> np.ndarray:
@@ -351,7 +337,24 @@ def test_the_ffmpegs_on_pipes_get_the_heap_settings(mkv_clip: Path, tmp_path: Pa
                                           if item.startswith(b"MALLOC_")))
         return double(frame)
 
-    upscale_video(mkv_clip, tmp_path / "out.mkv", watch, FAST)
+    settings = VideoSettings(crf=8, preset="ultrafast", segment_seconds=1.0)
+    upscale_video(src, tmp_path / "out.mkv", watch, settings)
+    return seen
+
+
+def test_the_encoder_runs_below_the_models_priority(tmp_path: Path) -> None:
+    """The model keeps its cores: the encoder child is niced, the decoder is not."""
+    seen = ffmpegs_during_a_job(tmp_path)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert {nice for nice, _ in seen.values()} == {ours, min(19, ours + ENCODER_NICE)}
+
+
+def test_the_ffmpegs_on_pipes_get_the_heap_settings(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder and the encoder start with glibc's heap settings for frame-sized blocks
+    (heap.py), so that the encoder reuses its packets' pages; a setting of the user's stays."""
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    seen = ffmpegs_during_a_job(tmp_path)
     ours = os.getpriority(os.PRIO_PROCESS, 0)  # decoders run at ours, encoders below it
     assert {nice for nice, _ in seen.values()} == {ours, min(19, ours + ENCODER_NICE)}
     assert all(env == {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
