@@ -29,12 +29,13 @@ import cv2
 import numpy as np
 
 from upscaler.media.video.ycbcr import (
-    LUMA_WEIGHTS,
     SWSCALE_16BIT_PEAK,
     PlanarYuv,
-    planar_yuv,
+    layout_here,
     rgb_matrix,
 )
+
+_EIGHT_BIT_SCALE = 256.0  # 8-bit frames' RGB is made on 16 bits, then rounded
 
 
 class RgbConverter:
@@ -57,8 +58,7 @@ class RgbConverter:
                                 255.0 if layout.bits == 8 else SWSCALE_16BIT_PEAK)
         matrix_out[:, :3] /= 1 << shift
         # 8-bit frames are made on a x256 scale and rounded to 8 bits at the end.
-        self._scale = 256.0 if layout.bits == 8 else 1.0
-        self._matrix = matrix_out * np.float32(self._scale)
+        self._matrix = matrix_out * np.float32(_EIGHT_BIT_SCALE if layout.bits == 8 else 1.0)
         self._shift = shift
         self._size = (width, height)  # OpenCV's order
         # Odd sizes round the chroma planes up, as ffmpeg lays them out.
@@ -91,16 +91,12 @@ class RgbConverter:
         # 8-bit frames: x256 RGB in place of the merged planes (each pixel's three values are
         # read before they are written), then rounded to 8 bits.
         cv2.transform(self._ycc, self._matrix, dst=self._ycc)
-        return cv2.convertScaleAbs(self._ycc, alpha=1.0 / self._scale)
+        return cv2.convertScaleAbs(self._ycc, alpha=1.0 / _EIGHT_BIT_SCALE)
 
 
 def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, height: int,
               width: int) -> RgbConverter | None:
     """An RgbConverter from `pix_fmt` frames of this size to RGB of `dtype`, or None where
     swscale should convert (a format, matrix or depth this module does not read)."""
-    layout = planar_yuv(pix_fmt)
-    if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
-        return None
-    if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
-        return None
-    return RgbConverter(layout, matrix, value_range, height, width)
+    layout = layout_here(pix_fmt, matrix, value_range, dtype)
+    return None if layout is None else RgbConverter(layout, matrix, value_range, height, width)

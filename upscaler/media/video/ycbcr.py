@@ -62,6 +62,20 @@ def planar_yuv(pix_fmt: str) -> PlanarYuv | None:
     return PlanarYuv(pix_fmt, *chroma_subsampling(pix_fmt), int(found[1] or 8))
 
 
+def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype,
+                ) -> PlanarYuv | None:
+    """The layout of `pix_fmt` where this process converts between it and frames of `dtype`
+    (rgb.py reading, yuv.py writing); None where swscale does: a format, matrix or range this
+    module has no numbers for, or a depth the frames' dtype cannot hold (8-bit codes go with
+    uint8 frames, deeper ones with uint16)."""
+    layout = planar_yuv(pix_fmt)
+    if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
+        return None
+    if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
+        return None
+    return layout
+
+
 def yuv_matrix(matrix: str, value_range: str, bits: int, peak: float) -> np.ndarray:
     """The 3x4 matrix taking RGB of `peak` (255; SWSCALE_16BIT_PEAK for 16-bit frames) to Y,
     Cb, Cr codes of `bits` bits.

@@ -25,10 +25,9 @@ import numpy as np
 
 from upscaler.bands import in_bands
 from upscaler.media.video.ycbcr import (
-    LUMA_WEIGHTS,
     SWSCALE_16BIT_PEAK,
     PlanarYuv,
-    planar_yuv,
+    layout_here,
     yuv_matrix,
 )
 
@@ -99,9 +98,6 @@ def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, heig
     """A YuvConverter for frames of `dtype` and size into `pix_fmt`, or None where swscale
     should convert (a format, matrix or depth this module does not write). The size must hold
     whole chroma blocks: the writer pads frames to them first."""
-    layout = planar_yuv(pix_fmt)
-    if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
-        return None
-    if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
-        return None  # a depth change: the frames' dtype cannot hold the codes
-    return YuvConverter(layout, matrix, value_range, dtype, height, width)
+    layout = layout_here(pix_fmt, matrix, value_range, dtype)
+    return None if layout is None else YuvConverter(layout, matrix, value_range, dtype,
+                                                    height, width)
