@@ -36,7 +36,7 @@ from upscaler.config import (
     option_fields,
     validate_options,
 )
-from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError, ran_out
+from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError, job_error
 from upscaler.heap import keep_frame_buffers
 from upscaler.job.plan import PlanError, Task, plan_jobs
 from upscaler.media import ffmpeg
@@ -411,7 +411,7 @@ def _run(tasks: list[Task], bars: _Bars,
         except Exception as e:
             # A failed job is reported and the batch goes on with the next one; memory that
             # ran out where no stage said so is this job's error too.
-            error = e if isinstance(e, UpscalerError) else ran_out(e, task.input)
+            error = job_error(e, task.input)
             if error is None:
                 raise
             bars.job_done()

@@ -172,3 +172,11 @@ def ran_out(error: BaseException, path: str | Path | None) -> OutOfMemoryError |
     if isinstance(error, UpscalerError) or not (no_thread or is_out_of_memory(error)):
         return None
     return OutOfMemoryError(memory_message(error), path)
+
+
+def job_error(error: BaseException, path: str | Path | None) -> UpscalerError | None:
+    """What ends one job of a batch, which then goes on: our own errors as they are, running
+    out of memory as an OutOfMemoryError naming `path` (ran_out); None for anything else,
+    which is a bug to raise."""
+    return error if isinstance(error, UpscalerError) else ran_out(error, path)
+

@@ -73,7 +73,8 @@ def keep_frame_buffers() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return all(_users(s) or mallopt(s.param, s.value) for s in _SETTINGS)
+    # Every setting is tried, also after one that glibc refused.
+    return all([_users(s) or bool(mallopt(s.param, s.value)) for s in _SETTINGS])
 
 
 def environment() -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from upscaler.config import Job, Options
-from upscaler.errors import ExecutorError, MediaError, UpscalerError, UsageError, ran_out
+from upscaler.errors import ExecutorError, MediaError, UpscalerError, UsageError, job_error
 from upscaler.executors.base import ExecutorOptions
 from upscaler.executors.registry import (
     AUTO,
@@ -93,7 +93,7 @@ def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
         except Exception as e:
             # Running out here (a thread of the encoder probes that could not start, under
             # `ulimit -v`) is this job's error too, naming its file.
-            error = e if isinstance(e, UpscalerError) else ran_out(e, job.input)
+            error = job_error(e, job.input)
             if error is None:
                 raise
             errors.append((n, error))
