@@ -14,6 +14,7 @@ from upscaler import upscale_path
 from upscaler.cli import main
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.media import ffmpeg
+from upscaler.media.video.encoding import without_alpha
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.scan import Scan, _decode, scan
 
@@ -307,3 +308,23 @@ def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
     assert [(s.kind, s.codec, s.size, s.attached_pic) for s in streams] == [
         ("video", "h264", (224, 160), False), ("video", "h264", (32, 24), False),
         ("video", "png", (20, 20), True)]
+
+
+def test_an_alpha_source_keeps_its_chroma_and_says_its_alpha_is_not_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # ProRes 4444 with alpha, as compositing hands out character layers; FFmpeg decodes it
+    # as yuva444p12le, which x265 does not take: it must drop the alpha plane, not fall back
+    # to 4:2:0 (it chose yuv420p12le before), and the user must hear that alpha is gone.
+    src = encode(tmp_path / "layer.mov", "testsrc=s=32x24:r=10:d=0.5,format=yuva444p10le",
+                 "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le")
+    assert probe(src).alpha and not probe(make_clip(tmp_path / "opaque.mkv")).alpha
+    out = tmp_path / "out.mov"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert ("layer.mov: the source's alpha channel (yuva444p12le) is not kept: the video is "
+            "upscaled and written opaque (stills and animated images keep theirs)") in err
+    written = probe(out)
+    assert (written.codec, written.pix_fmt, written.width, written.height) == (
+        "hevc", "yuv444p12le", 128, 96)
+    assert [without_alpha(f) for f in ("yuva420p", "gbrap10le", "yuv444p", "rgba")] == [
+        "yuv420p", "gbrp10le", "yuv444p", "rgba"]

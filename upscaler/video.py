@@ -263,6 +263,9 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
     elif "flagged interlaced" in way.why:
         notes.append(f"{way.why}: not deinterlaced (--deinterlace bwdif forces it)")
     notes += _stream_notes(info)
+    if info.alpha:
+        notes.append(f"the source's alpha channel ({info.pix_fmt}) is not kept: the video is "
+                     "upscaled and written opaque (stills and animated images keep theirs)")
     return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr), notes
 
 

@@ -167,8 +167,8 @@ def _raw_frame_bytes(pix_fmt: str, out_size: tuple[int, int]) -> int:
     """An upper bound of an encoded frame: the frame uncompressed (encoders stay under it),
     plus a tenth for containers and the odd incompressible frame."""
     width, height = out_size
-    depth = ffmpeg.pix_fmt_depths(ffmpeg.ffmpeg_exe()).get(pix_fmt, 8)
-    per_sample = 2 if depth > 8 else 1
+    described = ffmpeg.pix_fmts(ffmpeg.ffmpeg_exe()).get(pix_fmt)
+    per_sample = 2 if described and described.depth > 8 else 1
     if is_rgb(pix_fmt):
         samples = 3.0
     else:

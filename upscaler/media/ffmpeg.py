@@ -22,6 +22,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -322,12 +323,25 @@ class Process:
             self._proc.stderr.close()
 
 
+@dataclass(frozen=True)
+class PixFmt:
+    """A pixel format as this ffmpeg describes it: components (3 for colour, 4 with alpha; 1
+    and 2 for grey without and with) and the most bits any of them has."""
+
+    components: int
+    depth: int
+
+    @property
+    def alpha(self) -> bool:
+        return self.components in (2, 4)
+
+
 @functools.lru_cache(maxsize=8)
-def pix_fmt_depths(exe: str) -> dict[str, int]:
-    """Bits per component of every pixel format this ffmpeg knows (yuv420p10le -> 10)."""
-    depths = {}
+def pix_fmts(exe: str) -> dict[str, PixFmt]:
+    """Every pixel format this ffmpeg knows (yuva420p10le -> 4 components of 10 bits)."""
+    formats = {}
     for line in run([exe, "-hide_banner", "-pix_fmts"]).splitlines():
         parts = line.split()
         if len(parts) == 5 and len(parts[0]) == 5 and parts[4][0].isdigit():
-            depths[parts[1]] = max(int(d) for d in parts[4].split("-"))
-    return depths
+            formats[parts[1]] = PixFmt(int(parts[2]), max(int(d) for d in parts[4].split("-")))
+    return formats

@@ -149,12 +149,23 @@ def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) 
 def _pick_pix_fmt(exe: str, encoder: str, info: VideoInfo) -> str:
     supported = ffmpeg.encoder_pix_fmts(exe, encoder)
     deep = "yuv420p10le" if info.bit_depth <= 10 else "yuv420p12le"
-    wanted = [info.pix_fmt, deep, "p010le", "yuv420p"] if info.bit_depth > 8 else [info.pix_fmt]
+    # The job writes opaque pictures, so an alpha source's format without its alpha plane
+    # comes next: ProRes 4444 (yuva444p12le) stays 4:4:4 where the encoder has it.
+    same = [info.pix_fmt, without_alpha(info.pix_fmt)]
+    wanted = [*same, deep, "p010le", "yuv420p"] if info.bit_depth > 8 else same
     wanted += ["yuv420p", "nv12"]
     for name in wanted:
         if not supported or name in supported:
             return name
     return supported[0]
+
+
+def without_alpha(pix_fmt: str) -> str:
+    """The pixel format with the same planes but the alpha one (yuva422p10le -> yuv422p10le)."""
+    for with_, without in (("yuva", "yuv"), ("gbrap", "gbrp")):
+        if pix_fmt.startswith(with_):
+            return without + pix_fmt[len(with_):]
+    return pix_fmt
 
 
 def _quality_args(encoder: str, crf: int) -> list[str]:

@@ -92,6 +92,8 @@ class VideoInfo:
       (media/video/interlace.py decides it), None for none.
     hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/video/scan.py
       fills it in; probe leaves it empty).
+    alpha: the stored pictures carry an alpha channel (yuva444p12le from ProRes 4444, qtrle's
+      argb), which the job does not keep: it upscales and writes opaque pictures.
     start_time: the container's start in seconds, which ffmpeg's -ss is relative to.
     """
 
@@ -124,6 +126,7 @@ class VideoInfo:
     declared_end: float = 0.0
     deinterlace: str | None = None
     hdr: Hdr = field(default_factory=Hdr)
+    alpha: bool = False
 
     @property
     def yuv_matrix(self) -> str:
@@ -195,6 +198,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
         raise MediaError("video stream has no pixel format (unsupported codec?)", path)
     start = float(fmt.get("start_time") or 0.0)
     tb, pts, end, size = _frame_pts(exe, path, int(video["index"]), rate)
+    described = ffmpeg.pix_fmts(exe).get(pix_fmt)
     return VideoInfo(
         path=path,
         container=str(fmt.get("format_name", "")),
@@ -204,7 +208,8 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
         height=int(video["height"]),
         rotation=_rotation(video),
         pix_fmt=pix_fmt,
-        bit_depth=ffmpeg.pix_fmt_depths(exe).get(pix_fmt, 8),
+        bit_depth=described.depth if described else 8,
+        alpha=bool(described and described.alpha),
         color_range=_known(video.get("color_range")),
         color_primaries=_known(video.get("color_primaries")),
         color_transfer=_known(video.get("color_transfer")),
