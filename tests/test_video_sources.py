@@ -5,17 +5,22 @@ the examples in issue 21 (other sizes, rates, codecs and HDR values)."""
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clips import make_clip
+from conftest import psnr
+from draw import draw_cel
 
-from upscaler import upscale_path
+from upscaler import Upscaler, upscale_path
 from upscaler.cli import main
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.media import ffmpeg
 from upscaler.media.video.encoding import without_alpha
 from upscaler.media.video.probe import VideoInfo, probe
+from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.scan import Scan, _decode, scan
 
 FAST = ["--model", "realesr-animevideov3", "--executor", "onnxruntime", "--quiet",
@@ -310,21 +315,76 @@ def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
         ("video", "png", (20, 20), True)]
 
 
-def test_an_alpha_source_keeps_its_chroma_and_says_its_alpha_is_not_kept(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # ProRes 4444 with alpha, as compositing hands out character layers; FFmpeg decodes it
-    # as yuva444p12le, which x265 does not take: it must drop the alpha plane, not fall back
-    # to 4:2:0 (it chose yuv420p12le before), and the user must hear that alpha is gone.
-    src = encode(tmp_path / "layer.mov", "testsrc=s=32x24:r=10:d=0.5,format=yuva444p10le",
-                 "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le")
-    assert probe(src).alpha and not probe(make_clip(tmp_path / "opaque.mkv")).alpha
-    out = tmp_path / "out.mov"
-    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+
+# --- Alpha -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def alpha_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ProRes 4444 with alpha, as compositing hands out character layers: drawn frames that
+    move, under a soft disc of opacity that moves too; 10 frames of 48x32 at 10 fps."""
+    frames = []
+    for i in range(10):
+        rgb = draw_cel(32, 48, t=i / 10)
+        y, x = np.mgrid[0:32, 0:48]
+        distance = np.hypot(x - 14 - 2 * i, y - 16)
+        alpha = np.clip((14 - distance) * 40, 0, 255).astype(np.uint8)
+        frames.append(np.dstack([rgb, alpha]))
+    path = tmp_path_factory.mktemp("alpha") / "layer.mov"
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "rawvideo",
+            "-pix_fmt", "rgba", "-s", "48x32", "-framerate", "10", "-i", "pipe:0",
+            "-c:v", "prores_ks", "-profile:v", "4444", "-pix_fmt", "yuva444p10le", str(path)]
+    subprocess.run(args, input=b"".join(f.tobytes() for f in frames), check=True)
+    return path
+
+
+def test_a_mov_keeps_the_sources_alpha_as_prores_4444(alpha_clip: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the CLI, in segments: the output's colours and alpha are what the Python API
+    makes of the same decoded frames, alpha and all, as it does for an animation's frames."""
+    info = probe(alpha_clip)
+    assert info.alpha and not probe(make_clip(tmp_path / "opaque.mkv")).alpha
+    out = tmp_path / "new" / "layer_x4.mov"
+    code, err = run_cli([str(alpha_clip), "-o", str(out), *FAST, "--no-reuse"], capsys)
     assert code == 0, err
-    assert ("layer.mov: the source's alpha channel (yuva444p12le) is not kept: the video is "
-            "upscaled and written opaque (stills and animated images keep theirs)") in err
+    assert ("layer.mov: alpha channel kept: upscaled by the model beside the colours, written "
+            "as prores_ks yuva444p10le") in err
     written = probe(out)
-    assert (written.codec, written.pix_fmt, written.width, written.height) == (
-        "hevc", "yuv444p12le", 128, 96)
+    assert (written.codec, written.alpha, written.width, written.height,
+            written.frame_count) == ("prores", True, 192, 128, 10)
+    with VideoReader(info, alpha=True) as reader:
+        source = list(reader)
+    assert source[0].shape == (32, 48, 4) and source[0].dtype == np.uint16
+    with Upscaler(model="realesr-animevideov3", executor="onnxruntime", reuse=False) as up:
+        expected = list(up.upscale_frames(source))
+    with VideoReader(written, alpha=True) as reader:
+        got = list(reader)
+    assert len(got) == len(expected) == 10
+    peak = 65535
+    for ours, theirs in zip(got, expected, strict=True):
+        # ProRes is lossy on the colours (measured 59.3-59.4 dB of the 16-bit frames) and
+        # keeps alpha to the 10 bits prores_ks takes (68.2-68.3 dB, at most 80 of 65535 off).
+        assert psnr(ours[..., :3], theirs[..., :3], peak) > 56
+        assert psnr(ours[..., 3], theirs[..., 3], peak) > 65
+    # The alpha is the model's, not a resize: transparent outside the disc, opaque inside.
+    assert got[0][..., 3].min() == 0 and got[0][..., 3].max() > 65000
+
+
+def test_an_mp4_keeps_the_chroma_of_an_alpha_source_and_says_the_alpha_is_gone(
+        alpha_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # FFmpeg decodes ProRes 4444 as yuva444p12le, which x265 does not take: the alpha plane
+    # goes, not the chroma (before 0.2.6 it fell back to 4:2:0, yuv420p12le), and the user
+    # hears that the alpha is gone and where it would stay.
+    out = tmp_path / "out.mp4"
+    code, err = run_cli([str(alpha_clip), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert ("layer.mov: the source's alpha channel (yuva444p12le) is not kept: .mp4 cannot hold "
+            "ProRes 4444 (.mov and .mkv keep it); the video is written opaque") in err
+    written = probe(out)
+    assert (written.codec, written.pix_fmt, written.alpha) == ("hevc", "yuv444p12le", False)
+    code, err = run_cli([str(alpha_clip), "-o", str(tmp_path / "h264.mkv"), *FAST,
+                         "--codec", "h264"], capsys)
+    assert code == 0, err
+    assert ("the source's alpha channel (yuva444p12le) is not kept: --codec h264 has none "
+            "(without --codec, .mov and .mkv keep it as ProRes 4444)") in err
     assert [without_alpha(f) for f in ("yuva420p", "gbrap10le", "yuv444p", "rgba")] == [
         "yuv420p", "gbrp10le", "yuv444p", "rgba"]

@@ -222,7 +222,10 @@ class Upscaler:
 
     def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
         """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size
-        (a view, possibly read-only: see FrameUpscaler.upscale)."""
+        (a view, possibly read-only: see FrameUpscaler.upscale); (H, W, 4) RGBA, from a
+        source whose alpha the output keeps, as an animation's frame is."""
+        if frame.shape[2] == 4:
+            return self._upscale_pixels(frame, copy=False)
         return self._finish(self.frames.upscale(frame), *frame.shape[:2])
 
 

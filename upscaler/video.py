@@ -36,7 +36,13 @@ from upscaler.job.preflight import check_encoding
 from upscaler.job.resume import Resumed, WorkFolder, work_dir
 from upscaler.job.space import check_space, is_disk_full
 from upscaler.media.video.damage import accept, find_damage
-from upscaler.media.video.encoding import HDR10_ENCODERS, VideoSettings
+from upscaler.media.video.encoding import (
+    ALPHA_CONTAINERS,
+    ALPHA_ENCODER,
+    HDR10_ENCODERS,
+    VideoSettings,
+    keeps_alpha,
+)
 from upscaler.media.video.interlace import decide
 from upscaler.media.video.mux import check_container, join_and_mux
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
@@ -98,8 +104,9 @@ def upscale_video(src: str | Path, dst: str | Path,
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
-      bits, full 16-bit scale), to the upscaled frame of the same dtype. It runs in a thread of
-      its own, beside the decoding and encoding threads.
+      bits, full 16-bit scale; (H, W, 4) RGBA where the output keeps the source's alpha), to
+      the upscaled frame of the same dtype and channels. It runs in a thread of its own, beside
+      the decoding and encoding threads.
     progress: called as progress(frames_done, frames_total) after each frame, from that
       thread; a resumed job starts at the frames it reuses.
     identity: what makes `transform` what it is (model, executor, precision, tile...), as
@@ -129,7 +136,8 @@ def upscale_video(src: str | Path, dst: str | Path,
     info, notes = _source(src, dst, settings)
     container = dst.suffix.lower()
     encoding = check_encoding(info, settings, dst)
-    for note in [*notes, *_hdr_notes(info, encoding.encoder)]:
+    for note in [*notes, *_alpha_notes(info, settings, encoding, container),
+                 *_hdr_notes(info, encoding.encoder)]:
         log.warning(f"{src.name}: {note}")
     segments = plan_segments(info, settings.segment_seconds)
     fingerprint = _fingerprint(src, info, settings, encoding, container, identity)
@@ -263,9 +271,6 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
     elif "flagged interlaced" in way.why:
         notes.append(f"{way.why}: not deinterlaced (--deinterlace bwdif forces it)")
     notes += _stream_notes(info)
-    if info.alpha:
-        notes.append(f"the source's alpha channel ({info.pix_fmt}) is not kept: the video is "
-                     "upscaled and written opaque (stills and animated images keep theirs)")
     return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr), notes
 
 
@@ -288,6 +293,25 @@ def _stream_notes(info: VideoInfo) -> list[str]:
     if covers:
         parts.append(f"cover art ({', '.join(covers)})")
     return [f"{' and '.join(parts)} kept as they were, not upscaled"]
+
+
+def _alpha_notes(info: VideoInfo, settings: VideoSettings, encoding: Encoding,
+                 container: str) -> list[str]:
+    """What happens to a source's alpha channel: kept, or why not."""
+    if not info.alpha:
+        return []
+    if keeps_alpha(encoding):
+        return [f"alpha channel kept: upscaled by the model beside the colours, written as "
+                f"{encoding.encoder} {encoding.pix_fmt}"]
+    if settings.codec:
+        why = (f"--codec {settings.codec} has none (without --codec, .mov and .mkv keep it as "
+               "ProRes 4444)")
+    elif container not in ALPHA_CONTAINERS:
+        why = f"{container} cannot hold ProRes 4444 ({' and '.join(ALPHA_CONTAINERS)} keep it)"
+    else:
+        why = f"this ffmpeg has no {ALPHA_ENCODER} encoder"
+    return [f"the source's alpha channel ({info.pix_fmt}) is not kept: {why}; the video is "
+            "written opaque"]
 
 
 def _hdr_notes(info: VideoInfo, encoder: str) -> list[str]:

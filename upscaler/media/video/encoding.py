@@ -15,6 +15,7 @@ from upscaler.errors import UsageError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import Hdr, VideoInfo
 from upscaler.media.video.writer import Encoding
+from upscaler.media.video.ycbcr import chroma_subsampling
 
 # Generic codec names -> encoders to try, hardware first; the last one is the software fallback.
 CODEC_CANDIDATES = {
@@ -23,6 +24,14 @@ CODEC_CANDIDATES = {
     "av1": ("av1_nvenc", "av1_qsv", "av1_amf", "libsvtav1", "libaom-av1"),
     "vp9": ("vp9_qsv", "libvpx-vp9"),
 }
+# Where a source has alpha and no codec is asked for: ProRes 4444, the format compositing
+# hands such video around in, which .mov and .mkv hold (the segments' NUT too). H.264 and
+# H.265 have no alpha; VP9's, in WebM, lives in a side channel that NUT segments drop.
+ALPHA_ENCODER = "prores_ks"
+ALPHA_CONTAINERS = (".mov", ".mkv")
+# Encoders whose alpha FFmpeg decodes again, as a resumed job's checks and players need;
+# libx265 lists yuva formats but its alpha layer does not come back out of FFmpeg's decoder.
+ALPHA_ENCODERS = (ALPHA_ENCODER, "ffv1", "png", "qtrle", "utvideo")
 # Encoders that write HDR10's mastering display and content light level into the stream.
 HDR10_ENCODERS = ("libx265", "libsvtav1")
 CODEC_ALIASES = {"h265": "hevc", "x265": "hevc", "avc": "h264", "x264": "h264"}
@@ -34,9 +43,11 @@ class VideoSettings:
 
     codec: an ffmpeg encoder (libx264, hevc_nvenc...) used as given, or a codec name (h264,
       hevc, av1, vp9) that picks a working hardware encoder if the machine has one, else the
-      software encoder. None: H.264 (VP9 for .webm), or H.265 for sources deeper than 8 bits.
+      software encoder. None: H.264 (VP9 for .webm), or H.265 for sources deeper than 8 bits;
+      ProRes 4444 for a source with alpha written to .mov or .mkv, which keeps it.
     crf: quality, in the encoder's CRF scale; mapped to -cq (NVENC), -global_quality (QSV),
       constant QP (AMF) or -q:v (VideoToolbox, 100 - 2 * crf). None keeps the encoder default.
+      ProRes has no such scale and takes none (its profile sets the quality).
     preset: passed to -preset as is (medium, slow, p5...). None keeps the encoder default.
     pix_fmt: None keeps the source's pixel format (and so its bit depth and chroma) when the
       encoder takes it, else the closest 4:2:0 format of the same depth.
@@ -125,6 +136,9 @@ def _svtav1_hdr(hdr: Hdr) -> list[str]:
 
 def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) -> str:
     available = ffmpeg.encoders(exe)
+    if (codec is None and info.alpha and container in ALPHA_CONTAINERS
+            and ALPHA_ENCODER in available):
+        return ALPHA_ENCODER
     if codec is None:
         codec = "vp9" if container == ".webm" else "hevc" if info.bit_depth > 8 else "h264"
     codec = CODEC_ALIASES.get(codec, codec)
@@ -148,10 +162,20 @@ def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) 
 
 def _pick_pix_fmt(exe: str, encoder: str, info: VideoInfo) -> str:
     supported = ffmpeg.encoder_pix_fmts(exe, encoder)
+    keep = info.alpha and encoder in ALPHA_ENCODERS
+    if keep and info.pix_fmt not in supported:
+        # The encoder's own format with alpha that is closest to the source: ProRes 4444
+        # (decoded as yuva444p12le) is written as yuva444p10le, all prores_ks takes.
+        formats = ffmpeg.pix_fmts(exe)
+        with_alpha = [f for f in supported if f in formats and formats[f].alpha]
+        if with_alpha:
+            source = chroma_subsampling(info.pix_fmt)
+            return max(with_alpha, key=lambda f: (chroma_subsampling(f) == source,
+                                                  -abs(formats[f].depth - info.bit_depth)))
     deep = "yuv420p10le" if info.bit_depth <= 10 else "yuv420p12le"
-    # The job writes opaque pictures, so an alpha source's format without its alpha plane
-    # comes next: ProRes 4444 (yuva444p12le) stays 4:4:4 where the encoder has it.
-    same = [info.pix_fmt, without_alpha(info.pix_fmt)]
+    # Without an encoder that keeps alpha, the source's format without its alpha plane:
+    # ProRes 4444 (yuva444p12le) stays 4:4:4 where the encoder has it.
+    same = [info.pix_fmt if keep or not info.alpha else without_alpha(info.pix_fmt)]
     wanted = [*same, deep, "p010le", "yuv420p"] if info.bit_depth > 8 else same
     wanted += ["yuv420p", "nv12"]
     for name in wanted:
@@ -168,7 +192,15 @@ def without_alpha(pix_fmt: str) -> str:
     return pix_fmt
 
 
+def keeps_alpha(encoding: Encoding) -> bool:
+    """Whether `encoding` writes an alpha plane, so the job passes frames with alpha."""
+    described = ffmpeg.pix_fmts(ffmpeg.ffmpeg_exe()).get(encoding.pix_fmt)
+    return encoding.encoder in ALPHA_ENCODERS and bool(described and described.alpha)
+
+
 def _quality_args(encoder: str, crf: int) -> list[str]:
+    if encoder.startswith("prores"):
+        return []  # ProRes has no rate factor: its profile (4444) sets the quality
     if encoder.endswith("_nvenc"):
         return ["-rc", "vbr", "-cq", str(crf), "-b:v", "0"]
     if encoder.endswith("_qsv"):

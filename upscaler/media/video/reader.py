@@ -1,11 +1,12 @@
 """Decode a run of frames from a video into RGB numpy arrays, streamed through an ffmpeg pipe.
 
 Frames never touch the disk. Sources deeper than 8 bits come out as 48-bit RGB (uint16), the
-rest as 24-bit (uint8). Planar Y'CbCr in the common matrices comes through the pipe as stored
-and is converted here (rgb.py: a third of swscale's CPU, half the pipe's bytes); any other
-format is converted by swscale, which is told the source's matrix and range because it
-otherwise falls back to BT.601 and shifts the colours of HD video. ffmpeg applies the display
-rotation and any deinterlacing, so frames arrive upright in `info.display_size`.
+rest as 24-bit (uint8); RGBA of the same depth where the job keeps the source's alpha. Planar
+Y'CbCr in the common matrices comes through the pipe as stored and is converted here (rgb.py:
+a third of swscale's CPU, half the pipe's bytes); any other format is converted by swscale,
+which is told the source's matrix and range because it otherwise falls back to BT.601 and
+shifts the colours of HD video. ffmpeg applies the display rotation and any deinterlacing, so
+frames arrive upright in `info.display_size`.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ def is_rgb(pix_fmt: str) -> bool:
 class VideoReader:
     """Frames `start` .. `start + count - 1` of `info`'s video stream, as a context manager.
 
-    Iterating yields (H, W, 3) RGB arrays, each its own buffer so they can be queued. A reader
-    that stops early kills its ffmpeg. `frames_read` tells how many came out; fewer than asked
-    means the file ended early, which the caller decides about.
+    Iterating yields (H, W, 3) RGB arrays, each its own buffer so they can be queued; with
+    `alpha`, for a source that has it (info.alpha), (H, W, 4) RGBA. A reader that stops early
+    kills its ffmpeg. `frames_read` tells how many came out; fewer than asked means the file
+    ended early, which the caller decides about.
     """
 
-    def __init__(self, info: VideoInfo, start: int = 0, count: int | None = None) -> None:
+    def __init__(self, info: VideoInfo, start: int = 0, count: int | None = None, *,
+                 alpha: bool = False) -> None:
         if not 0 <= start < max(info.frame_count, 1):
             raise MediaError(f"frame {start} is outside 0..{info.frame_count - 1}", info.path)
         self.info = info
@@ -51,12 +54,13 @@ class VideoReader:
         self.count = info.frame_count - start if count is None else count
         self.dtype = frame_dtype(info)
         width, height = info.display_size
-        self.shape = (height, width, 3)
+        self.alpha = alpha and info.alpha
+        self.shape = (height, width, 4 if self.alpha else 3)
         self.frames_read = 0
         # Common Y'CbCr formats come through the pipe as they are and are converted here;
-        # None: swscale converts to RGB in the decoder.
-        self.converter = rgb.converter(info.pix_fmt, info.yuv_matrix, info.yuv_range,
-                                       self.dtype, height, width)
+        # None: swscale converts to RGB (RGBA) in the decoder.
+        self.converter = None if self.alpha else rgb.converter(
+            info.pix_fmt, info.yuv_matrix, info.yuv_range, self.dtype, height, width)
         self._proc = ffmpeg.Process(self._command(), info.path, stdout=True)
 
     def _command(self) -> list[str]:
@@ -68,7 +72,10 @@ class VideoReader:
             # and the midpoint survives any rounding of the timestamps to microseconds.
             mid = (info.frame_pts[self.start - 1] + info.frame_pts[self.start]) / 2
             args += ["-ss", f"{info.seconds(round(mid)) - info.start_time:.6f}"]
-        wire = "rgb48le" if self.dtype == np.uint16 else "rgb24"
+        if self.alpha:
+            wire = "rgba64le" if self.dtype == np.uint16 else "rgba"
+        else:
+            wire = "rgb48le" if self.dtype == np.uint16 else "rgb24"
         if self.converter is not None:
             wire = self.converter.layout.pix_fmt
         if self.converter is not None or is_rgb(info.pix_fmt):

@@ -26,7 +26,7 @@ import numpy as np
 
 from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
-from upscaler.media.video.encoding import VideoSettings, choose_encoding
+from upscaler.media.video.encoding import VideoSettings, choose_encoding, keeps_alpha
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.stage_times import StageTimes
@@ -127,6 +127,7 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     if len(segments) != len(out_paths):
         raise ValueError("one output path per segment is needed")
     encoding = choose_encoding(info, settings, container)
+    alpha = keeps_alpha(encoding)  # frames then carry the source's alpha, (H, W, 4)
     stop = threading.Event()
     decoded: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     results: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
@@ -141,7 +142,7 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     def decode() -> None:
         try:
             for segment in segments:
-                with VideoReader(info, segment.start, segment.count) as reader:
+                with VideoReader(info, segment.start, segment.count, alpha=alpha) as reader:
                     frames = iter(reader)
                     while True:
                         start = clock()

@@ -124,7 +124,8 @@ def write_rows(fd: int, frame: np.ndarray) -> None:
 
 
 class VideoWriter:
-    """Writes (H, W, 3) RGB frames of one dtype and size to `path`, as a context manager.
+    """Writes (H, W, 3) RGB frames of one dtype and size to `path`, as a context manager;
+    (H, W, 4) RGBA ones for an encoding with alpha (swscale makes its planes).
 
     ffmpeg starts on the first frame, when the size is known. A size the pixel format cannot
     hold (odd with 4:2:0) is padded by repeating the last row or column, so nothing of the
@@ -144,9 +145,10 @@ class VideoWriter:
         self._yuv: YuvConverter | None = None
 
     def write(self, frame: np.ndarray) -> None:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
-            raise MediaError(f"expected (H, W, 3) uint8 or uint16 frames, got {frame.shape} "
-                             f"{frame.dtype}", self.path)
+        if (frame.ndim != 3 or frame.shape[2] not in (3, 4)
+                or frame.dtype not in (np.uint8, np.uint16)):
+            raise MediaError(f"expected (H, W, 3) or (H, W, 4) uint8 or uint16 frames, got "
+                             f"{frame.shape} {frame.dtype}", self.path)
         if self._proc is None:
             self._start(frame)
         elif frame.shape != self._shape or frame.dtype != self._dtype:
@@ -173,10 +175,14 @@ class VideoWriter:
         self._pad = (-height % sub_h, -width % sub_w)
         size = f"{width + self._pad[1]}x{height + self._pad[0]}"
         enc = self.encoding
-        self._yuv = converter(enc.pix_fmt, enc.matrix, enc.range, frame.dtype,
-                              height + self._pad[0], width + self._pad[1])
+        alpha = frame.shape[2] == 4
+        self._yuv = None if alpha else converter(enc.pix_fmt, enc.matrix, enc.range,
+                                                 frame.dtype, height + self._pad[0],
+                                                 width + self._pad[1])
         if self._yuv is not None:
             raw = enc.pix_fmt  # converted here (yuv.py): the encoder takes the planes as they are
+        elif alpha:
+            raw = "rgba64le" if frame.dtype == np.uint16 else "rgba"
         else:
             raw = "rgb48le" if frame.dtype == np.uint16 else "rgb24"
         command = self._command(size, raw, pixel_aspect(self.encoding.display_aspect, height, width)
