@@ -168,7 +168,17 @@ def _complete(args: Sequence[str], path: str | Path | None) -> subprocess.Comple
 @functools.lru_cache(maxsize=8)
 def encoders(exe: str) -> frozenset[str]:
     """The encoder names this ffmpeg build lists (listed is not the same as usable)."""
-    text = run([exe, "-hide_banner", "-encoders"])
+    return _codec_names(exe, "-encoders")
+
+
+@functools.lru_cache(maxsize=8)
+def decoders(exe: str) -> frozenset[str]:
+    """The decoder names this ffmpeg build lists."""
+    return _codec_names(exe, "-decoders")
+
+
+def _codec_names(exe: str, listing: str) -> frozenset[str]:
+    text = run([exe, "-hide_banner", listing])
     names = set()
     for line in text.splitlines():
         parts = line.split()

@@ -93,7 +93,10 @@ class VideoInfo:
     hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/video/scan.py
       fills it in; probe leaves it empty).
     alpha: the stored pictures carry an alpha channel (yuva444p12le from ProRes 4444, qtrle's
-      argb), which the job does not keep: it upscales and writes opaque pictures.
+      argb, VP9 in WebM), which a job keeps where its output can hold it (encoding.py).
+    decoder: the ffmpeg decoder that reads the stream whole where FFmpeg's own would leave
+      part of it out (libvpx-vp9 for VP9 with alpha, which the native decoder drops); None for
+      FFmpeg's choice.
     start_time: the container's start in seconds, which ffmpeg's -ss is relative to.
     """
 
@@ -127,6 +130,7 @@ class VideoInfo:
     deinterlace: str | None = None
     hdr: Hdr = field(default_factory=Hdr)
     alpha: bool = False
+    decoder: str | None = None
 
     @property
     def yuv_matrix(self) -> str:
@@ -182,6 +186,16 @@ def _ffprobe_json(exe: str, path: Path) -> dict[str, Any]:
         raise MediaError(f"ffprobe wrote unreadable JSON: {e}", path) from e
 
 
+def _alpha_decoder(exe: str, video: Mapping[str, Any]) -> str | None:
+    """libvpx's decoder for VP8/VP9 whose alpha WebM carries beside the picture (the stream's
+    alpha_mode tag); FFmpeg's native decoders read the picture only."""
+    name = {"vp8": "libvpx", "vp9": "libvpx-vp9"}.get(str(video.get("codec_name")))
+    tags = {str(k).lower(): str(v) for k, v in video.get("tags", {}).items()}
+    if name and tags.get("alpha_mode") == "1" and name in ffmpeg.decoders(exe):
+        return name
+    return None
+
+
 def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     streams = raw.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video"
@@ -196,6 +210,9 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     pix_fmt = str(video.get("pix_fmt") or "")
     if not pix_fmt:
         raise MediaError("video stream has no pixel format (unsupported codec?)", path)
+    decoder = _alpha_decoder(exe, video)
+    if decoder:
+        pix_fmt = "yuva420p"  # what libvpx decodes VP8/VP9 with alpha to
     start = float(fmt.get("start_time") or 0.0)
     tb, pts, end, size = _frame_pts(exe, path, int(video["index"]), rate)
     described = ffmpeg.pix_fmts(exe).get(pix_fmt)
@@ -210,6 +227,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
         pix_fmt=pix_fmt,
         bit_depth=described.depth if described else 8,
         alpha=bool(described and described.alpha),
+        decoder=decoder,
         color_range=_known(video.get("color_range")),
         color_primaries=_known(video.get("color_primaries")),
         color_transfer=_known(video.get("color_transfer")),

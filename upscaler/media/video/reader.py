@@ -87,6 +87,8 @@ class VideoReader:
         if info.deinterlace:
             # On the decoded fields, before the conversion to RGB mixes the lines.
             convert = f"{info.deinterlace},{convert}"
+        if info.decoder:
+            args += ["-c:v", info.decoder]
         return [*args, "-i", str(info.path), "-map", f"0:{info.video_index}",
                 "-frames:v", str(self.count), "-vf", convert, "-fps_mode", "passthrough",
                 "-f", "rawvideo", "-pix_fmt", wire, "pipe:1"]
