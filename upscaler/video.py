@@ -39,6 +39,7 @@ from upscaler.media.video.damage import accept, find_damage
 from upscaler.media.video.encoding import (
     ALPHA_CONTAINERS,
     ALPHA_ENCODER,
+    ALPHA_ENCODERS,
     HDR10_ENCODERS,
     VideoSettings,
     keeps_alpha,
@@ -303,9 +304,11 @@ def _alpha_notes(info: VideoInfo, settings: VideoSettings, encoding: Encoding,
     if keeps_alpha(encoding):
         return [f"alpha channel kept: upscaled by the model beside the colours, written as "
                 f"{encoding.encoder} {encoding.pix_fmt}"]
-    if settings.codec:
+    if settings.codec and encoding.encoder not in ALPHA_ENCODERS:
         why = (f"--codec {settings.codec} has none (without --codec, .mov and .mkv keep it as "
                "ProRes 4444)")
+    elif settings.pix_fmt:
+        why = f"--pix-fmt {settings.pix_fmt} has none"
     elif container not in ALPHA_CONTAINERS:
         why = f"{container} cannot hold ProRes 4444 ({' and '.join(ALPHA_CONTAINERS)} keep it)"
     else:
