@@ -32,7 +32,12 @@ from upscaler.models.registry import MODELS, ModelRef, resolve_model
 from upscaler.pixels import from_planes, to_planes
 from upscaler.tiling import choose_tile
 
-ct = pytest.importorskip("coremltools")
+
+@pytest.fixture(scope="module", autouse=True)
+def ct() -> Any:
+    """coremltools, imported when the first of these tests runs rather than when every test
+    worker collects this file (3 s of imports, torch's among them)."""
+    return pytest.importorskip("coremltools")
 
 TILE = 32
 MACOS13_SPEC = 7
@@ -52,6 +57,7 @@ def packages() -> dict[str, Path]:
 
 def load_program(package: Path) -> Any:
     """The MIL program of a saved package, weights read from its blob file."""
+    import coremltools as ct
     from coremltools.converters.mil.frontend.milproto.load import load
 
     spec = ct.utils.load_spec(str(package))
@@ -69,7 +75,7 @@ def cel_tiles(cel: np.ndarray, count: int, side: int = TILE) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", BUILT)
-def test_package_spec(packages: dict[str, Path], name: str) -> None:
+def test_package_spec(packages: dict[str, Path], name: str, ct: Any) -> None:
     spec = ct.utils.load_spec(str(packages[name]))
     scale, batch = MODELS[name].scale, BUILT[name]
     assert spec.specificationVersion == MACOS13_SPEC
@@ -86,7 +92,7 @@ def test_package_spec(packages: dict[str, Path], name: str) -> None:
 
 
 @pytest.mark.parametrize("name", BUILT)
-def test_weights_equal_the_source(packages: dict[str, Path], name: str) -> None:
+def test_weights_equal_the_source(packages: dict[str, Path], name: str, ct: Any) -> None:
     graph = resolve_model(name).graph()
     ops = load_program(packages[name]).operations
     convs = [op for op in ops if op.op_type == "conv"]
@@ -115,6 +121,8 @@ def test_mlpackage_file_is_cached_and_user_packages_pass_through(
 
 
 def input_output_shapes(package: Path) -> tuple[list[int], list[int]]:
+    import coremltools as ct
+
     spec = ct.utils.load_spec(str(package))
     (inp,), (out,) = spec.description.input, spec.description.output
     return list(inp.type.multiArrayType.shape), list(out.type.multiArrayType.shape)
@@ -312,7 +320,7 @@ def test_unavailable_reason_matches_platform() -> None:
 @macos
 @pytest.mark.macos
 @pytest.mark.parametrize("name", sorted(n for n, s in MODELS.items() if s.processing is None))
-def test_coreml_predicts_like_ncnn(name: str, cel: np.ndarray) -> None:
+def test_coreml_predicts_like_ncnn(name: str, cel: np.ndarray, ct: Any) -> None:
     model = resolve_model(name)
     package = mlpackage_file(model, TILE, 1)
     x = cel_tiles(cel, 1)
@@ -356,7 +364,7 @@ def test_coreml_runs_a_frame_at_its_own_shape(cel: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("name", ["realcugan-x2-conservative", "waifu2x-cunet-x1-noise0"])
-def test_family_package_spec(name: str) -> None:
+def test_family_package_spec(name: str, ct: Any) -> None:
     """Real-CUGAN and waifu2x build as their unpadded networks: (L + 2 * margin) in, scale * L
     out, with the deconvolutions' weights and the squeeze-excitation ops."""
     model = resolve_model(name)

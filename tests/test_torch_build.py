@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,10 +16,21 @@ from upscaler.models.builds import onnx_file
 from upscaler.models.graph import Conv, PReLU
 from upscaler.models.registry import ModelRef, resolve_model
 
-torch = pytest.importorskip("torch")
+if TYPE_CHECKING:
+    import torch
 
-from upscaler.executors.torch import TorchExecutor, unavailable_reason  # noqa: E402
-from upscaler.models.torch_builder import build_torch_module  # noqa: E402
+    from upscaler.executors.torch import TorchExecutor, unavailable_reason
+    from upscaler.models.torch_builder import build_torch_module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch() -> None:
+    """torch and what uses it, imported when these tests run rather than when every test
+    worker collects this file (1.2 s)."""
+    global torch, TorchExecutor, unavailable_reason, build_torch_module
+    torch = pytest.importorskip("torch")
+    from upscaler.executors.torch import TorchExecutor, unavailable_reason
+    from upscaler.models.torch_builder import build_torch_module
 
 CPU = ExecutorOptions(device="cpu")
 
