@@ -46,6 +46,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
                     "-i", str(listing), "-i", str(info.path),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
                     "-map", "-1:d?", *cover_args, "-map_metadata", "1", "-map_chapters", "1",
+                    *_timecode_args(info),
                     "-c", "copy", *_container_args(info, dst, encoder),
                     "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
         if dst.exists() and not overwrite:
@@ -57,6 +58,14 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
         for cover in covers:
             cover.unlink(missing_ok=True)
     return dst
+
+
+def _timecode_args(info: VideoInfo) -> list[str]:
+    """The source's start timecode on the output's video: MOV and MP4 write it as a timecode
+    track (tmcd), Matroska as a TIMECODE tag. The source's own track is data, which the mux
+    leaves out with the other data streams, and the video comes from the segments, which
+    carry no tags."""
+    return ["-metadata:s:v:0", f"timecode={info.timecode}"] if info.timecode else []
 
 
 _COVER_TYPES = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}

@@ -149,6 +149,16 @@ class VideoInfo:
         return "pc" if self.color_range == "pc" else "tv"
 
     @property
+    def timecode(self) -> str | None:
+        """The start timecode editors conform by (SMPTE HH:MM:SS:FF, ';' before the frames
+        when drop-frame), from the video stream or the timecode track (QuickTime's tmcd);
+        None when the source has none."""
+        main = [s for s in self.streams if s.index == self.video_index]
+        # Matroska names the tag TIMECODE.
+        return next((value for s in (*main, *self.streams) for key, value in s.tags.items()
+                     if key.lower() == "timecode" and value), None)
+
+    @property
     def display_size(self) -> tuple[int, int]:
         """(width, height) as shown, which is how the decoder hands frames over."""
         if self.rotation in (90, 270):
