@@ -316,18 +316,24 @@ def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
 
 
 
-def test_the_start_timecode_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Editors conform by it (here drop-frame, at 29.97): QuickTime keeps it in a timecode
-    # track (tmcd), a data stream the mux leaves out, so it is written again on the output's
-    # video.
+def test_the_start_timecode_and_the_videos_language_and_title_are_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Editors conform by the timecode (here drop-frame, at 29.97): QuickTime keeps it in a
+    # timecode track (tmcd), a data stream the mux leaves out, so it is written again on the
+    # output's video, which comes from the segments without the source's tags.
     src = encode(tmp_path / "take.mov", "testsrc=s=32x24:r=30000/1001:d=0.5", "-c:v", "libx264",
-                 "-x264-params", "log-level=error", "-timecode", "01:02:03;04")
+                 "-x264-params", "log-level=error", "-timecode", "01:02:03;04",
+                 "-metadata:s:v:0", "language=jpn", "-metadata:s:v:0", "title=Take 7")
     assert probe(src).timecode == "01:02:03;04"
     for name in ("out.mov", "out.mkv"):
         code, err = run_cli([str(src), "-o", str(tmp_path / name), *FAST], capsys)
         assert code == 0, err
         written = probe(tmp_path / name)
         assert written.timecode == "01:02:03;04"
+        video = next(s for s in written.streams if s.index == written.video_index)
+        tags = {k.lower(): v for k, v in video.tags.items()}
+        # QuickTime reads a track's title back as its "name".
+        assert (tags.get("language"), tags.get("title") or tags.get("name")) == ("jpn", "Take 7")
         assert [s.codec for s in written.streams if s.kind == "data"] == (
             ["none"] if name == "out.mov" else [])  # QuickTime's tmcd track, written anew
 

@@ -46,7 +46,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
                     "-i", str(listing), "-i", str(info.path),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
                     "-map", "-1:d?", *cover_args, "-map_metadata", "1", "-map_chapters", "1",
-                    *_timecode_args(info),
+                    *_video_tag_args(info),
                     "-c", "copy", *_container_args(info, dst, encoder),
                     "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
         if dst.exists() and not overwrite:
@@ -60,12 +60,22 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     return dst
 
 
-def _timecode_args(info: VideoInfo) -> list[str]:
-    """The source's start timecode on the output's video: MOV and MP4 write it as a timecode
-    track (tmcd), Matroska as a TIMECODE tag. The source's own track is data, which the mux
-    leaves out with the other data streams, and the video comes from the segments, which
-    carry no tags."""
-    return ["-metadata:s:v:0", f"timecode={info.timecode}"] if info.timecode else []
+
+
+def _video_tag_args(info: VideoInfo) -> list[str]:
+    """The source video stream's language and title, and its start timecode, on the output's
+    video, which comes from the segments and carries no tags of its own. MOV and MP4 write the
+    timecode as a timecode track (tmcd), Matroska as a TIMECODE tag; the source's own track is
+    data, which the mux leaves out with the other data streams."""
+    source = next((s for s in info.streams if s.index == info.video_index), None)
+    tags = {k.lower(): v for k, v in source.tags.items()} if source else {}
+    # Only what describes the video: the other tags (encoder, Matroska's statistics BPS,
+    # DURATION...) would be stale. QuickTime reads a track's title back as its "name".
+    kept = {"language": tags.get("language", "und"), "title": tags.get("title") or tags.get("name")}
+    kept = {k: v for k, v in kept.items() if v and v != "und"}
+    if info.timecode:
+        kept["timecode"] = info.timecode
+    return [arg for k, v in kept.items() for arg in ("-metadata:s:v:0", f"{k}={v}")]
 
 
 _COVER_TYPES = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}
