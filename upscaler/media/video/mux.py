@@ -60,8 +60,6 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     return dst
 
 
-
-
 def _video_tag_args(info: VideoInfo) -> list[str]:
     """The source video stream's language and title, and its start timecode, on the output's
     video, which comes from the segments and carries no tags of its own. MOV and MP4 write the
