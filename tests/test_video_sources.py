@@ -244,7 +244,10 @@ def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, d
         code, err = run_cli(["--config", str(job), *FAST], capsys)
     assert code == 0, err
     decoded = len(scan(probe(src)).decoded_pts)
-    assert f"damaged video accepted: {60 - decoded} of 60 frames lost" in err
+    assert (f"damaged video accepted, upscaling what decodes: {60 - decoded} of 60 frames "
+            "missing" if decoded < 60 else "damaged video accepted, no frame lost: ") in err
+    said = next(line for line in err.splitlines() if "damaged video accepted" in line)
+    assert said.count("decode error") <= 1  # counted once (it was twice until 0.2.6)
     info = probe(out)
     assert info.frame_count == decoded
     assert (info.width, info.height) == (320, 192)

@@ -258,8 +258,9 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
         # list that starts the video later): the frames that come out are the video.
         info = accept(info, found)
     if damage:
-        notes.append(f"damaged video accepted: {damage.lost} of {damage.expected} frames lost,"
-                     f" {len(damage.errors)} decode errors ({damage.describe()})")
+        # describe() counts the missing frames and the errors itself.
+        kept = "upscaling what decodes" if damage.missing else "no frame lost"
+        notes.append(f"damaged video accepted, {kept}: {damage.describe()}")
     way = decide(found, settings.deinterlace)
     order = "top field first" if way.order == "tff" else "bottom field first"
     if way.filter:
