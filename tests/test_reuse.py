@@ -177,6 +177,24 @@ def test_out_of_memory_forgets_the_old_tiles() -> None:
     assert frames.frames_reused == 1
 
 
+def test_a_frame_with_alpha_counts_once_and_as_reused_only_when_neither_stream_ran() -> None:
+    # An opaque alpha is the same every frame, so its stream is always reused: that must not
+    # make the frame count as reused, nor count it twice.
+    frames = FrameUpscaler(OrtExecutor("realesr-animevideov3"), reuse=TileReuse())
+    (first,) = noisy_frames(1)
+    other = 255 - first  # another drawing
+    opaque = np.full_like(first, 255)
+    for colours in (first, other, other):
+        frames.upscale(colours)
+        frames.upscale(opaque, stream="alpha")
+    assert (frames.frames_run, frames.frames_reused) == (3, 1)  # the third frame alone
+    frames.upscale(first)  # the colours run ...
+    frames.upscale(opaque, stream="alpha")
+    frames.upscale(first)  # ... and are held next, while the alpha changes
+    frames.upscale(np.zeros_like(first), stream="alpha")
+    assert (frames.frames_run, frames.frames_reused) == (5, 1)
+
+
 # --- whole jobs through the CLI ------------------------------------------------------------
 
 @dataclass

@@ -63,8 +63,9 @@ class FrameUpscaler:
     more when a frame is padded before tiling) and given to the executor (`pixels_run`,
     overlaps and retries included), and the seconds spent inside the executor
     (`executor_seconds`), and `tiles_reused` (tiles given their stored output instead) and
-    `frames_reused` (frames for which the model did not run at all), `tiles_patched` (tiles,
-    counted in `tiles_run` too, of which only dirty regions ran) and `full_pixels` (the
+    `frames_reused` (frames for which the model did not run at all; a frame is a call on the
+    main stream with the calls on other streams after it, a picture's alpha), `tiles_patched`
+    (tiles, counted in `tiles_run` too, of which only dirty regions ran) and `full_pixels` (the
     executor input pixels the same frames take with neither: pixels_run / full_pixels is the
     share of the model's work done).
     """
@@ -98,6 +99,7 @@ class FrameUpscaler:
         self.reuse = reuse
         self.tiles_reused = 0
         self.frames_reused = 0
+        self._frame_reused = False
         self.reach = reach
         self.tiles_patched = 0
         self.full_pixels = 0
@@ -144,8 +146,16 @@ class FrameUpscaler:
                 self.oom_retries += 1
                 if self.reuse is not None:
                     self.reuse.reset()  # the old plan's tiles will not come again
-        self.frames_run += 1
-        self.frames_reused += self.reuse is not None and self.tiles_run == tiles_run
+        ran = self.tiles_run != tiles_run
+        if not stream:
+            self.frames_run += 1
+            self._frame_reused = self.reuse is not None and not ran
+            self.frames_reused += self._frame_reused
+        elif ran and self._frame_reused:
+            # Another stream (a picture's alpha) is part of the last frame, which was counted
+            # as reused whole: the model did run for it after all.
+            self.frames_reused -= 1
+            self._frame_reused = False
         self.planned_pixels += plan.height * plan.width
         self.full_pixels += plan.model_pixels
         # A view, not a copy: the writer takes it row by row (a 4K frame is 25 MB). It may be
