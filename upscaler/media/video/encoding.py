@@ -170,8 +170,10 @@ def _pick_pix_fmt(exe: str, encoder: str, info: VideoInfo) -> str:
         with_alpha = [f for f in supported if f in formats and formats[f].alpha]
         if with_alpha:
             source = chroma_subsampling(info.pix_fmt)
+            # Same chroma first, then the nearest depth, the deeper of two as near.
             return max(with_alpha, key=lambda f: (chroma_subsampling(f) == source,
-                                                  -abs(formats[f].depth - info.bit_depth)))
+                                                  -abs(formats[f].depth - info.bit_depth),
+                                                  formats[f].depth))
     deep = "yuv420p10le" if info.bit_depth <= 10 else "yuv420p12le"
     # Without an encoder that keeps alpha, the source's format without its alpha plane:
     # ProRes 4444 (yuva444p12le) stays 4:4:4 where the encoder has it.
