@@ -37,8 +37,7 @@ from upscaler.job.resume import Resumed, WorkFolder, work_dir
 from upscaler.job.space import check_space, is_disk_full
 from upscaler.media.video.damage import accept, find_damage
 from upscaler.media.video.encoding import (
-    ALPHA_CONTAINERS,
-    ALPHA_ENCODER,
+    ALPHA_DEFAULTS,
     ALPHA_ENCODERS,
     HDR10_ENCODERS,
     VideoSettings,
@@ -48,7 +47,13 @@ from upscaler.media.video.interlace import decide
 from upscaler.media.video.mux import check_container, join_and_mux
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
 from upscaler.media.video.scan import Scan, from_json, scan, to_json
-from upscaler.media.video.segments import PARTIAL, Segment, encode_segments, plan_segments
+from upscaler.media.video.segments import (
+    PARTIAL,
+    Segment,
+    encode_segments,
+    plan_segments,
+    segment_suffix,
+)
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.media.video.writer import Encoding
 
@@ -140,7 +145,7 @@ def upscale_video(src: str | Path, dst: str | Path,
     for note in [*notes, *_alpha_notes(info, settings, encoding, container),
                  *_hdr_notes(info, encoding.encoder)]:
         log.warning(f"{src.name}: {note}")
-    segments = plan_segments(info, settings.segment_seconds)
+    segments = plan_segments(info, settings.segment_seconds, segment_suffix(encoding))
     fingerprint = _fingerprint(src, info, settings, encoding, container, identity)
     with WorkFolder(work_dir(dst, settings.work_dir), fingerprint) as folder:
         upscaled = 0
@@ -305,15 +310,15 @@ def _alpha_notes(info: VideoInfo, settings: VideoSettings, encoding: Encoding,
     if keeps_alpha(encoding):
         return [f"alpha channel kept: upscaled by the model beside the colours, written as "
                 f"{encoding.encoder} {encoding.pix_fmt}"]
+    keeping = ", ".join(ALPHA_DEFAULTS)
     if settings.codec and encoding.encoder not in ALPHA_ENCODERS:
-        why = (f"--codec {settings.codec} has none (without --codec, .mov and .mkv keep it as "
-               "ProRes 4444)")
+        why = f"--codec {settings.codec} has none (without --codec, {keeping} keep it)"
     elif settings.pix_fmt:
         why = f"--pix-fmt {settings.pix_fmt} has none"
-    elif container not in ALPHA_CONTAINERS:
-        why = f"{container} cannot hold ProRes 4444 ({' and '.join(ALPHA_CONTAINERS)} keep it)"
+    elif container not in ALPHA_DEFAULTS:
+        why = f"no {container} codec here keeps it ({keeping} do)"
     else:
-        why = f"this ffmpeg has no {ALPHA_ENCODER} encoder"
+        why = f"this ffmpeg has no {ALPHA_DEFAULTS[container]} encoder"
     return [f"the source's alpha channel ({info.pix_fmt}) is not kept: {why}; the video is "
             "written opaque"]
 

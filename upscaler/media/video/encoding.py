@@ -24,14 +24,17 @@ CODEC_CANDIDATES = {
     "av1": ("av1_nvenc", "av1_qsv", "av1_amf", "libsvtav1", "libaom-av1"),
     "vp9": ("vp9_qsv", "libvpx-vp9"),
 }
-# Where a source has alpha and no codec is asked for: ProRes 4444, the format compositing
-# hands such video around in, which .mov and .mkv hold (the segments' NUT too). H.264 and
-# H.265 have no alpha; VP9's, in WebM, lives in a side channel that NUT segments drop.
-ALPHA_ENCODER = "prores_ks"
-ALPHA_CONTAINERS = (".mov", ".mkv")
+# The encoder a source with alpha gets where no codec is asked for, by the output's suffix:
+# ProRes 4444, the format compositing hands such video around in, and VP9 for the web (its
+# alpha is a second picture WebM carries beside the first: segments.segment_suffix). H.264
+# and H.265 have no alpha that FFmpeg reads back, so .mp4 has none.
+ALPHA_DEFAULTS = {".mov": "prores_ks", ".mkv": "prores_ks", ".webm": "libvpx-vp9"}
 # Encoders whose alpha FFmpeg decodes again, as a resumed job's checks and players need;
 # libx265 lists yuva formats but its alpha layer does not come back out of FFmpeg's decoder.
-ALPHA_ENCODERS = (ALPHA_ENCODER, "ffv1", "png", "qtrle", "utvideo")
+ALPHA_ENCODERS = ("prores_ks", "ffv1", "png", "qtrle", "utvideo", "libvpx-vp9", "libvpx")
+# Of those, the ones whose alpha lives outside the picture's packets (Matroska's
+# BlockAdditional): their segments must be WebM, which keeps it, not NUT.
+SIDE_ALPHA_ENCODERS = ("libvpx-vp9", "libvpx")
 # Encoders that write HDR10's mastering display and content light level into the stream.
 HDR10_ENCODERS = ("libx265", "libsvtav1")
 CODEC_ALIASES = {"h265": "hevc", "x265": "hevc", "avc": "h264", "x264": "h264"}
@@ -44,7 +47,7 @@ class VideoSettings:
     codec: an ffmpeg encoder (libx264, hevc_nvenc...) used as given, or a codec name (h264,
       hevc, av1, vp9) that picks a working hardware encoder if the machine has one, else the
       software encoder. None: H.264 (VP9 for .webm), or H.265 for sources deeper than 8 bits;
-      ProRes 4444 for a source with alpha written to .mov or .mkv, which keeps it.
+      for a source with alpha, ProRes 4444 in .mov or .mkv and VP9 with alpha in .webm.
     crf: quality, in the encoder's CRF scale; mapped to -cq (NVENC), -global_quality (QSV),
       constant QP (AMF) or -q:v (VideoToolbox, 100 - 2 * crf). None keeps the encoder default.
       ProRes has no such scale and takes none (its profile sets the quality).
@@ -136,9 +139,8 @@ def _svtav1_hdr(hdr: Hdr) -> list[str]:
 
 def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) -> str:
     available = ffmpeg.encoders(exe)
-    if (codec is None and info.alpha and container in ALPHA_CONTAINERS
-            and ALPHA_ENCODER in available):
-        return ALPHA_ENCODER
+    if codec is None and info.alpha and ALPHA_DEFAULTS.get(container) in available:
+        return ALPHA_DEFAULTS[container]
     if codec is None:
         codec = "vp9" if container == ".webm" else "hevc" if info.bit_depth > 8 else "h264"
     codec = CODEC_ALIASES.get(codec, codec)
@@ -163,6 +165,10 @@ def _pick_encoder(exe: str, info: VideoInfo, codec: str | None, container: str) 
 def _pick_pix_fmt(exe: str, encoder: str, info: VideoInfo) -> str:
     supported = ffmpeg.encoder_pix_fmts(exe, encoder)
     keep = info.alpha and encoder in ALPHA_ENCODERS
+    if keep and encoder in SIDE_ALPHA_ENCODERS:
+        # libvpx lists deeper formats with alpha too, but refuses them without -strict
+        # experimental, and browsers play VP9's alpha in 8-bit 4:2:0 only.
+        return "yuva420p"
     if keep and info.pix_fmt not in supported:
         # The encoder's own format with alpha that is closest to the source: ProRes 4444
         # (decoded as yuva444p12le) is written as yuva444p10le, all prores_ks takes.

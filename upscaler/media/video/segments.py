@@ -26,7 +26,12 @@ import numpy as np
 
 from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
-from upscaler.media.video.encoding import VideoSettings, choose_encoding, keeps_alpha
+from upscaler.media.video.encoding import (
+    SIDE_ALPHA_ENCODERS,
+    VideoSettings,
+    choose_encoding,
+    keeps_alpha,
+)
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.stage_times import StageTimes
@@ -44,19 +49,29 @@ PARTIAL = ".partial"
 
 @dataclass(frozen=True)
 class Segment:
-    """Frames `start` .. `start + count - 1` of the source; `index` numbers the file."""
+    """Frames `start` .. `start + count - 1` of the source; `index` numbers the file, whose
+    `suffix` names its container (segment_suffix)."""
 
     index: int
     start: int
     count: int
+    suffix: str = ".nut"
 
     @property
     def name(self) -> str:
-        return f"segment-{self.index:05d}.nut"
+        return f"segment-{self.index:05d}{self.suffix}"
 
 
-def plan_segments(info: VideoInfo, seconds: float) -> list[Segment]:
-    """Cut the source's frames into segments of about `seconds` each, by their timestamps."""
+def segment_suffix(encoding: Encoding) -> str:
+    """The container segments are written in: NUT, which keeps the encoder's exact time base
+    (Matroska rounds timestamps to milliseconds), except for VP8/VP9 with alpha, whose alpha
+    only WebM carries (in NUT it is dropped)."""
+    return ".webm" if encoding.encoder in SIDE_ALPHA_ENCODERS and keeps_alpha(encoding) else ".nut"
+
+
+def plan_segments(info: VideoInfo, seconds: float, suffix: str = ".nut") -> list[Segment]:
+    """Cut the source's frames into segments of about `seconds` each, by their timestamps,
+    written as `suffix` files."""
     if not seconds > 0:
         raise UsageError(f"segment length must be positive, got {seconds}")
     limit = MAX_VFR_SEGMENT_FRAMES if info.vfr else info.frame_count
@@ -67,7 +82,7 @@ def plan_segments(info: VideoInfo, seconds: float) -> list[Segment]:
     for i in range(1, info.frame_count + 1):
         at_end = i == info.frame_count
         if at_end or info.frame_pts[i] - origin >= (len(segments) + 1) * step or i - start >= limit:
-            segments.append(Segment(len(segments), start, i - start))
+            segments.append(Segment(len(segments), start, i - start, suffix))
             start = i
     return segments
 
