@@ -319,6 +319,27 @@ def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
 
 
 
+def test_a_size_that_changes_mid_stream_is_said(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # As a TV capture switches between the programme and its adverts: two H.264 runs of other
+    # sizes (and shapes) joined into one stream, each with its own headers.
+    parts = [encode(tmp_path / f"{size}.mkv", f"testsrc=s={size}:r=24:d=0.5", "-c:v", "libx264",
+                    "-x264-params", "repeat-headers=1:log-level=error", "-pix_fmt", "yuv420p")
+             for size in ("32x18", "40x30")]
+    listing = tmp_path / "parts.ffconcat"
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{p}'\n" for p in parts))
+    src = tmp_path / "capture.mkv"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "concat",
+                "-safe", "0", "-i", str(listing), "-c", "copy", str(src)], src)
+    code, err = run_cli([str(src), "-o", str(tmp_path / "out.mkv"), *FAST], capsys)
+    assert code == 0, err
+    assert ("capture.mkv: the picture size changes mid-stream (32x18, then 40x30 from 0.500 s): "
+            "later pictures are scaled to 32x18 before the model, which stretches those of "
+            "another shape") in err
+    written = probe(tmp_path / "out.mkv")
+    assert (written.width, written.height, written.frame_count) == (128, 72, 24)
+
+
 def test_the_start_timecode_and_the_videos_language_and_title_are_kept(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Editors conform by the timecode (here drop-frame, at 29.97): QuickTime keeps it in a

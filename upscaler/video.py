@@ -278,6 +278,14 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
     elif "flagged interlaced" in way.why:
         notes.append(f"{way.why}: not deinterlaced (--deinterlace bwdif forces it)")
     notes += _stream_notes(info)
+    if len(found.sizes) > 1:
+        # ffmpeg scales every later frame to the size the decoder's filters were set up with.
+        (_, width, height), changes = found.sizes[0], found.sizes[1:]
+        shown = ", ".join(f"{w}x{h} from {t:.3f} s" for t, w, h in changes[:3])
+        more = f" and {len(changes) - 3} more changes" if len(changes) > 3 else ""
+        notes.append(f"the picture size changes mid-stream ({width}x{height}, then {shown}"
+                     f"{more}): later pictures are scaled to {width}x{height} before the model,"
+                     " which stretches those of another shape")
     return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr), notes
 
 

@@ -27,6 +27,7 @@ from upscaler.media import ffmpeg
 from upscaler.media.video.probe import Hdr, VideoInfo
 
 _FRAME = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+)\s.*?\bi:([PTB])")
+_SIZE = re.compile(r"\bs:(\d+)x(\d+)\b")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
                    r"Progressive:\s*(\d+)")
@@ -48,6 +49,9 @@ class Scan:
       came before (the last frame, for errors after it).
     flagged: frames the stream flags as top-field-first and bottom-field-first interlaced.
     idet: idet's multi-frame counts (top field first, bottom field first, progressive).
+    sizes: (seconds, width, height) of the first frame and of each frame whose size differs
+      from the one before it: more than one where the picture size changes mid-stream (a TV
+      capture around its adverts).
     """
 
     decoded_pts: tuple[int, ...]
@@ -55,6 +59,7 @@ class Scan:
     flagged: tuple[int, int]
     idet: tuple[int, int, int]
     hdr: Hdr
+    sizes: tuple[tuple[float, int, int], ...] = ()
 
 
 def to_json(found: Scan) -> dict[str, Any]:
@@ -74,7 +79,8 @@ def from_json(data: Any) -> Scan:
             idet=(int(data["idet"][0]), int(data["idet"][1]), int(data["idet"][2])),
             hdr=Hdr(mastering=None if mastering is None else tuple(float(v) for v in mastering),
                     light=None if light is None else (int(light[0]), int(light[1])),
-                    dolby_vision=bool(hdr["dolby_vision"]), dynamic=bool(hdr["dynamic"])))
+                    dolby_vision=bool(hdr["dolby_vision"]), dynamic=bool(hdr["dynamic"])),
+            sizes=tuple((float(t), int(w), int(h)) for t, w, h in data["sizes"]))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"not a scan: {e}") from e
 
@@ -122,6 +128,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
     mastering: tuple[float, ...] | None = None
     light: tuple[int, int] | None = None
     dolby = dynamic = False
+    sizes: list[tuple[float, int, int]] = []
     for line in log.splitlines():
         if "Parsed_showinfo" in line:
             if m := _TIME_BASE.search(line):
@@ -133,6 +140,9 @@ def parse(log: str, time_base: Fraction) -> Scan:
                 bff += m[2] == "B"
                 errors += [(float(p * time_base), e) for e in pending]
                 pending = []
+                if (size := _SIZE.search(line)) and (
+                        not sizes or sizes[-1][1:] != (int(size[1]), int(size[2]))):
+                    sizes.append((float(p * time_base), int(size[1]), int(size[2])))
             elif "Mastering display metadata" in line and mastering is None:
                 numbers = [float(n) for n in _NUMBER.findall(line.split(":", 2)[-1])]
                 # has_primaries:1 has_luminance:1, then 8 coordinates and 2 luminances
@@ -152,7 +162,8 @@ def parse(log: str, time_base: Fraction) -> Scan:
             pending.append(_PREFIXES.sub("", line.strip()))
     end = float(pts[-1] * time_base) if pts else 0.0
     errors += [(end, e) for e in pending]
-    return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby, dynamic))
+    return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby, dynamic),
+                tuple(sizes))
 
 
 def _is_damage(line: str) -> bool:
