@@ -334,8 +334,8 @@ def test_a_size_that_changes_mid_stream_is_said(tmp_path: Path,
     code, err = run_cli([str(src), "-o", str(tmp_path / "out.mkv"), *FAST], capsys)
     assert code == 0, err
     assert ("capture.mkv: the picture size changes mid-stream (32x18, then 40x30 from 0.500 s): "
-            "later pictures are scaled to 32x18 before the model, which stretches those of "
-            "another shape") in err
+            "later pictures are scaled to 32x18 before the model (right where only the pixels' "
+            "shape differs") in err
     written = probe(tmp_path / "out.mkv")
     assert (written.width, written.height, written.frame_count) == (128, 72, 24)
 

@@ -284,8 +284,9 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
         shown = ", ".join(f"{w}x{h} from {t:.3f} s" for t, w, h in changes[:3])
         more = f" and {len(changes) - 3} more changes" if len(changes) > 3 else ""
         notes.append(f"the picture size changes mid-stream ({width}x{height}, then {shown}"
-                     f"{more}): later pictures are scaled to {width}x{height} before the model,"
-                     " which stretches those of another shape")
+                     f"{more}): later pictures are scaled to {width}x{height} before the model"
+                     " (right where only the pixels' shape differs, as between ISDB's 1440x1080"
+                     " and 1920x1080; a picture of another shape is stretched)")
     return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr), notes
 
 
