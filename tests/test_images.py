@@ -11,8 +11,10 @@ import numpy as np
 import PIL.Image
 import pytest
 from conftest import psnr
+from draw import draw_cel
 from PIL import ImageCms, ImageOps
 
+from upscaler import Upscaler
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.errors import MediaError
 from upscaler.media.images import Image, is_image_path, read_image, write_image
@@ -414,3 +416,16 @@ def test_resize_to_scale() -> None:
     assert single.shape == (8, 8, 1)
     np.testing.assert_allclose(single, 0.5, atol=1e-6)
     assert resize_to_scale(arr, 4, 4) is arr
+
+
+def test_a_constant_alpha_costs_no_model_run_and_comes_back_exact() -> None:
+    # An opaque RGBA picture (a screenshot, an illustration saved with alpha) is common, and
+    # settle_alpha would have thrown every pixel of the model's alpha away: one run, not two.
+    rgb = draw_cel(32, 48)
+    with Upscaler(model="realesr-animevideov3", executor="onnxruntime", threads=2) as up:
+        colours = up.upscale(rgb)
+        for value in (255, 0, 77):
+            out = up.upscale(np.dstack([rgb, np.full((32, 48), value, np.uint8)]))
+            np.testing.assert_array_equal(out[..., :3], colours)
+            assert (out[..., 3] == value).all()
+        assert up._pipeline.frames.tiles_run == 4  # the colours, once a picture

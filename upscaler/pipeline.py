@@ -209,7 +209,11 @@ class Upscaler:
         height, width = src.rgb.shape[:2]
         rgb = self._finish(self.frames.upscale(src.rgb), height, width)
         alpha = None
-        if src.alpha is not None:
+        if src.alpha is not None and src.alpha.min() == src.alpha.max():
+            # settle_alpha would give every pixel back as it was (all of it is flat), so the
+            # model's run would be thrown away: opaque RGBA pictures cost one run, not two.
+            alpha = np.full(rgb.shape[:2], src.alpha[0, 0], src.dtype)
+        elif src.alpha is not None:
             # Alpha goes through the model too: its edges are line art, which a resampler blurs.
             # Reuse keeps it apart from the colours ("alpha"), at the same tile positions.
             gray = np.repeat(src.alpha[..., None], 3, axis=2)
