@@ -451,11 +451,5 @@ def test_an_mp4_keeps_the_chroma_of_an_alpha_source_and_says_the_alpha_is_gone(
     assert code == 0, err
     assert ("the source's alpha channel (yuva444p12le) is not kept: --codec h264 has none "
             "(without --codec, .mov, .mkv, .webm keep it)") in err
-    code, err = run_cli([str(alpha_clip), "-o", str(tmp_path / "opaque.mov"), *FAST,
-                         "--pix-fmt", "yuv444p10le"], capsys)
-    assert code == 0, err
-    assert ("the source's alpha channel (yuva444p12le) is not kept: --pix-fmt yuv444p10le has "
-            "none; the video is written opaque") in err
-    assert probe(tmp_path / "opaque.mov").codec == "prores"
     assert [without_alpha(f) for f in ("yuva420p", "gbrap10le", "yuv444p", "rgba")] == [
         "yuv420p", "gbrp10le", "yuv444p", "rgba"]
