@@ -31,7 +31,7 @@ CODEC_CANDIDATES = {
 ALPHA_DEFAULTS = {".mov": "prores_ks", ".mkv": "prores_ks", ".webm": "libvpx-vp9"}
 # Encoders whose alpha FFmpeg decodes again, as a resumed job's checks and players need;
 # libx265 lists yuva formats but its alpha layer does not come back out of FFmpeg's decoder.
-ALPHA_ENCODERS = ("prores_ks", "ffv1", "png", "qtrle", "utvideo", "libvpx-vp9", "libvpx")
+ALPHA_ENCODERS = ("prores_ks", "ffv1", "png", "utvideo", "libvpx-vp9", "libvpx")
 # Of those, the ones whose alpha lives outside the picture's packets (Matroska's
 # BlockAdditional): their segments must be WebM, which keeps it, not NUT.
 SIDE_ALPHA_ENCODERS = ("libvpx-vp9", "libvpx")

@@ -46,7 +46,6 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
                     "-i", str(listing), "-i", str(info.path),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
                     "-map", "-1:d?", *cover_args, "-map_metadata", "1", "-map_chapters", "1",
-                    *_video_tag_args(info),
                     "-c", "copy", *_container_args(info, dst, encoder),
                     "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
         if dst.exists() and not overwrite:
@@ -58,22 +57,6 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
         for cover in covers:
             cover.unlink(missing_ok=True)
     return dst
-
-
-def _video_tag_args(info: VideoInfo) -> list[str]:
-    """The source video stream's language and title, and its start timecode, on the output's
-    video, which comes from the segments and carries no tags of its own. MOV and MP4 write the
-    timecode as a timecode track (tmcd), Matroska as a TIMECODE tag; the source's own track is
-    data, which the mux leaves out with the other data streams."""
-    source = next((s for s in info.streams if s.index == info.video_index), None)
-    tags = {k.lower(): v for k, v in source.tags.items()} if source else {}
-    # Only what describes the video: the other tags (encoder, Matroska's statistics BPS,
-    # DURATION...) would be stale. QuickTime reads a track's title back as its "name".
-    kept = {"language": tags.get("language", "und"), "title": tags.get("title") or tags.get("name")}
-    kept = {k: v for k, v in kept.items() if v and v != "und"}
-    if info.timecode:
-        kept["timecode"] = info.timecode
-    return [arg for k, v in kept.items() for arg in ("-metadata:s:v:0", f"{k}={v}")]
 
 
 _COVER_TYPES = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}
@@ -147,10 +130,16 @@ def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
     check_container(info, dst)
     suffix = dst.suffix.lower()
     args: list[str] = []
-    source_video = next(s for s in info.streams if s.index == info.video_index)
-    for key in ("language", "title"):
-        if key in source_video.tags:
-            args += ["-metadata:s:v:0", f"{key}={source_video.tags[key]}"]
+    # The video comes from the segments, which carry no tags: the source video's own go on it
+    # (QuickTime reads a track's title back as "name"; the encoder and Matroska's statistics
+    # tags would be stale), and its start timecode, which MOV and MP4 write as a timecode
+    # track (tmcd) and Matroska as a TIMECODE tag (the source's tmcd track is data, left out).
+    tags = info.video_stream.tags if info.video_stream else {}
+    kept = {"language": tags.get("language"), "title": tags.get("title") or tags.get("name"),
+            "timecode": info.timecode}
+    for key, value in kept.items():
+        if value:
+            args += ["-metadata:s:v:0", f"{key}={value}"]
     subtitles = [s for s in info.streams if s.kind == "subtitle"]
     if suffix in _MP4_LIKE:
         # Text subtitles must become MP4's own text format; that is lossless for plain text.

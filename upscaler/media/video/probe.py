@@ -149,11 +149,16 @@ class VideoInfo:
         return "pc" if self.color_range == "pc" else "tv"
 
     @property
+    def video_stream(self) -> StreamInfo | None:
+        """The main video stream among `streams` (None only for an info built without them)."""
+        return next((s for s in self.streams if s.index == self.video_index), None)
+
+    @property
     def timecode(self) -> str | None:
         """The start timecode editors conform by (SMPTE HH:MM:SS:FF, ';' before the frames
         when drop-frame), from the video stream or the timecode track (QuickTime's tmcd);
         None when the source has none."""
-        main = [s for s in self.streams if s.index == self.video_index]
+        main = [self.video_stream] if self.video_stream else []
         # Matroska names the tag TIMECODE.
         return next((value for s in (*main, *self.streams) for key, value in s.tags.items()
                      if key.lower() == "timecode" and value), None)
