@@ -217,6 +217,49 @@ def test_fp16_model_takes_and_gives_pixels_as_its_float_run(
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("model", [FAST, "realcugan-x2-conservative"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_pixels_converted_inside_the_graph_are_opencvs(model: str, dtype: type) -> None:
+    """On a GPU provider ONNX Runtime runs the model wrapped to take and give pixels
+    (onnx_pixels.py). The same graph on the CPU provider gives, to the bit, what OpenCV makes
+    of the float run (Real-CUGAN: an unpadded net, whose output is smaller than its input
+    times the scale), a new array each call; the CPU provider itself keeps OpenCV."""
+    cel = draw_cel(64, 80, seed=3)
+    noise = np.random.default_rng(7).integers(0, 256, cel.shape).astype(np.uint8)
+    pixels = (np.stack([cel, noise]).astype(np.uint32) * (np.iinfo(dtype).max // 255)
+              ).astype(dtype)
+    with OnnxRuntimeExecutor(resolve_model(model), OPTIONS) as executor:
+        assert not executor.pixels_in_graph  # the CPU provider
+        expected = executor.run_pixels(pixels)
+        executor.pixels_in_graph = True
+        first = executor.run_pixels(pixels)
+        kept = first.copy()
+        executor.run_pixels(np.ascontiguousarray(pixels[::-1]))
+        assert executor._pixel_sessions[np.dtype(dtype)] is not None  # the graph ran
+    assert first.dtype == dtype and first.shape == expected.shape
+    np.testing.assert_array_equal(first, expected)  # measured identical
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_a_model_too_old_to_wrap_keeps_the_conversions_outside(tmp_path: Path) -> None:
+    """Opset 10 has no Round: such a model runs as a float model on a GPU provider too."""
+    from onnx import TensorProto, helper
+
+    value = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "same",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, value)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, value)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)])
+    model.ir_version = 7
+    onnx.save(model, tmp_path / "same.onnx")
+    pixels = draw_cel(16, 24)[None]
+    with OnnxRuntimeExecutor(resolve_model(tmp_path / "same.onnx"), OPTIONS) as executor:
+        executor.pixels_in_graph = True
+        np.testing.assert_array_equal(executor.run_pixels(pixels), pixels)
+        assert executor._pixel_sessions == {np.dtype(np.uint8): None}
+
+
 def test_user_onnx_with_static_shape(tmp_path: Path) -> None:
     proto = onnx.load(onnx_file(resolve_model(FAST), "fp32"))
     for value, dims in ((proto.graph.input[0], (1, 3, 24, 24)),

@@ -132,6 +132,10 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         self._model = model
         self._session_options, self._providers = session_options, providers
         self._parts: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._pixel_sessions: dict[np.dtype, Any] = {}
+        # On a GPU the conversions to and from pixels run inside the graph (onnx_pixels.py);
+        # on the CPU OpenCV's single pass is faster than the graph's (pixels.py).
+        self.pixels_in_graph = self.provider in _FP16_PROVIDERS
         self._session: Any = None
         self._session = self._live()
 
@@ -159,23 +163,27 @@ class OnnxRuntimeExecutor(ClosingExecutor):
     def _live(self) -> Any:
         """The session, made again where release_memory dropped it."""
         if self._session is None:
-            import onnxruntime as ort
-
-            try:
-                self._session = ort.InferenceSession(str(self.path), self._session_options,
-                                                     providers=self._providers)
-            except Exception as e:  # ORT's pybind exceptions share no base class but Exception
-                if _is_oom(e):
-                    raise OutOfMemoryError(f"onnxruntime: out of memory loading the model: "
-                                           f"{one_line(e)}", self.path) from e
-                raise ModelError(f"not a loadable ONNX model: {one_line(e)}", self.path) from e
+            self._session = self._new_session(str(self.path))
         return self._session
+
+    def _new_session(self, model: str | bytes) -> Any:
+        """A session for `model` (a path, or a serialised model) on this executor's providers."""
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(model, self._session_options, providers=self._providers)
+        except Exception as e:  # ORT's pybind exceptions share no base class but Exception
+            if _is_oom(e):
+                raise OutOfMemoryError(f"onnxruntime: out of memory loading the model: "
+                                       f"{one_line(e)}", self.path) from e
+            raise ModelError(f"not a loadable ONNX model: {one_line(e)}", self.path) from e
 
     def release_memory(self) -> bool:
         """Free what ONNX Runtime keeps from call to call: the session's arena (it holds the
         largest call's activations), the kept output buffer and the parts' sessions. The
         session is made again at the next call (a second or so). True: memory was freed."""
         self._parts.clear()
+        self._pixel_sessions.clear()
         self._session = None
         self._output = None
         return True
@@ -209,12 +217,17 @@ class OnnxRuntimeExecutor(ClosingExecutor):
     def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) pixels -> (N, h*s, w*s, 3) of the same dtype; see Executor.
 
-        The model writes into an output buffer kept from call to call (I/O binding): a 4K
-        frame's float output is 100 MB, and a fresh one each frame cost more in page faults
-        than the model it held (the instant model of bench/bench_fast_path.py).
+        On a GPU provider (`pixels_in_graph`) the model wrapped by onnx_pixels.py takes and
+        gives the pixels themselves. Otherwise the model writes float planes into an output
+        buffer kept from call to call (I/O binding), which OpenCV converts: a 4K frame's float
+        output is 100 MB, and a fresh one each frame cost more in page faults than the model
+        it held (the instant model of bench/bench_fast_path.py).
         """
         if self._fixed_batch is not None and self._fixed_batch != len(tiles):
             return run_via_planes(self.run, tiles)
+        session = self._pixel_session(tiles.dtype) if self.pixels_in_graph else None
+        if session is not None:
+            return self._run_pixel_session(session, tiles)
         feed = to_planes(tiles, self._input_dtype)
         n, _, h, w = feed.shape
         m = self._model.margin  # unpadded networks (Real-CUGAN, waifu2x) return less
@@ -229,6 +242,33 @@ class OnnxRuntimeExecutor(ClosingExecutor):
                             self._output.ctypes.data)
         self._call(lambda: session.run_with_iobinding(binding), feed.shape)
         return batch_to_pixels(self._output, tiles.dtype)
+
+    def _pixel_session(self, dtype: np.dtype) -> Any:
+        """The model wrapped to take and give pixels of `dtype` (onnx_pixels.py), made the
+        first time; None where the model's opset is too old to wrap."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._pixel_sessions:
+            import onnx
+
+            from upscaler.executors.onnx_pixels import pixel_model, wraps
+
+            model = onnx.load(str(self.path))
+            self._pixel_sessions[dtype] = (self._new_session(
+                pixel_model(model, dtype).SerializeToString()) if wraps(model) else None)
+        return self._pixel_sessions[dtype]
+
+    def _run_pixel_session(self, session: Any, tiles: np.ndarray) -> np.ndarray:
+        from upscaler.executors.onnx_pixels import PIXELS_IN, PIXELS_OUT
+
+        n, h, w, _ = tiles.shape
+        m = self._model.margin
+        # A new array for each call: the caller may keep it (reuse.py stores outputs).
+        out = np.empty((n, (h - 2 * m) * self.scale, (w - 2 * m) * self.scale, 3), tiles.dtype)
+        binding = session.io_binding()
+        binding.bind_cpu_input(PIXELS_IN, np.ascontiguousarray(tiles))
+        binding.bind_output(PIXELS_OUT, "cpu", 0, tiles.dtype, out.shape, out.ctypes.data)
+        self._call(lambda: session.run_with_iobinding(binding), tiles.shape)
+        return out
 
     def _call(self, run: Any, shape: tuple[int, ...]) -> Any:
         """`run()`, its runtime errors turned into ours."""
@@ -276,6 +316,7 @@ class OnnxRuntimeExecutor(ClosingExecutor):
 
     def close(self) -> None:
         self._parts.clear()
+        self._pixel_sessions.clear()
         self._session = None
         self._output = None
 
