@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -22,7 +23,12 @@ from upscaler.media import ffmpeg
 from upscaler.media.video.probe import _ffprobe_json, _parse, probe
 from upscaler.media.video.probe_pyav import pyav_json
 from upscaler.media.video.reader import VideoReader
-from upscaler.media.video.segments import Segment, encode_segment, plan_segments
+from upscaler.media.video.segments import (
+    Segment,
+    decoding_runs,
+    encode_segment,
+    plan_segments,
+)
 from upscaler.media.video.writer import ENCODER_NICE, write_rows
 from upscaler.video import StageTimes, VideoSettings, upscale_video
 
@@ -343,10 +349,25 @@ def ffmpegs_during_a_job(tmp_path: Path) -> dict[str, tuple[int, dict[str, str]]
 
 
 def test_the_encoder_runs_below_the_models_priority(tmp_path: Path) -> None:
-    """The model keeps its cores: the encoder child is niced, the decoder is not."""
+    """The model keeps its cores: the encoders are niced, the decoder is not; one decoder
+    reads through both of the job's segments (a decoder per segment was seen here too)."""
     seen = ffmpegs_during_a_job(tmp_path)
     ours = os.getpriority(os.PRIO_PROCESS, 0)
-    assert {nice for nice, _ in seen.values()} == {ours, min(19, ours + ENCODER_NICE)}
+    nices = [nice for nice, _ in seen.values()]
+    assert set(nices) == {ours, min(19, ours + ENCODER_NICE)}
+    assert nices.count(ours) == 1
+
+
+def test_consecutive_segments_share_a_decoder_unless_deinterlaced(mkv_clip: Path) -> None:
+    info = probe(mkv_clip)
+    first, second, third = plan_segments(info, 0.5)
+    assert decoding_runs(info, [first, second, third]) == [[first, second, third]]
+    # A resumed job skips the finished second segment: the third is sought on its own.
+    assert decoding_runs(info, [first, third]) == [[first], [third]]
+    # bwdif and yadif look at the frame before: a segment's first must not depend on whether
+    # the one before it was decoded in the same run.
+    deinterlaced = dataclasses.replace(info, deinterlace="bwdif=mode=send_frame")
+    assert decoding_runs(deinterlaced, [first, second]) == [[first], [second]]
 
 
 def test_the_ffmpegs_on_pipes_get_the_heap_settings(tmp_path: Path,

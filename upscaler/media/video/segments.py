@@ -156,26 +156,35 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
 
     def decode() -> None:
         try:
-            for segment in segments:
-                with VideoReader(info, segment.start, segment.count, alpha=alpha) as reader:
+            for run in decoding_runs(info, segments):
+                count = sum(segment.count for segment in run)
+                with VideoReader(info, run[0].start, count, alpha=alpha) as reader:
                     frames = iter(reader)
-                    while True:
-                        start = clock()
-                        frame = next(frames, None)
-                        got = clock()
-                        times.decode.busy += got - start
-                        if frame is None:
-                            break
-                        put = _put(decoded, (segment, frame), stop)
-                        times.decode.waiting += clock() - got
-                        if not put:
-                            return
-                    # A damaged tail may decode short; anywhere else a short segment is an error.
-                    tolerated = segment is segments[-1] and reader.frames_read > 0
-                    if reader.frames_read < segment.count and not tolerated:
-                        raise MediaError(f"segment {segment.index} decoded {reader.frames_read}"
-                                         f" of {segment.count} frames", info.path)
-                _put(decoded, (segment, None), stop)
+                    for segment in run:
+                        got_here = 0
+                        while got_here < segment.count:
+                            start = clock()
+                            frame = next(frames, None)
+                            got = clock()
+                            times.decode.busy += got - start
+                            if frame is None:
+                                break
+                            got_here += 1
+                            put = _put(decoded, (segment, frame), stop)
+                            times.decode.waiting += clock() - got
+                            if not put:
+                                return
+                        # A damaged tail may decode short; anywhere else a short segment is
+                        # an error.
+                        tolerated = segment is segments[-1] and got_here > 0
+                        if got_here < segment.count and not tolerated:
+                            raise MediaError(f"segment {segment.index} decoded {got_here} of "
+                                             f"{segment.count} frames", info.path)
+                        _put(decoded, (segment, None), stop)
+                    # To its end, where the reader checks how its ffmpeg ended.
+                    start = clock()
+                    next(frames, None)
+                    times.decode.busy += clock() - start
         except BaseException as e:
             fail(e)
 
@@ -240,6 +249,25 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
     if failures:
         raise failures[0]
     return list(out_paths)
+
+
+def decoding_runs(info: VideoInfo, segments: Sequence[Segment]) -> list[list[Segment]]:
+    """The segments grouped into the runs that one decoder reads through: each run of
+    consecutive segments (a resumed job skips the finished ones) in one ffmpeg, which seeks
+    once. A decoder per segment started an ffmpeg and decoded from the keyframe before it
+    every few seconds of the video, while the model waited; a source's keyframes can be 10 s
+    apart. A deinterlaced source keeps a decoder per segment: the filter would see the frames
+    before a segment's first only when it follows the one before, and a segment must come out
+    the same whether it does, is redone on resume, or runs alone on another worker."""
+    runs: list[list[Segment]] = []
+    for segment in segments:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and not info.deinterlace
+                and last.start + last.count == segment.start):
+            runs[-1].append(segment)
+        else:
+            runs.append([segment])
+    return runs
 
 
 def _fill_segment(info: VideoInfo, segment: Segment, path: Path, encoding: Encoding,
