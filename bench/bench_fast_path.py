@@ -12,6 +12,9 @@ Runtime. The clips are drawn animation (samples/draw.py), a new drawing every fr
 
 - instant-4k: 960x540 -> 3840x2160, 48 frames, --preset ultrafast (instant-4k-fp16: the same
   with the model in float16, ONNX Runtime's precision on TensorRT and CUDA);
+- instant-4k-10s: the same for 240 frames, which the job cuts into three segments of 4 s
+  (the default --segment-seconds; an episode has 360), each encoded by an ffmpeg of its own:
+  what the cuts cost, which the 2-second clips never show;
 - instant-1440: 640x360 -> 2560x1440, 96 frames, encoder defaults;
   each as (the job - ONNX Runtime alone on the same frames) / ffmpeg alone (decode, a 4x
   nearest scale and the same encode, one command);
@@ -71,6 +74,7 @@ class Case:
 CASES = {case.name: case for case in (
     Case("instant-4k", 960, 540, 48, "instant", preset="ultrafast"),
     Case("instant-4k-fp16", 960, 540, 48, "instant", preset="ultrafast", half=True),
+    Case("instant-4k-10s", 960, 540, 240, "instant", preset="ultrafast"),
     Case("instant-1440", 640, 360, 96, "instant"),
     Case("instant-1080", 1920, 1080, 24, "instant", scale=2, preset="ultrafast"),
     Case("video-default", 640, 360, 24, "realesr-animevideov3", baseline="ncnn+ffmpeg"),
