@@ -20,10 +20,11 @@ from upscaler import Upscaler, upscale_path
 from upscaler.cli import main
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.media import ffmpeg
-from upscaler.media.video.encoding import without_alpha
+from upscaler.media.video.encoding import VideoSettings, choose_encoding, without_alpha
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.scan import Scan, _decode, scan
+from upscaler.video import _alpha_notes
 
 FAST = ["--model", "realesr-animevideov3", "--executor", "onnxruntime", "--quiet",
         "--crf", "30", "--segment-seconds", "0.5"]
@@ -464,5 +465,14 @@ def test_an_mp4_keeps_the_chroma_of_an_alpha_source_and_says_the_alpha_is_gone(
     assert code == 0, err
     assert ("the source's alpha channel (yuva444p12le) is not kept: --codec h264 has none "
             "(without --codec, .mov, .mkv, .webm keep it)") in err
+    # A --pix-fmt without alpha for a container that would keep it: the encoding is the
+    # job's own (choose_encoding), the line what the job prints.
+    info = probe(alpha_clip)
+    settings = VideoSettings(pix_fmt="yuv444p10le")
+    encoding = choose_encoding(info, settings, ".mkv")
+    assert (encoding.encoder, encoding.pix_fmt) == ("prores_ks", "yuv444p10le")
+    assert _alpha_notes(info, settings, encoding, ".mkv") == [
+        "the source's alpha channel (yuva444p12le) is not kept: --pix-fmt yuv444p10le has "
+        "none; the video is written opaque"]
     assert [without_alpha(f) for f in ("yuva420p", "gbrap10le", "yuv444p", "rgba")] == [
         "yuv420p", "gbrp10le", "yuv444p", "rgba"]
