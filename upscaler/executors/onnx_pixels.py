@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-PIXELS_IN = "pixels"
-PIXELS_OUT = "upscaled_pixels"
+PIXELS_IN = "upscaler_pixels_in"
+PIXELS_OUT = "upscaler_pixels_out"
+_N = "upscaler_pixels_"  # the names of the wrapper's own tensors start so, apart from a model's
 _PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
@@ -51,31 +52,33 @@ def pixel_model(model: Any, dtype: np.dtype) -> Any:
         return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
 
     # The float32 constants in the graph: 1/peak as numpy rounds it in pixels.to_planes.
-    graph.initializer.extend([scalar("pixels_scale_in", float(np.float32(1.0 / peak))),
-                              scalar("pixels_peak", peak), scalar("pixels_zero", 0.0)])
+    graph.initializer.extend([scalar(_N + "scale_in", float(np.float32(1.0 / peak))),
+                              scalar(_N + "peak", peak), scalar(_N + "zero", 0.0)])
     before = [
-        helper.make_node("Transpose", [PIXELS_IN], ["pixels_nchw"], perm=[0, 3, 1, 2]),
-        helper.make_node("Cast", ["pixels_nchw"], ["pixels_float"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", [PIXELS_IN], [_N + "nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Cast", [_N + "nchw"], [_N + "float"], to=TensorProto.FLOAT),
     ]
     if in_type == TensorProto.FLOAT:
-        before.append(helper.make_node("Mul", ["pixels_float", "pixels_scale_in"],
+        before.append(helper.make_node("Mul", [_N + "float", _N + "scale_in"],
                                        [source.name]))
     else:
-        before += [helper.make_node("Mul", ["pixels_float", "pixels_scale_in"],
-                                    ["pixels_planes"]),
-                   helper.make_node("Cast", ["pixels_planes"], [source.name], to=in_type)]
+        before += [helper.make_node("Mul", [_N + "float", _N + "scale_in"],
+                                    [_N + "planes"]),
+                   helper.make_node("Cast", [_N + "planes"], [source.name], to=in_type)]
     after = []
     planes = result.name
     if out_type != TensorProto.FLOAT:
-        after.append(helper.make_node("Cast", [planes], ["planes_float"], to=TensorProto.FLOAT))
-        planes = "planes_float"
+        after.append(helper.make_node("Cast", [planes], [_N + "planes_float"],
+                                      to=TensorProto.FLOAT))
+        planes = _N + "planes_float"
     after += [
-        helper.make_node("Mul", [planes, "pixels_peak"], ["planes_scaled"]),
-        helper.make_node("Round", ["planes_scaled"], ["planes_rounded"]),
-        helper.make_node("Clip", ["planes_rounded", "pixels_zero", "pixels_peak"],
-                         ["planes_clamped"]),
-        helper.make_node("Cast", ["planes_clamped"], ["planes_pixels"], to=pixel_type),
-        helper.make_node("Transpose", ["planes_pixels"], [PIXELS_OUT], perm=[0, 2, 3, 1]),
+        helper.make_node("Mul", [planes, _N + "peak"], [_N + "planes_scaled"]),
+        helper.make_node("Round", [_N + "planes_scaled"], [_N + "planes_rounded"]),
+        helper.make_node("Clip", [_N + "planes_rounded", _N + "zero", _N + "peak"],
+                         [_N + "planes_clamped"]),
+        helper.make_node("Cast", [_N + "planes_clamped"], [_N + "planes_pixels"],
+                         to=pixel_type),
+        helper.make_node("Transpose", [_N + "planes_pixels"], [PIXELS_OUT], perm=[0, 2, 3, 1]),
     ]
     nodes = [*before, *graph.node, *after]
     del graph.node[:]
