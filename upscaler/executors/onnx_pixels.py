@@ -38,7 +38,10 @@ def pixel_model(model: Any, dtype: np.dtype) -> Any:
     wrapped = onnx.ModelProto()
     wrapped.CopyFrom(model)
     graph = wrapped.graph
-    source, result = graph.input[0], graph.output[0]
+    # The image input: older models list their weights among the inputs too.
+    weights = {w.name for w in graph.initializer}
+    index = next(i for i, value in enumerate(graph.input) if value.name not in weights)
+    source, result = graph.input[index], graph.output[0]
     in_type = source.type.tensor_type.elem_type
     out_type = result.type.tensor_type.elem_type
 
@@ -84,8 +87,8 @@ def pixel_model(model: Any, dtype: np.dtype) -> Any:
     del graph.node[:]
     graph.node.extend(nodes)
     new_in, new_out = nhwc(source, PIXELS_IN), nhwc(result, PIXELS_OUT)
-    del graph.input[0]
-    graph.input.insert(0, new_in)
+    del graph.input[index]
+    graph.input.insert(index, new_in)
     del graph.output[:]
     graph.output.append(new_out)
     return wrapped

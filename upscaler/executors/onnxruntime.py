@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ _FP16_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _OOM_MARKERS = ("failed to allocate memory", "out of memory", "cudaerrormemoryallocation",
                 "cuda_error_out_of_memory", "bad_alloc")
 _PROBE_SIZE = 16  # input side used to measure the scale of a user model with dynamic shapes
+
+log = logging.getLogger(__name__)
 
 
 def unavailable_reason() -> str | None:
@@ -253,8 +256,14 @@ class OnnxRuntimeExecutor(ClosingExecutor):
             from upscaler.executors.onnx_pixels import pixel_model, wraps
 
             model = onnx.load(str(self.path))
-            self._pixel_sessions[dtype] = (self._new_session(
-                pixel_model(model, dtype).SerializeToString()) if wraps(model) else None)
+            session = None
+            if wraps(model):
+                try:
+                    session = self._new_session(pixel_model(model, dtype).SerializeToString())
+                except ModelError as e:  # the float model loaded: it runs as it did
+                    log.info("onnxruntime: converting pixels outside the model, as the model "
+                             "wrapped to take them did not load: %s", e)
+            self._pixel_sessions[dtype] = session
         return self._pixel_sessions[dtype]
 
     def _run_pixel_session(self, session: Any, tiles: np.ndarray) -> np.ndarray:
