@@ -358,7 +358,8 @@ def test_the_encoder_runs_below_the_models_priority(tmp_path: Path) -> None:
     assert nices.count(ours) == 1
 
 
-def test_consecutive_segments_share_a_decoder_unless_deinterlaced(mkv_clip: Path) -> None:
+def test_consecutive_segments_share_a_decoder_unless_deinterlaced_or_damaged(
+        mkv_clip: Path) -> None:
     info = probe(mkv_clip)
     first, second, third = plan_segments(info, 0.5)
     assert decoding_runs(info, [first, second, third]) == [[first, second, third]]
@@ -368,6 +369,9 @@ def test_consecutive_segments_share_a_decoder_unless_deinterlaced(mkv_clip: Path
     # the one before it was decoded in the same run.
     deinterlaced = dataclasses.replace(info, deinterlace="bwdif=mode=send_frame")
     assert decoding_runs(deinterlaced, [first, second]) == [[first], [second]]
+    # In accepted damage, each segment's seek finds its first frame by its time.
+    damaged = dataclasses.replace(info, damaged=True)
+    assert decoding_runs(damaged, [first, second]) == [[first], [second]]
 
 
 def test_the_ffmpegs_on_pipes_get_the_heap_settings(tmp_path: Path,

@@ -287,7 +287,8 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
                      f"{more}): later pictures are scaled to {width}x{height} before the model"
                      " (right where only the pixels' shape differs, as between ISDB's 1440x1080"
                      " and 1920x1080; a picture of another shape is stretched)")
-    return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr), notes
+    return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr,
+                               damaged=bool(damage)), notes
 
 
 def _stream_notes(info: VideoInfo) -> list[str]:

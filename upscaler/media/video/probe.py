@@ -90,6 +90,8 @@ class VideoInfo:
       a file cut short or damaged is measured.
     deinterlace: the ffmpeg filter the frames are deinterlaced with before the transform
       (media/video/interlace.py decides it), None for none.
+    damaged: the source has decoding errors that the job accepted (--accept-damage); its
+      frames are those the scan saw decode.
     hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/video/scan.py
       fills it in; probe leaves it empty).
     alpha: the stored pictures carry an alpha channel (yuva444p12le from ProRes 4444, qtrle's
@@ -128,6 +130,7 @@ class VideoInfo:
     declared_frames: int = 0
     declared_end: float = 0.0
     deinterlace: str | None = None
+    damaged: bool = False
     hdr: Hdr = field(default_factory=Hdr)
     alpha: bool = False
     decoder: str | None = None

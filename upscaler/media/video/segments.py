@@ -256,14 +256,16 @@ def decoding_runs(info: VideoInfo, segments: Sequence[Segment]) -> list[list[Seg
     consecutive segments (a resumed job skips the finished ones) in one ffmpeg, which seeks
     once. A decoder per segment started an ffmpeg and decoded from the keyframe before it
     every few seconds of the video, while the model waited; a source's keyframes can be 10 s
-    apart. A deinterlaced source keeps a decoder per segment: the filter would see the frames
-    before a segment's first only when it follows the one before, and a segment must come out
-    the same whether it does, is redone on resume, or runs alone on another worker."""
+    apart. A decoder per segment stays where it matters: a deinterlaced source's filter would
+    see the frames before a segment's first only when it follows the one before, and a
+    segment must come out the same whether it does, is redone on resume, or runs alone on
+    another worker; in a damaged source a frame lost or gained in the damage would move every
+    later segment's frames by one, where a seek finds each segment's first frame by its time."""
     runs: list[list[Segment]] = []
+    apart = bool(info.deinterlace) or info.damaged
     for segment in segments:
         last = runs[-1][-1] if runs else None
-        if (last is not None and not info.deinterlace
-                and last.start + last.count == segment.start):
+        if last is not None and not apart and last.start + last.count == segment.start:
             runs[-1].append(segment)
         else:
             runs.append([segment])
