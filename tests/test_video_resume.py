@@ -211,8 +211,10 @@ def test_ctrl_c_and_sigterm_stop_at_once_and_keep_segments(clip: Path, tmp_path:
     work = work_dir(out)
     options = [option for option in FAST if not (bars and option == "--quiet")]
     proc = start(tmp_path, str(clip), "-o", str(out), *options)
-    wait_until(proc, lambda: finished_segments(work) >= 2 and bool(running_ffmpegs(clip)),
-               "2 segments were finished")
+    # With ffmpegs still running (the decoder, which reads the whole of this small clip
+    # early, or a segment's encoder, which writes beside `out`): the signal must end them.
+    wait_until(proc, lambda: finished_segments(work) >= 2
+               and bool(running_ffmpegs(tmp_path, clip)), "2 segments were finished")
     sent = time.monotonic()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
