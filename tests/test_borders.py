@@ -56,7 +56,7 @@ def test_one_pixel_picture_keeps_its_colour(tmp_path: Path) -> None:
     assert np.abs(out - [255, 0, 0]).max() <= 1  # measured 0; unpadded: (123-151, 54, 31)
 
 
-@pytest.mark.slow  # builds the x4plus-anime ONNX model first: 13-20 s in a fresh cache
+@pytest.mark.slow  # x4plus-anime three times: ONNX Runtime, and ncnn padded and bare
 def test_cel_is_ncnn_on_the_padded_frame_and_unchanged_inside(tmp_path: Path) -> None:
     """Against Tencent's ncnn: exactly the padded computation, and far from the edges the same
     as the unpadded one (the padding's influence fades over the model's receptive field)."""
