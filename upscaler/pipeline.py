@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -357,31 +356,15 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     return state
 
 
-def _close_loaded(loaded: Future[Upscaler]) -> None:
-    """Close a model loaded for a job that ended before it ran."""
-    if not loaded.cancelled() and loaded.exception() is None:
-        loaded.result().close()
-
-
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
     from upscaler.video import check_source, check_video_job, upscale_video
 
     settings = video_settings(options)
     check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
-    # The model loads while the source is decoded once (check_source): both must be done
-    # before the first frame, and either can take seconds (Core ML compiling its package,
-    # TensorRT reading its engine; an episode's decoding). Damage is still refused before
-    # anything is written.
-    loading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="load")
-    loaded = loading.submit(Upscaler, options, "video", reuse=options.reuse)
-    loading.shutdown(wait=False)  # the load goes on; its thread ends with it
-    try:
-        check_source(src, dst, settings)
-        upscaler = loaded.result()
-    except BaseException:
-        loaded.add_done_callback(_close_loaded)
-        raise
+    check_source(src, dst, settings)  # the decoding pass: damage refused before the model loads
     state = Progress("frame", 0, label=src.name, stages=StageTimes())
+
+    upscaler = Upscaler(options, "video", reuse=options.reuse)
     frames = upscaler.frames
 
     def report(done: int, total: int) -> None:
