@@ -16,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -154,6 +154,24 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
         failures.append(error)
         stop.set()
 
+    def feed(segment: Segment, frames: Iterator[np.ndarray]) -> int | None:
+        """The segment's frames from `frames` onto the queue: how many there were, None when
+        the pipeline stopped."""
+        done = 0
+        while done < segment.count:
+            start = clock()
+            frame = next(frames, None)
+            got = clock()
+            times.decode.busy += got - start
+            if frame is None:
+                break
+            done += 1
+            put = _put(decoded, (segment, frame), stop)
+            times.decode.waiting += clock() - got
+            if not put:
+                return None
+        return done
+
     def decode() -> None:
         try:
             for run in decoding_runs(info, segments):
@@ -161,30 +179,16 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
                 with VideoReader(info, run[0].start, count, alpha=alpha) as reader:
                     frames = iter(reader)
                     for segment in run:
-                        got_here = 0
-                        while got_here < segment.count:
-                            start = clock()
-                            frame = next(frames, None)
-                            got = clock()
-                            times.decode.busy += got - start
-                            if frame is None:
-                                break
-                            got_here += 1
-                            put = _put(decoded, (segment, frame), stop)
-                            times.decode.waiting += clock() - got
-                            if not put:
-                                return
+                        done = feed(segment, frames)
+                        if done is None:
+                            return
                         # A damaged tail may decode short; anywhere else a short segment is
                         # an error.
-                        tolerated = segment is segments[-1] and got_here > 0
-                        if got_here < segment.count and not tolerated:
-                            raise MediaError(f"segment {segment.index} decoded {got_here} of "
+                        if done < segment.count and not (segment is segments[-1] and done):
+                            raise MediaError(f"segment {segment.index} decoded {done} of "
                                              f"{segment.count} frames", info.path)
                         _put(decoded, (segment, None), stop)
-                    # To its end, where the reader checks how its ffmpeg ended.
-                    start = clock()
-                    next(frames, None)
-                    times.decode.busy += clock() - start
+                    next(frames, None)  # to its end, where the reader checks how ffmpeg ended
         except BaseException as e:
             fail(e)
 
