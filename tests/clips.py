@@ -145,3 +145,61 @@ def decode_all(path: Path) -> list[np.ndarray]:
 
     with VideoReader(probe(path)) as reader:
         return list(reader)
+
+
+def add_captions(src: Path, dst: Path, text: str, shown: int, erased: int,
+                 rate: str = "24000/1001") -> Path:
+    """`src` with its video re-encoded (H.264) to carry `text` as a CEA-608 closed caption,
+    as US broadcasts and DVDs carry them: in each picture's SEI (ATSC A/53), shown from frame
+    `shown` (pop-on: loaded off screen, then flipped on) and erased at frame `erased`. The
+    other streams are copied."""
+    exe = ffmpeg.ffmpeg_exe()
+    plain = dst.with_name(f"{dst.stem}-plain.h264")
+    # No B-frames: each picture's caption bytes go in decoding order, which is then also the
+    # order they are shown in.
+    ffmpeg.run([exe, "-hide_banner", "-v", "error", "-y", "-i", str(src), "-map", "0:v",
+                "-c:v", "libx264", "-bf", "0", "-f", "h264", str(plain)], plain)
+    padded = text + "\0" * (len(text) % 2)
+    script = {shown - 3 - len(padded) // 2: (0x14, 0x20)}  # resume caption loading
+    for i in range(0, len(padded), 2):
+        script[shown - 2 - len(padded) // 2 + i // 2] = (ord(padded[i]), ord(padded[i + 1]))
+    script[shown] = (0x14, 0x2F)  # end of caption: the loaded caption is shown
+    script[erased] = (0x14, 0x2C)  # erase displayed memory
+    out = bytearray()
+    frame = 0
+    for nal in plain.read_bytes().split(b"\x00\x00\x01"):
+        nal = nal.rstrip(b"\x00")
+        if not nal:
+            continue
+        # A picture's first slice (first_mb_in_slice 0, coded as a single 1 bit) gets an SEI.
+        if nal[0] & 0x1F in (1, 5) and nal[1] & 0x80:
+            out += b"\x00\x00\x00\x01" + _caption_sei(*script.get(frame, (0, 0)))
+            frame += 1
+        out += b"\x00\x00\x00\x01" + nal
+    captioned = dst.with_name(f"{dst.stem}-captioned.h264")
+    captioned.write_bytes(bytes(out))
+    ffmpeg.run([exe, "-hide_banner", "-v", "error", "-y", "-r", rate, "-i", str(captioned),
+                "-i", str(src), "-map", "0:v", "-map", "1", "-map", "-1:v", "-c", "copy",
+                str(dst)], dst)
+    return dst
+
+
+def _caption_sei(first: int, second: int) -> bytes:
+    """An H.264 SEI NAL unit carrying one CEA-608 byte pair for field 1 (ATSC A/53 cc_data)."""
+
+    def odd(byte: int) -> int:  # CEA-608 bytes carry odd parity in their top bit
+        return byte | (0x80 if bin(byte).count("1") % 2 == 0 else 0)
+
+    cc_data = bytes([0xFC, odd(first), odd(second)])  # marker, valid, field 1
+    payload = (bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03, 0x40 | 1, 0xFF]) + cc_data
+               + bytes([0xFF]))
+    rbsp = bytes([4, len(payload)]) + payload + bytes([0x80])  # user data registered, T.35
+    escaped = bytearray()
+    zeros = 0
+    for byte in rbsp:  # emulation prevention: no 00 00 0x (x <= 3) inside a NAL unit
+        if zeros >= 2 and byte <= 3:
+            escaped.append(3)
+            zeros = 0
+        escaped.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes([0x06]) + bytes(escaped)

@@ -44,7 +44,7 @@ from upscaler.media.video.encoding import (
     keeps_alpha,
 )
 from upscaler.media.video.interlace import decide
-from upscaler.media.video.mux import check_container, join_and_mux
+from upscaler.media.video.mux import carries_captions, check_container, join_and_mux
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
 from upscaler.media.video.scan import Scan, from_json, scan, to_json
 from upscaler.media.video.segments import (
@@ -287,8 +287,15 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
                      f"{more}): later pictures are scaled to {width}x{height} before the model"
                      " (right where only the pixels' shape differs, as between ISDB's 1440x1080"
                      " and 1920x1080; a picture of another shape is stretched)")
+    captions = found.captions and carries_captions()
+    if captions:
+        notes.append("closed captions in the video (CEA-608/708): carried as a subtitle stream "
+                     "of their own")
+    elif found.captions:
+        notes.append("closed captions in the video (CEA-608/708) are not carried: this ffmpeg "
+                     "lacks the movie filter or the cc_dec decoder that take them out")
     return dataclasses.replace(info, deinterlace=way.filter, hdr=found.hdr,
-                               damaged=bool(damage)), notes
+                               damaged=bool(damage), captions=captions), notes
 
 
 def _stream_notes(info: VideoInfo) -> list[str]:

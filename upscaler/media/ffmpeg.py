@@ -177,6 +177,13 @@ def decoders(exe: str) -> frozenset[str]:
     return _codec_names(exe, "-decoders")
 
 
+@functools.lru_cache(maxsize=8)
+def has_filter(exe: str, name: str) -> bool:
+    """Whether this ffmpeg build has the filter `name`."""
+    done = _complete([exe, "-hide_banner", "-h", f"filter={name}"], None)
+    return done.returncode == 0 and f"Filter {name}" in done.stdout
+
+
 def _codec_names(exe: str, listing: str) -> frozenset[str]:
     text = run([exe, "-hide_banner", listing])
     names = set()

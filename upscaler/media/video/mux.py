@@ -43,10 +43,11 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
         cover_args = _cover_attachments(info, dst, covers)
         ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
                     "-f", "concat", "-safe", "0", "-itsoffset", f"{offset:.6f}",
-                    "-i", str(listing), "-i", str(info.path),
+                    "-i", str(listing), "-i", str(info.path), *_caption_input(info, offset),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
-                    "-map", "-1:d?", *cover_args, "-map_metadata", "1", "-map_chapters", "1",
-                    "-c", "copy", *_container_args(info, dst, encoder),
+                    "-map", "-1:d?", *cover_args, *(["-map", "2:s"] if info.captions else []),
+                    "-map_metadata", "1", "-map_chapters", "1",
+                    "-c", "copy", *_container_args(info, dst, encoder), *_caption_codec(info, dst),
                     "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
         if dst.exists() and not overwrite:
             raise OutputExistsError("appeared while encoding; not replaced", dst)
@@ -57,6 +58,47 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
         for cover in covers:
             cover.unlink(missing_ok=True)
     return dst
+
+
+# Closed captions come out of FFmpeg's caption decoder as ASS events; each container gets
+# the text format it holds.
+_CAPTION_CODECS = {".mkv": "ass", ".webm": "webvtt", ".mp4": "mov_text", ".m4v": "mov_text",
+                   ".mov": "mov_text"}
+
+
+def carries_captions() -> bool:
+    """Whether this ffmpeg can take closed captions out of a video: the movie filter, which
+    gives them as a stream of their own (its subcc output), and the decoder that reads them."""
+    exe = ffmpeg.ffmpeg_exe()
+    return "cc_dec" in ffmpeg.decoders(exe) and ffmpeg.has_filter(exe, "movie")
+
+
+def _caption_input(info: VideoInfo, offset: float) -> list[str]:
+    """The source's closed captions as input 2, read by the movie filter, which decodes the
+    video for them. The input starts where the source video does (the captions are
+    its frames' side data), so the joined video's offset puts them in step."""
+    if not info.captions:
+        return []
+    graph = f"movie={_filter_escape(_filter_escape(str(info.path.resolve())))}" \
+            f":s={info.video_index}[out0+subcc]"
+    return ["-itsoffset", f"{offset:.6f}", "-f", "lavfi", "-i", graph]
+
+
+def _caption_codec(info: VideoInfo, dst: Path) -> list[str]:
+    """The captions' stream (after the source's own subtitles) in the container's text format;
+    after `-c copy`, which FFmpeg lets the last option it finds for a stream override."""
+    if not info.captions:
+        return []
+    n = sum(s.kind == "subtitle" for s in info.streams)
+    return [f"-c:s:{n}", _CAPTION_CODECS[dst.suffix.lower()],
+            f"-metadata:s:s:{n}", "title=Closed captions"]
+
+
+def _filter_escape(text: str) -> str:
+    """`text` as one value in an FFmpeg filter graph, which reads it through two levels of
+    escaping (the option's value, then the graph): called once for each. A backslash before
+    any character keeps it as it is."""
+    return "".join(c if c.isalnum() or c in "/._-" else "\\" + c for c in text)
 
 
 _COVER_TYPES = {"mjpeg": ("jpg", "image/jpeg"), "png": ("png", "image/png")}

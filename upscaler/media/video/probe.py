@@ -94,6 +94,8 @@ class VideoInfo:
       frames are those the scan saw decode.
     hdr: HDR10 static metadata and Dolby Vision, which only decoding shows (media/video/scan.py
       fills it in; probe leaves it empty).
+    captions: the pictures carry closed captions (CEA-608/708), which only decoding shows
+      (scan.py again); the mux extracts them into a subtitle stream of their own.
     alpha: the stored pictures carry an alpha channel (yuva444p12le from ProRes 4444, qtrle's
       argb, VP9 in WebM), which a job keeps where its output can hold it (encoding.py).
     decoder: the ffmpeg decoder that reads the stream whole where FFmpeg's own would leave
@@ -132,6 +134,7 @@ class VideoInfo:
     deinterlace: str | None = None
     damaged: bool = False
     hdr: Hdr = field(default_factory=Hdr)
+    captions: bool = False
     alpha: bool = False
     decoder: str | None = None
 

@@ -9,7 +9,9 @@ the pictures are woven from two fields whatever the stream says. From that:
 - damage: decode errors with the time they happened (within a few frames), and frames that
   never came out (lost in the middle, or a file that ends before its container's duration);
 - interlacing: the field order the frames are flagged with, and idet's verdict;
-- HDR: the static metadata to carry to the output.
+- HDR: the static metadata to carry to the output;
+- closed captions (CEA-608/708 in the pictures' side data, as US broadcasts and DVDs carry
+  them): they live inside the video stream that is replaced, so the mux extracts them.
 
 It costs one decode of the source (two for a damaged one), small beside upscaling it: a
 24-minute 1080p H.264 episode is about 34,000 frames, 2 minutes on this 2-core machine.
@@ -31,6 +33,8 @@ _SIZE = re.compile(r"\bs:(\d+)x(\d+)\b")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
                    r"Progressive:\s*(\d+)")
+# showinfo's name for caption side data: "A/53 closed captions" before FFmpeg 6.1.
+_CAPTIONS = re.compile(r"A53 Part 4 Closed Captions|A/53 closed captions", re.IGNORECASE)
 _PREFIXES = re.compile(r"^(\[[^\]]*\] ?)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Lines that repeat or summarise an error already counted (ffmpeg's aftermath of a failure, and
@@ -52,6 +56,7 @@ class Scan:
     sizes: (seconds, width, height) of the first frame and of each frame whose size differs
       from the one before it: more than one where the picture size changes mid-stream (a TV
       capture around its adverts).
+    captions: whether frames carry closed captions (ATSC A/53 side data).
     """
 
     decoded_pts: tuple[int, ...]
@@ -60,6 +65,7 @@ class Scan:
     idet: tuple[int, int, int]
     hdr: Hdr
     sizes: tuple[tuple[float, int, int], ...] = ()
+    captions: bool = False
 
 
 def to_json(found: Scan) -> dict[str, Any]:
@@ -80,7 +86,8 @@ def from_json(data: Any) -> Scan:
             hdr=Hdr(mastering=None if mastering is None else tuple(float(v) for v in mastering),
                     light=None if light is None else (int(light[0]), int(light[1])),
                     dolby_vision=bool(hdr["dolby_vision"]), dynamic=bool(hdr["dynamic"])),
-            sizes=tuple((float(t), int(w), int(h)) for t, w, h in data["sizes"]))
+            sizes=tuple((float(t), int(w), int(h)) for t, w, h in data["sizes"]),
+            captions=bool(data["captions"]))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"not a scan: {e}") from e
 
@@ -129,6 +136,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
     light: tuple[int, int] | None = None
     dolby = dynamic = False
     sizes: list[tuple[float, int, int]] = []
+    captions = False
     for line in log.splitlines():
         if "Parsed_showinfo" in line:
             if m := _TIME_BASE.search(line):
@@ -154,6 +162,8 @@ def parse(log: str, time_base: Fraction) -> Scan:
                 dolby = True
             if "HDR10+" in line or "2094-40" in line:
                 dynamic = True
+            if _CAPTIONS.search(line):
+                captions = True
         elif m := _IDET.search(line):
             idet = (int(m[1]), int(m[2]), int(m[3]))
         elif "DOVI configuration" in line or "Dolby Vision" in line:
@@ -163,7 +173,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
     end = float(pts[-1] * time_base) if pts else 0.0
     errors += [(end, e) for e in pending]
     return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby, dynamic),
-                tuple(sizes))
+                tuple(sizes), captions)
 
 
 def _is_damage(line: str) -> bool:

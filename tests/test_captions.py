@@ -1,0 +1,88 @@
+"""Closed captions (CEA-608 in the pictures' SEI, as US broadcasts and DVDs carry them) live
+inside the video stream a job replaces: they come out as a subtitle stream of their own."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from clips import add_captions, make_clip
+
+from upscaler.cli import main
+from upscaler.media import ffmpeg
+from upscaler.media.video.probe import probe
+from upscaler.media.video.scan import from_json, parse, scan, to_json
+
+FAST = ["--model", "realesr-animevideov3", "--preset", "ultrafast", "--crf", "30"]
+RATE = Fraction(24000, 1001)
+SHOWN, ERASED = 8, 20  # frames
+CUE = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+) --> (\d+):(\d+):(\d+)[,.](\d+)\n(.*)")
+
+
+def cues(path: Path, stream: int) -> list[tuple[float, float, str]]:
+    """(start, end, text) of subtitle stream `stream` (counted among subtitles), timed from
+    the start of the file's video, without formatting."""
+    text = ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(path),
+                       "-map", f"0:s:{stream}", "-f", "srt", "-"], path)
+    video_start = probe(path).seconds(probe(path).frame_pts[0])
+    found = []
+    for m in CUE.finditer(text):
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = (int(v) for v in m.groups()[:8])
+        found.append((h1 * 3600 + m1 * 60 + s1 + ms1 / 1000 - video_start,
+                      h2 * 3600 + m2 * 60 + s2 + ms2 / 1000 - video_start,
+                      re.sub(r"<[^>]*>|\{[^}]*\}", "", m[9]).strip()))
+    return found
+
+
+@pytest.fixture(scope="module")
+def captioned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Video with audio, a subtitle stream of its own and closed captions."""
+    work = tmp_path_factory.mktemp("captions")
+    src = make_clip(work / "plain.mkv", audio=True, subtitles=True)
+    return add_captions(src, work / "captioned.mkv", "HELLO CC", SHOWN, ERASED)
+
+
+@pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ass"), ("out.mp4", "mov_text")])
+def test_captions_come_out_as_a_subtitle_stream(captioned: Path, tmp_path: Path, name: str,
+                                                codec: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    dst = tmp_path / "new folder" / name
+    assert main([str(captioned), "-o", str(dst), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "closed captions in the video (CEA-608/708): carried as a subtitle stream" in err
+    streams = [s for s in probe(dst).streams if s.kind == "subtitle"]
+    # The source's own subtitles first, as they were (MP4 holds text as mov_text), then the
+    # captions, named.
+    assert [s.codec for s in streams] == ["subrip" if codec == "ass" else "mov_text", codec]
+    # QuickTime reads a track's title back as its name.
+    assert streams[1].tags.get("title", streams[1].tags.get("name")) == "Closed captions"
+    assert [text for *_, text in cues(dst, 0)] == ["Hello", "World"]
+    [(start, end, text)] = cues(dst, 1)
+    assert text == "HELLO CC"
+    # On the frames they were sent with, against the output's own video.
+    assert start == pytest.approx(float(SHOWN / RATE), abs=0.002)
+    assert end == pytest.approx(float(ERASED / RATE), abs=0.002)
+
+
+def test_captions_of_a_file_whose_name_a_filter_graph_would_split(
+        captioned: Path, tmp_path: Path) -> None:
+    """The captions are read through a filter graph, which gives quotes, colons, commas,
+    brackets and the like meanings of their own: the name reaches it escaped."""
+    odd = tmp_path / "it's [ep 1], part=2; a:b \\c.mkv"
+    odd.write_bytes(captioned.read_bytes())
+    assert main([str(odd), "-o", str(tmp_path / "out.mkv"), *FAST, "--quiet"]) == 0
+    assert [text for *_, text in cues(tmp_path / "out.mkv", 1)] == ["HELLO CC"]
+
+
+def test_the_scan_finds_captions_and_a_resumed_job_remembers_them(captioned: Path,
+                                                                   tmp_path: Path) -> None:
+    found = scan(probe(captioned))
+    assert found.captions
+    assert from_json(to_json(found)).captions  # the work folder's scan.json, for a resume
+    assert not scan(probe(make_clip(tmp_path / "plain.mkv"))).captions
+    # FFmpeg before 6.1 named the side data otherwise.
+    line = ("[Parsed_showinfo_0 @ 0x1] [info]   side data - A/53 closed captions: "
+            "(3 bytes)")
+    assert parse(line, Fraction(1, 1000)).captions
