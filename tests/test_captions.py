@@ -66,14 +66,22 @@ def test_captions_come_out_as_a_subtitle_stream(captioned: Path, tmp_path: Path,
     assert end == pytest.approx(float(ERASED / RATE), abs=0.002)
 
 
-def test_captions_of_a_file_whose_name_a_filter_graph_would_split(
+def test_captions_of_a_broadcast_whose_name_a_filter_graph_would_split(
         captioned: Path, tmp_path: Path) -> None:
     """The captions are read through a filter graph, which gives quotes, colons, commas,
-    brackets and the like meanings of their own: the name reaches it escaped."""
-    odd = tmp_path / "it's [ep 1], part=2; a:b \\c.mkv"
-    odd.write_bytes(captioned.read_bytes())
+    brackets and the like meanings of their own: the name reaches it escaped. An MPEG-TS
+    starts its clock at 1.4 s, its video a little after its audio: the captions keep to the
+    video's frames all the same."""
+    odd = tmp_path / "it's [ep 1], part=2; a:b \\c.ts"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(captioned),
+                "-map", "0:v", "-map", "0:a", "-c", "copy", str(odd)], odd)
+    info = probe(odd)
+    assert info.seconds(info.frame_pts[0]) - info.start_time > 0.01
     assert main([str(odd), "-o", str(tmp_path / "out.mkv"), *FAST, "--quiet"]) == 0
-    assert [text for *_, text in cues(tmp_path / "out.mkv", 1)] == ["HELLO CC"]
+    [(start, end, text)] = cues(tmp_path / "out.mkv", 0)
+    assert text == "HELLO CC"
+    assert start == pytest.approx(float(SHOWN / RATE), abs=0.002)
+    assert end == pytest.approx(float(ERASED / RATE), abs=0.002)
 
 
 def test_the_scan_finds_captions_and_a_resumed_job_remembers_them(captioned: Path,
