@@ -22,8 +22,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # to its workers in collection order, so starting with these keeps one worker from running a
 # long file alone at the end.
 SLOW_FILES = ("test_readme.py", "test_ray.py", "test_video_sources.py", "test_memory.py",
-              "test_dirty_regions.py", "test_families.py", "test_video_resume.py",
-              "test_video_rerun.py", "test_reuse.py")
+              "test_dirty_regions.py", "test_families.py", "test_reuse.py",
+              "test_video_resume.py", "test_coreml_build.py", "test_video_rerun.py",
+              "test_video.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -314,8 +314,8 @@ def test_users_own_model_files(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_a_small_frame_runs_whole_by_default(tmp_path: Path) -> None:
-    # 40x300 is wider than the 256-px tiles of earlier versions, far within the memory budget.
-    src = save(tmp_path / "wide.png", draw_cel(40, 300))
+    # 24x272 is wider than the 256-px tiles of earlier versions, far within the memory budget.
+    src = save(tmp_path / "wide.png", draw_cel(24, 272))
     assert main([str(src), "-o", str(tmp_path / "default.png"), "--quiet"]) == 0
     assert main([str(src), "-o", str(tmp_path / "whole.png"), "--tile", "0", "--quiet",
                  "--model", "realesrgan-x4plus-anime"]) == 0
