@@ -90,7 +90,7 @@ def test_the_scan_finds_captions_and_a_resumed_job_remembers_them(captioned: Pat
     assert found.captions
     assert from_json(to_json(found)).captions  # the work folder's scan.json, for a resume
     assert not scan(probe(make_clip(tmp_path / "plain.mkv"))).captions
-    # FFmpeg before 6.1 named the side data otherwise.
+    # Older FFmpeg named the side data otherwise.
     line = ("[Parsed_showinfo_0 @ 0x1] [info]   side data - A/53 closed captions: "
             "(3 bytes)")
     assert parse(line, Fraction(1, 1000)).captions

@@ -33,8 +33,9 @@ _SIZE = re.compile(r"\bs:(\d+)x(\d+)\b")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
                    r"Progressive:\s*(\d+)")
-# showinfo's name for caption side data: "A/53 closed captions" before FFmpeg 6.1.
-_CAPTIONS = re.compile(r"A53 Part 4 Closed Captions|A/53 closed captions", re.IGNORECASE)
+# showinfo's line for caption side data: "ATSC A53 Part 4 Closed Captions" (older FFmpeg:
+# "A/53 closed captions").
+_CAPTIONS = re.compile(r"closed captions", re.IGNORECASE)
 _PREFIXES = re.compile(r"^(\[[^\]]*\] ?)+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Lines that repeat or summarise an error already counted (ffmpeg's aftermath of a failure, and
