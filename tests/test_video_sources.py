@@ -24,7 +24,7 @@ from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.scan import Scan, _decode, scan
 from upscaler.video import _alpha_notes
 
-FAST = ["--model", "realesr-animevideov3", "--executor", "onnxruntime", "--quiet",
+FAST = ["--model", "realesr-animevideov3", "--quiet",
         "--crf", "30", "--segment-seconds", "0.5"]
 
 
@@ -232,10 +232,10 @@ def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, d
         code, err = run_cli([str(src), "-o", str(out), "--accept-damage", *FAST], capsys)
     elif how == "api":
         with pytest.raises(UpscalerError, match=r"damaged video: .* frames missing") as refused:
-            upscale_path(src, out, model="realesr-animevideov3", executor="onnxruntime")
+            upscale_path(src, out, model="realesr-animevideov3")
         assert refused.value.exit_code == 5 and not out.exists()
         with caplog.at_level(logging.WARNING, logger="upscaler"):
-            upscale_path(src, out, model="realesr-animevideov3", executor="onnxruntime",
+            upscale_path(src, out, model="realesr-animevideov3",
                          segment_seconds=0.5, accept_damage=True)
         code, err = 0, caplog.text
     else:
@@ -418,7 +418,7 @@ def test_the_sources_alpha_is_kept(source: str, out_name: str,
     with VideoReader(info, alpha=True) as reader:
         decoded = list(reader)
     assert decoded[0].shape == (32, 48, 4)
-    with Upscaler(model="realesr-animevideov3", executor="onnxruntime", reuse=False) as up:
+    with Upscaler(model="realesr-animevideov3", reuse=False) as up:
         expected = list(up.upscale_frames(decoded))
     with VideoReader(written, alpha=True) as reader:
         got = list(reader)
