@@ -36,6 +36,15 @@ def cues(path: Path, stream: int) -> list[tuple[float, float, str]]:
     return found
 
 
+def assert_the_caption(path: Path, stream: int) -> None:
+    """Subtitle stream `stream` of `path` is the caption, on the frames it was sent with,
+    timed against the output's own video."""
+    [(start, end, text)] = cues(path, stream)
+    assert text == "HELLO CC"
+    assert start == pytest.approx(float(SHOWN / RATE), abs=0.002)
+    assert end == pytest.approx(float(ERASED / RATE), abs=0.002)
+
+
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Video with audio, a subtitle stream of its own and closed captions."""
@@ -59,11 +68,7 @@ def test_captions_come_out_as_a_subtitle_stream(captioned: Path, tmp_path: Path,
     # QuickTime reads a track's title back as its name.
     assert streams[1].tags.get("title", streams[1].tags.get("name")) == "Closed captions"
     assert [text for *_, text in cues(dst, 0)] == ["Hello", "World"]
-    [(start, end, text)] = cues(dst, 1)
-    assert text == "HELLO CC"
-    # On the frames they were sent with, against the output's own video.
-    assert start == pytest.approx(float(SHOWN / RATE), abs=0.002)
-    assert end == pytest.approx(float(ERASED / RATE), abs=0.002)
+    assert_the_caption(dst, 1)
 
 
 def test_captions_of_a_broadcast_whose_name_a_filter_graph_would_split(
@@ -78,10 +83,7 @@ def test_captions_of_a_broadcast_whose_name_a_filter_graph_would_split(
     info = probe(odd)
     assert info.seconds(info.frame_pts[0]) - info.start_time > 0.01
     assert main([str(odd), "-o", str(tmp_path / "out.mkv"), *FAST, "--quiet"]) == 0
-    [(start, end, text)] = cues(tmp_path / "out.mkv", 0)
-    assert text == "HELLO CC"
-    assert start == pytest.approx(float(SHOWN / RATE), abs=0.002)
-    assert end == pytest.approx(float(ERASED / RATE), abs=0.002)
+    assert_the_caption(tmp_path / "out.mkv", 0)
 
 
 def test_the_scan_finds_captions_and_a_resumed_job_remembers_them(captioned: Path,
@@ -94,3 +96,15 @@ def test_the_scan_finds_captions_and_a_resumed_job_remembers_them(captioned: Pat
     line = ("[Parsed_showinfo_0 @ 0x1] [info]   side data - A/53 closed captions: "
             "(3 bytes)")
     assert parse(line, Fraction(1, 1000)).captions
+
+
+def test_a_dvds_captions_in_mpeg2_come_out_too(captioned: Path, tmp_path: Path) -> None:
+    """DVDs carry their captions in MPEG-2's picture user data, which FFmpeg decodes to the
+    same side data."""
+    vob = tmp_path / "VTS_01_1.VOB"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(captioned),
+                "-map", "0:v", "-map", "0:a", "-c:v", "mpeg2video", "-a53cc", "1", "-q:v", "4",
+                "-c:a", "mp2", "-f", "vob", str(vob)], vob)
+    out = tmp_path / "out.mkv"
+    assert main([str(vob), "-o", str(out), *FAST, "--quiet"]) == 0
+    assert_the_caption(out, 0)
