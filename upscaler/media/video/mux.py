@@ -79,8 +79,8 @@ def _caption_input(info: VideoInfo, offset: float) -> list[str]:
     its frames' side data), so the joined video's offset puts them in step."""
     if not info.captions:
         return []
-    graph = f"movie={_filter_escape(_filter_escape(str(info.path.resolve())))}" \
-            f":s={info.video_index}[out0+subcc]"
+    name = _filter_escape(_filter_escape(str(info.path.resolve())))
+    graph = f"movie={name}:s={info.video_index}[out0+subcc]"
     return ["-itsoffset", f"{offset:.6f}", "-f", "lavfi", "-i", graph]
 
 
