@@ -3,6 +3,7 @@ inside the video stream a job replaces: they come out as a subtitle stream of th
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +13,8 @@ from clips import add_captions, make_clip
 
 from upscaler.cli import main
 from upscaler.media import ffmpeg
-from upscaler.media.video.probe import probe
+from upscaler.media.video import mux
+from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.scan import from_json, parse, scan, to_json
 
 FAST = ["--model", "realesr-animevideov3", "--preset", "ultrafast", "--crf", "30"]
@@ -108,3 +110,23 @@ def test_a_dvds_captions_in_mpeg2_come_out_too(captioned: Path, tmp_path: Path) 
     out = tmp_path / "out.mkv"
     assert main([str(vob), "-o", str(out), *FAST, "--quiet"]) == 0
     assert_the_caption(out, 0)
+
+
+def test_captions_that_cannot_be_taken_out_do_not_hold_the_video_back(
+        captioned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Hours of upscaling are not lost to the captions: where the mux cannot take them out
+    (here, the movie filter pointed at a file that is not there), the output is written
+    without them and a line says why."""
+    real = mux._caption_input
+
+    def broken(info: VideoInfo, offset: float) -> list[str]:
+        return real(dataclasses.replace(info, path=tmp_path / "gone.mkv"), offset)
+
+    monkeypatch.setattr(mux, "_caption_input", broken)
+    out = tmp_path / "out.mkv"
+    assert main([str(captioned), "-o", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "captioned.mkv: closed captions not carried: the mux could not take them out" in err
+    assert [s.codec for s in probe(out).streams if s.kind == "subtitle"] == ["subrip"]
+    assert [text for *_, text in cues(out, 0)] == ["Hello", "World"]

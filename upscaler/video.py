@@ -178,8 +178,8 @@ def upscale_video(src: str | Path, dst: str | Path,
             elif transform is not None:
                 encode_segments(info, todo, transform, settings, paths, container, on_frames,
                                 folder.finished, on_segment_start, times)
-            join_and_mux(info, segments, [folder.path_of(s) for s in segments], dst,
-                         encoding.encoder, settings.overwrite)
+            _mux(info, segments, [folder.path_of(s) for s in segments], dst, encoding.encoder,
+                 settings.overwrite)
         except BaseException as e:
             explained = _explain(e, folder, len(segments), dst)
             if explained is e:
@@ -190,6 +190,21 @@ def upscale_video(src: str | Path, dst: str | Path,
                      "earlier run")
         folder.remove()
     return dst
+
+
+def _mux(info: VideoInfo, segments: list[Segment], files: list[Path], dst: Path, encoder: str,
+         overwrite: bool) -> None:
+    """join_and_mux, and where taking the closed captions out is what fails, the output
+    without them: the upscaled video is not held back for its captions."""
+    try:
+        join_and_mux(info, segments, files, dst, encoder, overwrite)
+    except MediaError as e:
+        if not info.captions:
+            raise
+        join_and_mux(dataclasses.replace(info, captions=False), segments, files, dst, encoder,
+                     overwrite)
+        log.warning(f"{info.path.name}: closed captions not carried: the mux could not take "
+                    f"them out ({e.message})")
 
 
 @functools.lru_cache(maxsize=16)
