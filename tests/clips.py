@@ -184,12 +184,31 @@ def add_captions(src: Path, dst: Path, text: str, shown: int, erased: int,
     return dst
 
 
+def add_caption_track(src: Path, dst: Path, text: str, shown: str, erased: str) -> Path:
+    """`src` (copied) with `text` as a QuickTime closed-caption track (CEA-608, c608), as
+    iTunes and broadcast masters carry them, from a Scenarist (.scc) file: shown at SMPTE
+    timecode `shown` (HH:MM:SS:FF at 29.97 frames a second), erased at `erased`."""
+    padded = text + "\0" * (len(text) % 2)
+    words = [f"{_odd(ord(a)):02x}{_odd(ord(b)):02x}" for a, b in zip(padded[::2], padded[1::2],
+                                                                       strict=True)]
+    # Resume caption loading, carriage position, the text, end of caption (each sent twice,
+    # as captioners do); then erase displayed memory.
+    scc = dst.with_suffix(".scc")
+    scc.write_text(f"Scenarist_SCC V1.0\n\n{shown}\t9420 9420 94ae 94ae {' '.join(words)} "
+                   f"942f 942f\n\n{erased}\t942c 942c\n", encoding="ascii")
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(src),
+                "-i", str(scc), "-map", "0", "-map", "1", "-c", "copy", str(dst)], dst)
+    return dst
+
+
+def _odd(byte: int) -> int:
+    """A CEA-608 byte with its odd parity bit (the top one)."""
+    return byte | (0x80 if bin(byte).count("1") % 2 == 0 else 0)
+
+
 def _caption_sei(first: int, second: int) -> bytes:
     """An H.264 SEI NAL unit carrying one CEA-608 byte pair for field 1 (ATSC A/53 cc_data)."""
-
-    def odd(byte: int) -> int:  # CEA-608 bytes carry odd parity in their top bit
-        return byte | (0x80 if bin(byte).count("1") % 2 == 0 else 0)
-
+    odd = _odd
     cc_data = bytes([0xFC, odd(first), odd(second)])  # marker, valid, field 1
     payload = (bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03, 0x40 | 1, 0xFF]) + cc_data
                + bytes([0xFF]))

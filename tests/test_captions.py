@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from clips import add_captions, make_clip
+from clips import add_caption_track, add_captions, make_clip
 
 from upscaler.cli import main
 from upscaler.media import ffmpeg
@@ -130,3 +130,27 @@ def test_captions_that_cannot_be_taken_out_do_not_hold_the_video_back(
     assert "captioned.mkv: closed captions not carried: the mux could not take them out" in err
     assert [s.codec for s in probe(out).streams if s.kind == "subtitle"] == ["subrip"]
     assert [text for *_, text in cues(out, 0)] == ["Hello", "World"]
+
+
+@pytest.fixture(scope="module")
+def quicktime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A QuickTime file with a closed-caption track of its own (c608), as iTunes episodes and
+    broadcast masters have: a stream that Matroska cannot hold as it is."""
+    work = tmp_path_factory.mktemp("c608")
+    src = make_clip(work / "plain.mkv", audio=True)
+    return add_caption_track(src, work / "episode.mov", "HELLO CC", "00:00:00:10", "00:00:01:00")
+
+
+@pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ass"), ("out.mp4", "mov_text"),
+                                             ("out.mov", "eia_608")])
+def test_a_caption_track_goes_into_every_format(quicktime: Path, tmp_path: Path, name: str,
+                                                codec: str) -> None:
+    """Matroska takes it as ASS, MP4 as mov_text, MOV as it is (the job failed at the final
+    mux into .mkv, after all the upscaling, and refused .mp4)."""
+    out = tmp_path / name
+    assert main([str(quicktime), "-o", str(out), *FAST, "--quiet"]) == 0
+    assert [s.codec for s in probe(out).streams if s.kind == "subtitle"] == [codec]
+    [(start, end, text)] = cues(out, 0)
+    [(source_start, source_end, _)] = cues(quicktime, 0)
+    assert text == "HELLO CC"
+    assert (start, end) == pytest.approx((source_start, source_end), abs=0.002)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clips import make_clip
+from clips import make_clip, packet_checksums
 
 from upscaler.cli import main
 from upscaler.errors import UsageError
 from upscaler.job.preflight import _trial
+from upscaler.media import ffmpeg
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.video import check_video_job
 
@@ -66,3 +67,31 @@ def test_check_video_job_caches_trials_for_a_batch(clip: Path, tmp_path: Path) -
     (tmp_path / "d.mkv").mkdir()
     with pytest.raises(UsageError, match="is a folder"):
         check_video_job(clip, tmp_path / "d.mkv", settings)
+
+
+@pytest.fixture(scope="module")
+def ttml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MP4 with a TTML subtitle track (stpp), as streaming services deliver subtitles:
+    no decoder here reads it, MP4 and MOV hold it, Matroska cannot."""
+    work = tmp_path_factory.mktemp("ttml")
+    src = make_clip(work / "plain.mkv", subtitles=True)
+    out = work / "stream.mp4"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(src), "-map", "0",
+                "-c:v", "copy", "-c:s", "ttml", "-time_base:s", "1:1000", str(out)], out)
+    return out
+
+
+def test_a_stream_the_output_format_cannot_hold_is_refused_before_any_work(
+        ttml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ffmpeg is asked up front, with the streams themselves: the job failed at the final mux
+    before, after all the upscaling."""
+    out = tmp_path / "out.mkv"
+    assert main([str(ttml), "-o", str(out), *FAST]) == 5
+    err = capsys.readouterr().err
+    assert ("out.mkv: .mkv cannot hold the other streams of stream.mp4 (Subtitle codec ttml "
+            in err and "is not supported); write .mp4 or .mov instead" in err), err
+    assert list(tmp_path.iterdir()) == []  # nothing written, no work folder
+    # Where it fits, the track is copied as it was.
+    out = tmp_path / "out.mp4"
+    assert main([str(ttml), "-o", str(out), *FAST]) == 0
+    assert packet_checksums(out, "s:0") == packet_checksums(ttml, "s:0")

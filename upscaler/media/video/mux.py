@@ -7,6 +7,7 @@ audio, subtitles and attachments; `join_and_mux` writes the output atomically at
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -132,32 +133,95 @@ _MP4_LIKE = (".mp4", ".m4v", ".mov")
 MUXERS = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 WRITABLE_CONTAINERS: tuple[str, ...] = tuple(MUXERS)
 _WEBM_CODECS = {"vp8", "vp9", "av1", "opus", "vorbis", "webvtt"}
-_TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "text", "mov_text"}
+# Text subtitles that MP4 and MOV hold as mov_text (lossless for plain text); CEA-608 (a
+# QuickTime c608 track) among them, which MOV also holds as it is.
+_TEXT_SUBTITLES = {"subrip", "srt", "ass", "ssa", "webvtt", "text", "mov_text", "eia_608"}
+# Subtitles MP4 holds as they are: TTML (stpp), as streaming services deliver it.
+_MP4_SUBTITLES = {"ttml"}
 
 
 def check_container(info: VideoInfo, dst: str | Path) -> None:
     """MediaError naming `dst` when its format cannot hold the source's other streams.
 
-    Called before any work is done, so a long job does not fail at the final mux.
+    Called before any work is done, so a long job does not fail at the final mux: the
+    common refusals are named here, and ffmpeg then writes a second of those streams into a
+    file of the format, as the final mux will, which finds the rest (a TTML subtitle track,
+    which Matroska cannot hold, say).
     """
     dst = Path(dst)
     suffix = dst.suffix.lower()
     if suffix not in MUXERS:
         raise MediaError(f"unknown video format {suffix!r}; use one of {', '.join(MUXERS)}", dst)
+    # A codec that no decoder here knows (probe names it "none") is left to the trial, which
+    # has ffmpeg name it.
+    known = [s for s in info.streams if s.index != info.video_index and s.codec != "none"]
     if suffix == ".webm":
-        for s in info.streams:
-            if s.index != info.video_index and s.codec not in _WEBM_CODECS:
+        for s in known:
+            if s.codec not in _WEBM_CODECS:
                 raise MediaError(f".webm cannot hold the {s.codec} {s.kind} stream of "
                                  f"{info.path.name}; write .mkv instead", dst)
-    if suffix not in _MP4_LIKE:
-        return
-    if any(s.kind == "attachment" for s in info.streams):
-        raise MediaError(f"{suffix} cannot hold the attachments (fonts) of {info.path.name};"
-                         " write .mkv instead", dst)
-    for s in info.streams:
-        if s.kind == "subtitle" and s.codec not in _TEXT_SUBTITLES:
-            raise MediaError(f"{suffix} cannot hold the {s.codec} subtitles of "
+    if suffix in _MP4_LIKE:
+        if any(s.kind == "attachment" for s in info.streams):
+            raise MediaError(f"{suffix} cannot hold the attachments (fonts) of "
                              f"{info.path.name}; write .mkv instead", dst)
+        for s in known:
+            if s.kind == "subtitle" and s.codec not in _TEXT_SUBTITLES | _MP4_SUBTITLES:
+                raise MediaError(f"{suffix} cannot hold the {s.codec} subtitles of "
+                                 f"{info.path.name}; write .mkv instead", dst)
+    failed = _streams_trial(info, suffix)
+    if failed is not None:
+        fits = [s for s in (".mkv", ".mp4", ".mov") if s != suffix and
+                _streams_trial(info, s) is None]
+        hint = f"write {' or '.join(fits)} instead" if fits else "no format here holds them"
+        raise MediaError(f"{suffix} cannot hold the other streams of {info.path.name} "
+                         f"({failed}); {hint}", dst)
+
+
+# (path, size, mtime_ns, suffix) -> _streams_trial's answer: a batch checks each job twice.
+_TRIALS: dict[tuple[Path, int, int, str], str | None] = {}
+
+
+def _streams_trial(info: VideoInfo, suffix: str) -> str | None:
+    """Why ffmpeg cannot write the source's streams other than its video into a `suffix`
+    file as the final mux does (the subtitles converted alike): None when it can. Their first
+    second is written into a file that is thrown away."""
+    others = [s for s in info.streams if s.index != info.video_index and s.kind != "data"
+              and not (s.attached_pic and suffix == ".mkv")]  # a cover becomes an attachment
+    if not others:
+        return None
+    try:
+        stat = info.path.stat()
+    except OSError:
+        return None  # the probe said what there is to say about the file
+    key = (info.path, stat.st_size, stat.st_mtime_ns, suffix)
+    if key not in _TRIALS:
+        maps = [arg for s in others for arg in ("-map", f"0:{s.index}")]
+        with tempfile.TemporaryDirectory(prefix="upscaler-mux-") as tmp:
+            out = Path(tmp) / f"trial{suffix}"
+            code, log = ffmpeg.run_log(
+                [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-t", "1",
+                 "-i", str(info.path), *maps, "-c", "copy", *_subtitle_args(info, suffix),
+                 "-f", MUXERS[suffix], str(out)], info.path)
+        _TRIALS[key] = None if code == 0 else ffmpeg.telling_line(log.splitlines()).rstrip(".")
+    return _TRIALS[key]
+
+
+def _subtitle_args(info: VideoInfo, suffix: str) -> list[str]:
+    """The codec of each subtitle stream that `suffix`'s format cannot hold as it is (the
+    rest are copied): MP4 and MOV take text as mov_text, MOV keeps CEA-608 as it is;
+    Matroska takes mov_text as SubRip and CEA-608 as ASS (its positions kept)."""
+    args: list[str] = []
+    subtitles = [s for s in info.streams if s.kind == "subtitle"]
+    for n, s in enumerate(subtitles):
+        codec = None
+        if suffix in _MP4_LIKE:
+            keep = s.codec == "mov_text" or (s.codec == "eia_608" and suffix == ".mov")
+            codec = "mov_text" if s.codec in _TEXT_SUBTITLES and not keep else None
+        elif suffix == ".mkv":
+            codec = {"mov_text": "srt", "eia_608": "ass"}.get(s.codec or "")
+        if codec:
+            args += [f"-c:s:{n}", codec]
+    return args
 
 
 def video_tag_args(suffix: str, encoder: str) -> list[str]:
@@ -182,16 +246,8 @@ def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
     for key, value in kept.items():
         if value:
             args += ["-metadata:s:v:0", f"{key}={value}"]
-    subtitles = [s for s in info.streams if s.kind == "subtitle"]
     if suffix in _MP4_LIKE:
-        # Text subtitles must become MP4's own text format; that is lossless for plain text.
-        args += ["-c:s", "mov_text"] if subtitles else []
         if info.vfr and info.time_base.numerator == 1:
             args += ["-video_track_timescale", str(info.time_base.denominator)]
         args += ["-movflags", "+faststart"]
-    args += video_tag_args(suffix, encoder)
-    if suffix == ".mkv":
-        for n, s in enumerate(subtitles):
-            if s.codec == "mov_text":
-                args += [f"-c:s:{n}", "srt"]
-    return args
+    return [*args, *video_tag_args(suffix, encoder), *_subtitle_args(info, suffix)]
