@@ -172,7 +172,8 @@ def check_container(info: VideoInfo, dst: str | Path) -> None:
     if failed is not None:
         fits = [s for s in (".mkv", ".mp4", ".mov") if s != suffix and
                 _streams_trial(info, s) is None]
-        hint = f"write {' or '.join(fits)} instead" if fits else "no format here holds them"
+        hint = (f"write {' or '.join(fits)} instead" if fits else
+                "no format here holds them: copy the source without them first (ffmpeg -map)")
         raise MediaError(f"{suffix} cannot hold the other streams of {info.path.name} "
                          f"({failed}); {hint}", dst)
 
