@@ -51,7 +51,7 @@ def assert_the_caption(path: Path, stream: int) -> None:
 def captioned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Video with audio, a subtitle stream of its own and closed captions."""
     work = tmp_path_factory.mktemp("captions")
-    src = make_clip(work / "plain.mkv", audio=True, subtitles=True)
+    src = make_clip(work / "plain.mkv", audio=True, subtitles=True, seconds=0.9)  # 21 frames
     return add_captions(src, work / "captioned.mkv", "HELLO CC", SHOWN, ERASED)
 
 
@@ -137,8 +137,8 @@ def quicktime(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A QuickTime file with a closed-caption track of its own (c608), as iTunes episodes and
     broadcast masters have: a stream that Matroska cannot hold as it is."""
     work = tmp_path_factory.mktemp("c608")
-    src = make_clip(work / "plain.mkv", audio=True)
-    return add_caption_track(src, work / "episode.mov", "HELLO CC", "00:00:00:10", "00:00:01:00")
+    src = make_clip(work / "plain.mkv", audio=True, seconds=0.9)
+    return add_caption_track(src, work / "episode.mov", "HELLO CC", "00:00:00:10", "00:00:00:25")
 
 
 @pytest.mark.parametrize(("name", "codec"), [("out.mkv", "ass"), ("out.mp4", "mov_text"),
