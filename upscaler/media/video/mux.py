@@ -6,6 +6,7 @@ audio, subtitles and attachments; `join_and_mux` writes the output atomically at
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Sequence
@@ -178,14 +179,9 @@ def check_container(info: VideoInfo, dst: str | Path) -> None:
                          f"({failed}); {hint}", dst)
 
 
-# (path, size, mtime_ns, suffix) -> _streams_trial's answer: a batch checks each job twice.
-_TRIALS: dict[tuple[Path, int, int, str], str | None] = {}
-
-
 def _streams_trial(info: VideoInfo, suffix: str) -> str | None:
     """Why ffmpeg cannot write the source's streams other than its video into a `suffix`
-    file as the final mux does (the subtitles converted alike): None when it can. Their first
-    second is written into a file that is thrown away."""
+    file as the final mux does (the subtitles converted alike): None when it can."""
     others = [s for s in info.streams if s.index != info.video_index and s.kind != "data"
               and not (s.attached_pic and suffix == ".mkv")]  # a cover becomes an attachment
     if not others:
@@ -194,17 +190,23 @@ def _streams_trial(info: VideoInfo, suffix: str) -> str | None:
         stat = info.path.stat()
     except OSError:
         return None  # the probe said what there is to say about the file
-    key = (info.path, stat.st_size, stat.st_mtime_ns, suffix)
-    if key not in _TRIALS:
-        maps = [arg for s in others for arg in ("-map", f"0:{s.index}")]
-        with tempfile.TemporaryDirectory(prefix="upscaler-mux-") as tmp:
-            out = Path(tmp) / f"trial{suffix}"
-            code, log = ffmpeg.run_log(
-                [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-t", "1",
-                 "-i", str(info.path), *maps, "-c", "copy", *_subtitle_args(info, suffix),
-                 "-f", MUXERS[suffix], str(out)], info.path)
-        _TRIALS[key] = None if code == 0 else ffmpeg.telling_line(log.splitlines()).rstrip(".")
-    return _TRIALS[key]
+    args = [arg for s in others for arg in ("-map", f"0:{s.index}")]
+    return _mux_trial(str(info.path), stat.st_size, stat.st_mtime_ns, suffix,
+                      (*args, "-c", "copy", *_subtitle_args(info, suffix)))
+
+
+@functools.lru_cache(maxsize=256)
+def _mux_trial(path: str, size: int, mtime_ns: int, suffix: str, args: tuple[str, ...],
+               ) -> str | None:
+    """The first second of `path` written with `args` into a `suffix` file that is thrown
+    away: ffmpeg's reason when it fails, else None. Cached per version of the file (size and
+    mtime_ns): a batch checks each job before it runs and again at its mux."""
+    with tempfile.TemporaryDirectory(prefix="upscaler-mux-") as tmp:
+        out = Path(tmp) / f"trial{suffix}"
+        code, log = ffmpeg.run_log([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v",
+                                    "error", "-t", "1", "-i", path, *args,
+                                    "-f", MUXERS[suffix], str(out)], path)
+    return None if code == 0 else ffmpeg.telling_line(log.splitlines()).rstrip(".")
 
 
 def _subtitle_args(info: VideoInfo, suffix: str) -> list[str]:
@@ -219,7 +221,7 @@ def _subtitle_args(info: VideoInfo, suffix: str) -> list[str]:
             keep = s.codec == "mov_text" or (s.codec == "eia_608" and suffix == ".mov")
             codec = "mov_text" if s.codec in _TEXT_SUBTITLES and not keep else None
         elif suffix == ".mkv":
-            codec = {"mov_text": "srt", "eia_608": "ass"}.get(s.codec or "")
+            codec = {"mov_text": "srt", "eia_608": "ass"}.get(s.codec)
         if codec:
             args += [f"-c:s:{n}", codec]
     return args
