@@ -1,5 +1,6 @@
-"""Closed captions (CEA-608 in the pictures' SEI, as US broadcasts and DVDs carry them) live
-inside the video stream a job replaces: they come out as a subtitle stream of their own."""
+"""Closed captions (CEA-608 in the pictures' SEI or MPEG-2 user data, as US broadcasts and
+DVDs carry them) live inside the video stream a job replaces: they come out as a subtitle stream
+of their own. A caption track of its own (QuickTime's c608) goes into every format."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def cues(path: Path, stream: int) -> list[tuple[float, float, str]]:
     the start of the file's video, without formatting."""
     text = ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(path),
                        "-map", f"0:s:{stream}", "-f", "srt", "-"], path)
-    video_start = probe(path).seconds(probe(path).frame_pts[0])
+    info = probe(path)
+    video_start = info.seconds(info.frame_pts[0])
     found = []
     for m in CUE.finditer(text):
         h1, m1, s1, ms1, h2, m2, s2, ms2 = (int(v) for v in m.groups()[:8])
