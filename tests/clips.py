@@ -208,8 +208,7 @@ def _odd(byte: int) -> int:
 
 def _caption_sei(first: int, second: int) -> bytes:
     """An H.264 SEI NAL unit carrying one CEA-608 byte pair for field 1 (ATSC A/53 cc_data)."""
-    odd = _odd
-    cc_data = bytes([0xFC, odd(first), odd(second)])  # marker, valid, field 1
+    cc_data = bytes([0xFC, _odd(first), _odd(second)])  # marker, valid, field 1
     payload = (bytes([0xB5, 0x00, 0x31]) + b"GA94" + bytes([0x03, 0x40 | 1, 0xFF]) + cc_data
                + bytes([0xFF]))
     rbsp = bytes([4, len(payload)]) + payload + bytes([0x80])  # user data registered, T.35

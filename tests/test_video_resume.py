@@ -8,7 +8,6 @@ one, or ffmpeg writing to /dev/full).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -91,14 +90,13 @@ def running_ffmpegs(*tags: Path, also: str = "") -> list[int]:
 
 
 def described(pids: list[int]) -> list[str]:
-    """What each process is: its state, nice value and command line, for a failure's message."""
-    found = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            found.append(f"{pid} state {stat[0]} nice {stat[16]}: {command}")
-    return found
+    """Each process still there: pid, state, nice value and command line (from `ps`, on Linux
+    and macOS alike), for a check on what is left and a failure's message."""
+    if not pids:
+        return []
+    listing = subprocess.run(["ps", "-o", "pid=,stat=,nice=,command=", "-p",
+                              ",".join(map(str, pids))], capture_output=True, text=True).stdout
+    return [line.strip() for line in listing.splitlines() if line.strip()]
 
 
 def _running_ffmpegs_ps(*tags: Path, also: str = "") -> list[int]:
