@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from upscaler.pixels import peak_of
+
 PIXELS_IN = "upscaler_pixels_in"
 PIXELS_OUT = "upscaler_pixels_out"
 _N = "upscaler_pixels_"  # the names of the wrapper's own tensors start so, apart from a model's
-_PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 def pixel_model(model: Any, dtype: np.dtype) -> Any:
@@ -33,7 +34,7 @@ def pixel_model(model: Any, dtype: np.dtype) -> Any:
     from onnx import TensorProto, helper
 
     dtype = np.dtype(dtype)
-    peak = _PEAKS[dtype]
+    peak = peak_of(dtype)
     pixel_type = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.UINT16
     wrapped = onnx.ModelProto()
     wrapped.CopyFrom(model)
