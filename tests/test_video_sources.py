@@ -22,7 +22,8 @@ from upscaler.media.video.encoding import VideoSettings, choose_encoding, withou
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.scan import Scan, _decode, scan
-from upscaler.video import _alpha_notes
+from upscaler.media.video.segments import Segment, encode_segments
+from upscaler.video import _alpha_notes, _source
 
 FAST = ["--model", "realesr-animevideov3", "--quiet",
         "--crf", "30", "--segment-seconds", "0.5"]
@@ -463,3 +464,33 @@ def test_an_mp4_keeps_the_chroma_of_an_alpha_source_and_says_the_alpha_is_gone(
         "none; the video is written opaque"]
     assert [without_alpha(f) for f in ("yuva420p", "gbrap10le", "yuv444p", "rgba")] == [
         "yuv420p", "gbrp10le", "yuv444p", "rgba"]
+
+
+@pytest.mark.parametrize(("suffix", "video"), [
+    (".ts", ["-c:v", "libx264", "-g", "10"]),
+    (".vob", ["-c:v", "mpeg2video", "-g", "10", "-q:v", "2"]),
+])
+def test_a_segment_of_a_broadcast_or_a_dvd_is_its_own_frames(tmp_path: Path, suffix: str,
+                                                             video: list[str]) -> None:
+    """MPEG-TS and DVD program streams have no index of keyframes. A segment that starts between
+    keyframes, as a resumed job's and a Ray worker's do (and every segment of a deinterlaced
+    source, which has a decoder per segment), was given the frames from where ffmpeg's seek
+    landed without a word: 7 frames late in the TS. Now each of its frames is the source's
+    frame at that place; the VOB, whose seeks landed right here, is cut the same way."""
+    plain = make_clip(tmp_path / "plain.mkv", size="32x18", seconds=3.0)
+    src = tmp_path / f"source{suffix}"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(plain),
+                "-map", "0:v", *video, str(src)], src)
+    info, _ = _source(src, tmp_path / "out.mkv", VideoSettings())
+    with VideoReader(info) as reader:
+        source = np.stack(list(reader)).astype(np.int32)
+    segment = Segment(3, 36, 12)  # keyframes at 0, 10, 20, 30, 40...
+    out = tmp_path / "segment.nut"
+    encode_segments(info, [segment], lambda frame: frame,
+                    VideoSettings(crf=0, preset="ultrafast"), [out], ".mkv")
+    with VideoReader(probe(out)) as reader:
+        got = list(reader)
+    assert len(got) == segment.count
+    nearest = [int(np.abs(source - frame.astype(np.int32)).sum(axis=(1, 2, 3)).argmin())
+               for frame in got]
+    assert nearest == list(range(36, 48))

@@ -22,6 +22,13 @@ from upscaler.media import ffmpeg
 from upscaler.media.video import rgb
 from upscaler.media.video.probe import SWS_MATRICES, VideoInfo
 
+# Containers whose seeks find the keyframe before a time through an index: Matroska/WebM,
+# MP4/MOV, AVI, NUT. Any other is sought early and cut by timestamps (`_command`).
+_INDEXED = {"matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "avi", "nut"}
+# How far before a segment a source without an index is sought: longer than a broadcast's or
+# a DVD's keyframe interval (0.5-2 s), decoded and thrown away at each seek.
+PREROLL = 10.0
+
 # Chroma is interpolated, not replicated, and rounding is exact, so a decode -> encode round
 # trip does not drift.
 SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
@@ -66,12 +73,25 @@ class VideoReader:
     def _command(self) -> list[str]:
         info = self.info
         args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error"]
-        if self.start > 0:
+        trim = ""
+        if self.start > 0 and info.container in _INDEXED:
             # Seek to halfway between the previous frame and the first wanted one: ffmpeg then
             # decodes from the keyframe before and drops every frame earlier than this time,
             # and the midpoint survives any rounding of the timestamps to microseconds.
-            mid = (info.frame_pts[self.start - 1] + info.frame_pts[self.start]) / 2
-            args += ["-ss", f"{info.seconds(round(mid)) - info.start_time:.6f}"]
+            args += ["-ss", f"{self._between(self.start) - info.start_time:.6f}"]
+        elif self.start > 0:
+            # MPEG-TS and program streams (broadcasts, DVDs) have no index of keyframes: ffmpeg
+            # lands where the timestamps say and starts at the next keyframe it finds, which
+            # gave a TS segment the frames from 7 later (10-frame GOPs) without a word. So it
+            # seeks PREROLL seconds early, keeps the timestamps, and the frames are cut by
+            # them, the end too: a keyframe further back than that gives a short run, which
+            # the caller reports, never shifted frames.
+            start = self._between(self.start)
+            args += ["-noaccurate_seek", "-copyts",
+                     "-ss", f"{max(0.0, start - info.start_time - PREROLL):.6f}"]
+            end = self.start + self.count
+            trim = f"trim=start={start:.6f}" + (
+                f":end={self._between(end):.6f}" if end < info.frame_count else "") + ","
         if self.alpha:
             wire = "rgba64le" if self.dtype == np.uint16 else "rgba"
         else:
@@ -87,11 +107,17 @@ class VideoReader:
         if info.deinterlace:
             # On the decoded fields, before the conversion to RGB mixes the lines.
             convert = f"{info.deinterlace},{convert}"
+        convert = trim + convert
         if info.decoder:
             args += ["-c:v", info.decoder]
         return [*args, "-i", str(info.path), "-map", f"0:{info.video_index}",
                 "-frames:v", str(self.count), "-vf", convert, "-fps_mode", "passthrough",
                 "-f", "rawvideo", "-pix_fmt", wire, "pipe:1"]
+
+    def _between(self, frame: int) -> float:
+        """Seconds on the container's clock halfway between `frame` and the one before it."""
+        pts = self.info.frame_pts
+        return self.info.seconds(round((pts[frame - 1] + pts[frame]) / 2))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.converter is None:
