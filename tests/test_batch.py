@@ -104,3 +104,26 @@ def test_video_settings_are_tried_before_any_job_runs(stills: Path,
     assert err[1].startswith(f"upscale: error: {jobs}:5: ") and "libx264" in err[1]
     assert len(err) == 2
     assert not (stills / "out").exists()
+
+
+def test_a_rerun_skips_finished_videos_without_trying_their_settings(
+        stills: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The season was upscaled on a Mac; the batch is rerun on Linux after one more job was added.
+    import shutil
+
+    from clips import make_clip
+
+    make_clip(stills / "ep.mkv", size="32x18", seconds=0.25)
+    (stills / "out").mkdir()
+    shutil.copy(stills / "ep.mkv", stills / "out" / "ep.mkv")  # what the Mac wrote
+    jobs = write_jobs(stills, "{input: ep.mkv, output: out/ep.mkv, codec: hevc_videotoolbox}",
+                      "{input: a.png, output: out/a.png}")
+    code, err = run(jobs, capsys)
+    assert code == 0
+    assert err == [f"upscale: {stills / 'out' / 'ep.mkv'}: exists, skipped (--overwrite redoes it)",
+                   "upscale: 1 done, 1 skipped (outputs exist; --overwrite redoes them), 0 failed"]
+
+    code, err = run(jobs, capsys, "--overwrite")  # redoing it is tried first, and refused here
+    assert code == 2
+    assert err == [f"upscale: error: {jobs}:3: {stills / 'out' / 'ep.mkv'}: --codec "
+                   "hevc_videotoolbox: this ffmpeg has no encoder named 'hevc_videotoolbox'"]

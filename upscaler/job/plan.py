@@ -130,7 +130,10 @@ def _plan(job: Job) -> Task:
     if dst.is_dir():
         raise UsageError("the output is a folder", dst)
     check_writable(dst.parent)
-    if kind == "video":
+    if kind == "video" and (options.overwrite or not dst.exists()):
+        # A finished job is skipped when it runs. Its checks (a probe and ffmpeg's trials, a
+        # second for a captioned TS) would only slow the rerun of a season's batch, and
+        # refuse it where the first run's encoder is not on this machine.
         check_video_job(src, dst, video_settings(options))
     return Task(kind, src, dst, options)
 
