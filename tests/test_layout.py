@@ -48,8 +48,8 @@ def test_frame_side_imports_no_file_handling(module: str) -> None:
 
 def test_media_is_grouped_by_what_it_serves() -> None:
     media = PACKAGE / "media"
-    assert sorted(p.name for p in media.iterdir() if p.suffix == ".py") == ["__init__.py",
-                                                                           "ffmpeg.py"]
+    assert sorted(p.name for p in media.iterdir() if p.suffix == ".py") == [
+        "__init__.py", "ffmpeg.py", "ffmpeg_facts.py"]
     assert (media / "images" / "read.py").exists() and (media / "video" / "reader.py").exists()
     assert {p.name for p in (PACKAGE / "job").glob("*.py")} >= {"plan.py", "resume.py",
                                                                 "preflight.py", "space.py"}

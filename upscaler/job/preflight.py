@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import re
 import tempfile
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
+from upscaler.media.ffmpeg_facts import remembered
 from upscaler.media.video.encoding import VideoSettings, choose_encoding
 from upscaler.media.video.mux import MUXERS, video_tag_args
 from upscaler.media.video.probe import VideoInfo
@@ -27,6 +30,9 @@ from upscaler.media.video.writer import Encoding, Timing, VideoWriter
 
 # Big enough for hardware encoders' minimum sizes, small enough to cost milliseconds.
 _TRIAL_SIZE = (144, 256)
+# Encoders that open a device (NVIDIA, Intel, AMD, Apple, VA-API, V4L2, Media Foundation...).
+HARDWARE_ENCODER = re.compile(r"_(nvenc|qsv|amf|videotoolbox|vaapi|v4l2m2m|mf|vulkan|omx|"
+                              r"rkmpp|mediacodec|d3d12va)$")
 
 
 def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encoding:
@@ -87,7 +93,23 @@ def _neutral(encoding: Encoding) -> Encoding:
 def _trial(exe: str, encoding: Encoding, deep: bool, suffix: str) -> tuple[str | None, str | None]:
     """Why one frame of `encoding` does not encode, and why its segment does not go into a
     `suffix` file: None for each that works. One segment serves both (one ffmpeg run less
-    before a job's first frame)."""
+    before a job's first frame).
+
+    A software encoder that passed is remembered with the binary (ffmpeg_facts.py): it passes
+    again, and the next process starts its first job 50 ms sooner. A hardware encoder is
+    tried every time (its device or driver may have gone), as is any that failed (for the
+    reason, which the user needs to read afresh)."""
+    def ask() -> list[str | None]:
+        return list(_try(exe, encoding, deep, suffix))
+
+    if HARDWARE_ENCODER.search(encoding.encoder):
+        return _try(exe, encoding, deep, suffix)
+    question = f"trial {json.dumps([dataclasses.astuple(encoding), deep, suffix], default=str)}"
+    encode_failed, mux_failed = remembered(exe, question, ask, keep=lambda r: r == [None, None])
+    return encode_failed, mux_failed
+
+
+def _try(exe: str, encoding: Encoding, deep: bool, suffix: str) -> tuple[str | None, str | None]:
     with tempfile.TemporaryDirectory(prefix="upscaler-trial-") as tmp:
         try:
             segment = _trial_segment(encoding, deep, Path(tmp))

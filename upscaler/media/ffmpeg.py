@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from upscaler.errors import MediaError
 from upscaler.heap import environment
+from upscaler.media.ffmpeg_facts import remembered
 
 try:
     import fcntl
@@ -168,23 +169,26 @@ def _complete(args: Sequence[str], path: str | Path | None) -> subprocess.Comple
 @functools.lru_cache(maxsize=8)
 def encoders(exe: str) -> frozenset[str]:
     """The encoder names this ffmpeg build lists (listed is not the same as usable)."""
-    return _codec_names(exe, "-encoders")
+    return frozenset(remembered(exe, "encoders", lambda: _codec_names(exe, "-encoders")))
 
 
 @functools.lru_cache(maxsize=8)
 def decoders(exe: str) -> frozenset[str]:
     """The decoder names this ffmpeg build lists."""
-    return _codec_names(exe, "-decoders")
+    return frozenset(remembered(exe, "decoders", lambda: _codec_names(exe, "-decoders")))
 
 
 @functools.lru_cache(maxsize=8)
 def has_filter(exe: str, name: str) -> bool:
     """Whether this ffmpeg build has the filter `name`."""
-    done = _complete([exe, "-hide_banner", "-h", f"filter={name}"], None)
-    return done.returncode == 0 and f"Filter {name}" in done.stdout
+    def ask() -> bool:
+        done = _complete([exe, "-hide_banner", "-h", f"filter={name}"], None)
+        return done.returncode == 0 and f"Filter {name}" in done.stdout
+
+    return remembered(exe, f"filter {name}", ask)
 
 
-def _codec_names(exe: str, listing: str) -> frozenset[str]:
+def _codec_names(exe: str, listing: str) -> list[str]:
     text = run([exe, "-hide_banner", listing])
     names = set()
     for line in text.splitlines():
@@ -192,17 +196,20 @@ def _codec_names(exe: str, listing: str) -> frozenset[str]:
         # Rows look like " V....D libx264   description"; the legend above them has no flags.
         if len(parts) >= 2 and len(parts[0]) == 6 and parts[0][0] in "VAS" and parts[1] != "=":
             names.add(parts[1])
-    return frozenset(names)
+    return sorted(names)
 
 
 @functools.lru_cache(maxsize=32)
 def encoder_pix_fmts(exe: str, encoder: str) -> tuple[str, ...]:
     """The pixel formats an encoder accepts, in ffmpeg's order; empty when it does not say."""
-    text = run([exe, "-hide_banner", "-h", f"encoder={encoder}"])
-    for line in text.splitlines():
-        if "Supported pixel formats:" in line:
-            return tuple(line.split(":", 1)[1].split())
-    return ()
+    def ask() -> list[str]:
+        text = run([exe, "-hide_banner", "-h", f"encoder={encoder}"])
+        for line in text.splitlines():
+            if "Supported pixel formats:" in line:
+                return line.split(":", 1)[1].split()
+        return []
+
+    return tuple(remembered(exe, f"encoder {encoder}", ask))
 
 
 @functools.lru_cache(maxsize=16)
@@ -356,9 +363,13 @@ class PixFmt:
 @functools.lru_cache(maxsize=8)
 def pix_fmts(exe: str) -> dict[str, PixFmt]:
     """Every pixel format this ffmpeg knows (yuva420p10le -> 4 components of 10 bits)."""
-    formats = {}
-    for line in run([exe, "-hide_banner", "-pix_fmts"]).splitlines():
-        parts = line.split()
-        if len(parts) == 5 and len(parts[0]) == 5 and parts[4][0].isdigit():
-            formats[parts[1]] = PixFmt(int(parts[2]), max(int(d) for d in parts[4].split("-")))
-    return formats
+    def ask() -> dict[str, list[int]]:
+        formats = {}
+        for line in run([exe, "-hide_banner", "-pix_fmts"]).splitlines():
+            parts = line.split()
+            if len(parts) == 5 and len(parts[0]) == 5 and parts[4][0].isdigit():
+                formats[parts[1]] = [int(parts[2]), max(int(d) for d in parts[4].split("-"))]
+        return formats
+
+    return {name: PixFmt(*described) for name, described in
+            remembered(exe, "pix_fmts", ask).items()}

@@ -18,19 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from upscaler.errors import ModelError
 from upscaler.models.registry import ModelRef
+from upscaler.user_cache import CACHE_ENV, FFMPEG_FACTS, cache_dir
 from upscaler.version import __version__
 
-CACHE_ENV = "UPSCALER_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """$UPSCALER_CACHE_DIR, else the platform's user cache directory for upscaler."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path(platformdirs.user_cache_dir("upscaler", appauthor=False))
+__all__ = ["CACHE_ENV", "BuildKey", "built_path", "cache_dir", "cached_builds", "clear",
+           "get_or_build"]
 
 
 @dataclass(frozen=True)
@@ -121,8 +115,10 @@ def cached_builds(model: ModelRef) -> list[Path]:
 
 
 def clear(remove: Callable[[Path], None] = _remove) -> int:
+    """Empty the cache; how many built models it held (what ffmpeg said of itself, also kept
+    there, goes too, uncounted)."""
     root = cache_dir()
     entries = list(root.iterdir()) if root.is_dir() else []
     for entry in entries:
         remove(entry)
-    return len(entries)
+    return sum(entry.name != FFMPEG_FACTS for entry in entries)
