@@ -392,17 +392,16 @@ def test_the_encoder_runs_below_the_models_priority(tmp_path: Path) -> None:
     assert nices.count(ours) == 1
 
 
-def test_consecutive_segments_share_a_decoder_unless_deinterlaced_or_damaged(
-        mkv_clip: Path) -> None:
+def test_consecutive_segments_share_a_decoder_unless_damaged(mkv_clip: Path) -> None:
     info = probe(mkv_clip)
     first, second, third = plan_segments(info, 0.5)
     assert decoding_runs(info, [first, second, third]) == [[first, second, third]]
     # A resumed job skips the finished second segment: the third is sought on its own.
     assert decoding_runs(info, [first, third]) == [[first], [third]]
-    # bwdif and yadif look at the frame before: a segment's first must not depend on whether
-    # the one before it was decoded in the same run.
+    # A deinterlaced segment read alone is what a run gives (test_video_sources.py), so
+    # bwdif's segments share a decoder too.
     deinterlaced = dataclasses.replace(info, deinterlace="bwdif=mode=send_frame")
-    assert decoding_runs(deinterlaced, [first, second]) == [[first], [second]]
+    assert decoding_runs(deinterlaced, [first, second]) == [[first, second]]
     # In accepted damage, each segment's seek finds its first frame by its time.
     damaged = dataclasses.replace(info, damaged=True)
     assert decoding_runs(damaged, [first, second]) == [[first], [second]]

@@ -473,10 +473,10 @@ def test_an_mp4_keeps_the_chroma_of_an_alpha_source_and_says_the_alpha_is_gone(
 def test_a_segment_of_a_broadcast_or_a_dvd_is_its_own_frames(tmp_path: Path, suffix: str,
                                                              video: list[str]) -> None:
     """MPEG-TS and DVD program streams have no index of keyframes. A segment that starts between
-    keyframes, as a resumed job's and a Ray worker's do (and every segment of a deinterlaced
-    source, which has a decoder per segment), was given the frames from where ffmpeg's seek
-    landed without a word: 7 frames late in the TS. Now each of its frames is the source's
-    frame at that place; the VOB, whose seeks landed right here, is cut the same way."""
+    keyframes, as a resumed job's and a Ray worker's do, was given the frames from where
+    ffmpeg's seek landed without a word: 7 frames late in the TS. Now each of its frames is
+    the source's frame at that place; the VOB, whose seeks landed right here, is cut the same
+    way."""
     plain = make_clip(tmp_path / "plain.mkv", size="32x18", seconds=3.0)
     src = tmp_path / f"source{suffix}"
     ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(plain),
@@ -494,3 +494,52 @@ def test_a_segment_of_a_broadcast_or_a_dvd_is_its_own_frames(tmp_path: Path, suf
     nearest = [int(np.abs(source - frame.astype(np.int32)).sum(axis=(1, 2, 3)).argmin())
                for frame in got]
     assert nearest == list(range(36, 48))
+
+
+@pytest.mark.parametrize(("suffix", "video"), [
+    (".mkv", ["-c:v", "libx264", "-g", "10", "-x264-params", "log-level=error"]),
+    (".ts", ["-c:v", "libx264", "-g", "10", "-x264-params", "log-level=error"]),
+    (".vob", ["-c:v", "mpeg2video", "-g", "10"]),
+])
+def test_a_deinterlaced_segment_is_as_in_a_run_through_the_whole_file(
+        tmp_path: Path, suffix: str, video: list[str]) -> None:
+    """bwdif makes each frame from its neighbours too. A segment's decoder started it fresh at
+    the segment's first frame (and a TS's trim ended it before the last one's next), so a
+    resumed job and every Ray worker gave the frames at the cuts another deinterlacing: up to
+    65 levels off. It now sees two frames each side, and its output is cut after it."""
+    src = encode(tmp_path / f"woven{suffix}", FIELDS.format(order="tff").replace("d=0.5", "d=1.6"),
+                 *video, "-flags", "+ildct+ilme", "-pix_fmt", "yuv420p")
+    info, notes = _source(src, tmp_path / "out.mkv", VideoSettings())
+    assert info.deinterlace and info.frame_count == 48, notes
+    with VideoReader(info) as reader:
+        whole = list(reader)
+    for start, count in ((1, 5), (20, 12), (36, 12)):
+        with VideoReader(info, start, count) as reader:
+            part = list(reader)
+        assert len(part) == count
+        for k, (a, b) in enumerate(zip(part, whole[start:start + count], strict=True)):
+            assert np.array_equal(a, b), f"frame {start + k} of the run from {start}"
+
+
+def test_a_dvd_whose_packets_lack_timestamps_is_not_called_damaged(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A program stream needs a timestamp only every 0.7 s; ffmpeg's own VOBs leave them off
+    many packets. The probe laid every frame out again from 0 s, away from the clock the
+    decoder and the cuts use (the VOB's starts at 0.5 s): the job was refused as "damaged
+    video: 15 of 105 frames missing", and where one packet lacked one, a resumed segment got
+    no frames."""
+    src = encode(tmp_path / "dvd.vob", "testsrc=s=96x72:r=30:d=3", "-c:v", "mpeg2video",
+                 "-g", "10", "-q:v", "2", "-f", "vob")
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert probe(out).frame_count == 90
+    info = probe(src)
+    assert info.seconds(info.frame_pts[0]) == pytest.approx(info.start_time, abs=0.02)
+    with VideoReader(info) as reader:
+        source = np.stack(list(reader)).astype(np.int32)
+    with VideoReader(info, 47, 12) as reader:  # as a resumed segment reads it
+        got = list(reader)
+    nearest = [int(np.abs(source - frame.astype(np.int32)).sum(axis=(1, 2, 3)).argmin())
+               for frame in got]
+    assert nearest == list(range(47, 59))

@@ -306,6 +306,7 @@ def _frame_pts(exe: str, path: Path, index: int,
                        "-map", f"0:{index}", "-c", "copy", "-f", "framecrc", "-"], path)
     tb: Fraction | None = None
     pts: list[int] = []
+    dts: list[int] = []
     last_duration = 0
     size = 0
     for line in text.splitlines():
@@ -313,19 +314,43 @@ def _frame_pts(exe: str, path: Path, index: int,
             tb = Fraction(line.split(":", 1)[1].strip())
         elif line and not line.startswith("#"):
             cols = [c.strip() for c in line.split(",")]
+            dts.append(int(cols[1]))
             pts.append(int(cols[2]))
             last_duration = max(last_duration, int(cols[3]))
             size += int(cols[4])
     if tb is None or not pts:
         raise MediaError("video stream has no frames", path)
-    if any(abs(p) >= 2**62 for p in pts):
-        # Raw elementary streams carry no timestamps: lay the frames on the nominal rate.
-        step = 1 / (rate * tb)
-        pts = [round(i * step) for i in range(len(pts))]
+    pts = _fill_missing(pts, dts, 1 / (rate * tb))
     pts.sort()
     frame = round(1 / (rate * tb))
     end = pts[-1] + (last_duration if last_duration > 0 else max(frame, 1))
     return tb, tuple(pts), end, size
+
+
+def _fill_missing(pts: list[int], dts: list[int], step: Fraction) -> list[int]:
+    """Packets' presentation times where some or all are missing (ffmpeg's NOPTS).
+
+    Raw elementary streams carry none: their frames are laid on the nominal rate from 0, as
+    the decoder times them. A program stream may leave some out (ffmpeg's own MPEG-PS muxer
+    does so for a DVD's last frame): each gets its decoding time plus the usual gap between
+    the two, keeping the others on the container's clock, where the reader cuts segments by
+    them (laid from 0, a VOB starting at 0.53 s gave a resumed segment no frames at all).
+    """
+    def known(t: int) -> bool:
+        return abs(t) < 2**62
+
+    if not any(known(p) for p in pts):
+        return [round(i * step) for i in range(len(pts))]
+    frame = round(step)
+    gaps = sorted(p - d for p, d in zip(pts, dts, strict=True) if known(p) and known(d))
+    gap = gaps[len(gaps) // 2] if gaps else frame
+    filled, latest = [], max(p for p in pts if known(p))
+    for p, d in zip(pts, dts, strict=True):
+        if not known(p):
+            p = d + gap if known(d) else latest + frame
+        latest = max(latest, p)
+        filled.append(p)
+    return filled
 
 
 def is_vfr(pts: tuple[int, ...], tb: Fraction, rate: Fraction) -> bool:

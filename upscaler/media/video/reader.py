@@ -28,6 +28,9 @@ _INDEXED = {"matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "avi", "nut"}
 # How far before a segment a source without an index is sought: longer than a broadcast's or
 # a DVD's keyframe interval (0.5-2 s), decoded and thrown away at each seek.
 PREROLL = 10.0
+# Frames a deinterlacer is given on each side of a run (bwdif and yadif look one frame each
+# way; one more costs a frame's decoding).
+CONTEXT = 2
 
 # Chroma is interpolated, not replicated, and rounding is exact, so a decode -> encode round
 # trip does not drift.
@@ -73,13 +76,21 @@ class VideoReader:
     def _command(self) -> list[str]:
         info = self.info
         args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error"]
-        trim = ""
-        if self.start > 0 and info.container in _INDEXED:
+        # A deinterlacer makes each frame from its neighbours as well: it is given CONTEXT
+        # frames on each side of the run and its output is cut after it, so that a segment
+        # comes out as in a run through the whole file (resumed, on a Ray worker).
+        context = CONTEXT if info.deinterlace else 0
+        first = max(0, self.start - context)
+        end = self.start + self.count
+        before = after = ""  # the cuts, before and after the deinterlacer
+        if first > 0 and info.container in _INDEXED:
             # Seek to halfway between the previous frame and the first wanted one: ffmpeg then
             # decodes from the keyframe before and drops every frame earlier than this time,
             # and the midpoint survives any rounding of the timestamps to microseconds.
-            args += ["-ss", f"{self._between(self.start) - info.start_time:.6f}"]
-        elif self.start > 0:
+            args += ["-ss", f"{self._between(first) - info.start_time:.6f}"]
+        if info.container in _INDEXED and self.start > first:
+            after = f"trim=start_frame={self.start - first}"
+        elif self.start > 0 and info.container not in _INDEXED:
             # MPEG-TS and program streams (broadcasts, DVDs) have no index of keyframes: ffmpeg
             # lands where the timestamps say and starts at the next keyframe it finds, which
             # gave a TS segment the frames from 7 later (10-frame GOPs) without a word. So it
@@ -89,9 +100,12 @@ class VideoReader:
             start = self._between(self.start)
             args += ["-noaccurate_seek", "-copyts",
                      "-ss", f"{max(0.0, start - info.start_time - PREROLL):.6f}"]
-            end = self.start + self.count
-            trim = f"trim=start={start:.6f}" + (
-                f":end={self._between(end):.6f}" if end < info.frame_count else "") + ","
+            after = self._trim(self.start, end)
+            if context:
+                before = self._trim(first, end + context)
+            else:
+                before, after = after, ""
+        steps = [before, info.deinterlace or "", after]
         if self.alpha:
             wire = "rgba64le" if self.dtype == np.uint16 else "rgba"
         else:
@@ -99,20 +113,25 @@ class VideoReader:
         if self.converter is not None:
             wire = self.converter.layout.pix_fmt
         if self.converter is not None or is_rgb(info.pix_fmt):
-            convert = f"format={wire}"
+            steps.append(f"format={wire}")
         else:
+            # After the deinterlacer, which works on the decoded fields, before the conversion
+            # to RGB mixes the lines.
             matrix = SWS_MATRICES[info.yuv_matrix]
-            convert = (f"scale=in_color_matrix={matrix}:in_range={info.yuv_range}"
-                       f":out_range=pc:flags={SWS_FLAGS},format={wire}")
-        if info.deinterlace:
-            # On the decoded fields, before the conversion to RGB mixes the lines.
-            convert = f"{info.deinterlace},{convert}"
-        convert = trim + convert
+            steps.append(f"scale=in_color_matrix={matrix}:in_range={info.yuv_range}"
+                         f":out_range=pc:flags={SWS_FLAGS},format={wire}")
         if info.decoder:
             args += ["-c:v", info.decoder]
         return [*args, "-i", str(info.path), "-map", f"0:{info.video_index}",
-                "-frames:v", str(self.count), "-vf", convert, "-fps_mode", "passthrough",
-                "-f", "rawvideo", "-pix_fmt", wire, "pipe:1"]
+                "-frames:v", str(self.count), "-vf", ",".join(s for s in steps if s),
+                "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", wire, "pipe:1"]
+
+    def _trim(self, first: int, end: int) -> str:
+        """A trim filter that keeps frames `first` .. `end - 1` by their timestamps (kept as
+        the container has them, -copyts)."""
+        cuts = [f"start={self._between(first):.6f}" if first > 0 else "",
+                f"end={self._between(end):.6f}" if end < self.info.frame_count else ""]
+        return "trim=" + ":".join(c for c in cuts if c) if any(cuts) else ""
 
     def _between(self, frame: int) -> float:
         """Seconds on the container's clock halfway between `frame` and the one before it."""

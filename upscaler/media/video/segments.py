@@ -260,13 +260,14 @@ def decoding_runs(info: VideoInfo, segments: Sequence[Segment]) -> list[list[Seg
     consecutive segments (a resumed job skips the finished ones) in one ffmpeg, which seeks
     once. A decoder per segment started an ffmpeg and decoded from the keyframe before it
     every few seconds of the video, while the model waited; a source's keyframes can be 10 s
-    apart. A decoder per segment stays where it matters: a deinterlaced source's filter would
-    see the frames before a segment's first only when it follows the one before, and a
-    segment must come out the same whether it does, is redone on resume, or runs alone on
-    another worker; in a damaged source a frame lost or gained in the damage would move every
-    later segment's frames by one, where a seek finds each segment's first frame by its time."""
+    apart. (A deinterlaced run is the same frames either way: the reader gives the
+    deinterlacer the frames around it, reader.CONTEXT.) A decoder per segment stays where it
+    matters: a segment must come out the same whether it follows the one before, is redone on
+    resume, or runs alone on another worker, and in a damaged source a frame lost or gained in
+    the damage would move every later segment's frames by one, where a seek finds each
+    segment's first frame by its time."""
     runs: list[list[Segment]] = []
-    apart = bool(info.deinterlace) or info.damaged
+    apart = info.damaged
     for segment in segments:
         last = runs[-1][-1] if runs else None
         if last is not None and not apart and last.start + last.count == segment.start:
