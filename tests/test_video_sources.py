@@ -543,3 +543,31 @@ def test_a_dvd_whose_packets_lack_timestamps_is_not_called_damaged(
     nearest = [int(np.abs(source - frame.astype(np.int32)).sum(axis=(1, 2, 3)).argmin())
                for frame in got]
     assert nearest == list(range(47, 59))
+
+
+def test_a_recording_begun_between_keyframes_is_upscaled_in_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A broadcast recorded from mid-stream starts between keyframes: the decoder complains of
+    the pictures before the first one (parameter sets it never saw), which no player shows.
+    That was refused as a damaged video; it is whole, and its picture starts as late after the
+    sound as in the file. Damage after the start is still refused (the tests above)."""
+    full = tmp_path / "full.ts"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-f", "lavfi", "-i",
+                "testsrc=s=96x72:r=30000/1001:d=4", "-f", "lavfi", "-i", "sine=d=4",
+                "-c:v", "libx264", "-g", "30", "-x264-params", "log-level=error",
+                "-c:a", "aac", str(full)], full)
+    data = full.read_bytes()
+    src = tmp_path / "recorded.ts"
+    src.write_bytes(data[len(data) // 188 // 3 * 188 + 188 * 7:])  # from a TS packet mid-GOP
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST[:2], "--segment-seconds", "1"], capsys)
+    assert code == 0, err
+    assert "recorded.ts: starts between keyframes (a recording begun mid-stream?)" in err
+    info, got = probe(src), probe(out)
+    found = scan(info)
+    assert found.errors and got.frame_count == len(found.decoded_pts) >= 60
+    audio = next(s.start for s in info.streams if s.kind == "audio")
+    late = info.seconds(min(found.decoded_pts)) - audio
+    assert late > 0.2
+    starts = {s.kind: s.start for s in got.streams}
+    assert starts["video"] - starts["audio"] == pytest.approx(late, abs=0.002)

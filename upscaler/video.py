@@ -281,6 +281,12 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
         # describe() counts the missing frames and the errors itself.
         kept = "upscaling what decodes" if damage.missing else "no frame lost"
         notes.append(f"damaged video accepted, {kept}: {damage.describe()}")
+    elif damage.before_start:
+        late = info.seconds(info.frame_pts[0]) - info.start_time
+        notes.append("starts between keyframes (a recording begun mid-stream?): the pictures "
+                     "before its first keyframe cannot be decoded, by any player, and are left "
+                     f"out; the picture starts {late:.3f} s into the file, in step with the "
+                     "other streams as there")
     way = decide(found, settings.deinterlace)
     order = "top field first" if way.order == "tff" else "bottom field first"
     if way.filter:

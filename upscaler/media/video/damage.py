@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 from dataclasses import dataclass
 
 from upscaler.media.video.probe import VideoInfo, is_vfr
@@ -17,6 +18,12 @@ from upscaler.media.video.scan import Scan
 
 # How many places a message names before it only counts the rest.
 _SHOWN = 3
+# What H.264, HEVC and MPEG-2 decoders say of pictures that refer to parameter sets or
+# pictures from before the stream began: a recording started between keyframes.
+_BEFORE_THE_START = re.compile(
+    r"non-existing [PS]PS|[PS]PS id out of range|no frame!|reference picture missing|"
+    r"Missing reference picture|Could not find ref with POC|Error constructing the frame RPS|"
+    r"decode_slice_header error|mmco: unref short failure|first frame is not a keyframe")
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,9 @@ class Damage:
     errors: tuple[tuple[float, str], ...]
     missing: tuple[tuple[float, int], ...]
     expected: int
+    # Lines of the decoder's about pictures before the first keyframe (a recording started
+    # between keyframes), which no player shows either; not damage.
+    before_start: int = 0
 
     @property
     def lost(self) -> int:
@@ -55,7 +65,24 @@ class Damage:
 
 
 def find_damage(info: VideoInfo, found: Scan) -> Damage:
-    """What of `info`'s video the decoding pass `found` did not give whole."""
+    """What of `info`'s video the decoding pass `found` did not give whole.
+
+    A video that starts between keyframes (a broadcast recorded from mid-stream, a file cut
+    without re-encoding) makes the decoder complain about the pictures before the first
+    keyframe, which stream copy, and so the probe, never counts either. Where those are the
+    only errors, all timed at the first picture that comes out, and everything else decodes,
+    it is whole, with `before_start` saying so."""
+    if found.errors and found.decoded_pts:
+        first = info.seconds(min(found.decoded_pts)) + float(0.5 / info.frame_rate)
+        early = [e for e in found.errors if e[0] <= first and _BEFORE_THE_START.search(e[1])]
+        if len(early) == len(found.errors):
+            rest = _find_damage(info, dataclasses.replace(found, errors=()))
+            if not rest:
+                return dataclasses.replace(rest, before_start=len(early))
+    return _find_damage(info, found)
+
+
+def _find_damage(info: VideoInfo, found: Scan) -> Damage:
     step = 1 / (info.frame_rate * info.time_base)  # one frame in time-base units
     decoded = sorted(found.decoded_pts)
     # Bad bytes can read as a packet far past the end: not a frame of the video.
