@@ -571,3 +571,32 @@ def test_a_recording_begun_between_keyframes_is_upscaled_in_step(
     assert late > 0.2
     starts = {s.kind: s.start for s in got.streams}
     assert starts["video"] - starts["audio"] == pytest.approx(late, abs=0.002)
+
+
+def test_recordings_joined_end_to_end_are_refused_with_the_remedy(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two TS recordings joined with `cat` start their clocks alike: the second half's times go
+    back. On the file's own clock, which the reader's cuts use, its frames were taken for the
+    first half's: half the video was dropped without a word. Refused, with the remux that runs
+    the clock on (ffmpeg's stream copy), before any work; the remuxed file has every frame."""
+    parts = []
+    for n in (1, 2):
+        part = tmp_path / f"part{n}.ts"
+        ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=s=48x32:r=25:d=2", "-f", "lavfi", "-i", f"sine=f={300 * n}:d=2",
+                    "-c:v", "libx264", "-x264-params", "log-level=error", "-c:a", "aac",
+                    str(part)], part)
+        parts.append(part.read_bytes())
+    src = tmp_path / "joined.ts"
+    src.write_bytes(b"".join(parts))
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 5
+    remux = tmp_path / "joined-remux.mkv"
+    assert err == (f"upscale: error: {src}: the video's timestamps go back 1.903 s into the "
+                   "file (recordings joined end to end?); remux it first, which runs them on: "
+                   f"ffmpeg -i {src} -map 0 -c copy {remux}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.ts", "part1.ts", "part2.ts"]
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(src), "-map", "0", "-c", "copy",
+                str(remux)], remux)
+    assert probe(remux).frame_count == 100

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -235,7 +236,14 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     if decoder:
         pix_fmt = "yuva420p"  # what libvpx decodes VP8/VP9 with alpha to
     start = float(fmt.get("start_time") or 0.0)
-    tb, pts, end, size = _frame_pts(exe, path, int(video["index"]), rate)
+    try:
+        tb, pts, end, size = _frame_pts(exe, path, int(video["index"]), rate)
+    except _ClockGoesBack as e:
+        remux = path.with_name(f"{path.stem}-remux.mkv")
+        raise MediaError(f"the video's timestamps go back {e.seconds - start:.3f} s into the "
+                         "file (recordings joined end to end?); remux it first, which runs them "
+                         f"on: ffmpeg -i {shlex.quote(str(path))} -map 0 -c copy "
+                         f"{shlex.quote(str(remux))}", path) from None
     described = ffmpeg.pix_fmts(exe).get(pix_fmt)
     return VideoInfo(
         path=path,
@@ -320,11 +328,42 @@ def _frame_pts(exe: str, path: Path, index: int,
             size += int(cols[4])
     if tb is None or not pts:
         raise MediaError("video stream has no frames", path)
+    back = _goes_back(dts, max(3, round(rate / 2)))  # half a second
+    if back is not None:
+        # ffmpeg's own stream copy (without -copyts) carries such a file's clock on across
+        # the jump; the reader's cuts and the scan run on the file's own clock, where the
+        # frames after the jump would be taken for those before it (half a joined pair was
+        # dropped without a word).
+        raise _ClockGoesBack(float(back * tb))
     pts = _fill_missing(pts, dts, 1 / (rate * tb))
     pts.sort()
     frame = round(1 / (rate * tb))
     end = pts[-1] + (last_duration if last_duration > 0 else max(frame, 1))
     return tb, tuple(pts), end, size
+
+
+class _ClockGoesBack(Exception):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds  # on the container's clock, the last time before the jump
+
+
+def _goes_back(dts: list[int], frames: int) -> int | None:
+    """Where the decoding times go back for at least `frames` packets (the time before the
+    jump), or None. Stream copy with -copyts, as the probe reads packets, holds a time that
+    went back at the last one until the clock passes it again; a packet or two held is the
+    jitter of times a program stream's demuxer guessed (ffmpeg's own VOBs have it)."""
+    top, held = None, 0
+    for d in dts:
+        if abs(d) >= 2**62:
+            continue
+        if top is not None and d <= top:
+            held += 1
+            if held >= frames:
+                return top
+        else:
+            top, held = d, 0
+    return None
 
 
 def _fill_missing(pts: list[int], dts: list[int], step: Fraction) -> list[int]:
