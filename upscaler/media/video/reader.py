@@ -78,8 +78,10 @@ class VideoReader:
         args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error"]
         # A deinterlacer makes each frame from its neighbours as well: it is given CONTEXT
         # frames on each side of the run and its output is cut after it, so that a segment
-        # comes out as in a run through the whole file (resumed, on a Ray worker).
-        context = CONTEXT if info.deinterlace else 0
+        # comes out as in a run through the whole file (resumed, on a Ray worker). Not in
+        # accepted damage, where what decodes before a frame depends on where decoding
+        # began, and a count of frames could shift the cut.
+        context = CONTEXT if info.deinterlace and not info.damaged else 0
         first = max(0, self.start - context)
         end = self.start + self.count
         before = after = ""  # the cuts, before and after the deinterlacer
