@@ -383,7 +383,8 @@ def _fill_missing(pts: list[int], dts: list[int], step: Fraction) -> list[int]:
     frame = round(step)
     gaps = sorted(p - d for p, d in zip(pts, dts, strict=True) if known(p) and known(d))
     gap = gaps[len(gaps) // 2] if gaps else frame
-    filled, latest = [], max(p for p in pts if known(p))
+    # Neither time known: just after the packets before it in decoding order.
+    filled, latest = [], min(p for p in pts if known(p)) - frame
     for p, d in zip(pts, dts, strict=True):
         if not known(p):
             p = d + gap if known(d) else latest + frame
