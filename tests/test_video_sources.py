@@ -545,17 +545,20 @@ def test_a_dvd_whose_packets_lack_timestamps_is_not_called_damaged(
     assert nearest == list(range(47, 59))
 
 
+@pytest.mark.parametrize("codec", ["libx264", "mpeg2video", "libx265"])
 def test_a_recording_begun_between_keyframes_is_upscaled_in_step(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], codec: str) -> None:
     """A broadcast recorded from mid-stream starts between keyframes: the decoder complains of
-    the pictures before the first one (parameter sets it never saw), which no player shows.
-    That was refused as a damaged video; it is whole, and its picture starts as late after the
-    sound as in the file. Damage after the start is still refused (the tests above)."""
+    the pictures before the first one (parameter sets it never saw, "Invalid frame dimensions
+    0x0" in MPEG-2), which no player shows, and HEVC's pictures shown before the first
+    keyframe that refer to earlier ones do not decode. That was refused as a damaged video; it
+    is whole, and its picture starts as late after the sound as in the file. Damage after the
+    start is still refused (the tests above)."""
     full = tmp_path / "full.ts"
     ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-f", "lavfi", "-i",
-                "testsrc=s=48x32:r=30000/1001:d=3", "-f", "lavfi", "-i", "sine=d=3",
-                "-c:v", "libx264", "-g", "25", "-x264-params", "log-level=error",
-                "-c:a", "aac", str(full)], full)
+                "testsrc=s=64x48:r=30000/1001:d=4", "-f", "lavfi", "-i", "sine=d=4",
+                "-c:v", codec, "-g", "30", "-x264-params", "log-level=error",
+                "-x265-params", "log-level=error", "-c:a", "mp2", str(full)], full)
     data = full.read_bytes()
     src = tmp_path / "recorded.ts"
     src.write_bytes(data[len(data) // 188 // 3 * 188 + 188 * 7:])  # from a TS packet mid-GOP

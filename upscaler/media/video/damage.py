@@ -23,7 +23,8 @@ _SHOWN = 3
 _BEFORE_THE_START = re.compile(
     r"non-existing [PS]PS|[PS]PS id out of range|no frame!|reference picture missing|"
     r"Missing reference picture|Could not find ref with POC|Error constructing the frame RPS|"
-    r"decode_slice_header error|mmco: unref short failure|first frame is not a keyframe")
+    r"decode_slice_header error|mmco: unref short failure|first frame is not a keyframe|"
+    r"Invalid frame dimensions 0x0")
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def _find_damage(info: VideoInfo, found: Scan) -> Damage:
         expected += info.declared_frames - len(info.frame_pts)
     elif end and on_grid:
         # By time, a frame either way is timestamp rounding, not a lost frame.
-        by_time = round((end - info.seconds(info.frame_pts[0])) * info.frame_rate)
+        # From the first frame that counts (after an edit list's or a cut's dropped start).
+        by_time = round((end - info.seconds((packets or info.frame_pts)[0])) * info.frame_rate)
         expected = max(expected, by_time if by_time > len(packets) + 1 else 0)
     whole = not found.errors and len(decoded) >= expected and len(decoded) >= len(packets)
     if whole or not decoded:
