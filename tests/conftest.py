@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# An ONNX model of one nearest-neighbour 4x Resize (bench/bench_fast_path.py's instant_model,
+# 184 bytes): for tests of sources, containers and timing, which need a model, not its
+# quality; on ONNX Runtime a frame costs next to nothing.
+INSTANT_MODEL = ["--model", str(ROOT / "tests" / "data" / "nearest4x.onnx"),
+                 "--executor", "onnxruntime"]
 sys.path.insert(0, str(ROOT / "samples"))
 
 from draw import draw_cel  # noqa: E402
@@ -21,10 +26,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # holds the longest single test (test_readme.py: 38 s of its 39). pytest-xdist hands whole files
 # to its workers in collection order, so starting with these keeps one worker from running a
 # long file alone at the end.
-SLOW_FILES = ("test_readme.py", "test_ray.py", "test_video_sources.py", "test_memory.py",
-              "test_dirty_regions.py", "test_families.py", "test_reuse.py",
-              "test_video_resume.py", "test_coreml_build.py", "test_video_rerun.py",
-              "test_video.py", "test_cli.py")
+SLOW_FILES = ("test_readme.py", "test_ray.py", "test_memory.py", "test_dirty_regions.py",
+              "test_families.py", "test_video_resume.py", "test_reuse.py",
+              "test_coreml_build.py", "test_video.py", "test_video_sources.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clips import add_caption_track, add_captions, make_clip
+from conftest import INSTANT_MODEL
 
 from upscaler.cli import main
 from upscaler.media import ffmpeg
@@ -18,7 +19,7 @@ from upscaler.media.video import mux
 from upscaler.media.video.probe import VideoInfo, probe
 from upscaler.media.video.scan import from_json, parse, scan, to_json
 
-FAST = ["--model", "realesr-animevideov3", "--preset", "ultrafast", "--crf", "30"]
+FAST = [*INSTANT_MODEL, "--preset", "ultrafast", "--crf", "30"]
 RATE = Fraction(24000, 1001)
 SHOWN, ERASED = 8, 20  # frames
 CUE = re.compile(r"(\d+):(\d+):(\d+)[,.](\d+) --> (\d+):(\d+):(\d+)[,.](\d+)\n(.*)")

@@ -22,8 +22,8 @@ from clips import decode_all
 from conftest import psnr
 from draw import draw_cel
 from test_tiling import FixedTileExecutor, OrtExecutor, SmallMemoryExecutor
+from test_video_rerun import FAST as RERUN_FAST
 from test_video_rerun import run_cli, stop_at_mux
-from test_video_resume import FAST as RESUME_FAST
 
 from upscaler.cli import main
 from upscaler.executors.base import ExecutorOptions
@@ -330,12 +330,12 @@ def noisy_still(tmp_path: Path) -> Path:
 def test_a_segment_redone_on_resume_comes_out_as_in_one_run(
         noisy_still: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     whole, out = tmp_path / "whole.mkv", tmp_path / "out.mkv"
-    code, err = run_cli(capsys, str(noisy_still), "-o", str(whole), *RESUME_FAST, "--crf", "0")
+    code, err = run_cli(capsys, str(noisy_still), "-o", str(whole), *RERUN_FAST, "--crf", "0")
     assert code == 0, err
     folder = stop_at_mux(capsys, noisy_still, out, "--crf", "0")
     segment = folder / "segment-00002.nut"
     segment.write_bytes(segment.read_bytes()[:1000])  # the third of 4 segments is redone alone
-    code, err = run_cli(capsys, str(noisy_still), "-o", str(out), *RESUME_FAST, "--crf", "0")
+    code, err = run_cli(capsys, str(noisy_still), "-o", str(out), *RERUN_FAST, "--crf", "0")
     assert code == 0, err
     assert any("continuing at segment 3" in line for line in err), err
     for k, (a, b) in enumerate(zip(decode_all(out), decode_all(whole), strict=True)):
@@ -343,7 +343,7 @@ def test_a_segment_redone_on_resume_comes_out_as_in_one_run(
     # Without the reset at each segment, one run would differ: its segments would reuse
     # outputs of the segments before them.
     unsegmented = tmp_path / "unsegmented.mkv"
-    code, err = run_cli(capsys, str(noisy_still), "-o", str(unsegmented), *RESUME_FAST,
+    code, err = run_cli(capsys, str(noisy_still), "-o", str(unsegmented), *RERUN_FAST,
                         "--crf", "0", "--segment-seconds", "60")
     assert code == 0, err
     assert not all(np.array_equal(a, b) for a, b in zip(decode_all(unsegmented),
@@ -354,7 +354,7 @@ def test_a_rerun_without_reuse_redoes_the_segments(
         noisy_still: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.mkv"
     stop_at_mux(capsys, noisy_still, out)
-    code, err = run_cli(capsys, str(noisy_still), "-o", str(out), *RESUME_FAST, "--no-reuse")
+    code, err = run_cli(capsys, str(noisy_still), "-o", str(out), *RERUN_FAST, "--no-reuse")
     assert code == 0, err
     assert "upscale: out.mkv: 4 finished segments of an earlier run discarded (reuse changed " \
            "since the earlier run); redoing them" in err

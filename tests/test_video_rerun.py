@@ -14,13 +14,16 @@ from pathlib import Path
 
 import pytest
 from clips import make_clip
-from test_video_resume import FAST, finished_segments
+from conftest import INSTANT_MODEL
+from test_video_resume import SEGMENT, finished_segments
 
 from upscaler.cli import main
 from upscaler.job.resume import work_dir
 from upscaler.media.video.probe import probe
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file locks and /dev/full are POSIX")
+
+FAST = [*INSTANT_MODEL, "--quiet", *SEGMENT]
 
 
 @pytest.fixture(scope="module")

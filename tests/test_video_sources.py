@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clips import make_clip
-from conftest import psnr
+from conftest import INSTANT_MODEL, psnr
 from draw import draw_cel
 
 from upscaler import Upscaler, upscale_path
@@ -25,8 +25,7 @@ from upscaler.media.video.scan import Scan, _decode, scan
 from upscaler.media.video.segments import Segment, encode_segments
 from upscaler.video import _alpha_notes, _source
 
-FAST = ["--model", "realesr-animevideov3", "--quiet",
-        "--crf", "30", "--segment-seconds", "0.5"]
+FAST = [*INSTANT_MODEL, "--quiet", "--crf", "30", "--segment-seconds", "0.5"]
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -233,10 +232,10 @@ def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, d
         code, err = run_cli([str(src), "-o", str(out), "--accept-damage", *FAST], capsys)
     elif how == "api":
         with pytest.raises(UpscalerError, match=r"damaged video: .* frames missing") as refused:
-            upscale_path(src, out, model="realesr-animevideov3")
+            upscale_path(src, out, model=INSTANT_MODEL[1], executor="onnxruntime")
         assert refused.value.exit_code == 5 and not out.exists()
         with caplog.at_level(logging.WARNING, logger="upscaler"):
-            upscale_path(src, out, model="realesr-animevideov3",
+            upscale_path(src, out, model=INSTANT_MODEL[1], executor="onnxruntime",
                          segment_seconds=0.5, accept_damage=True)
         code, err = 0, caplog.text
     else:
@@ -419,16 +418,16 @@ def test_the_sources_alpha_is_kept(source: str, out_name: str,
     with VideoReader(info, alpha=True) as reader:
         decoded = list(reader)
     assert decoded[0].shape == (32, 48, 4)
-    with Upscaler(model="realesr-animevideov3", reuse=False) as up:
+    with Upscaler(model=INSTANT_MODEL[1], executor="onnxruntime", reuse=False) as up:
         expected = list(up.upscale_frames(decoded))
     with VideoReader(written, alpha=True) as reader:
         got = list(reader)
     assert len(got) == len(expected) == 10
     peak = 65535 if got[0].dtype == np.uint16 else 255
-    # Measured: ProRes 4444 59.3-59.4 dB on the colours (of the 16-bit frames) and 68.2-68.3
-    # dB on the alpha (at most 80 of 65535 off: prores_ks takes 10 bits); VP9 at --crf 30,
-    # lossy on both, 34.1-36.7 and 48.2-50.1 dB.
-    colours, alpha = (56, 65) if source == "prores" else (31, 45)
+    # Measured with the instant model: ProRes 4444 62.8-63.1 dB on the colours (of the
+    # 16-bit frames) and 69.3 dB on the alpha (prores_ks takes 10 bits); VP9 at --crf 30,
+    # lossy on both, 38.2-41.6 and 53.5-53.6 dB. (animevideov3: 59.3, 68.2; 34.1, 48.2.)
+    colours, alpha = (60, 66) if source == "prores" else (35, 50)
     for ours, theirs in zip(got, expected, strict=True):
         assert psnr(ours[..., :3], theirs[..., :3], peak) > colours
         assert psnr(ours[..., 3], theirs[..., 3], peak) > alpha
