@@ -597,8 +597,8 @@ def test_recordings_joined_end_to_end_are_refused_with_the_remedy(
     remux = tmp_path / "joined-remux.mkv"
     assert err == (f"upscale: error: {src}: the video's timestamps go back 1.903 s into the "
                    "file (recordings joined end to end?); remux it first, which runs them on: "
-                   f"ffmpeg -i {src} -map 0 -c copy {remux}\n")
+                   f"ffmpeg -i {src} -map 0 -map -0:d? -c copy {remux}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.ts", "part1.ts", "part2.ts"]
-    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(src), "-map", "0", "-c", "copy",
-                str(remux)], remux)
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(src), "-map", "0", "-map",
+                "-0:d?", "-c", "copy", str(remux)], remux)
     assert probe(remux).frame_count == 100

@@ -239,10 +239,11 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     try:
         tb, pts, end, size = _frame_pts(exe, path, int(video["index"]), rate)
     except _ClockGoesBack as e:
+        # Data streams (a broadcast's EPG and data carousels) left out, as the job leaves them.
         remux = path.with_name(f"{path.stem}-remux.mkv")
         raise MediaError(f"the video's timestamps go back {e.seconds - start:.3f} s into the "
                          "file (recordings joined end to end?); remux it first, which runs them "
-                         f"on: ffmpeg -i {shlex.quote(str(path))} -map 0 -c copy "
+                         f"on: ffmpeg -i {shlex.quote(str(path))} -map 0 -map -0:d? -c copy "
                          f"{shlex.quote(str(remux))}", path) from None
     described = ffmpeg.pix_fmts(exe).get(pix_fmt)
     return VideoInfo(
