@@ -195,11 +195,12 @@ def upscale_video(src: str | Path, dst: str | Path,
 def _mux(info: VideoInfo, segments: list[Segment], files: list[Path], dst: Path, encoder: str,
          overwrite: bool) -> None:
     """join_and_mux, and where taking the closed captions out is what fails, the output
-    without them: the upscaled video is not held back for its captions."""
+    without them: the upscaled video is not held back for its captions. A full disk is not
+    the captions' failure: the job stops with its segments kept, as on any full disk."""
     try:
         join_and_mux(info, segments, files, dst, encoder, overwrite)
     except MediaError as e:
-        if not info.captions:
+        if not info.captions or is_disk_full(e):
             raise
         join_and_mux(dataclasses.replace(info, captions=False), segments, files, dst, encoder,
                      overwrite)
