@@ -50,6 +50,21 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def logged_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real ffmpeg behind a script that logs each run's arguments, a line each, to the
+    file returned (tmp_path / "runs"), as the job's ffmpeg (UPSCALER_FFMPEG)."""
+    from upscaler.media import ffmpeg
+
+    log = tmp_path / "runs"
+    exe = tmp_path / "bin" / "ffmpeg"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{ffmpeg.ffmpeg_exe()}" "$@"\n')
+    exe.chmod(0o755)
+    monkeypatch.setenv(ffmpeg.ENV_FFMPEG, str(exe))
+    return log
+
+
+@pytest.fixture
 def cel() -> np.ndarray:
     """A drawn RGB uint8 cel, 96x128."""
     return draw_cel(96, 128)

@@ -160,22 +160,17 @@ def test_a_caption_track_goes_into_every_format(quicktime: Path, tmp_path: Path,
 
 
 def test_a_full_disk_at_the_mux_is_not_taken_for_the_captions(
-        captioned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        captioned: Path, tmp_path: Path, logged_ffmpeg: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     """A mux that fails for a full disk is not run again without the captions (the whole
     mux once more, and an output without them should space turn up): the job stops with its
     segments kept, as any job does on a full disk."""
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full")
-    log = tmp_path / "runs"
-    wrapper = tmp_path / "ffmpeg"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{ffmpeg.ffmpeg_exe()}" "$@"\n')
-    wrapper.chmod(0o755)
-    monkeypatch.setenv(ffmpeg.ENV_FFMPEG, str(wrapper))
     out = tmp_path / "out.mkv"
     (tmp_path / ".out.partial.mkv").symlink_to("/dev/full")  # every write: ENOSPC
     assert main([str(captioned), "-o", str(out), *FAST]) == 5
     err = capsys.readouterr().err
     assert f"disk full while writing {out}" in err and "captions not carried" not in err
-    muxes = [run for run in log.read_text().splitlines() if "-f concat" in run]
+    muxes = [run for run in logged_ffmpeg.read_text().splitlines() if "-f concat" in run]
     assert len(muxes) == 1 and "movie=" in muxes[0]

@@ -115,18 +115,6 @@ def test_clearing_the_cache_counts_built_models_only(cache: Path, counting_ffmpe
     assert list(cache.iterdir()) == []
 
 
-@pytest.fixture
-def logged_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The real ffmpeg behind a script that logs each run's arguments."""
-    exe = tmp_path / "bin" / "ffmpeg"
-    exe.parent.mkdir()
-    exe.write_text(f'#!/bin/sh\necho "$*" >> "{tmp_path / "runs"}"\n'
-                   f'exec "{ffmpeg.ffmpeg_exe()}" "$@"\n')
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv(ffmpeg.ENV_FFMPEG, str(exe))
-    return exe
-
-
 def test_an_encoders_trial_that_passed_is_not_run_again(
         cache: Path, logged_ffmpeg: Path, tmp_path: Path) -> None:
     from clips import make_clip
