@@ -349,6 +349,11 @@ class _ClockGoesBack(Exception):
         self.seconds = seconds  # on the container's clock, the last time before the jump
 
 
+def _timed(t: int) -> bool:
+    """Whether a packet's time is there: framecrc prints ffmpeg's NOPTS (-2**63) otherwise."""
+    return abs(t) < 2**62
+
+
 def _goes_back(dts: list[int], frames: int) -> int | None:
     """Where the decoding times go back for at least `frames` packets (the time before the
     jump), or None. Stream copy with -copyts, as the probe reads packets, holds a time that
@@ -356,7 +361,7 @@ def _goes_back(dts: list[int], frames: int) -> int | None:
     jitter of times a program stream's demuxer guessed (ffmpeg's own VOBs have it)."""
     top, held = None, 0
     for d in dts:
-        if abs(d) >= 2**62:
+        if not _timed(d):
             continue
         if top is not None and d <= top:
             held += 1
@@ -376,19 +381,16 @@ def _fill_missing(pts: list[int], dts: list[int], step: Fraction) -> list[int]:
     the two, keeping the others on the container's clock, where the reader cuts segments by
     them (laid from 0, a VOB starting at 0.53 s gave a resumed segment no frames at all).
     """
-    def known(t: int) -> bool:
-        return abs(t) < 2**62
-
-    if not any(known(p) for p in pts):
+    if not any(_timed(p) for p in pts):
         return [round(i * step) for i in range(len(pts))]
     frame = round(step)
-    gaps = sorted(p - d for p, d in zip(pts, dts, strict=True) if known(p) and known(d))
+    gaps = sorted(p - d for p, d in zip(pts, dts, strict=True) if _timed(p) and _timed(d))
     gap = gaps[len(gaps) // 2] if gaps else frame
     # Neither time known: just after the packets before it in decoding order.
-    filled, latest = [], min(p for p in pts if known(p)) - frame
+    filled, latest = [], min(p for p in pts if _timed(p)) - frame
     for p, d in zip(pts, dts, strict=True):
-        if not known(p):
-            p = d + gap if known(d) else latest + frame
+        if not _timed(p):
+            p = d + gap if _timed(d) else latest + frame
         latest = max(latest, p)
         filled.append(p)
     return filled
