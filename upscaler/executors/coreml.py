@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,20 @@ from upscaler.models.registry import ModelRef
 COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
 _MIN_MACOS = (13, 0)  # the packages target macOS 13 (ML Program, iOS16 opset)
 _OOM_MARKERS = ("out of memory", "insufficient memory", "failed to allocate")
+KEPT_SHAPES = 2  # packages kept loaded, each for its tile shape
+
+
+@dataclass(frozen=True)
+class _Package:
+    """One loaded Core ML package and what it takes."""
+
+    path: Path
+    model: Any
+    input_name: str
+    output_name: str
+    batch: int
+    shape: tuple[int, int]
+    scale: int
 
 
 def unavailable_reason() -> str | None:
@@ -73,8 +88,9 @@ class CoreMLExecutor(ClosingExecutor):
         self.fixed_tile: tuple[int, int] | None = None
         self.scale: int = model.scale or 0
         self._model: Any = None
+        self._kept: dict[tuple[int, int], _Package] = {}
         if not self.can_reshape:
-            self._load(model.path)
+            self._use(self._load(model.path))
         elif options.tile:
             self.reshape(options.tile, options.tile)
 
@@ -83,19 +99,23 @@ class CoreMLExecutor(ClosingExecutor):
         if not self.can_reshape:
             raise ExecutorError(f"coreml: {self._source.path.name} takes only "
                                 f"{self.fixed_tile} tiles", self._source.path)
-        self._model = None  # one loaded shape at a time: a video has one frame size
-        self._load(mlpackage_file(self._source, (height, width), 1, self._precision))
+        package = self._kept.pop((height, width), None)
+        if package is None:
+            # A video has one frame size; --tta alternates a tile and its transpose.
+            while len(self._kept) >= KEPT_SHAPES:
+                del self._kept[next(iter(self._kept))]
+            package = self._load(mlpackage_file(self._source, (height, width), 1,
+                                                self._precision))
+        self._kept[(height, width)] = package  # the most recently used last
+        self._use(package)
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path) -> _Package:
         ct = self._ct
-        self.path = path
         try:
             model = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[self.compute_units])
         except Exception as e:  # Core ML reports load failures as bare Exceptions
             raise ModelError(f"not a loadable Core ML package: {one_line(e)}", path) from e
         description = model.get_spec().description
-        self._input_name = description.input[0].name
-        self._output_name = description.output[0].name
         in_shape = tuple(description.input[0].type.multiArrayType.shape)
         out_shape = tuple(description.output[0].type.multiArrayType.shape)
         if len(in_shape) != 4 or len(out_shape) != 4:
@@ -110,9 +130,15 @@ class CoreMLExecutor(ClosingExecutor):
                 or out_shape[2] // inner_h != out_shape[3] // inner_w):
             raise ModelError(f"output {out_shape} is not an integer multiple of input "
                              f"{in_shape}", path)
-        self._model, self._batch = model, batch
-        self.fixed_tile = (height, width)
-        self.scale = out_shape[2] // inner_h
+        return _Package(path, model, description.input[0].name, description.output[0].name,
+                        batch, (height, width), out_shape[2] // inner_h)
+
+    def _use(self, package: _Package) -> None:
+        self.path = package.path
+        self._model, self._batch = package.model, package.batch
+        self._input_name, self._output_name = package.input_name, package.output_name
+        self.fixed_tile = package.shape
+        self.scale = package.scale
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s). A package built here
@@ -148,3 +174,4 @@ class CoreMLExecutor(ClosingExecutor):
 
     def close(self) -> None:
         self._model = None
+        self._kept.clear()
