@@ -70,6 +70,20 @@ def cel() -> np.ndarray:
     return draw_cel(96, 128)
 
 
+def cli_upscale(tmp_path: Path, pixels: np.ndarray, *args: str) -> np.ndarray:
+    """`pixels` saved as a PNG and upscaled by the CLI with `args`: the output's pixels."""
+    from PIL import Image
+
+    from upscaler.cli import main
+
+    src = tmp_path / "in.png"
+    Image.fromarray(pixels).save(src)
+    out = tmp_path / "out.png"
+    assert main([str(src), "-o", str(out), "--quiet", "--overwrite", *args]) == 0
+    with Image.open(out) as im:
+        return np.asarray(im).copy()
+
+
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)

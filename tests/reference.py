@@ -7,6 +7,7 @@ ours with it cannot pass by comparing our code with itself. Arrays are float32, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +93,16 @@ def original_processing(name: str) -> tuple[int, str, int, bool, bool]:
 def ncnn_original(name: str, pixels: np.ndarray) -> np.ndarray:
     """An 8-bit (H, W, 3) picture through a Real-CUGAN or waifu2x model as the original program
     processes it, whole-frame on Tencent ncnn in fp32: 8-bit (H*s, W*s, 3)."""
+    x = pixels.transpose(2, 0, 1).astype(np.float32) / 255
+    out = ncnn_original_float(name, x)
+    return np.clip(np.rint(out.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+
+
+def ncnn_original_float(name: str, x: np.ndarray) -> np.ndarray:
+    """`ncnn_original` of float32 (3, H, W) in [0, 1]: float32 (3, H*s, W*s), unclamped."""
     ref = resolve_model(name)
     pad, mode, multiple, pro, nearest = original_processing(name)
-    h, w = pixels.shape[:2]
-    x = pixels.transpose(2, 0, 1).astype(np.float32) / 255
+    h, w = x.shape[1:]
     if pro:
         x = x * np.float32(0.7) + np.float32(0.15)
     ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
@@ -110,7 +117,22 @@ def ncnn_original(name: str, pixels: np.ndarray) -> np.ndarray:
         out = out + x.repeat(s, axis=1).repeat(s, axis=2)
     if pro:
         out = (out - np.float32(0.15)) / np.float32(0.7)
-    return np.clip(np.rint(out.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+    return out
+
+
+def dihedral(picture: np.ndarray) -> list[tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]:
+    """The eight rotations and mirror images of an (H, W, C) picture, each with the function
+    that turns its upscaled result back: the variants of --tta, written with rot90 and fliplr
+    rather than as executors/tta.py writes them."""
+    variants = []
+    for mirrored in (False, True):
+        base = np.fliplr(picture) if mirrored else picture
+        for turns in range(4):
+            def back(up: np.ndarray, turns: int = turns, mirrored: bool = mirrored) -> np.ndarray:
+                up = np.rot90(up, -turns)
+                return np.fliplr(up) if mirrored else up
+            variants.append((np.ascontiguousarray(np.rot90(base, turns)), back))
+    return variants
 
 
 def record_against_ncnn(what: str, db: float) -> None:

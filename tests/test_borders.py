@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import psnr
+from conftest import cli_upscale, psnr
 from draw import draw_cel
-from PIL import Image
 from reference import ncnn_upscale
 
 from upscaler.borders import crop_frame, pad_frame
-from upscaler.cli import main
 from upscaler.models.registry import resolve_model
 
 ANIME = "realesrgan-x4plus-anime"
@@ -21,12 +19,7 @@ FAST = "realesr-animevideov3"
 
 
 def upscale(tmp_path: Path, pixels: np.ndarray, *args: str) -> np.ndarray:
-    src = tmp_path / "in.png"
-    Image.fromarray(pixels).save(src)
-    out = tmp_path / "out.png"
-    assert main([str(src), "-o", str(out), "--quiet", "--overwrite", *args]) == 0
-    with Image.open(out) as im:
-        return np.asarray(im).astype(np.int32)
+    return cli_upscale(tmp_path, pixels, *args).astype(np.int32)
 
 
 # How far each model moves a flat colour everywhere, edges or not (measured on a 72x72 frame:

@@ -17,12 +17,13 @@ import onnxruntime as ort
 import pytest
 from conftest import psnr
 from onnx import TensorProto, helper
-from reference import ncnn_run, ncnn_run_param
+from reference import dihedral, ncnn_run, ncnn_run_param
 
 from upscaler.errors import ExecutorError
 from upscaler.executors import coreml
 from upscaler.executors.base import ExecutorOptions
 from upscaler.executors.registry import tile_budget
+from upscaler.executors.tta import TTAExecutor
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.models.builds import mlpackage_file
 from upscaler.models.cache import BuildKey, built_path
@@ -361,6 +362,28 @@ def test_coreml_runs_a_frame_at_its_own_shape(cel: np.ndarray) -> None:
     assert out.dtype == tiled.dtype == np.uint8
     assert psnr(out, expected, 255) >= 45
     assert psnr(tiled, out, 255) >= 45
+
+
+@macos
+@pytest.mark.macos
+def test_coreml_tta_runs_a_frame_and_its_transpose(cel: np.ndarray) -> None:
+    """--tta on Core ML: a non-square frame runs at its shape and transposed, both packages
+    kept loaded, and the executor is left on the frame's own shape, which the tiler planned."""
+    model = resolve_model("realesr-animevideov3")
+    frame = cel[:40, :64]
+    with coreml.CoreMLExecutor(model, ExecutorOptions()) as inner:
+        upscaler = FrameUpscaler(TTAExecutor(inner), batch=None,
+                                 max_pixels=tile_budget("coreml", model, tta=True))
+        out = upscaler.upscale(frame)
+        upscaler.upscale(frame)
+        assert inner.fixed_tile == (40, 64) and upscaler.tiles_run == 2
+        assert sorted(inner._kept) == [(40, 64), (64, 40)]
+    total = np.zeros((160, 256, 3), np.float64)
+    for variant, back in dihedral(frame.astype(np.float32) / 255):
+        total += back(ncnn_run(model, np.ascontiguousarray(variant.transpose(2, 0, 1)))
+                      .transpose(1, 2, 0))
+    expected = np.clip(np.rint(total / 8 * 255), 0, 255)
+    assert psnr(out, expected, 255) >= 45
 
 
 @pytest.mark.parametrize("name", ["realcugan-x2-conservative", "waifu2x-cunet-x1-noise0"])

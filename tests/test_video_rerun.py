@@ -66,6 +66,9 @@ def stop_at_mux(capsys: pytest.CaptureFixture[str], src: Path, out: Path, *extra
     (["--tile", "64"], ("out.mkv: 4 finished segments of an earlier run discarded (tile "
                         "changed since the earlier run); redoing them",
                         "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
+    (["--tta"], ("out.mkv: 4 finished segments of an earlier run discarded (tta changed "
+                 "since the earlier run); redoing them",
+                 "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),
     (["--no-resume"], ("out.mkv: 4 finished segments of an earlier run discarded "
                        "(--no-resume); redoing them",
                        "out.mkv: 48 frames upscaled, 0 reused from the earlier run")),

@@ -24,6 +24,7 @@ from upscaler.errors import (
 from upscaler.executors.base import Executor, ExecutorOptions
 from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
+from upscaler.executors.tta import TTAExecutor
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.job.plan import PlanError, Task, plan_jobs, video_settings
 from upscaler.media.images import Image, check_storable, read_image, write_image
@@ -112,11 +113,11 @@ class Upscaler:
         # Loaded, run and closed on a thread of its own: a video runs the model from a thread
         # of the pipeline's, and OpenMP runtimes slow down when called from a second thread.
         self.executor: Executor = ModelThreadExecutor(
-            lambda: create_executor(options.executor, model, exec_opts))
+            lambda: _executor(options, model, exec_opts))
         # --tile caps the tile side (0: whole frames); without it the memory budget decides.
         budget = None if options.tile is not None else tile_budget(
             self.executor.name, model, device=options.device, batch=options.batch or 1,
-            precision=options.precision)
+            precision=options.precision, tta=options.tta)
         self.frames = FrameUpscaler(self.executor, tile=options.tile or 0,
                                     overlap=_overlap(options, model), batch=options.batch,
                                     max_pixels=budget, border=model.border,
@@ -152,6 +153,7 @@ class Upscaler:
                 "overlap": str(self.frames.overlap), "border": str(self.frames.border),
                 "scale": str(self.options.scale or self.model_scale),
                 "reuse": str(self.frames.reuse is not None),
+                "tta": str(self.options.tta),
                 "upscaler version": __version__}
 
     def start_segment(self, _segment: object = None) -> None:
@@ -231,6 +233,18 @@ class Upscaler:
         if frame.shape[2] == 4:
             return self._upscale_pixels(frame, copy=False)
         return self._finish(self.frames.upscale(frame), *frame.shape[:2])
+
+
+def _executor(options: Options, model: ModelRef, exec_opts: ExecutorOptions) -> Executor:
+    """The executor `options` ask for, averaging the eight flips of each tile with --tta."""
+    executor = create_executor(options.executor, model, exec_opts)
+    if not options.tta:
+        return executor
+    try:
+        return TTAExecutor(executor)
+    except BaseException:
+        executor.close()
+        raise
 
 
 def _overlap(options: Options, model: ModelRef) -> int:

@@ -213,7 +213,7 @@ CPU_WORKSPACE = {"ncnn": 3.5, "openvino": 1.25}
 def tile_budget(executor_name: str, model: ModelRef | None = None, *,
                 device: str | None = None, free_memory: int | None = None,
                 total_memory: int | None = None, batch: int = 1,
-                precision: str | None = None) -> int:
+                precision: str | None = None, tta: bool = False) -> int:
     """The most input pixels one executor call may hold: the memory budget the tile plan obeys.
 
     A frame with at most this many pixels runs whole; a larger one is cut into the tiles of
@@ -235,7 +235,8 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     after another. The activation estimate comes from the model's graph (the largest set of
     blobs one layer reads and writes, in fp32, doubled for runtime workspace), times the
     executor's measured CPU_WORKSPACE; user files without a graph are assumed as heavy as
-    x4plus-anime.
+    x4plus-anime. `tta` (executors/tta.py) adds the float sum of the eight outputs to each
+    pixel's share where it is in the memory the model uses (not a GPU's own).
     """
     name = canonical_name(executor_name)
     if name == AUTO:
@@ -265,6 +266,9 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     if name == "coreml":
         per_pixel = per_pixel if precision == "fp32" else per_pixel / 2
         batch = 1
+    if tta and (name == "coreml" or not _runs_on_gpu(name, device)):
+        scale = model.scale if model is not None and model.scale else 4
+        per_pixel += 3 * scale * scale * BYTES_PER_FLOAT
     # On a small machine the tail's reserve could take it all: the body keeps a quarter.
     return max(1, int(max(budget - reserve, budget / 4) // (per_pixel * max(1, batch))))
 
