@@ -319,6 +319,9 @@ def _list_models(argv: Sequence[str]) -> int:
               f"{spec.description}")
         print(f"    source: {ref.path}")
         print(f"    {_reach_line(ref)}")
+        if ref.repeats and spec.scale > 1:
+            print(f"    --scale {spec.scale ** 2}, {spec.scale ** 3}...: runs again on its own "
+                  "output for each step, as waifu2x's programs do")
         for built in cache.cached_builds(ref):
             print(f"    built:  {built}")
     return 0

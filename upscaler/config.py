@@ -128,7 +128,8 @@ _HELP = {
     "batch": "tiles per executor call (default: 1; Core ML: all of a frame's tiles)",
     "tta": "run the model on the eight flips and transposes of each tile and average them "
            "(the ncnn-vulkan programs' -x): a little cleaner lines for 8x the model's time",
-    "scale": "output scale if not the model's (the model runs, then a good resize)",
+    "scale": "output scale if not the model's (the model runs, then a good resize; a "
+             "waifu2x model runs again on its output until it reaches the scale)",
     "format": "output image format: png, jpg, webp, tif, bmp or gif",
     "suffix": "suffix for outputs placed next to their input",
     "overwrite": "replace existing outputs",

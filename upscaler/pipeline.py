@@ -123,6 +123,7 @@ class Upscaler:
                                     max_pixels=budget, border=model.border,
                                     reuse=TileReuse() if reuse else None,
                                     reach=model.dirty_reach() if reuse else None)
+        self.passes = model.passes(options.scale)
 
     @property
     def model_scale(self) -> int:
@@ -176,6 +177,14 @@ class Upscaler:
         scale = self.options.scale or self.model_scale
         return max(1, round(height * scale)), max(1, round(width * scale))
 
+    def _model_output(self, rgb: np.ndarray, stream: str = "") -> np.ndarray:
+        """The model's output for `rgb`: run `passes` times, each pass on the one before's
+        output (waifu2x's way to 4x and beyond, ModelRef.passes)."""
+        up = self.frames.upscale(rgb, stream=stream)
+        for n in range(2, self.passes + 1):
+            up = self.frames.upscale(up, stream=f"{stream}pass {n}")
+        return up
+
     def _finish(self, up: np.ndarray, height: int, width: int) -> np.ndarray:
         out_h, out_w = self.out_size(height, width)
         if up.shape[:2] != (out_h, out_w):
@@ -209,7 +218,7 @@ class Upscaler:
     def _upscale_pixels(self, pixels: np.ndarray, copy: bool = True) -> np.ndarray:
         src = to_model_input(pixels)
         height, width = src.rgb.shape[:2]
-        rgb = self._finish(self.frames.upscale(src.rgb), height, width)
+        rgb = self._finish(self._model_output(src.rgb), height, width)
         alpha = None
         if src.alpha is not None and src.alpha.min() == src.alpha.max():
             # settle_alpha would give every pixel back as it was (all of it is flat), so the
@@ -219,7 +228,7 @@ class Upscaler:
             # Alpha goes through the model too: its edges are line art, which a resampler blurs.
             # Reuse keeps it apart from the colours ("alpha"), at the same tile positions.
             gray = np.repeat(src.alpha[..., None], 3, axis=2)
-            mean = self.frames.upscale(gray, stream="alpha").mean(axis=2)
+            mean = self._model_output(gray, stream="alpha").mean(axis=2)
             alpha = self._finish(np.rint(mean).astype(src.dtype), height, width)
             alpha = settle_alpha(alpha, src.alpha)
         # The caller owns what it gets: a contiguous array of its own, not a view.
@@ -232,7 +241,7 @@ class Upscaler:
         source whose alpha the output keeps, as an animation's frame is."""
         if frame.shape[2] == 4:
             return self._upscale_pixels(frame, copy=False)
-        return self._finish(self.frames.upscale(frame), *frame.shape[:2])
+        return self._finish(self._model_output(frame), *frame.shape[:2])
 
 
 def _executor(options: Options, model: ModelRef, exec_opts: ExecutorOptions) -> Executor:
