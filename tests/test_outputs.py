@@ -201,3 +201,38 @@ def test_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.chdir(tmp_path / "pics")
     assert main([".", *FAST]) == 0
     assert files(tmp_path / "pics_upscaled") == ["a.png"]
+
+
+def test_several_inputs_as_a_shell_glob_gives_them(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`upscale ep*.mkv still.png -o out/`: a batch, each input into the folder; options may
+    come between them; a rerun skips what is done; a file name for -o, or two inputs that
+    would make one output, are refused before anything is written."""
+    from clips import make_clip
+    from conftest import INSTANT_MODEL
+
+    eps = [make_clip(tmp_path / f"ep{n}.mkv", size="32x18", seconds=0.25) for n in (1, 2)]
+    still = save(tmp_path / "still.png", draw_cel(12, 16))
+    out = tmp_path / "out"
+    args = [str(eps[0]), "-o", f"{out}{os.sep}", str(eps[1]), str(still), *INSTANT_MODEL, "-q"]
+    assert main(args) == 0
+    assert files(out) == ["ep1.mkv", "ep2.mkv", "still.png"]
+    assert error_lines(capsys)[-1] == "upscale: 3 done, 0 skipped, 0 failed"
+    assert main(args) == 0
+    assert error_lines(capsys)[-1] == ("upscale: 0 done, 3 skipped (outputs exist; --overwrite "
+                                       "redoes them), 0 failed")
+
+    assert main([*map(str, eps), "-o", str(tmp_path / "both.mkv"), *INSTANT_MODEL, "-q"]) == 2
+    assert error_lines(capsys) == [
+        f"upscale: error: {tmp_path / 'both.mkv'}: 2 inputs go into a folder, and -o names a "
+        f"file: end it with / to make it one ({tmp_path / 'both.mkv'}/)"]
+    other = tmp_path / "other"
+    other.mkdir()
+    twin = make_clip(other / "ep1.mkv", size="32x18", seconds=0.25)
+    assert main([str(eps[0]), str(twin), "-o", str(tmp_path / "new"), *INSTANT_MODEL, "-q"]) == 2
+    (line,) = error_lines(capsys)
+    assert "new/ep1.mkv: is written by two jobs" in line
+    assert not (tmp_path / "new").exists() and not (tmp_path / "both.mkv").exists()
+    # Without -o, each beside its own input.
+    assert main([str(eps[0]), str(twin), *INSTANT_MODEL, "-q"]) == 0
+    assert (tmp_path / "ep1_upscaled.mkv").exists() and (other / "ep1_upscaled.mkv").exists()

@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("input", nargs="?", type=Path, help="image, folder or video")
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="input",
+                        help="image, folder or video; several (ep*.mkv) are a batch, each "
+                        "beside its input or in the folder -o names")
     parser.add_argument("-o", "--output", help="output file or folder (a trailing / means a "
                         "folder; missing folders are made)")
     parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
@@ -290,10 +292,10 @@ def _hard_exit(code: int) -> None:
 
 
 def _ray_input(args: argparse.Namespace) -> None:
-    """`upscale --ray clip.mkv`: argparse gives the input to --ray as its address; an
-    "address" that is a file or folder here was meant as the input."""
-    if args.input is None and args.ray and Path(args.ray).expanduser().exists():
-        args.input, args.ray = Path(args.ray), ""
+    """`upscale --ray clip.mkv`: argparse gives the (first) input to --ray as its address; an
+    "address" that is a file or folder here was meant as an input."""
+    if args.ray and Path(args.ray).expanduser().exists():
+        args.inputs, args.ray = [Path(args.ray), *args.inputs], ""
 
 
 def _list_models(argv: Sequence[str]) -> int:
@@ -341,11 +343,11 @@ def _reach_line(ref: ModelRef) -> str:
 def _jobs(args: argparse.Namespace) -> list[Job]:
     given = _given_options(args)
     if args.config is not None:
-        if args.input is not None or args.output is not None:
+        if args.inputs or args.output is not None:
             raise UsageError("give either --config or an input, not both")
         # Command-line options act as defaults under the file's own.
         return load_jobs(args.config, dataclasses.replace(Options(), **given))
-    if args.input is None:
+    if not args.inputs:
         raise UsageError("no input given (an image, a folder or a video; or --config FILE)")
     options = dataclasses.replace(Options(), **given)
     try:
@@ -353,7 +355,15 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
     except ValueError as e:
         raise UsageError(str(e)) from e
     output = Path(args.output) if args.output else None
-    return [Job(args.input, output, options, output_is_folder=names_folder(args.output or ""))]
+    folder = names_folder(args.output or "")
+    several = len(args.inputs) > 1
+    # Several inputs go into a folder: `-o out` is one, `-o out.mkv` looks like a file.
+    if several and output is not None and output.suffix and not (
+            folder or output.expanduser().is_dir()):
+        raise UsageError(f"{len(args.inputs)} inputs go into a folder, and -o names a file: "
+                         f"end it with / to make it one ({args.output}/)", output)
+    return [Job(src, output, options, output_is_folder=folder or several)
+            for src in args.inputs]
 
 
 def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
@@ -465,7 +475,8 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
             return _list_models(argv[1:])
         if argv[:1] == ["compare"]:
             return _compare(argv[1:])
-        args = _parser().parse_args(argv)
+        # Intermixed: `upscale a.mkv -o out/ b.mkv` as a shell's glob and a user's edit give it.
+        args = _parser().parse_intermixed_args(argv)
         _ray_input(args)
         jobs = _jobs(args)
         ray = _ray_settings(args)
