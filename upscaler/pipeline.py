@@ -7,7 +7,8 @@ of the others. Progress is reported through a callback so that the library never
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+import functools
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
 from upscaler.reuse import TileReuse
 from upscaler.version import __version__
+from upscaler.writes import BackgroundWrites, writer_threads
 
 
 @dataclass
@@ -317,24 +319,36 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
     that an image refused (transparency to JPEG) costs no model load. `counts`, where given,
     takes what held frames saved in an animation.
     """
-    try:
+    with _memory_named(src):
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
         up = upscaler()
+        check_storable(image, dst, options.format, background, up.out_size(*image.pixels.shape[:2]))
         upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
-        try:
-            write_image(upscaled, dst, options.format, background=background)
-        except Exception as e:
-            # The model ran, but its runtime still holds the memory of its largest call
-            # (ONNX Runtime's arena, ncnn's pools): freed, the writer's buffers may fit.
-            if not is_out_of_memory(e) or not up.release_memory():
-                raise
-            write_image(upscaled, dst, options.format, background=background)
+        _write_upscaled(up, upscaled, dst, options.format, background)
         if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
             counts.count_reuse(up.frames)
+
+
+def _write_upscaled(up: Upscaler, upscaled: Image, dst: Path, fmt: str | None,
+                    background: tuple[int, int, int] | None) -> None:
+    try:
+        write_image(upscaled, dst, fmt, background=background)
     except Exception as e:
-        # Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha):
-        # one line, as for an executor that ran out, instead of a traceback.
+        # The model ran, but its runtime still holds the memory of its largest call
+        # (ONNX Runtime's arena, ncnn's pools): freed, the writer's buffers may fit.
+        if not is_out_of_memory(e) or not up.release_memory():
+            raise
+        write_image(upscaled, dst, fmt, background=background)
+
+
+@contextlib.contextmanager
+def _memory_named(src: Path) -> Iterator[None]:
+    """Our own buffers outside the tiles (the decoded image, the upscaled one, its alpha) that
+    ran out: one line naming `src`, as for an executor that ran out, instead of a traceback."""
+    try:
+        yield
+    except Exception as e:
         error = ran_out(e, src)
         if error is None:
             raise
@@ -366,17 +380,59 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
     if not todo:  # no bar for nothing to do: the summary says what was skipped
         return state
     progress(state)
-    with Upscaler(options, reuse=options.reuse) as upscaler:
+
+    def ended(results: list[tuple[Hashable, BaseException | None]]) -> None:
+        for _, error in results:
+            if error is None:
+                state.done += 1
+            elif isinstance(error, MediaError):
+                state.failures.append(error)
+            else:
+                raise error
+            progress(state)
+
+    with Upscaler(options, reuse=options.reuse) as upscaler, \
+            BackgroundWrites(writer_threads()) as writes:
         for path, out in todo:
             try:
-                upscale_file(lambda: upscaler, path, out, options)
+                with _memory_named(path):
+                    image, background = _read_storable(path, out, options)
+                    check_storable(image, out, options.format, background,
+                                   upscaler.out_size(*image.pixels.shape[:2]))
+                    make_folder(out.parent)
+                    nbytes = _output_bytes(upscaler, image)
+                    own = writes.fits(nbytes)  # else written here, from the model's buffers
+                    upscaled = upscaler.upscale_image(image, copy=own)
+                    if own:
+                        write = functools.partial(_write_named, path, upscaler, upscaled, out,
+                                                  options.format, background)
+                        ended(writes.submit(path, write, nbytes))
+                        continue
+                    _write_upscaled(upscaler, upscaled, out, options.format, background)
                 state.done += 1
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
                 state.failures.append(e)
             progress(state)
+        ended(writes.finish())
     return state
+
+
+def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, fmt: str | None,
+                 background: tuple[int, int, int] | None) -> None:
+    with _memory_named(src):
+        _write_upscaled(up, upscaled, dst, fmt, background)
+
+
+def _output_bytes(upscaler: Upscaler, image: Image) -> int:
+    """The bytes of `image`'s upscaled frames."""
+    total = 0
+    for frame in image.frames:
+        height, width = upscaler.out_size(*frame.shape[:2])
+        channels = frame.shape[2] if frame.ndim == 3 else 1
+        total += height * width * channels * frame.itemsize
+    return total
 
 
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:

@@ -29,7 +29,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 import PIL.Image
@@ -48,6 +48,7 @@ from upscaler.media.images.animation import encode_frames, gif_frame
 from upscaler.media.images.deep import tiff16
 from upscaler.media.images.png import write_png
 
+T = TypeVar("T")
 _NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
 _EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
 _NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
@@ -57,6 +58,8 @@ _DEFAULT_QUALITY = 95
 # by Pillow, which would hold a second, 4-byte-a-pixel copy of the picture: 64 MB is a
 # 4600x4600 RGB output. Smaller ones keep Pillow's encoder, about twice as fast.
 BANDED_PNG_BYTES = 64 << 20
+# The longest side each format's encoder takes (libwebp's, libjpeg's, GIF's 16-bit fields).
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "GIF": 65535}
 
 
 def write_image(
@@ -89,7 +92,8 @@ def write_image(
         frames = [np.rint(f / 257.0).astype(np.uint8) if f.dtype == np.uint16
                   else np.ascontiguousarray(f) for f in frames]
         options = _pillow_options(fmt, image, quality, icc, exif)
-        data = encode_frames(frames, image.animation, fmt, options)
+        animation = image.animation
+        data = _encoded(path, lambda: encode_frames(frames, animation, fmt, options))
     elif fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.nbytes >= BANDED_PNG_BYTES):
         atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif))
         return path
@@ -98,10 +102,19 @@ def write_image(
     else:
         # Pillow writes into the file as it encodes: no second copy of the encoded picture.
         im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
-        atomic_write(path, lambda f: im.save(f, format=fmt, **opts))
+        atomic_write(path, lambda f: _encoded(path, lambda: im.save(f, format=fmt, **opts)))
         return path
     atomic_write(path, data)
     return path
+
+
+def _encoded(path: Path, encode: Callable[[], T]) -> T:
+    """`encode()`, with what an encoder refuses (Pillow raises ValueError for some) as our
+    error naming `path`."""
+    try:
+        return encode()
+    except ValueError as e:
+        raise MediaError(f"cannot write: {e}", path) from e
 
 
 def _check_animation(image: Image, fmt: str, path: Path) -> None:
@@ -137,13 +150,20 @@ def _output_format(path: Path, fmt: str | None, source_format: str | None) -> st
 
 
 def check_storable(image: Image, path: str | Path, fmt: str | None = None,
-                   background: tuple[int, int, int] | None = None) -> None:
-    """MediaError now, before any work, if writing `image` to `path` would be refused."""
+                   background: tuple[int, int, int] | None = None,
+                   size: tuple[int, int] | None = None) -> None:
+    """MediaError now, before any work, if writing `image` to `path` would be refused; `size`
+    is the (height, width) it will have, where known."""
     path = Path(path)
     fmt = _output_format(path, fmt, image.source_format)
     _check_animation(image, fmt, path)
     if fmt in _NO_ALPHA_FORMATS and background is None and _transparent(image.pixels):
         raise _transparency_error(fmt, path)
+    limit = MAX_SIDE.get(fmt)
+    if size is not None and limit is not None and max(size) > limit:
+        raise MediaError(f"{fmt} holds pictures up to {limit} px a side, and this one would be "
+                         f"{size[1]}x{size[0]}; write PNG or TIFF, or give a smaller --scale",
+                         path)
 
 
 def _transparent(pixels: np.ndarray) -> bool:

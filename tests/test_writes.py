@@ -1,0 +1,101 @@
+"""A folder job writes its pictures on threads of their own while the model works on the next
+(writes.py): the same files as one picture at a time, failures named per file, bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import INSTANT_MODEL
+from draw import draw_cel
+from PIL import Image
+
+from upscaler.cli import main
+from upscaler.errors import MediaError
+from upscaler.writes import BackgroundWrites
+
+
+def pictures(folder: Path) -> None:
+    """Pictures of several sizes and kinds: RGB, RGBA, 16-bit gray, an animated GIF."""
+    folder.mkdir()
+    for n, (h, w) in enumerate([(24, 40), (40, 24), (24, 40), (24, 40), (20, 52), (24, 40)]):
+        Image.fromarray(draw_cel(h, w, seed=n)).save(folder / f"p{n}.png")
+    rgba = np.dstack([draw_cel(30, 30, seed=9), np.linspace(0, 255, 900, dtype=np.uint8)
+                      .reshape(30, 30)])
+    Image.fromarray(rgba).save(folder / "alpha.png")
+    Image.fromarray(draw_cel(16, 20, seed=3)[..., 0].astype(np.uint16) * 257).save(
+        folder / "deep.png")
+    frames = [Image.fromarray(draw_cel(16, 16, seed=s)) for s in range(3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:], duration=80)
+
+
+def read(path: Path) -> list[np.ndarray]:
+    with Image.open(path) as im:
+        out = []
+        for n in range(getattr(im, "n_frames", 1)):
+            im.seek(n)
+            out.append(np.asarray(im.convert("RGBA") if im.mode == "P" else im).copy())
+        return out
+
+
+def test_a_folder_writes_what_each_picture_alone_writes(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    pictures(src)
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 0
+    names = sorted(p.name for p in src.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == names
+    for name in names:
+        alone = tmp_path / "alone" / name
+        assert main([str(src / name), "-o", str(alone), "-q", *INSTANT_MODEL]) == 0
+        got, expected = read(out / name), read(alone)
+        assert len(got) == len(expected)
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)), name
+
+
+def test_a_picture_its_format_cannot_hold_fails_alone(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """WebP holds 16383 px a side: the 4x of a 4200-px-wide picture is refused before the model
+    runs (Pillow's encoder raised a ValueError, a traceback, after it), the rest written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((8, 4200, 3), 90, np.uint8)).save(src / "wide.png")
+    for n in range(3):
+        Image.fromarray(draw_cel(12, 12, seed=n)).save(src / f"s{n}.png")
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "--format", "webp", "-q", *INSTANT_MODEL]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"upscale: error: {out / 'wide.webp'}: WEBP holds pictures up to 16383 px a "
+                   "side, and this one would be 16800x32; write PNG or TIFF, or give a smaller "
+                   "--scale", "upscale: 3 done, 0 skipped, 1 failed"]
+    assert sorted(p.name for p in out.iterdir()) == ["s0.webp", "s1.webp", "s2.webp"]
+
+
+def test_writes_end_in_order_bounded_with_their_errors() -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def write(n: int) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02 * (n % 3))
+        with lock:
+            running -= 1
+        if n == 4:
+            raise MediaError("cannot write: disk full", f"{n}.png")
+
+    ended = []
+    with BackgroundWrites(threads=2, waiting_bytes=100) as writes:
+        for n in range(8):
+            ended += writes.submit(n, lambda n=n: write(n), nbytes=30)
+        ended += writes.finish()
+    assert [key for key, _ in ended] == list(range(8))
+    assert [str(e) for _, e in ended if e is not None] == ["4.png: cannot write: disk full"]
+    assert most == 2
+    assert BackgroundWrites(2, waiting_bytes=100).fits(100)
+    assert not BackgroundWrites(2, waiting_bytes=100).fits(101)
