@@ -197,10 +197,15 @@ def browser(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ob
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(found[1]))
     try:
+        # Under a full suite's load the images once took longer than the 30 s default; a
+        # decode that fails is reported with its reason instead of as a timeout.
+        driver.set_script_timeout(180)
         driver.get(page.as_uri())
-        driver.execute_async_script(
+        failed = driver.execute_async_script(
             "const done = arguments[0];"
-            "Promise.all([...document.images].map(i => i.decode())).then(() => done(true));")
+            "Promise.allSettled([...document.images].map(i => i.decode())).then(r => done("
+            "r.filter(x => x.status === 'rejected').map(x => String(x.reason))));")
+        assert failed == [], f"images that did not decode: {failed}"
         yield driver
         shot = tmp_path_factory.mktemp("screenshot") / "compare_page.png"
         driver.save_screenshot(str(shot))
