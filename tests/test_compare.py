@@ -188,6 +188,7 @@ def browser(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ob
         pytest.skip(message)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.wait import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = found[0]
@@ -197,15 +198,17 @@ def browser(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ob
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(found[1]))
     try:
-        # Under a full suite's load the images once took longer than the 30 s default; a
-        # decode that fails is reported with its reason instead of as a timeout.
-        driver.set_script_timeout(180)
         driver.get(page.as_uri())
-        failed = driver.execute_async_script(
-            "const done = arguments[0];"
-            "Promise.allSettled([...document.images].map(i => i.decode())).then(r => done("
-            "r.filter(x => x.status === 'rejected').map(x => String(x.reason))));")
-        assert failed == [], f"images that did not decode: {failed}"
+        # Every image loaded, polled: waiting on each image's decode() failed under a full
+        # suite's load, Chromium rejecting loaded images with "EncodingError: The source image
+        # cannot be decoded" (and the rejection then left the wait to time out).
+        state = ("const images = [...document.images];"
+                 "return [images.every(i => i.complete),"
+                 " images.filter(i => i.complete && !i.naturalWidth).map(i => i.alt)];")
+        WebDriverWait(driver, 120, poll_frequency=0.1).until(
+            lambda d: d.execute_script(state)[0])
+        broken = driver.execute_script(state)[1]
+        assert broken == [], f"images that did not load: {broken}"
         yield driver
         shot = tmp_path_factory.mktemp("screenshot") / "compare_page.png"
         driver.save_screenshot(str(shot))
