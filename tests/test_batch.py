@@ -127,3 +127,44 @@ def test_a_rerun_skips_finished_videos_without_trying_their_settings(
     assert code == 2
     assert err == [f"upscale: error: {jobs}:3: {stills / 'out' / 'ep.mkv'}: --codec "
                    "hevc_videotoolbox: this ffmpeg has no encoder named 'hevc_videotoolbox'"]
+
+
+def test_a_batch_keeps_its_model_for_the_next_job_like_it(tmp_path: Path) -> None:
+    """Upscalers: the same options and media get the same upscaler, loaded once, its counters
+    at zero for each job; other options close it and load another."""
+    from conftest import ROOT
+
+    from upscaler.config import Options
+    from upscaler.pipeline import Upscalers
+
+    options = Options(model=str(ROOT / "tests" / "data" / "nearest4x.onnx"),
+                      executor="onnxruntime")
+    with Upscalers() as upscalers:
+        first = upscalers.get(options, "image", False)
+        first.upscale_frame(draw_cel(8, 8))
+        assert first.frames.frames_run == 1
+        again = upscalers.get(options, "image", False)
+        assert again is first and again.frames.frames_run == 0
+        other = upscalers.get(Options(model=options.model, executor="onnxruntime", tta=True),
+                              "image", False)
+        assert other is not first and first.executor._closed
+    assert other.executor._closed
+
+
+def test_videos_in_one_command_each_report_their_own_frames(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two clips on one command line share the model, then the still loads the image model;
+    each clip's report counts its own frames only."""
+    from clips import make_clip
+
+    clips = [make_clip(tmp_path / f"ep{n}.mkv", size="32x18", seconds=0.5) for n in (1, 2)]
+    still = save(tmp_path / "still.png", draw_cel(12, 16))
+    out = tmp_path / "out"
+    assert main([str(clips[0]), str(clips[1]), str(still), "-o", f"{out}/", "--model",
+                 "realesr-animevideov3", "--deinterlace", "off"]) == 0
+    err = capsys.readouterr().err
+    reports = [line.split(": ", 2)[2] for line in err.splitlines()
+               if "held drawings reused" in line]
+    assert len(reports) == 2 and reports[0] == reports[1], reports
+    assert "of 12 tiles" in reports[0]
+    assert sorted(p.name for p in out.iterdir()) == ["ep1.mkv", "ep2.mkv", "still.png"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -40,7 +41,7 @@ from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError, 
 from upscaler.heap import keep_frame_buffers
 from upscaler.job.plan import PlanError, Task, plan_jobs
 from upscaler.media import ffmpeg
-from upscaler.pipeline import Progress, ProgressCallback, run_task
+from upscaler.pipeline import Progress, ProgressCallback, Upscalers, run_task
 from upscaler.version import __version__
 
 if TYPE_CHECKING:
@@ -489,7 +490,8 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
         bars = _Bars(args.quiet, len(tasks))
         try:
             if ray is None:
-                return _run(tasks, bars)
+                upscalers = cluster.enter_context(Upscalers())  # the model stays for the next
+                return _run(tasks, bars, functools.partial(run_task, upscalers=upscalers))
             return _run(tasks, bars, cluster.enter_context(ray_runner.RayRunner(ray)))
         finally:
             bars.close()

@@ -88,6 +88,15 @@ class FrameUpscaler:
         self.overlap = overlap
         self.batch = batch
         self.min_tile = min_tile
+        self.reuse = reuse
+        self.reach = reach
+        self._stream = ""
+        self._plans: dict[tuple[int, int, int, int | None, int], TilePlan] = {}
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        """Zero the work counters (see the class), for a new job on the same upscaler; the
+        limits it learned (a tile shrunk for memory) and its plans stay."""
         self.tiles_run = 0
         self.frames_run = 0
         self.pixels_run = 0
@@ -96,15 +105,11 @@ class FrameUpscaler:
         self.executor_seconds = 0.0
         self.oom_retries = 0
         self.plans_built = 0
-        self.reuse = reuse
         self.tiles_reused = 0
         self.frames_reused = 0
         self._frame_reused = False
-        self.reach = reach
         self.tiles_patched = 0
         self.full_pixels = 0
-        self._stream = ""
-        self._plans: dict[tuple[int, int, int, int | None, int], TilePlan] = {}
 
     @property
     def fixed(self) -> bool:

@@ -274,6 +274,56 @@ def _overlap(options: Options, model: ModelRef) -> int:
     return overlap
 
 
+class Upscalers:
+    """The last task's upscaler, kept for the next task that asks for the same options and
+    media: a batch of pictures given one by one (`upscale *.png -o out/`, a job file) loads its
+    model once, not once a picture (a session on a GPU, a Core ML package: a second or more).
+
+    One is kept at a time, so a batch that changes models holds one in memory. Leaving the
+    `with` block closes it, but not on Ctrl-C: a model call may still be running on the model's
+    thread, and closing would wait for it before the user hears what was kept; the process is
+    ending, which frees the model.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Options, MediaKind, bool] | None = None
+        self._upscaler: Upscaler | None = None
+
+    def get(self, options: Options, media: MediaKind, reuse: bool) -> Upscaler:
+        """An upscaler for a new task, its work counters at zero."""
+        key = (options, media, reuse)
+        if self._upscaler is None or key != self._key:
+            self.close()
+            self._upscaler = Upscaler(options, media, reuse=reuse)
+            self._key = key
+        self._upscaler.frames.reset_counts()
+        return self._upscaler
+
+    def close(self) -> None:
+        if self._upscaler is not None:
+            upscaler, self._upscaler, self._key = self._upscaler, None, None
+            upscaler.close()
+
+    def __enter__(self) -> Upscalers:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+            self.close()
+
+
+@contextlib.contextmanager
+def _upscaler_for(upscalers: Upscalers | None, options: Options, media: MediaKind
+                  ) -> Iterator[Upscaler]:
+    """A task's upscaler: from `upscalers`, which keeps it, else one of its own, closed after
+    the task (but not on Ctrl-C, see Upscalers)."""
+    if upscalers is not None:
+        yield upscalers.get(options, media, options.reuse)
+        return
+    with Upscalers() as own:
+        yield own.get(options, media, options.reuse)
+
+
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
     """Check one job as a batch of one, then run it. What is wrong is raised as its own error
     (a MediaError, a UsageError that is a ValueError...), not wrapped in a PlanError."""
@@ -286,14 +336,16 @@ def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:
     return run_task(task, progress)
 
 
-def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
+def run_task(task: Task, progress: ProgressCallback = _ignore,
+             upscalers: Upscalers | None = None) -> Progress:
     """Run one planned task and return its final counters.
 
     An output that exists is skipped (counted in `skipped`) unless options.overwrite, so a
-    rerun of a batch does only what is left.
+    rerun of a batch does only what is left. `upscalers`, where given, keeps the model loaded
+    for the batch's next task (see Upscalers); else the task loads and closes its own.
     """
     if task.kind == "folder":
-        return _run_folder(task, progress)
+        return _run_folder(task, progress, upscalers)
     video = task.kind == "video"
     state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
     if task.output.exists() and not task.options.overwrite:
@@ -301,10 +353,10 @@ def run_task(task: Task, progress: ProgressCallback = _ignore) -> Progress:
         return state
     if video:
         make_folder(task.output.parent)
-        return _run_video(task.input, task.output, task.options, progress)
+        return _run_video(task.input, task.output, task.options, progress, upscalers)
     with contextlib.ExitStack() as stack:
-        upscale_file(lambda: stack.enter_context(Upscaler(task.options,
-                                                          reuse=task.options.reuse)),
+        upscale_file(lambda: stack.enter_context(_upscaler_for(upscalers, task.options,
+                                                               "image")),
                      task.input, task.output, task.options, counts=state)
     state.done = 1
     progress(state)
@@ -372,7 +424,8 @@ def _read_storable(src: Path, dst: Path, options: Options
     return image, background
 
 
-def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
+def _run_folder(task: Task, progress: ProgressCallback,
+                upscalers: Upscalers | None = None) -> Progress:
     options = task.options
     todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
     state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
@@ -391,7 +444,7 @@ def _run_folder(task: Task, progress: ProgressCallback) -> Progress:
                 raise error
             progress(state)
 
-    with Upscaler(options, reuse=options.reuse) as upscaler, \
+    with _upscaler_for(upscalers, options, "image") as upscaler, \
             BackgroundWrites(writer_threads()) as writes:
         for path, out in todo:
             try:
@@ -435,7 +488,8 @@ def _output_bytes(upscaler: Upscaler, image: Image) -> int:
     return total
 
 
-def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback) -> Progress:
+def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback,
+               upscalers: Upscalers | None = None) -> Progress:
     from upscaler.video import check_source, check_video_job, upscale_video
 
     settings = video_settings(options)
@@ -443,29 +497,18 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
     check_source(src, dst, settings)  # the decoding pass: damage refused before the model loads
     state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
-    upscaler = Upscaler(options, "video", reuse=options.reuse)
-    frames = upscaler.frames
+    with _upscaler_for(upscalers, options, "video") as upscaler:
+        frames = upscaler.frames
 
-    def report(done: int, total: int) -> None:
-        state.done, state.total = done, total
-        if frames.reuse is not None:
-            state.count_reuse(frames)
-        progress(state)
+        def report(done: int, total: int) -> None:
+            state.done, state.total = done, total
+            if frames.reuse is not None:
+                state.count_reuse(frames)
+            progress(state)
 
-    interrupted = False
-    try:
         upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
                       identity=upscaler.identity(),
                       scale=options.scale or upscaler.model_scale,
                       on_segment_start=upscaler.start_segment, times=state.stages)
         state.count_work(upscaler.frames)
-    except KeyboardInterrupt:
-        # A model call may still be running on the model's thread, and close() would wait for
-        # it (seconds on a CPU) before the user hears what was kept; the process is ending,
-        # which frees the model.
-        interrupted = True
-        raise
-    finally:
-        if not interrupted:
-            upscaler.close()
     return state
