@@ -456,18 +456,21 @@ def _run_folder(task: Task, progress: ProgressCallback,
                     nbytes = _output_bytes(upscaler, image)
                     own = writes.fits(nbytes)  # else written here, from the model's buffers
                     upscaled = upscaler.upscale_image(image, copy=own)
-                    if own:
-                        write = functools.partial(_write_named, path, upscaler, upscaled, out,
-                                                  options.format, background)
-                        ended(writes.submit(path, write, nbytes))
-                        continue
-                    _write_upscaled(upscaler, upscaled, out, options.format, background)
-                state.done += 1
+                    if not own:
+                        _write_upscaled(upscaler, upscaled, out, options.format, background)
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
                 state.failures.append(e)
-            progress(state)
+                progress(state)
+                continue
+            if own:
+                ended(writes.submit(path, functools.partial(
+                    _write_named, path, upscaler, upscaled, out, options.format, background),
+                    nbytes))
+            else:
+                state.done += 1
+                progress(state)
         ended(writes.finish())
     return state
 
