@@ -281,6 +281,31 @@ def test_interlaced_source_is_deinterlaced(tmp_path: Path, order: str, flags: li
     assert progressive > tff + bff
 
 
+# A 9-px grid scrolling 61 px a frame at 23.976 frames/s, progressive: idet calls most of its
+# frames woven (70 of 96 at 1280x720), as credits scrolling at such a speed would be.
+SCROLL = "color=c=black:s=160x90:r=24000/1001:d=1,drawgrid=w=160:h=9:t=1:c=white,scroll=v=0.68"
+
+
+def test_moving_lines_at_a_film_rate_are_not_deinterlaced(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Film runs at 23.976 frames/s, and no frame there is woven from two fields: what idet
+    calls woven is moving fine lines, which bwdif would blur. Not deinterlaced, and said so;
+    --deinterlace bwdif still forces it."""
+    src = encode(tmp_path / "scroll.mkv", SCROLL, "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                 "-x264-params", "log-level=error")
+    tff, bff, progressive = scan(probe(src)).idet
+    assert tff + bff >= 5 and tff + bff >= 3 * progressive  # idet's word: woven
+    code, err = run_cli([str(src), "-o", str(tmp_path / "out.mkv"), *FAST], capsys)
+    assert code == 0, err
+    assert "deinterlaced with" not in err
+    assert (f"scroll.mkv: progressive: idet finds combing in {tff + bff} of 24 frames, but at "
+            "23.976 frames/s they are not woven from fields (moving fine lines): not "
+            "deinterlaced (--deinterlace bwdif forces it)") in err
+    code, err = run_cli([str(src), "-o", str(tmp_path / "forced.mkv"), "--deinterlace",
+                         "bwdif", *FAST], capsys)
+    assert code == 0 and "deinterlaced anyway (--deinterlace bwdif)" in err, err
+
+
 def test_deinterlace_off_and_yadif(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = encode(tmp_path / "woven.mkv", FIELDS.format(order="tff"), "-c:v", "libx264",
                  "-flags", "+ildct+ilme", "-x264-params", "log-level=error")

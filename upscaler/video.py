@@ -288,7 +288,7 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
                      "before its first keyframe cannot be decoded, by any player, and are left "
                      f"out; the picture starts {late:.3f} s into the file, in step with the "
                      "other streams as there")
-    way = decide(found, settings.deinterlace)
+    way = decide(found, settings.deinterlace, info.frame_rate)
     order = "top field first" if way.order == "tff" else "bottom field first"
     if way.filter:
         name = way.filter.split("=", 1)[0]
@@ -297,7 +297,7 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
     elif way.interlaced:
         notes.append(f"interlaced ({order}; {way.why}) but --deinterlace off: the fields go "
                      "through the model woven")
-    elif "flagged interlaced" in way.why:
+    elif "flagged interlaced" in way.why or "not woven" in way.why:
         notes.append(f"{way.why}: not deinterlaced (--deinterlace bwdif forces it)")
     notes += _stream_notes(info)
     if len(found.sizes) > 1:

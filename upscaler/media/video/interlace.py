@@ -9,6 +9,7 @@ frame count, timestamps and audio sync stay as they were.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from upscaler.media.video.scan import Scan
 
@@ -24,8 +25,9 @@ class Interlacing:
     filter: str | None
 
 
-def decide(found: Scan, mode: str) -> Interlacing:
-    """How to treat the source, for --deinterlace `mode` (one of config.DEINTERLACE_MODES)."""
+def decide(found: Scan, mode: str, frame_rate: Fraction | None = None) -> Interlacing:
+    """How to treat the source, for --deinterlace `mode` (one of config.DEINTERLACE_MODES);
+    `frame_rate`, the stream's nominal rate, where known."""
     tff, bff = found.flagged
     idet_tff, idet_bff, progressive = found.idet
     frames = max(len(found.decoded_pts), 1)
@@ -35,12 +37,21 @@ def decide(found: Scan, mode: str) -> Interlacing:
     # progressive picture can look woven to it on some frames (a few of 8 on drawn waves).
     looks = measured >= 3 * progressive and measured >= 5
     looks_progressive = progressive > measured
+    # Interlaced video runs at 25 or 30000/1001 frames a second (50 or 60 fields). At film rates
+    # (23.976, 24) and at 48 to 60 frames a second no frame is woven from two fields, and what
+    # idet calls woven there is fine lines moving: credits scrolling at some speeds (a 9-px
+    # grid at 61 px a frame, 23.976 frames/s: 70 of 96 frames "woven"), ffmpeg's testsrc2.
+    field_rate = frame_rate is None or 24.5 < float(frame_rate) < 31
     if tagged and looks_progressive:
         interlaced, why = False, "flagged interlaced, but idet finds progressive pictures"
     elif tagged:
         interlaced, why = True, "flagged by the stream"
-    elif looks:
+    elif looks and field_rate:
         interlaced, why = True, "flagged progressive, but idet finds woven fields"
+    elif looks:
+        interlaced, why = False, (f"progressive: idet finds combing in {measured} of "
+                                  f"{frames} frames, but at {float(frame_rate or 0):.3f} "
+                                  "frames/s they are not woven from fields (moving fine lines)")
     else:
         interlaced, why = False, "progressive"
     # idet measures the pictures; where it found fields, its order beats the flags.
