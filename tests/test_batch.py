@@ -1,5 +1,6 @@
 """YAML batches as a user runs them: again after adding a job, with mistakes, with a bad input."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +131,10 @@ def test_a_rerun_skips_finished_videos_without_trying_their_settings(
 
 
 def test_a_batch_keeps_its_model_for_the_next_job_like_it(tmp_path: Path) -> None:
-    """Upscalers: the same options and media get the same upscaler, loaded once, its counters
-    at zero for each job; other options close it and load another."""
+    """Upscalers: the same model options and media get the same upscaler, loaded once, its
+    counters at zero for each job (an output's format is no model option); other model options
+    (--tta: a Ray worker kept the plain model for a --tta job before) close it and load
+    another."""
     from conftest import ROOT
 
     from upscaler.config import Options
@@ -140,13 +143,13 @@ def test_a_batch_keeps_its_model_for_the_next_job_like_it(tmp_path: Path) -> Non
     options = Options(model=str(ROOT / "tests" / "data" / "nearest4x.onnx"),
                       executor="onnxruntime")
     with Upscalers() as upscalers:
-        first = upscalers.get(options, "image", False)
+        first = upscalers.get(options, "image")
         first.upscale_frame(draw_cel(8, 8))
         assert first.frames.frames_run == 1
-        again = upscalers.get(options, "image", False)
+        again = upscalers.get(options, "image")
         assert again is first and again.frames.frames_run == 0
-        other = upscalers.get(Options(model=options.model, executor="onnxruntime", tta=True),
-                              "image", False)
+        assert upscalers.get(dataclasses.replace(options, format="webp"), "image") is first
+        other = upscalers.get(dataclasses.replace(options, tta=True), "image")
         assert other is not first and first.executor._closed
     assert other.executor._closed
 

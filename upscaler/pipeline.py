@@ -274,10 +274,16 @@ def _overlap(options: Options, model: ModelRef) -> int:
     return overlap
 
 
+# What makes an Upscaler what it is; the other options (outputs, the encoder) do not touch it.
+MODEL_OPTIONS = ("model", "executor", "precision", "device", "threads", "tile", "overlap",
+                 "batch", "scale", "reuse", "tta")
+
+
 class Upscalers:
-    """The last task's upscaler, kept for the next task that asks for the same options and
-    media: a batch of pictures given one by one (`upscale *.png -o out/`, a job file) loads its
-    model once, not once a picture (a session on a GPU, a Core ML package: a second or more).
+    """The last task's upscaler, kept for the next task that asks for the same model options
+    (MODEL_OPTIONS) and media: a batch of pictures given one by one (`upscale *.png -o out/`, a
+    job file) loads its model once, not once a picture (a session on a GPU, a Core ML package:
+    a second or more), and a Ray worker once for its segments and files.
 
     One is kept at a time, so a batch that changes models holds one in memory. Leaving the
     `with` block closes it, but not on Ctrl-C: a model call may still be running on the model's
@@ -286,15 +292,15 @@ class Upscalers:
     """
 
     def __init__(self) -> None:
-        self._key: tuple[Options, MediaKind, bool] | None = None
+        self._key: tuple[object, ...] | None = None
         self._upscaler: Upscaler | None = None
 
-    def get(self, options: Options, media: MediaKind, reuse: bool) -> Upscaler:
+    def get(self, options: Options, media: MediaKind) -> Upscaler:
         """An upscaler for a new task, its work counters at zero."""
-        key = (options, media, reuse)
+        key = (media, *(getattr(options, name) for name in MODEL_OPTIONS))
         if self._upscaler is None or key != self._key:
             self.close()
-            self._upscaler = Upscaler(options, media, reuse=reuse)
+            self._upscaler = Upscaler(options, media, reuse=options.reuse)
             self._key = key
         self._upscaler.frames.reset_counts()
         return self._upscaler
@@ -318,10 +324,10 @@ def _upscaler_for(upscalers: Upscalers | None, options: Options, media: MediaKin
     """A task's upscaler: from `upscalers`, which keeps it, else one of its own, closed after
     the task (but not on Ctrl-C, see Upscalers)."""
     if upscalers is not None:
-        yield upscalers.get(options, media, options.reuse)
+        yield upscalers.get(options, media)
         return
     with Upscalers() as own:
-        yield own.get(options, media, options.reuse)
+        yield own.get(options, media)
 
 
 def run_job(job: Job, progress: ProgressCallback = _ignore) -> Progress:

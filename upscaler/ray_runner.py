@@ -38,7 +38,7 @@ from upscaler.job.plan import Task, video_settings
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, encode_segments
-from upscaler.pipeline import Progress, ProgressCallback, Upscaler, upscale_file
+from upscaler.pipeline import Progress, ProgressCallback, Upscaler, Upscalers, upscale_file
 
 INSTALL_HINT = '--ray needs Ray, which is not installed: pip install "upscaler[ray]"'
 MAX_RETRIES = 3
@@ -50,10 +50,6 @@ CRASHES = "UPSCALER_RAY_CRASHES"
 # Executors that run on CUDA when Ray gives their task a GPU.
 _GPU_EXECUTORS = ("auto", "onnxruntime", "torch")
 # The options an Upscaler is built from; a worker reuses its model while these stay the same.
-_MODEL_OPTIONS = ("model", "executor", "precision", "device", "threads", "tile", "overlap",
-                  "batch", "scale", "reuse")
-
-
 def require_ray() -> None:
     """UsageError (exit 2) with the install command when Ray cannot be imported."""
     try:
@@ -291,21 +287,14 @@ def _first_line(error: BaseException) -> str:
 
 # What runs on the workers. Module-level functions, so that Ray ships them by name.
 
-_cached: tuple[tuple[Any, ...], Upscaler] | None = None
+# This worker process's upscaler, kept for its next task with the same model options.
+_UPSCALERS = Upscalers()
 
 
 def _upscaler(options: Options, video: bool) -> Upscaler:
     """This worker process's Upscaler for `options`, built once and kept for the next task."""
-    global _cached
-    key = (video, *(getattr(options, name) for name in _MODEL_OPTIONS))
-    if _cached is None or _cached[0] != key:
-        if _cached is not None:
-            _cached[1].close()
-            _cached = None
-        keep_frame_buffers()  # what its environment set at start (heap.environment), again
-        up = Upscaler(options, "video" if video else "image", reuse=options.reuse)
-        _cached = (key, up)
-    return _cached[1]
+    keep_frame_buffers()  # what its environment set at start (heap.environment), again
+    return _UPSCALERS.get(options, "video" if video else "image")
 
 
 def _describe(options: Options) -> tuple[dict[str, str], float]:
