@@ -28,7 +28,7 @@ from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.executors.tta import TTAExecutor
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.job.plan import PlanError, Task, plan_jobs, video_settings
-from upscaler.media.images import Image, check_storable, read_image, write_image
+from upscaler.media.images import Image, check_size, check_storable, read_image, write_image
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
 from upscaler.reuse import TileReuse
@@ -381,7 +381,7 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
         up = upscaler()
-        check_storable(image, dst, options.format, background, up.out_size(*image.pixels.shape[:2]))
+        check_size(image, dst, options.format, up.out_size(*image.pixels.shape[:2]))
         upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
         _write_upscaled(up, upscaled, dst, options.format, background)
         if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
@@ -456,8 +456,8 @@ def _run_folder(task: Task, progress: ProgressCallback,
             try:
                 with _memory_named(path):
                     image, background = _read_storable(path, out, options)
-                    check_storable(image, out, options.format, background,
-                                   upscaler.out_size(*image.pixels.shape[:2]))
+                    check_size(image, out, options.format,
+                               upscaler.out_size(*image.pixels.shape[:2]))
                     make_folder(out.parent)
                     nbytes = _output_bytes(upscaler, image)
                     own = writes.fits(nbytes)  # else written here, from the model's buffers
@@ -492,8 +492,7 @@ def _output_bytes(upscaler: Upscaler, image: Image) -> int:
     total = 0
     for frame in image.frames:
         height, width = upscaler.out_size(*frame.shape[:2])
-        channels = frame.shape[2] if frame.ndim == 3 else 1
-        total += height * width * channels * frame.itemsize
+        total += height * width * frame.shape[2] * frame.itemsize  # Image frames are HWC
     return total
 
 

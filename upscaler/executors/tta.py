@@ -108,8 +108,9 @@ class TTAExecutor(ClosingExecutor):
 
     def _plan_for(self, transposed: bool) -> None:
         if self._tile is not None:
-            tile = self._tile[::-1] if transposed else self._tile
-            self.inner.set_tile((tile[0], tile[1]))  # type: ignore[attr-defined]
+            height, width = self._tile
+            tile = (width, height) if transposed else (height, width)
+            self.inner.set_tile(tile)  # type: ignore[attr-defined]  # exact_tiles executors
 
     def release_memory(self) -> bool:
         return self.inner.release_memory()

@@ -7,11 +7,12 @@ The work is split by job: `image_data` (the `Image` type and the format tables),
 from upscaler.image_data import IMAGE_EXTENSIONS, WRITABLE_FORMATS, Image, is_image_path
 from upscaler.media.images.read import read_image
 from upscaler.media.images.write import (
+    check_size,
     check_storable,
     format_of_extension,
     format_of_name,
     write_image,
 )
 
-__all__ = ["IMAGE_EXTENSIONS", "WRITABLE_FORMATS", "Image", "check_storable",
+__all__ = ["IMAGE_EXTENSIONS", "WRITABLE_FORMATS", "Image", "check_size", "check_storable",
            "format_of_extension", "format_of_name", "is_image_path", "read_image", "write_image"]

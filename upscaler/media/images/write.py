@@ -150,17 +150,23 @@ def _output_format(path: Path, fmt: str | None, source_format: str | None) -> st
 
 
 def check_storable(image: Image, path: str | Path, fmt: str | None = None,
-                   background: tuple[int, int, int] | None = None,
-                   size: tuple[int, int] | None = None) -> None:
-    """MediaError now, before any work, if writing `image` to `path` would be refused; `size`
-    is the (height, width) it will have, where known."""
+                   background: tuple[int, int, int] | None = None) -> None:
+    """MediaError now, before any work, if writing `image` to `path` would be refused."""
     path = Path(path)
     fmt = _output_format(path, fmt, image.source_format)
     _check_animation(image, fmt, path)
     if fmt in _NO_ALPHA_FORMATS and background is None and _transparent(image.pixels):
         raise _transparency_error(fmt, path)
+
+
+def check_size(image: Image, path: str | Path, fmt: str | None,
+               size: tuple[int, int]) -> None:
+    """MediaError, before the model runs, if `path`'s format cannot hold `image` upscaled to
+    `size` (height, width)."""
+    path = Path(path)
+    fmt = _output_format(path, fmt, image.source_format)
     limit = MAX_SIDE.get(fmt)
-    if size is not None and limit is not None and max(size) > limit:
+    if limit is not None and max(size) > limit:
         raise MediaError(f"{fmt} holds pictures up to {limit} px a side, and this one would be "
                          f"{size[1]}x{size[0]}; write PNG or TIFF, or give a smaller --scale",
                          path)
