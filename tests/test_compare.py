@@ -296,3 +296,5 @@ def test_page_is_self_contained(page: Path) -> None:
     assert "http://" not in text and "https://" not in text
     assert text.count("data:image/png;base64,") >= 6
     assert os.path.getsize(page) < 2_000_000
+    # What the page shows of the input, unmistakable beside a table of models.
+    assert "clip.mkv: 2 of its 30 frames, tile=0." in text

@@ -98,13 +98,15 @@ def render(comparison: Comparison, *, full: bool = False) -> str:
 
 
 def _summary(c: Comparison) -> str:
-    what = {"video": f"{c.total_frames} frames", "folder": f"{c.total_frames} images",
-            "image": "one image"}[c.kind]
+    # Which of the input's frames the page shows; "2 compared" beside a table of four models
+    # read as a count of models.
+    noun = {"video": "frames", "folder": "images"}.get(c.kind)
+    shown = f": {len(c.frames)} of its {c.total_frames} {noun}" if noun else ""
     given = [f"{k}={v}" for k, v in sorted(vars(c.options).items())
              if k not in ("model", "overwrite") and v != getattr(type(c.options)(), k)]
     settings = ", ".join(given) if given else "default settings"
-    return (f"{c.input.name} ({what}); {len(c.frames)} compared, {settings}. Estimates are for the "
-            "whole input on this machine.")
+    return (f"{c.input.name}{shown}, {settings}. Estimates are for the whole input on this "
+            "machine.")
 
 
 def _table(c: Comparison) -> str:
