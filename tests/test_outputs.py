@@ -116,6 +116,31 @@ def test_video_output_names_that_cannot_be_written(tmp_path: Path,
     assert files(tmp_path / "videos") == ["clip.mkv"]
 
 
+def test_a_video_named_with_a_line_break(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Linux lets a name hold a line break. The segments were joined through a list that
+    ffmpeg reads line by line and which named their folder (.NAME.segments): the job failed at
+    its end, every time it was run again. Messages naming such a file stay one line each."""
+    from clips import make_clip
+    from conftest import INSTANT_MODEL
+
+    from upscaler.media.video.probe import probe
+
+    src = make_clip(tmp_path / "it's\nep 1.mkv", size="32x18", seconds=1.0)
+    args = [str(src), *INSTANT_MODEL, "--segment-seconds", "0.25", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    out = tmp_path / "it's\nep 1_upscaled.mkv"
+    assert probe(out).frame_count == probe(src).frame_count == 24
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, out.name])
+    capsys.readouterr()
+    assert main(args) == 0
+    assert error_lines(capsys) == [
+        f"upscale: {tmp_path}/it's\\nep 1_upscaled.mkv: exists, skipped (--overwrite redoes "
+        "it)"]
+    assert main([str(tmp_path / "gone\n.mkv"), *FAST]) == 5
+    assert error_lines(capsys) == [f"upscale: error: {tmp_path}/gone\\n.mkv: input does not exist"]
+
+
 @pytest.mark.parametrize(
     ("output", "extra", "needle", "code"),
     [

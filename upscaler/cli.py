@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -164,8 +165,8 @@ def _compare(argv: Sequence[str]) -> int:
         bars.close()
     size = write_page(result, page, overwrite=options.overwrite, full=args.full)
     models_, frames = len(result.results), len(result.frames)
-    print(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on {frames} "
-          f"frame{'s' * (frames != 1)}")
+    print(one_line(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on "
+                   f"{frames} frame{'s' * (frames != 1)}"))
     return 0
 
 
@@ -198,8 +199,9 @@ class _Bars:
 
     def _draw(self, state: Progress) -> None:
         if self.inner is None:
-            self.inner = tqdm(total=state.total or None, unit=state.unit, desc=state.label,
-                              initial=0, position=1 if self.outer else 0,
+            self.inner = tqdm(total=state.total or None, unit=state.unit,
+                              desc=one_line(state.label), initial=0,
+                              position=1 if self.outer else 0,
                               leave=self.outer is None, dynamic_ncols=True)
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
@@ -219,7 +221,7 @@ class _Bars:
 
     def say(self, line: str) -> None:
         """A line on stderr that does not tear the bars."""
-        tqdm.write(line, file=sys.stderr)
+        tqdm.write(one_line(line), file=sys.stderr)
 
     def close(self) -> None:
         """Ends the bars, also one a stopped job left open, so that what is printed after
@@ -233,11 +235,22 @@ class _Bars:
                 self.outer.close()
 
 
+# Control characters, which a file's name may hold (a line break, an escape sequence).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of a terminal: control characters written as Python writes them in a
+    string (`\\n`), so that a file named with a line break cannot split our one-line messages
+    or move the terminal's cursor."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class _LogLine(logging.Handler):
     """Shows the library's log (a video resuming, say) as `upscale: ...` lines above the bars."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(f"{PROG}: {record.getMessage()}", file=sys.stderr)
+        tqdm.write(one_line(f"{PROG}: {record.getMessage()}"), file=sys.stderr)
 
 
 def _show_log() -> None:
@@ -497,13 +510,13 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
             bars.close()
     except PlanError as e:
         for error in e.errors:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+            print(one_line(f"{PROG}: error: {error}"), file=sys.stderr)
         return e.exit_code
     except UpscalerError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(one_line(f"{PROG}: error: {e}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        print(f"{PROG}: {str(e) or 'interrupted'}", file=sys.stderr)
+        print(one_line(f"{PROG}: {str(e) or 'interrupted'}"), file=sys.stderr)
         return getattr(e, "exit_code", 130)
 
 

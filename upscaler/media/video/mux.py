@@ -30,12 +30,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     """
     dst = Path(dst)
     partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    listing = dst.with_name(f".{dst.name}.ffconcat")
-    lines = ["ffconcat version 1.0"]
-    for segment, path in zip(segments, files, strict=True):
-        escaped = str(Path(path).resolve()).replace("'", "'\\''")
-        lines += [f"file '{escaped}'", f"duration {float(segment_duration(info, segment)):.6f}"]
-    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    listing = _write_listing(info, segments, [Path(f).resolve() for f in files], dst)
     # ffmpeg moves each input to start at zero, the source by its earliest stream (an audio
     # pre-roll, say). The joined video starts at zero, so it gets the source video's lead over
     # that earliest stream; chapters move with the source, so everything stays in step.
@@ -60,6 +55,26 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
         for cover in covers:
             cover.unlink(missing_ok=True)
     return dst
+
+
+def _write_listing(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
+                   dst: Path) -> Path:
+    """The concat demuxer's list of `files`, each with its segment's exact length.
+
+    Written in the folder that holds the segments, which names them relative to itself: the
+    list is read line by line, so a folder whose name has a line break in it (an output named
+    so) could not be named inside it, and the folder's path is given on the command line.
+    """
+    folders = {path.parent for path in files}
+    listing = (folders.pop() / "join.ffconcat" if len(folders) == 1
+               else dst.with_name(f".{dst.name}.ffconcat"))
+    lines = ["ffconcat version 1.0"]
+    for segment, path in zip(segments, files, strict=True):
+        name = path.name if path.parent == listing.parent else str(path)
+        escaped = name.replace("'", "'\\''")
+        lines += [f"file '{escaped}'", f"duration {float(segment_duration(info, segment)):.6f}"]
+    listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return listing
 
 
 # Closed captions come out of FFmpeg's caption decoder as ASS events; each container gets
