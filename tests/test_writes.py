@@ -99,3 +99,35 @@ def test_writes_end_in_order_bounded_with_their_errors() -> None:
     assert most == 2
     assert BackgroundWrites(2, waiting_bytes=100).fits(100)
     assert not BackgroundWrites(2, waiting_bytes=100).fits(101)
+
+
+def test_a_rerun_removes_what_a_stopped_run_left_unwritten(tmp_path: Path) -> None:
+    """A picture is written under a hidden temporary name and renamed when complete; a run
+    killed mid-write leaves that file (several, with a writer per core), and nothing else would
+    ever remove it. The next run over those outputs does, whether it writes them or skips
+    them, and leaves other files alone."""
+    from upscaler.media.images.write import temporary_name
+
+    src = tmp_path / "stills"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(draw_cel(12, 16)).save(src / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.fromarray(draw_cel(48, 64)).save(out / "a.png")  # finished before the kill
+    left = [temporary_name(out / "a.png"), temporary_name(out / "b.png"),
+            temporary_name(out / "b.png")]
+    kept = [temporary_name(out / "c.png"),  # no output of this job
+            out / ".b.png.draft.tmp", out / "b.png.0123456789ab.tmp"]
+    for path in (*left, *kept):
+        path.write_bytes(b"\x89PNG half")
+    assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["a.png", "b.png",
+                                                            *(p.name for p in kept)])
+    with Image.open(out / "b.png") as done:
+        assert done.size == (64, 48)
+    # A single picture's job, also when its output is there already and it is skipped.
+    stray = temporary_name(out / "a.png")
+    stray.write_bytes(b"half")
+    assert main([str(src / "a.png"), "-o", str(out / "a.png"), *INSTANT_MODEL, "--quiet"]) == 0
+    assert not stray.exists() and (out / "a.png").exists()

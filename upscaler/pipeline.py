@@ -28,7 +28,14 @@ from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.executors.tta import TTAExecutor
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.job.plan import PlanError, Task, plan_jobs, video_settings
-from upscaler.media.images import Image, check_size, check_storable, read_image, write_image
+from upscaler.media.images import (
+    Image,
+    check_size,
+    check_storable,
+    read_image,
+    remove_unfinished,
+    write_image,
+)
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
 from upscaler.reuse import TileReuse
@@ -354,6 +361,8 @@ def run_task(task: Task, progress: ProgressCallback = _ignore,
         return _run_folder(task, progress, upscalers)
     video = task.kind == "video"
     state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
+    if not video:
+        remove_unfinished([task.output])
     if task.output.exists() and not task.options.overwrite:
         state.skipped = 1
         return state
@@ -436,6 +445,7 @@ def _run_folder(task: Task, progress: ProgressCallback,
     todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
     state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                      label=task.input.name)
+    remove_unfinished(out for _, out in task.items)
     if not todo:  # no bar for nothing to do: the summary says what was skipped
         return state
     progress(state)

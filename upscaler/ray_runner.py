@@ -35,6 +35,7 @@ from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
 from upscaler.heap import environment, keep_frame_buffers
 from upscaler.job.plan import Task, video_settings
+from upscaler.media.images import remove_unfinished
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, encode_segments
@@ -107,6 +108,8 @@ class RayRunner:
         video = task.kind == "video"
         state = Progress("frame" if video else "image", 0 if video else 1,
                          label=task.input.name)
+        if not video:
+            remove_unfinished([task.output])  # as run_task does: what a killed run left
         if task.output.exists() and not task.options.overwrite:
             state.skipped = 1
             return state
@@ -124,6 +127,7 @@ class RayRunner:
         todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
         state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                          label=task.input.name)
+        remove_unfinished(out for _, out in task.items)
         if not todo:  # no bar for nothing to do: the summary says what was skipped
             return state
         progress(state)

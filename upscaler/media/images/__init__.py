@@ -11,8 +11,10 @@ from upscaler.media.images.write import (
     check_storable,
     format_of_extension,
     format_of_name,
+    remove_unfinished,
     write_image,
 )
 
 __all__ = ["IMAGE_EXTENSIONS", "WRITABLE_FORMATS", "Image", "check_size", "check_storable",
-           "format_of_extension", "format_of_name", "is_image_path", "read_image", "write_image"]
+           "format_of_extension", "format_of_name", "is_image_path", "read_image",
+           "remove_unfinished", "write_image"]

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -254,10 +255,19 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
     return opts
 
 
+# The hidden name a file is written under until it is complete: `.NAME.<12 hex digits>.tmp`.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
+
+
+def temporary_name(path: Path) -> Path:
+    """A fresh hidden name beside `path` to write it under until it is complete."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Write `data` (or what the callable writes to the file) beside `path` under a hidden
     temporary name, then rename over it."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = temporary_name(path)
     try:
         # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -274,3 +284,23 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # gone already after a successful rename
+
+
+def remove_unfinished(outputs: Iterable[Path]) -> int:
+    """Delete the temporary files of `outputs` that a run stopped mid-write left (killed, or
+    the machine gone down): a folder job writes several pictures at once, each up to tens of MB,
+    and nothing else would ever remove them. Called before those outputs are written again;
+    one look at each folder. Returns how many were removed."""
+    names: dict[Path, set[str]] = {}
+    for out in outputs:
+        names.setdefault(out.parent, set()).add(out.name)
+    removed = 0
+    for folder, wanted in names.items():
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                found = _TEMPORARY.fullmatch(entry.name)
+                if found and found["name"] in wanted and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+                        removed += 1
+    return removed
