@@ -116,6 +116,21 @@ def test_video_output_names_that_cannot_be_written(tmp_path: Path,
     assert files(tmp_path / "videos") == ["clip.mkv"]
 
 
+@pytest.mark.parametrize(("name", "fmt", "said"),
+                         [("cel.mkv", "PNG", "PNG"), ("cel.mp4", "JPEG", "JPEG"),
+                          ("cel.webm", "WEBP", "WEBP")])
+def test_a_picture_under_a_video_name_is_refused(tmp_path: Path, name: str, fmt: str, said: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # Taken for a video by its name, it came out as one frame of H.264, alpha and depth gone.
+    src = tmp_path / name
+    Image.fromarray(draw_cel(12, 16)).save(src, format=fmt)
+    assert main([str(src), *FAST]) == 5
+    assert error_lines(capsys) == [
+        f"upscale: error: {src}: holds a {said} picture, not a video; give it the picture's "
+        "extension to upscale it as an image"]
+    assert files(tmp_path) == [name]
+
+
 def test_a_video_named_with_a_line_break(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Linux lets a name hold a line break. The segments were joined through a list that

@@ -225,6 +225,14 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     if video is None:
         raise MediaError("no video stream", path)
     fmt = raw.get("format", {})
+    container = str(fmt.get("format_name", ""))
+    if container == "image2" or container.endswith("_pipe"):
+        # A still under a video's name (pic.mkv): as a video it came out as one frame of
+        # H.264, the picture's alpha and depth gone.
+        codec = str(video.get("codec_name", ""))
+        codec = {"mjpeg": "JPEG"}.get(codec, codec.upper())
+        raise MediaError(f"holds a {codec} picture, not a video; give it the picture's "
+                         "extension to upscale it as an image", path)
     rate = _fraction(video.get("r_frame_rate")) or _fraction(video.get("avg_frame_rate"))
     if not rate:
         raise MediaError("video stream has no frame rate", path)
@@ -248,7 +256,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
     described = ffmpeg.pix_fmts(exe).get(pix_fmt)
     return VideoInfo(
         path=path,
-        container=str(fmt.get("format_name", "")),
+        container=container,
         video_index=int(video["index"]),
         codec=str(video.get("codec_name", "")),
         width=int(video["width"]),
