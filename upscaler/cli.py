@@ -151,7 +151,7 @@ def _compare(argv: Sequence[str]) -> int:
     try:
         validate_options(options)
     except ValueError as e:
-        raise UsageError(str(e)) from e
+        raise _as_typed(e) from e
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if args.models is not None and not models:
         raise UsageError("--models names no model")
@@ -367,7 +367,7 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
     try:
         validate_options(options)
     except ValueError as e:
-        raise UsageError(str(e)) from e
+        raise _as_typed(e) from e
     output = Path(args.output) if args.output else None
     folder = names_folder(args.output or "")
     several = len(args.inputs) > 1
@@ -378,6 +378,16 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
                          f"end it with / to make it one ({args.output}/)", output)
     return [Job(src, output, options, output_is_folder=folder or several)
             for src in args.inputs]
+
+
+def _as_typed(error: ValueError) -> UsageError:
+    """validate_options' reason with the option as the user typed it: `--segment-seconds must
+    be > 0` (a job file's key, segment_seconds, is what job files are told)."""
+    text = str(error)
+    name, space, rest = text.partition(" ")
+    if space and name in {f.name for f in option_fields()}:
+        text = f"--{name.replace('_', '-')} {rest}"
+    return UsageError(text)
 
 
 def _ray_settings(args: argparse.Namespace) -> RaySettings | None:

