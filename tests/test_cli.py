@@ -125,6 +125,20 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path, capsys: pytest.CaptureF
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "ok.png"]  # nothing written
 
 
+def test_a_gpu_onnxruntime_lacks_says_which_package_has_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime runs on CUDA")
+    img = save(tmp_path / "ok.png", draw_cel(16, 16))
+    assert main([str(img), "--executor", "onnxruntime", "--device", "cuda", "--quiet"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "CUDAExecutionProvider is not available in this onnxruntime build (has " in err
+    assert err.rstrip().endswith("); pip install onnxruntime-gpu in its place"), err
+
+
 def test_config_runs_every_job(tmp_path: Path) -> None:
     save(tmp_path / "in" / "a.png", draw_cel(16, 16))
     save(tmp_path / "one.png", draw_cel(12, 12))

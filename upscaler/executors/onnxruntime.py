@@ -74,8 +74,11 @@ def _providers(device: str | None) -> list[str | tuple[str, dict[str, Any]]]:
         known = ", ".join(sorted(_DEVICE_PROVIDERS))
         raise ExecutorError(f"onnxruntime: unknown device {device!r}; use one of {known}")
     if provider not in present:
+        # PyPI's onnxruntime has the CPU alone; NVIDIA's providers come in another package.
+        gpu = ("; pip install onnxruntime-gpu in its place" if provider in
+               ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "")
         raise ExecutorError(f"onnxruntime: {provider} is not available in this onnxruntime build "
-                            f"(has {', '.join(present)})")
+                            f"(has {', '.join(present)}){gpu}")
     options: dict[str, Any] = {"device_id": int(index)} if index.isdigit() else {}
     chosen = [_with_options(provider, options)]
     if provider == "TensorrtExecutionProvider" and "CUDAExecutionProvider" in present:
