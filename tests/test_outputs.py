@@ -276,3 +276,37 @@ def test_several_inputs_as_a_shell_glob_gives_them(tmp_path: Path,
     # Without -o, each beside its own input.
     assert main([str(eps[0]), str(twin), *INSTANT_MODEL, "-q"]) == 0
     assert (tmp_path / "ep1_upscaled.mkv").exists() and (other / "ep1_upscaled.mkv").exists()
+
+
+def test_quality_of_jpeg_and_webp_outputs(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--quality reaches every way a picture is written: a folder's writer threads, a single
+    picture, a job file; without it JPEG keeps 95 and WebP from a PNG stays lossless."""
+    from conftest import INSTANT_MODEL
+
+    from upscaler.media.images import read_image
+
+    stills = tmp_path / "stills"
+    for name in ("a.png", "b.png"):
+        save(stills / name, draw_cel(24, 32))
+    assert main([str(stills), "-o", str(tmp_path / "q80"), "--format", "jpg", "--quality", "80",
+                 *INSTANT_MODEL, "--quiet"]) == 0
+    assert [read_image(tmp_path / "q80" / n).quality for n in ("a.jpg", "b.jpg")] == [80, 80]
+    assert main([str(stills), "-o", str(tmp_path / "plain"), "--format", "jpg", *INSTANT_MODEL,
+                 "--quiet"]) == 0
+    assert read_image(tmp_path / "plain" / "a.jpg").quality == 95
+    assert (tmp_path / "q80" / "a.jpg").stat().st_size < (
+        tmp_path / "plain" / "a.jpg").stat().st_size
+    for extra, lossless in (([], True), (["--quality", "70"], False)):
+        out = tmp_path / f"w{len(extra)}.webp"
+        assert main([str(stills / "a.png"), "-o", str(out), *extra, *INSTANT_MODEL,
+                     "--quiet"]) == 0
+        assert read_image(out).lossless is lossless
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(f"defaults: {{quality: 85, model: {INSTANT_MODEL[1]}, executor: onnxruntime}}\n"
+                    f"jobs:\n  - {{input: {stills / 'b.png'}, output: {tmp_path / 'job.jpg'}}}\n")
+    assert main(["--config", str(jobs), "--quiet"]) == 0
+    assert read_image(tmp_path / "job.jpg").quality == 85
+    capsys.readouterr()
+    assert main([str(stills / "a.png"), "-o", str(tmp_path / "x.jpg"), "--quality", "0"]) == 2
+    assert error_lines(capsys) == ["upscale: error: --quality must be in [1, 100]"]

@@ -269,7 +269,8 @@ class _Sizes:
             for frame, out in zip(self.frames, outputs, strict=True):
                 name = Path(frame.label).name if self.kind == "folder" else self.src.name
                 dst = image_output(Path(tmp) / name, None, False, self.options)
-                write_image(Image(pixels=out), dst, self.options.format)
+                write_image(Image(pixels=out), dst, self.options.format,
+                            quality=self.options.quality)
                 sizes.append(dst.stat().st_size)
         return round(sum(sizes) / len(sizes) * self.total)
 

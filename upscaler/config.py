@@ -41,6 +41,7 @@ class Options:
     suffix: str = "_upscaled"
     overwrite: bool = False
     background: str | None = None
+    quality: int | None = None
     # Video only.
     codec: str | None = None
     crf: int | None = None
@@ -135,6 +136,8 @@ _HELP = {
     "overwrite": "replace existing outputs",
     "background": "colour to flatten transparency onto for JPEG/BMP output: #rrggbb, #rgb or "
                   "R,G,B (without it, a transparent image to those formats is refused)",
+    "quality": "JPEG and WebP quality, 1-100 (default: the source's own, estimated, at least "
+               "95 for JPEG; WebP stays lossless unless the source was lossy)",
     "codec": "video codec (ffmpeg name, e.g. libx264, libx265, hevc_nvenc)",
     "crf": "video constant rate factor",
     "preset": "video encoder preset (ffmpeg name)",
@@ -174,6 +177,8 @@ def validate_options(opts: Options) -> None:
         raise ValueError("scale must be in (0, 16]")
     if opts.format is not None and opts.format.lower() not in IMAGE_FORMATS:
         raise ValueError(f"format must be one of {', '.join(IMAGE_FORMATS)}")
+    if opts.quality is not None and not 1 <= opts.quality <= 100:
+        raise ValueError("quality must be in [1, 100]")
     if opts.crf is not None and not 0 <= opts.crf <= 63:
         raise ValueError("crf must be in [0, 63]")
     if opts.deinterlace not in DEINTERLACE_MODES:

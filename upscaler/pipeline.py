@@ -392,21 +392,25 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
         up = upscaler()
         check_size(image, dst, options.format, up.out_size(*image.pixels.shape[:2]))
         upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
-        _write_upscaled(up, upscaled, dst, options.format, background)
+        _write_upscaled(up, upscaled, dst, options, background)
         if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
             counts.count_reuse(up.frames)
 
 
-def _write_upscaled(up: Upscaler, upscaled: Image, dst: Path, fmt: str | None,
+def _write_upscaled(up: Upscaler, upscaled: Image, dst: Path, options: Options,
                     background: tuple[int, int, int] | None) -> None:
+    def write() -> None:
+        write_image(upscaled, dst, options.format, quality=options.quality,
+                    background=background)
+
     try:
-        write_image(upscaled, dst, fmt, background=background)
+        write()
     except Exception as e:
         # The model ran, but its runtime still holds the memory of its largest call
         # (ONNX Runtime's arena, ncnn's pools): freed, the writer's buffers may fit.
         if not is_out_of_memory(e) or not up.release_memory():
             raise
-        write_image(upscaled, dst, fmt, background=background)
+        write()
 
 
 @contextlib.contextmanager
@@ -473,7 +477,7 @@ def _run_folder(task: Task, progress: ProgressCallback,
                     own = writes.fits(nbytes)  # else written here, from the model's buffers
                     upscaled = upscaler.upscale_image(image, copy=own)
                     if not own:
-                        _write_upscaled(upscaler, upscaled, out, options.format, background)
+                        _write_upscaled(upscaler, upscaled, out, options, background)
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
@@ -482,7 +486,7 @@ def _run_folder(task: Task, progress: ProgressCallback,
                 continue
             if own:
                 ended(writes.submit(path, functools.partial(
-                    _write_named, path, upscaler, upscaled, out, options.format, background),
+                    _write_named, path, upscaler, upscaled, out, options, background),
                     nbytes))
             else:
                 state.done += 1
@@ -491,10 +495,10 @@ def _run_folder(task: Task, progress: ProgressCallback,
     return state
 
 
-def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, fmt: str | None,
+def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, options: Options,
                  background: tuple[int, int, int] | None) -> None:
     with _memory_named(src):
-        _write_upscaled(up, upscaled, dst, fmt, background)
+        _write_upscaled(up, upscaled, dst, options, background)
 
 
 def _output_bytes(upscaler: Upscaler, image: Image) -> int:
