@@ -230,3 +230,15 @@ def test_a_folder_named_models_is_given_as_a_path(tmp_path: Path) -> None:
     done = upscale("./models", *FAST, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "models_upscaled" / "a.png").is_file()
+
+
+def test_a_reader_that_leaves_ends_the_listing_quietly() -> None:
+    """`upscale models | head`: the pipe closes while the listing is written; a traceback of
+    BrokenPipeError came out, and another at Python's own flush at exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "upscaler", "models"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before it writes a line: the first write finds no reader
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141
+    assert err == b""

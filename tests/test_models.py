@@ -180,6 +180,39 @@ def test_concurrent_builds_both_succeed(fresh_cache: Path) -> None:
     assert [p.name for p in fresh_cache.iterdir()] == [Path(paths[0]).name]
 
 
+def test_a_build_removes_what_earlier_versions_built_for_it(fresh_cache: Path) -> None:
+    """Each version builds anew (its version is in the key): the same model's builds of the
+    versions before go when it does; other keys' stay, whatever their version."""
+    from PIL import Image
+
+    from upscaler.cli import main
+    from upscaler.version import __version__
+
+    src = fresh_cache.parent / "a.png"
+    Image.fromarray(draw_cel(16, 16)).save(src)
+    run = [str(src), "-o", str(fresh_cache.parent / "b.png"), "--model", "realesr-animevideov3",
+           "--executor", "onnxruntime", "--overwrite", "--quiet"]
+    assert main(run) == 0
+    (built,) = [p for p in fresh_cache.iterdir() if p.suffix == ".onnx"]
+    mine = f"-v{__version__}.onnx"
+    assert built.name.endswith(mine)
+
+    def as_version(path: Path, version: str, precision: str = "fp32") -> Path:
+        name = path.name.replace(mine, f"-v{version}.onnx").replace("-fp32-", f"-{precision}-")
+        return path.with_name(name)
+
+    earlier = [as_version(built, v) for v in ("0.1.0", "0.2.9", "0.2.10rc1")]
+    others = [as_version(built, "0.2.9", "fp16"),  # another precision
+              built.with_name(built.name.replace("realesr-animevideov3-",
+                                                 "realesr-animevideov3-x2-"))]
+    for path in (*earlier, *others):
+        shutil.copy(built, path)
+    built.unlink()  # as after an upgrade: this version has not built it yet
+    assert main(run) == 0
+    assert sorted(p.name for p in fresh_cache.iterdir() if p.suffix == ".onnx") == sorted(
+        p.name for p in (built, *others))
+
+
 @pytest.mark.parametrize(("find", "replace", "says"), [
     ("Conv_0                   1 1 input.1_splitncnn_1 54 0=64 1=3 4=1",
      "Conv_0                   1 1 input.1_splitncnn_1 54 0=64 1=3 3=0 4=1",

@@ -476,9 +476,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_frame_buffers()  # see heap.py
     _quiet_opencv()
-    # Ray, where a run uses it, stops after the run's last line is out.
-    with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
-        code = _main(argv, cluster)
+    try:
+        # Ray, where a run uses it, stops after the run's last line is out.
+        with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
+            code = _main(argv, cluster)
+    except BrokenPipeError:
+        # What reads our output left (`upscale models | head`): the rest goes nowhere, and
+        # Python's own flush at exit would fail again on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as the shell reports a program that signal ended
     # A signal that came while Ray waited reaches the job as a bare KeyboardInterrupt (130).
     return 128 + fired[0] if fired and code == 130 else code
 

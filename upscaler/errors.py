@@ -118,6 +118,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
         "written; not enough disk space"),
     (6, "an output that appeared while its job ran, or a compare page that exists"),
     (130, "stopped by Ctrl-C (143: by SIGTERM)"),
+    (141, "the program reading the output stopped reading (`upscale models | head`)"),
 )
 
 

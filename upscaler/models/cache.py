@@ -48,6 +48,10 @@ class BuildKey:
 _AFTER_NAME = re.compile(r"-[^-]+-[^-]+-[0-9a-f]{12}-v[^-]+\.(onnx|mlpackage)")
 
 
+# A package version in a built file's name: 0.2.10, 1.0.0rc1, 0.3.0.dev2+g1234abc.
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+]*")
+
+
 def _source_digest(model: ModelRef) -> str:
     digest = hashlib.sha256()
     files = [model.path, model.bin_path] if model.kind == "ncnn" else [model.path]
@@ -93,7 +97,21 @@ def get_or_build(key: BuildKey, build: Callable[[Path], None]) -> Path:
             # same build first, and its result is as good as ours.
             if not final.exists():
                 raise
+    _remove_earlier_versions(key, final)
     return final
+
+
+def _remove_earlier_versions(key: BuildKey, final: Path) -> None:
+    """Remove what other versions of this package built for the same key. The version is in
+    every key, so each upgrade builds anew, and the old builds stayed for good: five copies of a
+    model after five upgrades, tens of MB each for Core ML packages of the x4plus models."""
+    ext = final.suffix
+    prefix = final.name[: -len(f"{__version__}{ext}")]  # NAME-PRECISION-SHAPE-SOURCE-v
+    for path in final.parent.iterdir():
+        version = path.name[len(prefix): -len(ext)]
+        if (path != final and path.name.startswith(prefix) and path.name.endswith(ext)
+                and _VERSION.fullmatch(version)):
+            _remove(path)
 
 
 @contextlib.contextmanager
