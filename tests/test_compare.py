@@ -71,6 +71,32 @@ def test_api_returns_frames_outputs_and_timings(work: Path) -> None:
     assert model.output_bytes is not None and 10_000 < model.output_bytes < 1_000_000
 
 
+def test_held_drawings_are_counted_as_a_job_counts_them_and_left_out_of_the_time(
+        work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A clip drawn on threes: the frames read after the compared one hold as many reused
+    drawings as the job itself reuses (the run covers the whole clip here), and the estimate
+    leaves them out. With --no-reuse a job reuses none, and the estimate counts every frame."""
+    from anim import scene, write_clip
+
+    clip = write_clip(tmp_path / "threes.mkv", scene("threes", 24, 48, 80))
+    model = str(work / "nearest2x.onnx")
+    result = compare(clip, [model], at=["0"], options=Options(tile=0))
+    held, seen = result.held
+    assert seen == 23 and held >= 14  # 16 here: x264 at CRF 18 keeps them held
+    (r,) = result.results
+    assert r.whole_seconds == pytest.approx(r.load_seconds
+                                            + r.seconds_per_frame * 24 * (1 - held / seen))
+    assert f"Held drawings: {held} of the 23 frames read after those shown" in render(result)
+    capsys.readouterr()
+    assert main([str(clip), "-o", str(tmp_path / "job.mkv"), "--model", model, "--tile", "0"]
+                ) == 0
+    assert f"held drawings reused: {held} frames whole" in capsys.readouterr().err
+    plain = compare(clip, [model], at=["0"], options=Options(tile=0, reuse=False))
+    assert plain.held == (0, 0) and "Held drawings" not in render(plain)
+    (r,) = plain.results
+    assert r.whole_seconds == pytest.approx(r.load_seconds + r.seconds_per_frame * 24)
+
+
 def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
     folder = tmp_path / "cels"
     folder.mkdir()

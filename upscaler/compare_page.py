@@ -105,8 +105,12 @@ def _summary(c: Comparison) -> str:
     given = [f"{k}={v}" for k, v in sorted(vars(c.options).items())
              if k not in ("model", "overwrite") and v != getattr(type(c.options)(), k)]
     settings = ", ".join(given) if given else "default settings"
+    held, seen = c.held
+    reused = (f" Held drawings: {held} of the {seen} frames read after those shown "
+              f"({held / seen:.0%}); a job reuses them, and the times leave them out."
+              if seen else "")
     return (f"{c.input.name}{shown}, {settings}. Estimates are for the whole input on this "
-            "machine.")
+            f"machine.{reused}")
 
 
 def _table(c: Comparison) -> str:

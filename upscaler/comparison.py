@@ -19,11 +19,12 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import cv2
 import numpy as np
 
 from upscaler.config import Options
@@ -33,6 +34,7 @@ from upscaler.media.images import Image, is_image_path, read_image, write_image
 from upscaler.models.registry import MediaKind, models_to_compare, resolve_model
 from upscaler.outputs import image_output, is_video_path, video_output
 from upscaler.pipeline import Progress, Upscaler
+from upscaler.reuse import ReuseRule
 
 if TYPE_CHECKING:
     from upscaler.media.video.probe import VideoInfo
@@ -47,14 +49,22 @@ _SECONDS = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(s|ms|us)?$")
 _UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
+# Frames read from each compared time on, to count the held drawings a job reuses instead of
+# running the model: a second of video at film rates.
+HELD_RUN = 24
+
+
 @dataclass(frozen=True)
 class Frame:
     """One picture compared: `pixels` (H, W, C) uint8 or uint16 as the job reads it; `label`
-    names it (a time in the video, or the file); `time` in seconds for a video frame."""
+    names it (a time in the video, or the file); `time` in seconds for a video frame.
+    `held`: of the frames read after it (up to HELD_RUN - 1), how many a job would reuse whole
+    as held drawings, and how many were read."""
 
     label: str
     pixels: np.ndarray
     time: float | None = None
+    held: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -62,9 +72,10 @@ class ModelResult:
     """One model's outputs of every frame, and what a whole job with it would cost.
 
     frame_seconds: each frame's time from pixels in to pixels out, the model loaded.
-    whole_seconds: estimated time of the whole input (load, then every frame at
-      `seconds_per_frame`). output_bytes: estimated size of the whole output at the job's
-      encoder settings (video) or image format.
+    whole_seconds: estimated time of the whole input: load, then every frame at
+      `seconds_per_frame`, less a video's held drawings in the share found after the compared
+      frames (Comparison.held), which a job reuses. output_bytes: estimated size of the whole
+      output at the job's encoder settings (video) or image format.
     """
 
     model: str
@@ -94,6 +105,19 @@ class Comparison:
     frames: tuple[Frame, ...]
     results: tuple[ModelResult, ...]
     options: Options
+
+    @property
+    def held(self) -> tuple[int, int]:
+        """(held, looked at) over the frames read after each compared one: the held drawings
+        a video job reuses, left out of `whole_seconds` (none with --no-reuse)."""
+        return held_frames(self.kind, self.frames, self.options)
+
+
+def held_frames(kind: InputKind, frames: Sequence[Frame], options: Options) -> tuple[int, int]:
+    """(held, looked at) over `frames`' runs; (0, 0) where a job reuses nothing."""
+    if kind != "video" or not options.reuse:
+        return 0, 0
+    return sum(f.held[0] for f in frames), sum(f.held[1] for f in frames)
 
 
 def parse_time(text: str) -> float:
@@ -182,12 +206,36 @@ def _video_frames(info: VideoInfo, at: Sequence[str], count: int) -> list[Frame]
         indices = _spread(info.frame_count, count)
     frames = []
     for index in indices:
-        with VideoReader(info, start=index, count=1) as reader:
-            pixels = next(iter(reader), None)
-        if pixels is None:
-            raise MediaError(f"could not decode the frame at {clock(starts[index])}", src)
-        frames.append(Frame(clock(starts[index]), pixels, starts[index]))
+        with VideoReader(info, start=index, count=HELD_RUN) as reader:
+            run = iter(reader)
+            first = next(run, None)
+            if first is None:
+                raise MediaError(f"could not decode the frame at {clock(starts[index])}", src)
+            first = np.array(first)  # the reader may fill the same buffer again
+            frames.append(Frame(clock(starts[index]), first, starts[index],
+                                held_after(first, run)))
     return frames
+
+
+def held_after(first: np.ndarray, rest: Iterable[np.ndarray]) -> tuple[int, int]:
+    """(held, looked at): the frames of `rest`, which follow `first`, that a job would reuse
+    whole, each compared, as the job compares, with the last frame the model ran on."""
+    rule = ReuseRule()
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        if not rule.unchanged(a[..., :3], b[..., :3]):
+            return False
+        # Alpha is compared apart, as a job runs it apart (a gray picture of its own).
+        return a.shape[-1] < 4 or rule.unchanged(*(cv2.merge([p[..., 3]] * 3) for p in (a, b)))
+
+    reference, held, seen = first, 0, 0
+    for frame in rest:
+        seen += 1
+        if same(frame, reference):
+            held += 1
+        else:
+            reference = np.array(frame)
+    return held, seen
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -216,14 +264,19 @@ def compare(input: str | Path, models: Sequence[str] | None = None, at: Sequence
     report = progress or (lambda _: None)
     report(state)
     sizes = _Sizes(src, kind, total, frames, options)
-    results = [_run_model(kind, media, total, frames, dataclasses.replace(options, model=name),
-                          state, report, sizes) for name in names]
+    held, seen = held_frames(kind, frames, options)
+    # The frames the model runs on in a job: held drawings are reused without it.
+    computed = total * (1 - held / seen) if seen else total
+    results = [_run_model(kind, media, computed, frames,
+                          dataclasses.replace(options, model=name), state, report, sizes)
+               for name in names]
     return Comparison(src, kind, total, tuple(frames), tuple(results), options)
 
 
-def _run_model(kind: InputKind, media: MediaKind, total: int, frames: list[Frame],
+def _run_model(kind: InputKind, media: MediaKind, computed: float, frames: list[Frame],
                options: Options, state: Progress, report: ProgressCallback,
                sizes: _Sizes) -> ModelResult:
+    """One model on `frames`; its estimate of a whole job runs it on `computed` frames."""
     started = time.perf_counter()
     with Upscaler(options, media) as upscaler:
         load = time.perf_counter() - started
@@ -243,7 +296,7 @@ def _run_model(kind: InputKind, media: MediaKind, total: int, frames: list[Frame
         name = upscaler.model.name
     per_frame = statistics.median(seconds)
     return ModelResult(name, executor, scale, tuple(outputs), tuple(seconds), load,
-                       load + per_frame * total, sizes.whole_output(outputs))
+                       load + per_frame * computed, sizes.whole_output(outputs))
 
 
 class _Sizes:
