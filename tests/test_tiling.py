@@ -41,6 +41,9 @@ class OrtExecutor:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         options.inter_op_num_threads = 1
+        # As the job's own session (executors/onnxruntime.py): idle threads that spin took a
+        # twentieth of this file's CPU, from the test worker beside it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(onnx_file(ref)), options,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
