@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,33 @@ def test_a_rerun_removes_what_a_stopped_run_left_unwritten(tmp_path: Path) -> No
     stray.write_bytes(b"half")
     assert main([str(src / "a.png"), "-o", str(out / "a.png"), *INSTANT_MODEL, "--quiet"]) == 0
     assert not stray.exists() and (out / "a.png").exists()
+
+
+def test_a_full_disk_ends_a_folder_job_in_one_line(tmp_path: Path,
+                                                   small_disk: Callable[[str], Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Every picture after the disk filled ran the model only to fail to be written, a line
+    each. The job now stops at the first, with what was written, and the rerun does the rest."""
+    src = tmp_path / "noise"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(12):  # 54 KB each as 4x PNGs: about half of them fill 300 KB
+        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(
+            src / f"{n:02d}.png")
+    out = small_disk("300k") / "out"
+    assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    written = sorted(p.name for p in out.iterdir())
+    assert 0 < len(written) < 12 and not any(n.startswith(".") for n in written)
+    assert re.fullmatch(rf"upscale: error: {out}/\d\d\.png: disk full: {len(written)} of 12 "
+                        rf"pictures written to {out}; free some space, and the same command "
+                        r"does the rest", lines[0]), lines
+    assert lines[1:] == [f"upscale: {len(written)} done, 0 skipped, 1 failed"]
+    kept = written[len(written) // 2:]
+    for name in written[: len(written) // 2]:
+        (out / name).unlink()  # some space freed
+    assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert f"pictures written to {out}" in lines[0] and lines[0].count(f" of {12 - len(kept)} ")
+    assert lines[1].endswith(f" done, {len(kept)} skipped (outputs exist; --overwrite redoes "
+                             "them), 1 failed")

@@ -17,6 +17,7 @@ import numpy as np
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options, parse_colour
 from upscaler.errors import (
+    DiskFullError,
     MediaError,
     UpscalerError,
     is_out_of_memory,
@@ -28,6 +29,7 @@ from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.executors.tta import TTAExecutor
 from upscaler.frame_upscaler import FrameUpscaler
 from upscaler.job.plan import PlanError, Task, plan_jobs, video_settings
+from upscaler.job.space import is_disk_full
 from upscaler.media.images import (
     Image,
     check_size,
@@ -454,10 +456,16 @@ def _run_folder(task: Task, progress: ProgressCallback,
         return state
     progress(state)
 
+    # A full disk stops the job: every picture after would run the model only to fail the
+    # same way, a line each.
+    full: list[MediaError] = []
+
     def ended(results: list[tuple[Hashable, BaseException | None]]) -> None:
         for _, error in results:
             if error is None:
                 state.done += 1
+            elif isinstance(error, MediaError) and is_disk_full(error):
+                full.append(error)
             elif isinstance(error, MediaError):
                 state.failures.append(error)
             else:
@@ -467,6 +475,8 @@ def _run_folder(task: Task, progress: ProgressCallback,
     with _upscaler_for(upscalers, options, "image") as upscaler, \
             BackgroundWrites(writer_threads()) as writes:
         for path, out in todo:
+            if full:
+                break
             try:
                 with _memory_named(path):
                     image, background = _read_storable(path, out, options)
@@ -479,6 +489,9 @@ def _run_folder(task: Task, progress: ProgressCallback,
                     if not own:
                         _write_upscaled(upscaler, upscaled, out, options, background)
             except MediaError as e:
+                if is_disk_full(e):
+                    full.append(e)
+                    break
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
                 state.failures.append(e)
@@ -492,7 +505,15 @@ def _run_folder(task: Task, progress: ProgressCallback,
                 state.done += 1
                 progress(state)
         ended(writes.finish())
+    if full:
+        state.failures.append(folder_disk_full(full[0], state.done, len(todo), task.output))
     return state
+
+
+def folder_disk_full(error: MediaError, done: int, total: int, folder: Path) -> DiskFullError:
+    """The one line a folder job ends with on a full disk, however many writes found it."""
+    return DiskFullError(f"disk full: {done} of {total} pictures written to {folder}; free "
+                         "some space, and the same command does the rest", error.path)
 
 
 def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, options: Options,

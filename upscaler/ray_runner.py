@@ -35,11 +35,19 @@ from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
 from upscaler.heap import environment, keep_frame_buffers
 from upscaler.job.plan import Task, video_settings
+from upscaler.job.space import is_disk_full
 from upscaler.media.images import remove_unfinished
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, encode_segments
-from upscaler.pipeline import Progress, ProgressCallback, Upscaler, Upscalers, upscale_file
+from upscaler.pipeline import (
+    Progress,
+    ProgressCallback,
+    Upscaler,
+    Upscalers,
+    folder_disk_full,
+    upscale_file,
+)
 
 INSTALL_HINT = '--ray needs Ray, which is not installed: pip install "upscaler[ray]"'
 MAX_RETRIES = 3
@@ -136,6 +144,12 @@ class RayRunner:
         for n, result in self._each(calls):
             if isinstance(result, BaseException):
                 error = _reason(result, str(todo[n][0]))
+                if isinstance(error, MediaError) and is_disk_full(error):
+                    # As in a local run: the rest would fail alike; those running end, those
+                    # waiting are cancelled.
+                    state.failures.append(folder_disk_full(error, state.done, len(todo),
+                                                           task.output))
+                    break
                 if not isinstance(error, MediaError | ClusterError):
                     raise error  # the model or executor: it would fail every file alike
                 # One file that fails must not cost the rest of the folder, as in a local run.
