@@ -163,3 +163,33 @@ def test_a_full_disk_ends_a_folder_job_in_one_line(tmp_path: Path,
     assert f"pictures written to {out}" in lines[0] and lines[0].count(f" of {12 - len(kept)} ")
     assert lines[1].endswith(f" done, {len(kept)} skipped (outputs exist; --overwrite redoes "
                              "them), 1 failed")
+
+
+def test_a_batch_starts_no_more_jobs_on_a_disk_found_full(
+        tmp_path: Path, small_disk: Callable[[str], Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`upscale *.png -o out/` is a job each: once one finds the disk full, those after that
+    write there are not started (each would run the model only to fail alike); a job writing
+    elsewhere still runs."""
+    rng = np.random.default_rng(1)
+    pictures = []
+    for n in range(10):
+        pictures.append(tmp_path / f"p{n}.png")
+        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(pictures[-1])
+    out = small_disk("300k") / "out"
+    assert main([*map(str, pictures), "-o", f"{out}/", *INSTANT_MODEL, "--quiet"]) == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    written = len(list(out.iterdir()))
+    assert 0 < written < 10
+    assert lines[0].endswith("cannot write: No space left on device"), lines
+    assert lines[1:] == [
+        f"upscale: error: {9 - written} more jobs not started: their outputs go to the disk "
+        "found full; free some space, and the same command does the rest",
+        f"upscale: {written} done, 0 skipped, {10 - written} failed"]
+    elsewhere = tmp_path / "elsewhere"
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(f"defaults: {{model: {INSTANT_MODEL[1]}, executor: onnxruntime}}\n"
+                    f"jobs:\n  - {{input: {pictures[-1]}, output: {out / 'last.png'}}}\n"
+                    f"  - {{input: {pictures[0]}, output: {elsewhere / 'first.png'}}}\n")
+    assert main(["--config", str(jobs), "--quiet"]) == 5
+    assert (elsewhere / "first.png").is_file()

@@ -38,9 +38,18 @@ from upscaler.config import (
     option_fields,
     validate_options,
 )
-from upscaler.errors import EXIT_CODES, Interrupted, UpscalerError, UsageError, job_error
+from upscaler.errors import (
+    EXIT_CODES,
+    DiskFilledError,
+    DiskFullError,
+    Interrupted,
+    UpscalerError,
+    UsageError,
+    job_error,
+)
 from upscaler.heap import keep_frame_buffers
 from upscaler.job.plan import PlanError, Task, plan_jobs
+from upscaler.job.space import is_disk_full
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, Upscalers, run_task
 from upscaler.version import __version__
@@ -440,7 +449,16 @@ class _Tally:
 def _run(tasks: list[Task], bars: _Bars,
          run: Callable[[Task, ProgressCallback], Progress] = run_task) -> int:
     tally = _Tally()
+    # Disks found full: a job writing to one would run its model only to fail alike
+    # (`upscale *.png -o out/`, a job each), so those after are not started.
+    full: set[int] = set()
+    not_started = 0
     for task in tasks:
+        disk = _disk_of(task.output)
+        if disk in full:
+            not_started += 1
+            bars.job_done()
+            continue
         for note in task.notes:
             bars.say(f"{PROG}: {note}")
         try:
@@ -454,10 +472,14 @@ def _run(tasks: list[Task], bars: _Bars,
             bars.job_done()
             bars.say(f"{PROG}: error: {error}")
             tally.fail(error)
+            if filled(error):
+                full.add(disk)
             continue
         bars.job_done()
         for failure in state.failures:
             bars.say(f"{PROG}: error: {failure}")
+            if filled(failure):
+                full.add(disk)
         if state.skipped and task.kind != "folder":
             bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
         if state.tiles and not bars.quiet:
@@ -467,9 +489,30 @@ def _run(tasks: list[Task], bars: _Bars,
         if state.stages is not None and state.stages.model.busy and not bars.quiet:
             bars.say(f"{PROG}: {state.label}: {state.stages.report()}")
         tally.add(task, state)
+    if not_started:
+        error = DiskFullError(f"{not_started} more job{'s' * (not_started != 1)} not started: "
+                              "their outputs go to the disk found full; free some space, and "
+                              "the same command does the rest")
+        bars.say(f"{PROG}: error: {error}")
+        tally.fail(error)
+        tally.failed += not_started - 1
     if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
         bars.say(tally.summary())
     return max((f.exit_code for f in tally.failures), default=0)
+
+
+def filled(error: BaseException) -> bool:
+    """Whether `error` is a write that found its disk full (a single picture's job says so
+    in its OSError's words)."""
+    return isinstance(error, DiskFilledError) or is_disk_full(error)
+
+
+def _disk_of(path: Path) -> int:
+    """The file system `path` is (or will be) written on: its nearest existing folder's."""
+    for folder in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            return os.stat(folder).st_dev
+    return -1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -99,6 +99,11 @@ class DiskFullError(MediaError):
     """Not enough free space for a job, found before it starts or when a write fails."""
 
 
+class DiskFilledError(DiskFullError):
+    """A job's write that failed because its disk filled: a batch starts no more jobs that
+    write there (a refusal before a job starts, which costs nothing, does not stop them)."""
+
+
 class ClusterError(UpscalerError):
     """A Ray cluster that cannot be reached, or work on it that failed for a reason of the
     cluster's own (a worker that died on every try, workers whose executors differ)."""

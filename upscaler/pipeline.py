@@ -17,7 +17,7 @@ import numpy as np
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
 from upscaler.config import Job, Options, parse_colour
 from upscaler.errors import (
-    DiskFullError,
+    DiskFilledError,
     MediaError,
     UpscalerError,
     is_out_of_memory,
@@ -510,9 +510,9 @@ def _run_folder(task: Task, progress: ProgressCallback,
     return state
 
 
-def folder_disk_full(error: MediaError, done: int, total: int, folder: Path) -> DiskFullError:
+def folder_disk_full(error: MediaError, done: int, total: int, folder: Path) -> DiskFilledError:
     """The one line a folder job ends with on a full disk, however many writes found it."""
-    return DiskFullError(f"disk full: {done} of {total} pictures written to {folder}; free "
+    return DiskFilledError(f"disk full: {done} of {total} pictures written to {folder}; free "
                          "some space, and the same command does the rest", error.path)
 
 

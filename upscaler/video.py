@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from upscaler.errors import (
+    DiskFilledError,
     DiskFullError,
     Interrupted,
     MediaError,
@@ -453,7 +454,7 @@ def _explain(error: BaseException, folder: WorkFolder, total: int,
                            getattr(error, "exit_code", 130))
     if is_disk_full(error) and not isinstance(error, DiskFullError):
         kept_note = f": {kept} of {total} segments kept for resume in {folder.path}"
-        return DiskFullError(f"disk full while writing {_written_file(error, dst)}"
+        return DiskFilledError(f"disk full while writing {_written_file(error, dst)}"
                              f"{kept_note if kept else ''}")
     # Our buffers around the model (the reader's frames, the writer's Y'CbCr planes): one line
     # and exit 4, as for the model's own, instead of a traceback.
