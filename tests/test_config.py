@@ -44,7 +44,11 @@ def test_command_line_options_are_defaults_under_the_file(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("text", "line", "needle"),
     [
-        ("jobs:\n  - input: ep01.mkv\n    tiles: 3\n", 3, "unknown key 'tiles'"),
+        ("jobs:\n  - input: ep01.mkv\n    tiles: 3\n", 3,
+         "jobs[1]: unknown key 'tiles'; did you mean 'tile'?"),
+        # The command line's spelling of an option, in a job file.
+        ("defaults:\n  pix-fmt: yuv420p\njobs:\n  - input: ep01.mkv\n", 2,
+         "defaults: unknown key 'pix-fmt'; did you mean 'pix_fmt'?"),
         ("jobs:\n  - input: ep01.mkv\n    crf: high\n", 3, "jobs[1].crf: expected an integer"),
         ("jobs:\n  - input: ep01.mkv\n  - output: x.mkv\n", 3, "jobs[2]: missing key 'input'"),
         ("defaults:\n  overwrite: 3\njobs:\n  - input: ep01.mkv\n", 2, "expected true or false"),

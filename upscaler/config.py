@@ -7,6 +7,7 @@ added here is at once a command-line flag, a `defaults:` key and a per-job key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,7 +246,9 @@ def _options_from(node: yaml.Node, base: Options, where: str, path: Path,
         elif key in kinds:
             values[key] = _scalar(value_node, kinds[key], f"{where}.{key}", path)
         else:
-            raise ConfigError(f"{where}: unknown key {key!r}", path, line)
+            close = difflib.get_close_matches(str(key).replace("-", "_"), [*kinds, *extra], n=1)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{guess}", path, line)
     opts = dataclasses.replace(base, **values)
     try:
         validate_options(opts)
