@@ -108,6 +108,10 @@ def test_existing_output_is_skipped_not_overwritten(tmp_path: Path,
         (["{img}", "--model", "models-cunet"], 3, "did you mean waifu2x-cunet-x2 or "),
         (["{img}", "--executor", "cuda"], 2,
          "(a device goes to --device: --executor onnxruntime --device cuda)"),
+        # Not abbreviated: --overw would have overwritten an output unasked.
+        (["{img}", "--overw"], 2, "unrecognized arguments: --overw (did you mean --overwrite?)"),
+        (["{img}", "--qualty", "80"], 2, "--qualty 80 (did you mean --quality?); `upscale --help`"),
+        (["{img}", "-x"], 2, "-x (the ncnn-vulkan programs' -x is --tta)"),
         ([], 2, "no input given"),
     ],
 )
@@ -189,6 +193,12 @@ def test_models_lists_built_files_only_under_their_own_model(
     assert len(built["realesr-animevideov3-x2"]) == 1
     assert built["realesr-animevideov3-x2"][0].startswith("realesr-animevideov3-x2-fp32-dyn-")
     assert built["realesr-animevideov3"] == []
+    # Only the whole flag clears the cache: argparse took --clear for --clear-cache.
+    assert main(["models", "--clear"]) == 2
+    assert "takes only --clear-cache, not --clear" in capsys.readouterr().err
+    assert any((tmp_path / "cache").glob("*.onnx"))
+    assert main(["models", "--clear-cache"]) == 0
+    assert not any((tmp_path / "cache").glob("*.onnx"))
 
 
 @pytest.mark.skipif(shutil.which("upscale") is None, reason="package not installed")

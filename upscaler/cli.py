@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import difflib
 import functools
 import logging
 import os
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from tqdm import tqdm
 
@@ -71,8 +72,43 @@ def exit_code_table() -> str:
                                  subsequent_indent=" " * 7) for code, text in EXIT_CODES)
 
 
+# The flags of realesrgan-, realcugan- and waifu2x-ncnn-vulkan, which users come from.
+_NCNN_VULKAN_FLAGS = {
+    "-i": "the input, given without a flag", "-s": "--scale", "-t": "--tile",
+    "-m": "--model", "-n": "a denoise level, part of a model's name here: waifu2x-cunet-x2-noise1",
+    "-g": "--device", "-x": "--tta", "-f": "--format", "-j": "automatic here",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its mistakes as our one-line errors: an unknown option names the closest
+    one (`--qualty`: did you mean --quality?), instead of the whole usage and no hint. Options
+    are not abbreviated: `--over` was --overwrite and `upscale models --clear` emptied the
+    cache, unasked."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        unknown = message.removeprefix("unrecognized arguments: ")
+        if unknown != message:
+            names = [f[2:] for f in self._option_string_actions if f.startswith("--")]
+            for word in unknown.split():
+                typed = word.partition("=")[0].lstrip("-")
+                starts = [n for n in names if n.startswith(typed)]
+                close = starts if len(starts) == 1 else difflib.get_close_matches(
+                    typed, names, n=1, cutoff=0.7)
+                if word in _NCNN_VULKAN_FLAGS:
+                    message += f" (the ncnn-vulkan programs' {word} is {_NCNN_VULKAN_FLAGS[word]})"
+                    break
+                if word.startswith("-") and close:
+                    message += f" (did you mean --{close[0]}?)"
+                    break
+        raise UsageError(f"{message}; `{self.prog} --help` lists the options")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Upscale anime images, folders of images and videos with Real-ESRGAN, "
                     "Real-CUGAN or waifu2x.",
@@ -107,14 +143,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _models_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"{PROG} models",
+    parser = _Parser(prog=f"{PROG} models",
                                      description="List the models and their built files.")
     parser.add_argument("--clear-cache", action="store_true", help="delete every built model")
     return parser
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"{PROG} compare",
         description="Run a few frames of INPUT through several models and write one "
         "self-contained HTML page to choose by looking: the frames side by side with a "
