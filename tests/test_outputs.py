@@ -310,3 +310,36 @@ def test_quality_of_jpeg_and_webp_outputs(tmp_path: Path,
     capsys.readouterr()
     assert main([str(stills / "a.png"), "-o", str(tmp_path / "x.jpg"), "--quality", "0"]) == 2
     assert error_lines(capsys) == ["upscale: error: --quality must be in [1, 100]"]
+
+
+def test_outputs_whose_names_are_as_long_as_a_file_system_takes(tmp_path: Path) -> None:
+    """A picture's temporary file, a video's segment folder and partial output add to the
+    output's name; at 240-odd bytes (fansubs' names run long, and Japanese takes 3 bytes a
+    character) they were too long a name, and the job failed though its output's name was
+    fine. They now keep what fits of the name and a hash of it."""
+    from clips import make_clip
+    from conftest import INSTANT_MODEL
+
+    from upscaler.media.images.write import temporary_name
+    from upscaler.media.video.probe import probe
+
+    stem = "アニメ" * 26 + "第1話" + "x" * 6  # 247 bytes
+    picture = save(tmp_path / f"{stem}.png", draw_cel(12, 16))
+    out = tmp_path / f"{stem}.out.png"
+    assert len(out.name.encode()) == 255
+    assert main([str(picture), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 0
+    with Image.open(out) as done_picture:
+        assert done_picture.size == (64, 48)
+    left = temporary_name(out)  # what a killed run leaves: the rerun removes it
+    assert len(left.name.encode()) <= 255
+    left.write_bytes(b"half")
+    assert main([str(picture), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 0
+    assert not left.exists()
+    clip = make_clip(tmp_path / "clip.mkv", size="32x18", seconds=0.5)
+    video = clip.rename(tmp_path / f"{stem[:-6]}.mkv")
+    done = tmp_path / f"{stem[:-6]}_upscaled.mkv"
+    assert len(done.name.encode()) == 254
+    assert main([str(video), *INSTANT_MODEL, "--segment-seconds", "0.2", "--quiet"]) == 0
+    assert probe(done).frame_count == probe(video).frame_count
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [picture.name, out.name, video.name, done.name])

@@ -28,6 +28,7 @@ from typing import Any
 
 from upscaler.errors import MediaError
 from upscaler.media.video.segments import Segment, sync_to_disk
+from upscaler.names import hidden_name
 
 try:
     import fcntl
@@ -48,9 +49,9 @@ def work_dir(dst: str | Path, under: str | Path | None = None) -> Path:
     """
     dst = Path(dst)
     if under is None:
-        return dst.parent / f".{dst.name}.segments"
+        return dst.parent / hidden_name(dst.name, ".segments")
     tag = hashlib.sha256(str(dst.resolve()).encode()).hexdigest()[:8]
-    return Path(under).expanduser() / f"{dst.name}-{tag}.segments"
+    return Path(under).expanduser() / hidden_name(dst.name, f"-{tag}.segments", lead="")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from upscaler.image_data import (
 from upscaler.media.images.animation import encode_frames, gif_frame
 from upscaler.media.images.deep import tiff16
 from upscaler.media.images.png import write_png
+from upscaler.names import hidden_name
 
 T = TypeVar("T")
 _NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
@@ -260,8 +261,14 @@ _TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.tmp")
 
 
 def temporary_name(path: Path) -> Path:
-    """A fresh hidden name beside `path` to write it under until it is complete."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    """A fresh hidden name beside `path` to write it under until it is complete (the output's
+    name cut, with a hash, where the whole would be too long a name: names.py)."""
+    return path.with_name(hidden_name(path.name, f".{secrets.token_hex(6)}.tmp"))
+
+
+def _temporary_part(name: str) -> str:
+    """What stands for an output named `name` in its temporary files' names."""
+    return hidden_name(name, ".000000000000.tmp")[1:-len(".000000000000.tmp")]
 
 
 def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
@@ -293,7 +300,7 @@ def remove_unfinished(outputs: Iterable[Path]) -> int:
     one look at each folder. Returns how many were removed."""
     names: dict[Path, set[str]] = {}
     for out in outputs:
-        names.setdefault(out.parent, set()).add(out.name)
+        names.setdefault(out.parent, set()).add(_temporary_part(out.name))
     removed = 0
     for folder, wanted in names.items():
         with contextlib.suppress(OSError), os.scandir(folder) as entries:

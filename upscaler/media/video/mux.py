@@ -17,6 +17,7 @@ from upscaler.media import ffmpeg
 from upscaler.media.video.encoding import CODEC_CANDIDATES
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, segment_duration
+from upscaler.names import hidden_name
 
 
 def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
@@ -29,7 +30,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     decides the codec tag MP4 needs (hvc1, which Apple players require for HEVC).
     """
     dst = Path(dst)
-    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    partial = dst.with_name(hidden_name(dst.stem, f".partial{dst.suffix}"))
     listing = _write_listing(info, segments, [Path(f).resolve() for f in files], dst)
     # ffmpeg moves each input to start at zero, the source by its earliest stream (an audio
     # pre-roll, say). The joined video starts at zero, so it gets the source video's lead over
@@ -67,7 +68,7 @@ def _write_listing(info: VideoInfo, segments: Sequence[Segment], files: Sequence
     """
     folders = {path.parent for path in files}
     listing = (folders.pop() / "join.ffconcat" if len(folders) == 1
-               else dst.with_name(f".{dst.name}.ffconcat"))
+               else dst.with_name(hidden_name(dst.name, ".ffconcat")))
     lines = ["ffconcat version 1.0"]
     for segment, path in zip(segments, files, strict=True):
         name = path.name if path.parent == listing.parent else str(path)
@@ -133,7 +134,7 @@ def _cover_attachments(info: VideoInfo, dst: Path, files: list[Path]) -> list[st
     covers = [s for s in info.streams if s.attached_pic and s.codec in _COVER_TYPES]
     for n, stream in enumerate(covers):
         ext, mime = _COVER_TYPES[stream.codec]
-        picture = dst.with_name(f".{dst.name}.cover{n}.{ext}")
+        picture = dst.with_name(hidden_name(dst.name, f".cover{n}.{ext}"))
         files.append(picture)
         ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
                     "-i", str(info.path), "-map", f"0:{stream.index}", "-c", "copy",
