@@ -312,7 +312,8 @@ def test_quality_of_jpeg_and_webp_outputs(tmp_path: Path,
     assert error_lines(capsys) == ["upscale: error: --quality must be in [1, 100]"]
 
 
-def test_outputs_whose_names_are_as_long_as_a_file_system_takes(tmp_path: Path) -> None:
+def test_outputs_whose_names_are_as_long_as_a_file_system_takes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A picture's temporary file, a video's segment folder and partial output add to the
     output's name; at 240-odd bytes (fansubs' names run long, and Japanese takes 3 bytes a
     character) they were too long a name, and the job failed though its output's name was
@@ -343,3 +344,9 @@ def test_outputs_whose_names_are_as_long_as_a_file_system_takes(tmp_path: Path) 
     assert probe(done).frame_count == probe(video).frame_count
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [picture.name, out.name, video.name, done.name])
+    # Where the output's own name is too long (the input's and the suffix), before the model.
+    capsys.readouterr()
+    assert main([str(picture), *INSTANT_MODEL, "--quiet"]) == 2
+    assert error_lines(capsys) == [
+        f"upscale: error: {tmp_path / (stem + '_upscaled.png')}: the output's name would be 260 "
+        "bytes, more than a file system takes (255); give a shorter one with -o or --suffix"]

@@ -27,6 +27,7 @@ from upscaler.executors.registry import (
 )
 from upscaler.media.images import is_image_path
 from upscaler.models.registry import MediaKind, model_for, resolve_model
+from upscaler.names import NAME_MAX
 from upscaler.outputs import (
     folder_item_output,
     folder_output,
@@ -127,6 +128,7 @@ def _plan(job: Job) -> Task:
                          src)
     if _same_file(src, dst):
         raise UsageError("the output would overwrite the input", dst)
+    check_name_length(dst)
     if dst.is_dir():
         raise UsageError("the output is a folder", dst)
     check_writable(dst.parent)
@@ -182,9 +184,20 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
                              f"would both be written to {target}; rename one, or leave out "
                              "--format", src)
         by_output[key] = image
+        check_name_length(target)
         items.append((image, target))
     check_writable(dst)
     return Task("folder", src, dst, options, tuple(items), tuple(notes))
+
+
+def check_name_length(dst: Path) -> None:
+    """UsageError before any work where the output's name is longer than a file system takes:
+    the input's name and the suffix (`_upscaled`) together, say; it failed when written, after
+    the model had run."""
+    size = len(dst.name.encode())
+    if size > NAME_MAX:
+        raise UsageError(f"the output's name would be {size} bytes, more than a file system "
+                         f"takes ({NAME_MAX}); give a shorter one with -o or --suffix", dst)
 
 
 def sort_folder(src: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
