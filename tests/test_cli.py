@@ -417,3 +417,19 @@ def test_a_folder_named_like_a_subcommand_is_given_as_a_path(
     assert not (tmp_path / "models_upscaled").exists()
     assert main(["./models", *FAST]) == 0
     assert (tmp_path / "models_upscaled" / "a.png").exists()
+
+
+def test_a_bar_into_a_log_file_is_redrawn_twice_a_minute(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """stderr that is not a terminal (a log file, a pipe; here pytest's capture): every tenth
+    of a second of a long job was a line of the log. Now the bar starts, ends, and is redrawn
+    twice a minute between."""
+    from clips import make_clip
+
+    src = make_clip(tmp_path / "ep.mkv", size="64x36", seconds=2.0)
+    assert main([str(src), "-o", str(tmp_path / "out.mkv"), "--model",
+                 "realesr-animevideov3"]) == 0
+    draws = [part for part in re.split(r"[\r\n]", capsys.readouterr().err) if "frame" in part
+             and "%|" in part]
+    assert len(draws) <= 3 and draws[-1].startswith("ep.mkv: 100%|"), draws

@@ -220,6 +220,10 @@ def _given_options(args: argparse.Namespace) -> dict[str, object]:
             if getattr(args, f.name) is not None}
 
 
+# Seconds between a progress bar's redraws when stderr is not a terminal (a log file).
+LOGGED_INTERVAL = 30.0
+
+
 class _Bars:
     """Draws tqdm bars from the pipeline's progress callbacks.
 
@@ -230,7 +234,11 @@ class _Bars:
 
     def __init__(self, quiet: bool, jobs: int) -> None:
         self.quiet = quiet
-        self.outer = None if quiet or jobs < 2 else tqdm(total=jobs, unit="job", position=0)
+        # Into a log file rather than a terminal, every tenth of a second of an episode's
+        # hours of work would be a line of its own: there a bar is redrawn twice a minute.
+        self.interval = 0.1 if sys.stderr.isatty() else LOGGED_INTERVAL
+        self.outer = None if quiet or jobs < 2 else tqdm(total=jobs, unit="job", position=0,
+                                                         mininterval=self.interval)
         self.inner: tqdm | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -247,7 +255,8 @@ class _Bars:
             self.inner = tqdm(total=state.total or None, unit=state.unit,
                               desc=one_line(state.label), initial=0,
                               position=1 if self.outer else 0,
-                              leave=self.outer is None, dynamic_ncols=True)
+                              leave=self.outer is None, dynamic_ncols=True,
+                              mininterval=self.interval)
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
         if state.tiles:
