@@ -154,6 +154,10 @@ def test_errors_are_one_line_and_nothing_is_written(
          "cannot write the page"),
         (["--models", "realesr-animevideov3", "-o", str(tmp_path / "p.txt")], 2,
          "give a name ending in .html"),
+        # Before any model runs, not when the page is written.
+        (["--models", "realesr-animevideov3", "-o", str(tmp_path / ("p" * 251 + ".html"))], 2,
+         "the output's name would be 256 bytes, more than a file system takes (255); give a "
+         "shorter one with -o"),
     ]
     for extra, code, message in cases:
         argv = ["compare", clip, "-o", str(out), *extra]

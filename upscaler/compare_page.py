@@ -43,7 +43,7 @@ def page_path(src: Path, output: Path | None, overwrite: bool,
     `output` when it is a folder, or was typed as one with a trailing slash). UsageError for a
     name that is not .html or a place that cannot be written, OutputExistsError for an
     existing page without `overwrite`; all found before any model runs."""
-    from upscaler.job.plan import check_writable
+    from upscaler.job.plan import check_name_length, check_writable
 
     default = f"{src.resolve().name or 'input'}_compare.html"
     if output is None:
@@ -54,6 +54,7 @@ def page_path(src: Path, output: Path | None, overwrite: bool,
         path = output
     if path.suffix.lower() not in PAGE_SUFFIXES:
         raise UsageError("the page is HTML; give a name ending in .html", path)
+    check_name_length(path, remedy="-o")
     try:
         check_writable(path.parent)
     except UsageError as e:

@@ -190,14 +190,14 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
     return Task("folder", src, dst, options, tuple(items), tuple(notes))
 
 
-def check_name_length(dst: Path) -> None:
+def check_name_length(dst: Path, remedy: str = "-o or --suffix") -> None:
     """UsageError before any work where the output's name is longer than a file system takes:
     the input's name and the suffix (`_upscaled`) together, say; it failed when written, after
-    the model had run."""
+    the model had run. `remedy`: the options that name it otherwise."""
     size = len(dst.name.encode())
     if size > NAME_MAX:
         raise UsageError(f"the output's name would be {size} bytes, more than a file system "
-                         f"takes ({NAME_MAX}); give a shorter one with -o or --suffix", dst)
+                         f"takes ({NAME_MAX}); give a shorter one with {remedy}", dst)
 
 
 def sort_folder(src: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
