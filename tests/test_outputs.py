@@ -350,3 +350,12 @@ def test_outputs_whose_names_are_as_long_as_a_file_system_takes(
     assert error_lines(capsys) == [
         f"upscale: error: {tmp_path / (stem + '_upscaled.png')}: the output's name would be 260 "
         "bytes, more than a file system takes (255); give a shorter one with -o or --suffix"]
+    # Names no file system takes, typed: one line each, not a traceback.
+    too_long = "q" * 256
+    assert main([str(picture), "-o", str(tmp_path / too_long / "a.png"), "--quiet"]) == 2
+    assert error_lines(capsys) == [
+        f"upscale: error: {tmp_path / too_long / 'a.png'}: the output's folder "
+        "qqqqqqqqqqqqqqqqqqqq...'s name would be 256 bytes, more than a file system takes "
+        "(255); give a shorter one with -o"]
+    assert main([str(tmp_path / f"{too_long}.png"), "--quiet"]) == 5
+    assert error_lines(capsys) == [f"upscale: error: {tmp_path / too_long}.png: File name too long"]

@@ -46,6 +46,8 @@ def page_path(src: Path, output: Path | None, overwrite: bool,
     from upscaler.job.plan import check_name_length, check_writable
 
     default = f"{src.resolve().name or 'input'}_compare.html"
+    if output is not None:
+        check_name_length(output, remedy="-o")  # before asking the file system of it
     if output is None:
         path = src.resolve().parent / default
     elif output_is_folder or output.is_dir():

@@ -182,7 +182,13 @@ def ran_out(error: BaseException, path: str | Path | None) -> OutOfMemoryError |
 
 def job_error(error: BaseException, path: str | Path | None) -> UpscalerError | None:
     """What ends one job of a batch, which then goes on: our own errors as they are, running
-    out of memory as an OutOfMemoryError naming `path` (ran_out); None for anything else,
-    which is a bug to raise."""
-    return error if isinstance(error, UpscalerError) else ran_out(error, path)
+    out of memory as an OutOfMemoryError naming `path` (ran_out), an error of the operating
+    system's no step foresaw (a name too long for it, a disk that fails to read) as a
+    MediaError naming its file; None for anything else, which is a bug to raise."""
+    if isinstance(error, UpscalerError):
+        return error
+    found = ran_out(error, path)
+    if found is None and isinstance(error, OSError) and error.errno is not None:
+        found = MediaError(error.strerror or str(error), error.filename or path)
+    return found
 

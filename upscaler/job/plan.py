@@ -113,6 +113,8 @@ def _located(error: UpscalerError, job: Job) -> UpscalerError:
 def _plan(job: Job) -> Task:
     src = job.input.expanduser()
     out = job.output.expanduser() if job.output is not None else None
+    if out is not None:
+        check_name_length(out, "-o")  # before asking the file system anything of it
     options = job.options
     _check_readable(src)
     if src.is_dir():
@@ -191,13 +193,17 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
 
 
 def check_name_length(dst: Path, remedy: str = "-o or --suffix") -> None:
-    """UsageError before any work where the output's name is longer than a file system takes:
-    the input's name and the suffix (`_upscaled`) together, say; it failed when written, after
-    the model had run. `remedy`: the options that name it otherwise."""
-    size = len(dst.name.encode())
-    if size > NAME_MAX:
-        raise UsageError(f"the output's name would be {size} bytes, more than a file system "
-                         f"takes ({NAME_MAX}); give a shorter one with {remedy}", dst)
+    """UsageError before any work where a name in the output's path is longer than a file
+    system takes: the input's name and the suffix (`_upscaled`) together, say; it failed when
+    written, after the model had run (or at once with a traceback, for a folder's name).
+    `remedy`: the options that name it otherwise."""
+    for part in reversed(dst.parts):
+        size = len(part.encode())
+        if size > NAME_MAX:
+            what = "name" if part == dst.name else f"folder {part[:20]}...'s name"
+            raise UsageError(f"the output's {what} would be {size} bytes, more than a file "
+                             f"system takes ({NAME_MAX}); give a shorter one with {remedy}",
+                             dst)
 
 
 def sort_folder(src: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
