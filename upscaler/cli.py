@@ -1,4 +1,5 @@
-"""The `upscale` command: arguments, progress bars, one-line errors and exit codes.
+"""The `upscale` command: progress bars, one-line errors and exit codes around the jobs (its
+arguments are cli_args.py's).
 
     upscale video.mp4 -o out.mp4
     upscale dir/ --format png
@@ -12,25 +13,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import difflib
 import functools
 import logging
 import os
 import re
 import signal
 import sys
-import textwrap
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from upscaler.cli_args import PROG, as_typed, command_parser, compare_parser, models_parser
 from upscaler.config import (
     Job,
-    OptionField,
     Options,
     RaySettings,
     load_jobs,
@@ -40,7 +39,6 @@ from upscaler.config import (
     validate_options,
 )
 from upscaler.errors import (
-    EXIT_CODES,
     DiskFilledError,
     DiskFullError,
     Interrupted,
@@ -53,150 +51,28 @@ from upscaler.job.plan import PlanError, Task, plan_jobs
 from upscaler.job.space import is_disk_full
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, Upscalers, run_task
-from upscaler.version import __version__
 
 if TYPE_CHECKING:
     from upscaler.models.registry import ModelRef
 
-PROG = "upscale"
 # How long after Ctrl-C or SIGTERM the process may take to end on its own; see _stop_on_signals.
 HARD_EXIT_AFTER = 1.0
 # The same with --ray: the driver runs no model, and stopping a local Ray takes seconds.
 HARD_EXIT_AFTER_RAY = 15.0
 
 
-def exit_code_table() -> str:
-    """The exit codes as `upscale --help` ends with them."""
-    return "exit codes (the same for a job file and the API's UpscalerError.exit_code):\n" + \
-        "\n".join(textwrap.fill(text, 79, initial_indent=f"  {code:<5}",
-                                 subsequent_indent=" " * 7) for code, text in EXIT_CODES)
-
-
-# The flags of realesrgan-, realcugan- and waifu2x-ncnn-vulkan, which users come from.
-_NCNN_VULKAN_FLAGS = {
-    "-i": "the input, given without a flag", "-s": "--scale", "-t": "--tile",
-    "-m": "--model", "-n": "a denoise level, part of a model's name here: waifu2x-cunet-x2-noise1",
-    "-g": "--device", "-x": "--tta", "-f": "--format", "-j": "automatic here",
-}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its mistakes as our one-line errors: an unknown option names the closest
-    one (`--qualty`: did you mean --quality?), instead of the whole usage and no hint. Options
-    are not abbreviated: `--over` was --overwrite and `upscale models --clear` emptied the
-    cache, unasked."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        unknown = message.removeprefix("unrecognized arguments: ")
-        if unknown != message:
-            names = [f[2:] for f in self._option_string_actions if f.startswith("--")]
-            for word in unknown.split():
-                typed = word.partition("=")[0].lstrip("-")
-                starts = [n for n in names if n.startswith(typed)]
-                close = starts if len(starts) == 1 else difflib.get_close_matches(
-                    typed, names, n=1, cutoff=0.7)
-                if word in _NCNN_VULKAN_FLAGS:
-                    message += f" (the ncnn-vulkan programs' {word} is {_NCNN_VULKAN_FLAGS[word]})"
-                    break
-                if word.startswith("-") and close:
-                    message += f" (did you mean --{close[0]}?)"
-                    break
-        raise UsageError(f"{message}; `{self.prog} --help` lists the options")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Upscale anime images, folders of images and videos with Real-ESRGAN, "
-                    "Real-CUGAN or waifu2x.",
-        epilog=textwrap.fill("`upscale models` lists the models and their built files; "
-                             "`upscale compare INPUT` writes a page comparing models on a few "
-                             "of INPUT's frames. A folder named like either is given as a path: "
-                             "./models.", 79)
-        + "\n\n" + exit_code_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("inputs", nargs="*", type=Path, metavar="input",
-                        help="image, folder or video; several (ep*.mkv) are a batch, each "
-                        "beside its input or in the folder -o names")
-    parser.add_argument("-o", "--output", help="output file or folder (a trailing / means a "
-                        "folder; missing folders are made)")
-    parser.add_argument("--config", type=Path, help="YAML file with a list of jobs")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress bars (errors, skips and the summary still show)")
-    parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                        help="run on Ray: video segments and images become Ray tasks; ADDRESS "
-                        "joins a cluster (auto: the one this machine is in), none starts a "
-                        "local Ray. Work folders (--work-dir) must be on storage all nodes see")
-    parser.add_argument("--ray-workers", type=int, metavar="N",
-                        help="with --ray: segments or files worked on at once (default: as "
-                        "many as the cluster takes)")
-    parser.add_argument("--ray-cpus", type=int, metavar="N",
-                        help="with --ray: CPU cores (executor threads) per worker (default 1)")
-    for f in option_fields():
-        _add_option(parser, f)
-    return parser
-
-
-def _models_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"{PROG} models",
-                                     description="List the models and their built files.")
-    parser.add_argument("--clear-cache", action="store_true", help="delete every built model")
-    return parser
-
-
-def _compare_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=f"{PROG} compare",
-        description="Run a few frames of INPUT through several models and write one "
-        "self-contained HTML page to choose by looking: the frames side by side with a "
-        "draggable divider, a 1:1 zoom, and each model's time and output size for the whole "
-        "input.")
-    parser.add_argument("input", type=Path, help="video, image or folder of images")
-    parser.add_argument("--models", metavar="A,B,...",
-                        help="models to compare, comma-separated (default: the video and image "
-                        "defaults and one model of every other family installed)")
-    parser.add_argument("--at", action="append", default=[], metavar="TIME",
-                        help="a video time to compare, in seconds or [HH:]MM:SS[.ms]; give it "
-                        "once per time (default: 3 frames spread over the video)")
-    parser.add_argument("-o", "--output", metavar="PAGE.html",
-                        help="the page, or a folder for it (default: INPUT_compare.html "
-                        "beside the input)")
-    parser.add_argument("--full", action="store_true",
-                        help="keep every output whole at 1:1 in the page (heavy for large "
-                        "frames; by default the 1:1 zoom covers the most detailed part)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    for f in option_fields():
-        if f.name not in ("model", "suffix", "resume", "work_dir", "segment_seconds"):
-            _add_option(parser, f)  # those shape no frame and no estimate
-    return parser
-
-
-def _add_option(parser: argparse.ArgumentParser, f: OptionField) -> None:
-    if f.kind is bool:
-        action = "store_false" if f.flag.startswith("--no-") else "store_true"
-        parser.add_argument(f.flag, dest=f.name, action=action, default=None, help=f.help)
-    else:
-        parser.add_argument(f.flag, type=f.kind, default=None, help=f.help,
-                            metavar=f.name.upper())
-
-
 def _compare(argv: Sequence[str]) -> int:
     from upscaler.compare_page import page_path, write_page
     from upscaler.comparison import compare
 
-    args = _compare_parser().parse_args(argv)
+    args = compare_parser().parse_args(argv)
     given = {f.name: getattr(args, f.name) for f in option_fields()
              if getattr(args, f.name, None) is not None}
     options = dataclasses.replace(Options(), **given)
     try:
         validate_options(options)
     except ValueError as e:
-        raise _as_typed(e) from e
+        raise as_typed(e) from e
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if args.models is not None and not models:
         raise UsageError("--models names no model")
@@ -370,7 +246,7 @@ def _list_models(argv: Sequence[str]) -> int:
     from upscaler.models import cache
     from upscaler.models.registry import DEFAULT_MODELS, MODELS, resolve_model
 
-    args, unknown = _models_parser().parse_known_args(argv)
+    args, unknown = models_parser().parse_known_args(argv)
     if unknown:
         raise UsageError(f"upscale models takes only --clear-cache, not {' '.join(unknown)}"
                          + ("; to upscale the folder named models, give it as ./models"
@@ -421,7 +297,7 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
     try:
         validate_options(options)
     except ValueError as e:
-        raise _as_typed(e) from e
+        raise as_typed(e) from e
     output = Path(args.output) if args.output else None
     folder = names_folder(args.output or "")
     several = len(args.inputs) > 1
@@ -432,16 +308,6 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
                          f"end it with / to make it one ({args.output}/)", output)
     return [Job(src, output, options, output_is_folder=folder or several)
             for src in args.inputs]
-
-
-def _as_typed(error: ValueError) -> UsageError:
-    """validate_options' reason with the option as the user typed it: `--segment-seconds must
-    be > 0` (a job file's key, segment_seconds, is what job files are told)."""
-    text = str(error)
-    name, space, rest = text.partition(" ")
-    if space and name in {f.name for f in option_fields()}:
-        text = f"--{name.replace('_', '-')} {rest}"
-    return UsageError(text)
 
 
 def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
@@ -594,7 +460,7 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
         if argv[:1] == ["compare"]:
             return _compare(argv[1:])
         # Intermixed: `upscale a.mkv -o out/ b.mkv` as a shell's glob and a user's edit give it.
-        args = _parser().parse_intermixed_args(argv)
+        args = command_parser().parse_intermixed_args(argv)
         _ray_input(args)
         jobs = _jobs(args)
         ray = _ray_settings(args)
