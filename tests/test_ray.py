@@ -15,13 +15,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from clips import decode_all, make_clip, packet_checksums
-from conftest import ROOT
+from conftest import INSTANT_MODEL, ROOT
 from draw import draw_cel
 from PIL import Image
 from test_video_resume import (
@@ -254,3 +254,28 @@ def test_workers_start_with_one_heap_for_every_thread(ray_address: str) -> None:
                             Options(), list(wanted))
         ((_, seen),) = runner._each([call])
     assert seen == wanted
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_a_folder_on_ray_in_one_line(tmp_path: Path, ray_address: str,
+                                                      small_disk: Callable[[str], Path],
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """As in a local run (test_writes.py): the workers' writes that find the disk full end the
+    job with one line, the tasks still waiting are cancelled, no partial file is left."""
+    src = tmp_path / "noise"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(12):  # 54 KB each as 4x PNGs: about half of them fill 300 KB
+        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(
+            src / f"{n:02d}.png")
+    out = small_disk("300k") / "out"
+    assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--ray", ray_address,
+                 "--ray-workers", "2", "--quiet"]) == 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    written = sorted(p.name for p in out.iterdir())
+    assert 0 < len(written) < 12 and not any(n.startswith(".") for n in written)
+    assert re.fullmatch(rf"upscale: error: {out}/\d\d\.png: disk full: {len(written)} of 12 "
+                        rf"pictures written to {out}; free some space, and the same command "
+                        r"does the rest", lines[0]), lines
+    assert lines[1:] == [f"upscale: {len(written)} done, 0 skipped, 1 failed"]
