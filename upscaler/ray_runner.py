@@ -141,15 +141,15 @@ class RayRunner:
         progress(state)
         calls = [self._call(_upscale_file, task.options, src.resolve(), dst.resolve())
                  for src, dst in todo]
-        for n, result in self._each(calls):
+        full: list[MediaError] = []
+        # As in a local run, a full disk starts no more pictures; those being written end on
+        # their own (a cancelled worker killed mid-write would leave its temporary file).
+        for n, result in self._each(calls, enough=lambda: bool(full)):
             if isinstance(result, BaseException):
                 error = _reason(result, str(todo[n][0]))
                 if isinstance(error, MediaError) and is_disk_full(error):
-                    # As in a local run: the rest would fail alike; those running end, those
-                    # waiting are cancelled.
-                    state.failures.append(folder_disk_full(error, state.done, len(todo),
-                                                           task.output))
-                    break
+                    full.append(error)
+                    continue
                 if not isinstance(error, MediaError | ClusterError):
                     raise error  # the model or executor: it would fail every file alike
                 # One file that fails must not cost the rest of the folder, as in a local run.
@@ -157,6 +157,8 @@ class RayRunner:
             else:
                 state.done += 1
             progress(state)
+        if full:
+            state.failures.append(folder_disk_full(full[0], state.done, len(todo), task.output))
         return state
 
     def _video(self, task: Task, state: Progress, progress: ProgressCallback) -> Progress:
@@ -219,9 +221,11 @@ class RayRunner:
                                           runtime_env={"env_vars": environment()})
         return lambda: remote.remote(options, *args)
 
-    def _each(self, calls: Sequence[Callable[[], Any]]) -> Iterator[tuple[int, Any]]:
+    def _each(self, calls: Sequence[Callable[[], Any]],
+              enough: Callable[[], bool] = lambda: False) -> Iterator[tuple[int, Any]]:
         """Start `calls` (at most settings.workers at a time) and yield (index, result) as each
-        ends; the result is the Ray error where the task failed. What is still running when the
+        ends; the result is the Ray error where the task failed. Once `enough()` is true no
+        more are started, and those running end on their own. What is still running when the
         caller stops (an error, Ctrl-C) is cancelled."""
         import ray
         from ray.exceptions import RayError
@@ -230,8 +234,8 @@ class RayRunner:
         pending: dict[Any, int] = {}
         started = 0
         try:
-            while started < len(calls) or pending:
-                while started < len(calls) and len(pending) < limit:
+            while (started < len(calls) and not enough()) or pending:
+                while started < len(calls) and len(pending) < limit and not enough():
                     pending[calls[started]()] = started
                     started += 1
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0)
