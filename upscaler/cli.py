@@ -383,13 +383,13 @@ def _run(tasks: list[Task], bars: _Bars,
             bars.job_done()
             bars.say(f"{PROG}: error: {error}")
             tally.fail(error)
-            if filled(error):
+            if _filled(error):
                 full.add(disk)
             continue
         bars.job_done()
         for failure in state.failures:
             bars.say(f"{PROG}: error: {failure}")
-            if filled(failure):
+            if _filled(failure):
                 full.add(disk)
         if state.skipped and task.kind != "folder":
             bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
@@ -412,7 +412,7 @@ def _run(tasks: list[Task], bars: _Bars,
     return max((f.exit_code for f in tally.failures), default=0)
 
 
-def filled(error: BaseException) -> bool:
+def _filled(error: BaseException) -> bool:
     """Whether `error` is a write that found its disk full (a single picture's job says so
     in its OSError's words)."""
     return isinstance(error, DiskFilledError) or is_disk_full(error)
