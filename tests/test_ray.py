@@ -31,6 +31,7 @@ from test_video_resume import (
     start,
     wait_until,
 )
+from test_writes import assert_stopped_at_a_full_disk, noise_pictures
 
 from upscaler.cli import main
 from upscaler.config import RaySettings, load_jobs, load_ray_settings
@@ -264,18 +265,8 @@ def test_a_full_disk_ends_a_folder_on_ray_in_one_line(tmp_path: Path, ray_addres
     """As in a local run (test_writes.py): the workers' writes that find the disk full end the
     job with one line, the tasks still waiting are cancelled, no partial file is left."""
     src = tmp_path / "noise"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for n in range(12):  # 54 KB each as 4x PNGs: about half of them fill 300 KB
-        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(
-            src / f"{n:02d}.png")
+    noise_pictures(src, 12)
     out = small_disk("300k") / "out"
     assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--ray", ray_address,
                  "--ray-workers", "2", "--quiet"]) == 5
-    lines = capsys.readouterr().err.strip().splitlines()
-    written = sorted(p.name for p in out.iterdir())
-    assert 0 < len(written) < 12 and not any(n.startswith(".") for n in written)
-    assert re.fullmatch(rf"upscale: error: {out}/\d\d\.png: disk full: {len(written)} of 12 "
-                        rf"pictures written to {out}; free some space, and the same command "
-                        r"does the rest", lines[0]), lines
-    assert lines[1:] == [f"upscale: {len(written)} done, 0 skipped, 1 failed"]
+    assert_stopped_at_a_full_disk(capsys.readouterr().err, out, 12)

@@ -135,26 +135,40 @@ def test_a_rerun_removes_what_a_stopped_run_left_unwritten(tmp_path: Path) -> No
     assert not stray.exists() and (out / "a.png").exists()
 
 
+def noise_pictures(folder: Path, count: int) -> list[Path]:
+    """`count` pictures of noise in `folder`, 54 KB each as the instant model's 4x PNGs: about
+    half of 12 fill a 300 KB disk."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    paths = [folder / f"{n:02d}.png" for n in range(count)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(path)
+    return paths
+
+
+def assert_stopped_at_a_full_disk(err: str, out: Path, total: int) -> list[str]:
+    """A folder job's stderr says, in one line, that it stopped at a full disk, and how many of
+    `total` pictures went into `out`, with no partial file there; the names written."""
+    lines = err.strip().splitlines()
+    written = sorted(p.name for p in out.iterdir())
+    assert 0 < len(written) < total and not any(n.startswith(".") for n in written)
+    assert re.fullmatch(rf"upscale: error: {out}/\d\d\.png: disk full: {len(written)} of "
+                        rf"{total} pictures written to {out}; free some space, and the same "
+                        r"command does the rest", lines[0]), lines
+    assert lines[1:] == [f"upscale: {len(written)} done, 0 skipped, 1 failed"]
+    return written
+
+
 def test_a_full_disk_ends_a_folder_job_in_one_line(tmp_path: Path,
                                                    small_disk: Callable[[str], Path],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """Every picture after the disk filled ran the model only to fail to be written, a line
     each. The job now stops at the first, with what was written, and the rerun does the rest."""
     src = tmp_path / "noise"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for n in range(12):  # 54 KB each as 4x PNGs: about half of them fill 300 KB
-        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(
-            src / f"{n:02d}.png")
+    noise_pictures(src, 12)
     out = small_disk("300k") / "out"
     assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 5
-    lines = capsys.readouterr().err.strip().splitlines()
-    written = sorted(p.name for p in out.iterdir())
-    assert 0 < len(written) < 12 and not any(n.startswith(".") for n in written)
-    assert re.fullmatch(rf"upscale: error: {out}/\d\d\.png: disk full: {len(written)} of 12 "
-                        rf"pictures written to {out}; free some space, and the same command "
-                        r"does the rest", lines[0]), lines
-    assert lines[1:] == [f"upscale: {len(written)} done, 0 skipped, 1 failed"]
+    written = assert_stopped_at_a_full_disk(capsys.readouterr().err, out, 12)
     kept = written[len(written) // 2:]
     for name in written[: len(written) // 2]:
         (out / name).unlink()  # some space freed
@@ -171,11 +185,7 @@ def test_a_batch_starts_no_more_jobs_on_a_disk_found_full(
     """`upscale *.png -o out/` is a job each: once one finds the disk full, those after that
     write there are not started (each would run the model only to fail alike); a job writing
     elsewhere still runs."""
-    rng = np.random.default_rng(1)
-    pictures = []
-    for n in range(10):
-        pictures.append(tmp_path / f"p{n}.png")
-        Image.fromarray(rng.integers(0, 255, (100, 120, 3), dtype=np.uint8)).save(pictures[-1])
+    pictures = noise_pictures(tmp_path / "noise", 10)
     out = small_disk("300k") / "out"
     assert main([*map(str, pictures), "-o", f"{out}/", *INSTANT_MODEL, "--quiet"]) == 5
     lines = capsys.readouterr().err.strip().splitlines()

@@ -445,37 +445,64 @@ def _read_storable(src: Path, dst: Path, options: Options
     return image, background
 
 
-def _run_folder(task: Task, progress: ProgressCallback,
-                upscalers: Upscalers | None = None) -> Progress:
-    options = task.options
-    todo = [(s, d) for s, d in task.items if options.overwrite or not d.exists()]
+def folder_todo(task: Task) -> tuple[list[tuple[Path, Path]], Progress]:
+    """A folder task's pictures still to write and its counters, the others counted as
+    skipped; what a killed run left half-written of its outputs is removed first."""
+    todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
     state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                      label=task.input.name)
     remove_unfinished(out for _, out in task.items)
+    return todo, state
+
+
+@dataclass
+class FolderOutcomes:
+    """A folder's pictures counted as each ends, here or on Ray. One that fails is reported
+    and the rest go on; a full disk (`full`, the first write that found it) starts no more,
+    since every picture after would run the model only to fail alike, a line each."""
+
+    state: Progress
+    folder: Path
+    full: MediaError | None = None
+
+    def add(self, error: UpscalerError | None) -> None:
+        if error is None:
+            self.state.done += 1
+        elif isinstance(error, MediaError) and is_disk_full(error):
+            self.full = self.full or error
+        else:
+            self.state.failures.append(error)
+
+    def finish(self) -> Progress:
+        """The counters, with one line for a full disk however many writes found it."""
+        if self.full is not None:
+            self.state.failures.append(DiskFilledError(
+                f"disk full: {self.state.done} of {self.state.total} pictures written to "
+                f"{self.folder}; free some space, and the same command does the rest",
+                self.full.path))
+        return self.state
+
+
+def _run_folder(task: Task, progress: ProgressCallback,
+                upscalers: Upscalers | None = None) -> Progress:
+    options = task.options
+    todo, state = folder_todo(task)
     if not todo:  # no bar for nothing to do: the summary says what was skipped
         return state
     progress(state)
-
-    # A full disk stops the job: every picture after would run the model only to fail the
-    # same way, a line each.
-    full: list[MediaError] = []
+    outcomes = FolderOutcomes(state, task.output)
 
     def ended(results: list[tuple[Hashable, BaseException | None]]) -> None:
         for _, error in results:
-            if error is None:
-                state.done += 1
-            elif isinstance(error, MediaError) and is_disk_full(error):
-                full.append(error)
-            elif isinstance(error, MediaError):
-                state.failures.append(error)
-            else:
+            if error is not None and not isinstance(error, MediaError):
                 raise error
+            outcomes.add(error)
             progress(state)
 
     with _upscaler_for(upscalers, options, "image") as upscaler, \
             BackgroundWrites(writer_threads()) as writes:
         for path, out in todo:
-            if full:
+            if outcomes.full is not None:
                 break
             try:
                 with _memory_named(path):
@@ -489,31 +516,18 @@ def _run_folder(task: Task, progress: ProgressCallback,
                     if not own:
                         _write_upscaled(upscaler, upscaled, out, options, background)
             except MediaError as e:
-                if is_disk_full(e):
-                    full.append(e)
-                    break
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
-                state.failures.append(e)
-                progress(state)
+                ended([(path, e)])
                 continue
             if own:
                 ended(writes.submit(path, functools.partial(
                     _write_named, path, upscaler, upscaled, out, options, background),
                     nbytes))
             else:
-                state.done += 1
-                progress(state)
+                ended([(path, None)])
         ended(writes.finish())
-    if full:
-        state.failures.append(folder_disk_full(full[0], state.done, len(todo), task.output))
-    return state
-
-
-def folder_disk_full(error: MediaError, done: int, total: int, folder: Path) -> DiskFilledError:
-    """The one line a folder job ends with on a full disk, however many writes found it."""
-    return DiskFilledError(f"disk full: {done} of {total} pictures written to {folder}; free "
-                         "some space, and the same command does the rest", error.path)
+    return outcomes.finish()
 
 
 def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, options: Options,

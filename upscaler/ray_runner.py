@@ -35,17 +35,17 @@ from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
 from upscaler.heap import environment, keep_frame_buffers
 from upscaler.job.plan import Task, video_settings
-from upscaler.job.space import is_disk_full
 from upscaler.media.images import remove_unfinished
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, encode_segments
 from upscaler.pipeline import (
+    FolderOutcomes,
     Progress,
     ProgressCallback,
     Upscaler,
     Upscalers,
-    folder_disk_full,
+    folder_todo,
     upscale_file,
 )
 
@@ -132,34 +132,24 @@ class RayRunner:
         return state
 
     def _folder(self, task: Task, progress: ProgressCallback) -> Progress:
-        todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
-        state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
-                         label=task.input.name)
-        remove_unfinished(out for _, out in task.items)
+        todo, state = folder_todo(task)
         if not todo:  # no bar for nothing to do: the summary says what was skipped
             return state
         progress(state)
         calls = [self._call(_upscale_file, task.options, src.resolve(), dst.resolve())
                  for src, dst in todo]
-        full: list[MediaError] = []
-        # As in a local run, a full disk starts no more pictures; those being written end on
-        # their own (a cancelled worker killed mid-write would leave its temporary file).
-        for n, result in self._each(calls, enough=lambda: bool(full)):
+        outcomes = FolderOutcomes(state, task.output)
+        # A full disk starts no more pictures; those being written end on their own (a
+        # cancelled worker killed mid-write would leave its temporary file).
+        for n, result in self._each(calls, enough=lambda: outcomes.full is not None):
+            error = None
             if isinstance(result, BaseException):
                 error = _reason(result, str(todo[n][0]))
-                if isinstance(error, MediaError) and is_disk_full(error):
-                    full.append(error)
-                    continue
                 if not isinstance(error, MediaError | ClusterError):
                     raise error  # the model or executor: it would fail every file alike
-                # One file that fails must not cost the rest of the folder, as in a local run.
-                state.failures.append(error)
-            else:
-                state.done += 1
+            outcomes.add(error)
             progress(state)
-        if full:
-            state.failures.append(folder_disk_full(full[0], state.done, len(todo), task.output))
-        return state
+        return outcomes.finish()
 
     def _video(self, task: Task, state: Progress, progress: ProgressCallback) -> Progress:
         from upscaler.video import upscale_video
