@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -203,3 +204,28 @@ def test_a_batch_starts_no_more_jobs_on_a_disk_found_full(
                     f"  - {{input: {pictures[0]}, output: {elsewhere / 'first.png'}}}\n")
     assert main(["--config", str(jobs), "--quiet"]) == 5
     assert (elsewhere / "first.png").is_file()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_folder_stopped_half_way_says_what_it_wrote(tmp_path: Path, sig: int,
+                                                      code: int) -> None:
+    """Ctrl-C or SIGTERM half-way through a folder: it said "interrupted" and no more. It now
+    says how many pictures are there, leaves no partial file, and the rerun does the rest."""
+    from test_video_resume import start, wait_until
+
+    src = tmp_path / "noise"
+    noise_pictures(src, 80)  # far more than are written before the signal lands
+    out = tmp_path / "out"
+    args = [str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]
+    proc = start(tmp_path, *args)
+    wait_until(proc, lambda: len(list(out.glob("*.png"))) >= 3, "3 pictures were written")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    written = sorted(p.name for p in out.iterdir())
+    assert 3 <= len(written) < 80 and not any(n.startswith(".") for n in written)
+    assert err.strip().splitlines() == [
+        f"upscale: interrupted: {len(written)} of 80 pictures written to {out}; the same "
+        "command does the rest"]
+    assert main(args) == 0
+    assert len(list(out.iterdir())) == 80

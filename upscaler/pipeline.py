@@ -18,6 +18,7 @@ from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, 
 from upscaler.config import Job, Options, parse_colour
 from upscaler.errors import (
     DiskFilledError,
+    Interrupted,
     MediaError,
     UpscalerError,
     is_out_of_memory,
@@ -491,6 +492,22 @@ def _run_folder(task: Task, progress: ProgressCallback,
         return state
     progress(state)
     outcomes = FolderOutcomes(state, task.output)
+    try:
+        _upscale_folder(todo, options, upscalers, outcomes, progress)
+    except KeyboardInterrupt as e:
+        # The writes under way have ended (BackgroundWrites waits for them): what is there is
+        # what the next run skips.
+        written = sum(out.exists() for _, out in todo)
+        raise Interrupted(f"interrupted: {written} of {len(todo)} pictures written to "
+                          f"{task.output}; the same command does the rest",
+                          getattr(e, "exit_code", 130)) from None
+    return outcomes.finish()
+
+
+def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
+                    upscalers: Upscalers | None, outcomes: FolderOutcomes,
+                    progress: ProgressCallback) -> None:
+    state = outcomes.state
 
     def ended(results: list[tuple[Hashable, BaseException | None]]) -> None:
         for _, error in results:
@@ -527,7 +544,6 @@ def _run_folder(task: Task, progress: ProgressCallback,
             else:
                 ended([(path, None)])
         ended(writes.finish())
-    return outcomes.finish()
 
 
 def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, options: Options,

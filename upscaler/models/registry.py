@@ -193,7 +193,6 @@ class ModelRef:
                       for p in (self.path, self.bin_path) if p.exists())
         return _read_graph(self.path, stats)
 
-
     def passes(self, scale: float | None) -> int:
         """How many times the model runs for an output `scale` (None: its own): once, or for a
         model that `repeats`, as many times as it takes to reach `scale` (a larger result is
