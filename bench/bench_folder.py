@@ -2,12 +2,13 @@
 
     python bench/bench_folder.py
     python bench/bench_folder.py --count 48 --size 540x960 --format webp --rounds 3
+    python bench/bench_folder.py --size 1080x1920 --scale 2 --format jpg
 
 Writes --count drawn cels (samples/draw.py) as PNG, then times, in fresh processes as a user
-runs them: `upscale FOLDER -o OUT` with the instant model (bench_fast_path.instant_model, 4x),
-and beside it, on the same outputs, writing them alone one after another in one process
-(write_image): what a job that wrote one picture at a time could not beat. Pictures/s and the
-job's CPU time are printed.
+runs them: `upscale FOLDER -o OUT` with the instant model (bench_fast_path.instant_model, 4x
+unless --scale says otherwise), and beside it, on the same outputs, writing them alone one
+after another in one process (write_image): what a job that wrote one picture at a time could
+not beat. Pictures/s and the job's CPU time are printed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=24)
     parser.add_argument("--size", default="540x960", help="HxW of the stills")
     parser.add_argument("--format", default="png")
+    parser.add_argument("--scale", type=int, default=4, help="the instant model's scale")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
@@ -50,7 +52,7 @@ def main() -> int:
         src.mkdir()
         for n in range(args.count):
             Image.fromarray(draw_cel(height, width, seed=n)).save(src / f"s{n:03d}.png")
-        model = instant_model(tmp / "instant.onnx", 4)
+        model = instant_model(tmp / "instant.onnx", args.scale)
         jobs, cpus = [], []
         for r in range(args.rounds):
             out = tmp / f"out{r}"
@@ -67,7 +69,8 @@ def main() -> int:
             write_image(picture, tmp / f"alone{n}.{args.format}")
         alone = time.perf_counter() - start
     job = statistics.median(jobs)
-    print(f"{args.count} stills {width}x{height} -> {width * 4}x{height * 4} {args.format}, "
+    print(f"{args.count} stills {width}x{height} -> {width * args.scale}x{height * args.scale} "
+          f"{args.format}, "
           f"instant model")
     print(f"  job: {job:.2f} s (rounds {', '.join(f'{t:.2f}' for t in jobs)}), "
           f"{args.count / job:.1f} pictures/s, CPU {statistics.median(cpus):.2f} s")

@@ -1,5 +1,6 @@
 """A folder job writes its pictures on threads of their own while the model works on the next
-(writes.py): the same files as one picture at a time, failures named per file, bounded."""
+(writes.py), and reads the next picture while the model works on this one (reads.py): the same
+files as one picture at a time, failures named per file, bounded."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from upscaler.cli import main
 from upscaler.errors import MediaError
+from upscaler.reads import read_ahead
 from upscaler.writes import BackgroundWrites
 
 
@@ -102,6 +104,38 @@ def test_writes_end_in_order_bounded_with_their_errors() -> None:
     assert most == 2
     assert BackgroundWrites(2, waiting_bytes=100).fits(100)
     assert not BackgroundWrites(2, waiting_bytes=100).fits(101)
+
+
+def test_the_next_picture_is_read_while_the_caller_holds_this_one() -> None:
+    started: list[int] = []
+    second_read = threading.Event()
+
+    def read(n: int) -> int:
+        started.append(n)
+        if n == 1:
+            second_read.set()
+        if n == 2:
+            raise MediaError("cannot read: truncated", f"{n}.png")
+        return n * 10
+
+    got = []
+    with read_ahead(range(5), read) as pictures:
+        for n, picture in pictures:
+            if n == 0:
+                # Handed picture 0, its result not asked for yet: picture 1 is being read.
+                assert second_read.wait(5)
+            try:
+                got.append(picture.result())
+            except MediaError as e:
+                got.append(str(e))
+    assert got == [0, 10, "2.png: cannot read: truncated", 30, 40]
+    assert started == [0, 1, 2, 3, 4]
+
+    started.clear()
+    with read_ahead(range(5), read) as pictures:
+        for _ in pictures:
+            break  # a full disk: what was not started is never read
+    assert started in ([0], [0, 1])
 
 
 def test_a_rerun_removes_what_a_stopped_run_left_unwritten(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ from upscaler.media.images import (
 )
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
+from upscaler.reads import read_ahead
 from upscaler.reuse import TileReuse
 from upscaler.version import __version__
 from upscaler.writes import BackgroundWrites, writer_threads
@@ -516,14 +517,19 @@ def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
             outcomes.add(error)
             progress(state)
 
-    with _upscaler_for(upscalers, options, "image") as upscaler, \
+    def read(item: tuple[Path, Path]) -> tuple[Image, tuple[int, int, int] | None]:
+        return _read_storable(*item, options)
+
+    # The first picture is read while the model loads, each next one while the model runs.
+    with read_ahead(todo, read) as pictures, \
+            _upscaler_for(upscalers, options, "image") as upscaler, \
             BackgroundWrites(writer_threads()) as writes:
-        for path, out in todo:
+        for (path, out), picture in pictures:
             if outcomes.full is not None:
                 break
             try:
                 with _memory_named(path):
-                    image, background = _read_storable(path, out, options)
+                    image, background = picture.result()
                     check_size(image, out, options.format,
                                upscaler.out_size(*image.pixels.shape[:2]))
                     make_folder(out.parent)
