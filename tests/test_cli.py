@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import psnr
+from conftest import INSTANT_MODEL, psnr
 from draw import draw_cel
 from PIL import Image
 from reference import ncnn_upscale
 
+from upscaler import cli
 from upscaler.cli import main
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -433,3 +434,38 @@ def test_a_bar_into_a_log_file_is_redrawn_twice_a_minute(tmp_path: Path,
     draws = [part for part in re.split(r"[\r\n]", capsys.readouterr().err) if "frame" in part
              and "%|" in part]
     assert len(draws) <= 3 and draws[-1].startswith("ep.mkv: 100%|"), draws
+
+
+def test_a_large_picture_moves_its_bar_before_it_ends(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A still that takes minutes (a scan through x4plus-anime on a CPU) showed a bar at 0 until
+    its last tile: the bar now moves with its tiles, through its colours and its alpha, and
+    counts the picture done only once it is. A folder's bar moves the same way, never back."""
+    monkeypatch.setattr(cli, "LOGGED_INTERVAL", 0.0)  # every update drawn
+    rgba = np.dstack([draw_cel(96, 128, seed=4), np.tile(np.linspace(0, 255, 128,
+                                                                     dtype=np.uint8), (96, 1))])
+    save(tmp_path / "in" / "scan.png", rgba)
+    save(tmp_path / "in" / "cel.png", draw_cel(96, 128, seed=5))
+
+    def draws(unit_total: str) -> list[tuple[int, str]]:
+        bars = re.findall(r"(\d+)%\|[^|]*\| (\d+/\d+) ", capsys.readouterr().err)
+        assert all(count.endswith(unit_total) for _, count in bars), bars
+        return [(int(percent), count) for percent, count in bars]
+
+    assert main([str(tmp_path / "in" / "scan.png"), "-o", str(tmp_path / "scan.png"),
+                 "--tile", "32", *INSTANT_MODEL]) == 0
+    seen = draws("/1")
+    percents = [p for p, _ in seen]
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100, seen
+    assert len({p for p in percents if 0 < p < 50}) >= 3  # the colours' tiles
+    assert len({p for p in percents if 50 < p < 100}) >= 3  # the alpha's
+    assert all(count == "0/1" for p, count in seen if p < 100), seen
+
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tile", "32",
+                 *INSTANT_MODEL]) == 0
+    seen = draws("/2")
+    percents = [p for p, _ in seen]
+    assert percents == sorted(percents) and percents[-1] == 100, seen
+    assert len({p for p in percents if 0 < p < 50}) >= 3
+    assert len({p for p in percents if 50 < p < 100}) >= 3

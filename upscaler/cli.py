@@ -100,6 +100,22 @@ def _given_options(args: argparse.Namespace) -> dict[str, object]:
 LOGGED_INTERVAL = 30.0
 
 
+class _PartsBar(tqdm):
+    """A bar whose count may stand part-way through a unit, and shows the whole units done
+    (1/1 only once the picture is)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} "
+                                    "[{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+                         **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def format_dict(self) -> dict[str, object]:
+        values = super().format_dict
+        values["n_fmt"] = str(int(values["n"]))
+        return values
+
+
 class _Bars:
     """Draws tqdm bars from the pipeline's progress callbacks.
 
@@ -128,11 +144,13 @@ class _Bars:
 
     def _draw(self, state: Progress) -> None:
         if self.inner is None:
-            self.inner = tqdm(total=state.total or None, unit=state.unit,
-                              desc=one_line(state.label), initial=0,
-                              position=1 if self.outer else 0,
-                              leave=self.outer is None, dynamic_ncols=True,
-                              mininterval=self.interval)
+            # Pictures count in parts (Progress.part), shown as whole ones done.
+            bar = _PartsBar if state.unit == "image" else tqdm
+            self.inner = bar(total=state.total or None, unit=state.unit,
+                             desc=one_line(state.label), initial=0,
+                             position=1 if self.outer else 0,
+                             leave=self.outer is None, dynamic_ncols=True,
+                             mininterval=self.interval)
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
         if state.tiles:
@@ -140,7 +158,9 @@ class _Bars:
                                        f"{state.tiles_reused}/{state.tiles} tiles, computed "
                                        f"{state.computed_share:.0%} of the pixels",
                                        refresh=False)
-        self.inner.update(state.finished - self.inner.n)
+        # Never back: a folder's picture counts as done once written, which may be after
+        # the next one's parts have begun.
+        self.inner.update(max(0.0, state.finished + state.part - self.inner.n))
 
     def job_done(self) -> None:
         if self.inner is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -91,6 +91,9 @@ class FrameUpscaler:
         self.reuse = reuse
         self.reach = reach
         self._stream = ""
+        # Told (tiles done, tiles) of the frame under way after each batch of a tiled one: how
+        # a picture that takes minutes shows its progress before it ends (pipeline.py).
+        self.on_tiles: Callable[[int, int], None] | None = None
         self._plans: dict[tuple[int, int, int, int | None, int], TilePlan] = {}
         self.reset_counts()
 
@@ -226,6 +229,8 @@ class FrameUpscaler:
                                   [(t.y.start, t.y.stop, t.x.start, t.x.stop) for t in group])
             for tile, upscaled in zip(group, out, strict=True):
                 stitcher.add(tile, upscaled)
+            if self.on_tiles is not None:
+                self.on_tiles(i + len(group), len(tiles))
         return stitcher.result()
 
     def _run_batch(self, batch: np.ndarray, keys: list[tuple[int, int, int, int]],

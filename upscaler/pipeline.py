@@ -41,6 +41,7 @@ from upscaler.media.images import (
 )
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
+from upscaler.picture_share import PictureShare
 from upscaler.reads import read_ahead
 from upscaler.reuse import TileReuse
 from upscaler.version import __version__
@@ -74,6 +75,9 @@ class Progress:
     model_pixels: int = 0
     model_seconds: float = 0.0
     full_pixels: int = 0
+    # The share (0 to 1) of the picture under way that the model has done: a still that takes
+    # minutes moves its bar before it ends. 0 for video frames and between pictures.
+    part: float = 0.0
 
     def count_work(self, frames: FrameUpscaler) -> None:
         self.frame_pixels, self.planned_pixels = frames.frame_pixels, frames.planned_pixels
@@ -137,6 +141,7 @@ class Upscaler:
                                     reuse=TileReuse() if reuse else None,
                                     reach=model.dirty_reach() if reuse else None)
         self.passes = model.passes(options.scale)
+        self._share: PictureShare | None = None  # the picture under way's, while one reports
 
     @property
     def model_scale(self) -> int:
@@ -194,9 +199,20 @@ class Upscaler:
         """The model's output for `rgb`: run `passes` times, each pass on the one before's
         output (waifu2x's way to 4x and beyond, ModelRef.passes)."""
         up = self.frames.upscale(rgb, stream=stream)
+        self._call_ended()
         for n in range(2, self.passes + 1):
             up = self.frames.upscale(up, stream=f"{stream}pass {n}")
+            self._call_ended()
         return up
+
+    def _call_ended(self) -> None:
+        if self._share is not None:
+            self._share.call_ended()
+
+    def _calls(self, height: int, width: int, streams: int) -> list[int]:
+        """The input pixels of each model call a frame of `height` x `width` makes."""
+        one = [height * width * self.model_scale ** (2 * n) for n in range(self.passes)]
+        return one * streams
 
     def _finish(self, up: np.ndarray, height: int, width: int) -> np.ndarray:
         out_h, out_w = self.out_size(height, width)
@@ -204,15 +220,24 @@ class Upscaler:
             up = resize_to_scale(up, out_h, out_w)
         return up
 
-    def upscale_image(self, image: Image, *, copy: bool = True) -> Image:
+    def upscale_image(self, image: Image, *, copy: bool = True,
+                      on_share: Callable[[float], None] | None = None) -> Image:
         """Every frame of `image` (one for a still picture) upscaled; its metadata kept.
 
         copy=False, for a still picture only, may give a read-only view of this upscaler's
         buffers, valid until its next call: what a writer that reads it once needs, without a
-        second copy of a large output (288 MB for a 12000x8000 picture).
+        second copy of a large output (288 MB for a 12000x8000 picture). `on_share`, where
+        given, is told the share of the picture done (0 to 1) as its tiles end.
         """
         own = copy or len(image.frames) != 1
-        return image.with_frames(list(self._sequence(image.frames, copy=own)))
+        if on_share is None:
+            return image.with_frames(list(self._sequence(image.frames, copy=own)))
+        self._share = PictureShare(len(image.frames), on_share)
+        self.frames.on_tiles = self._share.tiles
+        try:
+            return image.with_frames(list(self._sequence(image.frames, copy=own)))
+        finally:
+            self._share, self.frames.on_tiles = None, None
 
     def upscale_frames(self, pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pictures in the layouts to_model_input takes, upscaled one by one as a sequence:
@@ -231,9 +256,12 @@ class Upscaler:
     def _upscale_pixels(self, pixels: np.ndarray, copy: bool = True) -> np.ndarray:
         src = to_model_input(pixels)
         height, width = src.rgb.shape[:2]
+        flat = src.alpha is None or src.alpha.min() == src.alpha.max()
+        if self._share is not None:
+            self._share.start_frame(self._calls(height, width, 1 if flat else 2))
         rgb = self._finish(self._model_output(src.rgb), height, width)
         alpha = None
-        if src.alpha is not None and src.alpha.min() == src.alpha.max():
+        if src.alpha is not None and flat:
             # settle_alpha would give every pixel back as it was (all of it is flat), so the
             # model's run would be thrown away: opaque RGBA pictures cost one run, not two.
             alpha = np.full(rgb.shape[:2], src.alpha[0, 0], src.dtype)
@@ -376,26 +404,58 @@ def run_task(task: Task, progress: ProgressCallback = _ignore,
     with contextlib.ExitStack() as stack:
         upscale_file(lambda: stack.enter_context(_upscaler_for(upscalers, task.options,
                                                                "image")),
-                     task.input, task.output, task.options, counts=state)
-    state.done = 1
+                     task.input, task.output, task.options, counts=state,
+                     on_share=_Ahead(state, progress).share)
+    state.done, state.part = 1, 0.0
     progress(state)
     return state
 
 
+@dataclass
+class _Ahead:
+    """Reports how far pictures have come beyond `state.finished` (as `state.part`): those
+    past the model but not yet counted (a folder's, waiting for their writes) and the share of
+    the one under way, so that a bar moves while a large picture is upscaled."""
+
+    state: Progress
+    progress: ProgressCallback
+    past_model: int = 0
+    current: float = 0.0
+
+    def share(self, part: float) -> None:
+        """The picture under way's share done: an on_share."""
+        self.current = part
+        self.report()
+
+    def passed(self) -> None:
+        """A picture has left the model, upscaled or failed."""
+        self.past_model += 1
+        self.current = 0.0
+
+    def report(self) -> None:
+        self.state.part = max(0.0, self.past_model + self.current - self.state.finished)
+        self.progress(self.state)
+
+
 def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
-                 options: Options, counts: Progress | None = None) -> None:
+                 options: Options, counts: Progress | None = None,
+                 on_share: Callable[[float], None] | None = None) -> None:
     """Read the image `src`, upscale it and write it to `dst` (folders made as needed).
 
     `upscaler` is called for the model only once the image is known to fit `dst`'s format, so
     that an image refused (transparency to JPEG) costs no model load. `counts`, where given,
-    takes what held frames saved in an animation.
+    takes what held frames saved in an animation; `on_share` is told the share of the
+    picture the model has done, from 0 as it starts.
     """
     with _memory_named(src):
         image, background = _read_storable(src, dst, options)
         make_folder(dst.parent)
         up = upscaler()
         check_size(image, dst, options.format, up.out_size(*image.pixels.shape[:2]))
-        upscaled = up.upscale_image(image, copy=False)  # the writer reads it once
+        if on_share is not None:
+            on_share(0.0)
+        # The writer reads it once: a view of the model's buffers.
+        upscaled = up.upscale_image(image, copy=False, on_share=on_share)
         _write_upscaled(up, upscaled, dst, options, background)
         if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
             counts.count_reuse(up.frames)
@@ -508,14 +568,14 @@ def _run_folder(task: Task, progress: ProgressCallback,
 def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
                     upscalers: Upscalers | None, outcomes: FolderOutcomes,
                     progress: ProgressCallback) -> None:
-    state = outcomes.state
+    ahead = _Ahead(outcomes.state, progress)
 
     def ended(results: list[tuple[Hashable, BaseException | None]]) -> None:
         for _, error in results:
             if error is not None and not isinstance(error, MediaError):
                 raise error
             outcomes.add(error)
-            progress(state)
+            ahead.report()
 
     def read(item: tuple[Path, Path]) -> tuple[Image, tuple[int, int, int] | None]:
         return _read_storable(*item, options)
@@ -535,14 +595,16 @@ def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
                     make_folder(out.parent)
                     nbytes = _output_bytes(upscaler, image)
                     own = writes.fits(nbytes)  # else written here, from the model's buffers
-                    upscaled = upscaler.upscale_image(image, copy=own)
+                    upscaled = upscaler.upscale_image(image, copy=own, on_share=ahead.share)
                     if not own:
                         _write_upscaled(upscaler, upscaled, out, options, background)
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
+                ahead.passed()
                 ended([(path, e)])
                 continue
+            ahead.passed()
             if own:
                 ended(writes.submit(path, functools.partial(
                     _write_named, path, upscaler, upscaled, out, options, background),
