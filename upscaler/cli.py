@@ -160,7 +160,8 @@ class _Bars:
                                        refresh=False)
         # Never back: a folder's picture counts as done once written, which may be after
         # the next one's parts have begun.
-        self.inner.update(max(0.0, state.finished + state.part - self.inner.n))
+        ahead = state.finished + state.part if state.part else state.finished  # ints: n/N
+        self.inner.update(max(0, ahead - self.inner.n))
 
     def job_done(self) -> None:
         if self.inner is not None:
