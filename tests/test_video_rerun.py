@@ -146,8 +146,9 @@ def test_a_resumed_job_does_not_decode_its_source_again(
     assert len(kept["scan"]["decoded_pts"]) == 48
     scans: list[Path] = []
     real_scan = video.scan
-    monkeypatch.setattr(video, "scan", lambda info: scans.append(info.path) or real_scan(info))
-    video._scan_file.cache_clear()  # as a new process would start
+    monkeypatch.setattr(video, "scan", lambda info, watch=None: scans.append(info.path)
+                        or real_scan(info, watch))
+    video._SCANS.clear()  # as a new process would start
     code, err = run_cli(capsys, str(short_clip), "-o", str(out), *FAST)
     assert code == 0, err
     assert scans == [] and probe(out).frame_count == 48
@@ -157,7 +158,7 @@ def test_a_resumed_job_does_not_decode_its_source_again(
     moved.write_bytes(short_clip.read_bytes())
     stop_at_mux(capsys, moved, out.with_name("two.mkv"))
     os.utime(moved, ns=(1, 1))  # another version of the file: its old scan is not used
-    video._scan_file.cache_clear()
+    video._SCANS.clear()
     scans.clear()
     code, err = run_cli(capsys, str(moved), "-o", str(out.with_name("two.mkv")), *FAST)
     assert code == 0, err

@@ -261,6 +261,24 @@ def test_a_job_that_cannot_fit_is_refused_before_any_work(
     assert list(disk.iterdir()) == []
 
 
+def test_the_steps_before_the_first_frame_have_bars(
+        clip: Path, small_disk: Callable[[str], Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoding pass (2 minutes for an episode) and the disk space trial (25 s for a 4K
+    output) went by with nothing on the screen; each has a bar of its own now, in frames."""
+    from upscaler import cli
+
+    monkeypatch.setattr(cli, "LOGGED_INTERVAL", 0.0)  # every update drawn
+    out = small_disk("128k") / "out.mkv"
+    assert main([str(clip), "-o", str(out), *FAST[:2], *SEGMENT]) == 5
+    err = capsys.readouterr().err
+    for step, frames in (("checking", 96), ("estimating the output's size", 48)):
+        draws = re.findall(rf"ep\.mkv, {step}: +(\d+)%\|[^|]*\| (\d+)/{frames} ", err)
+        assert draws[0] == ("0", "0") and draws[-1] == ("100", str(frames)), (step, err)
+        assert any(0 < int(percent) < 100 for percent, _ in draws), (step, err)
+    assert err.index(", checking:") < err.index(", estimating") < err.index("not enough disk")
+
+
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_job_keeps_the_finished_segments(
         clip: Path, reference: Path, small_disk: Callable[[str], Path]) -> None:

@@ -132,6 +132,7 @@ class _Bars:
         self.outer = None if quiet or jobs < 2 else tqdm(total=jobs, unit="job", position=0,
                                                          mininterval=self.interval)
         self.inner: tqdm | None = None
+        self._stage = ""  # the inner bar's (Progress.stage)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -143,14 +144,19 @@ class _Bars:
                 self._draw(state)
 
     def _draw(self, state: Progress) -> None:
+        if self.inner is not None and state.stage != self._stage:
+            self.inner.close()  # a step before the work (a video's check) gives way to it
+            self.inner = None
         if self.inner is None:
             # Pictures count in parts (Progress.part), shown as whole ones done.
             bar = _PartsBar if state.unit == "image" else tqdm
+            label = f"{state.label}, {state.stage}" if state.stage else state.label
             self.inner = bar(total=state.total or None, unit=state.unit,
-                             desc=one_line(state.label), initial=0,
+                             desc=one_line(label), initial=0,
                              position=1 if self.outer else 0,
-                             leave=self.outer is None, dynamic_ncols=True,
-                             mininterval=self.interval)
+                             leave=self.outer is None and not state.stage,
+                             dynamic_ncols=True, mininterval=self.interval)
+            self._stage = state.stage
         if state.total and self.inner.total != state.total:
             self.inner.total = state.total
         if state.tiles:

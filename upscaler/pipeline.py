@@ -78,6 +78,9 @@ class Progress:
     # The share (0 to 1) of the picture under way that the model has done: a still that takes
     # minutes moves its bar before it ends. 0 for video frames and between pictures.
     part: float = 0.0
+    # A step before the work itself, whose own counters these are (a video's decoding pass
+    # and disk space trial, in frames: scan.CHECKING, space.ESTIMATING); "" for the work.
+    stage: str = ""
 
     def count_work(self, frames: FrameUpscaler) -> None:
         self.frame_pixels, self.planned_pixels = frames.frame_pixels, frames.planned_pixels
@@ -629,13 +632,31 @@ def _output_bytes(upscaler: Upscaler, image: Image) -> int:
     return total
 
 
+def stage_watch(src: Path, progress: ProgressCallback) -> Callable[[str, int, int], None]:
+    """A scan.Watch that reports the steps before a video's first frame (its decoding pass,
+    the disk space trial) as stages of `src`'s job, each with a Progress of its own."""
+    states: dict[str, Progress] = {}
+
+    def watch(what: str, frames: int, total: int) -> None:
+        state = states.get(what)
+        if state is None:
+            state = states[what] = Progress("frame", total, label=src.name, stage=what)
+        elif frames <= state.done:
+            return  # nothing new to draw
+        state.done = frames
+        progress(state)
+    return watch
+
+
 def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallback,
                upscalers: Upscalers | None = None) -> Progress:
     from upscaler.video import check_source, check_video_job, upscale_video
 
     settings = video_settings(options)
     check_video_job(src, dst, settings)  # before the model loads (cached from the plan)
-    check_source(src, dst, settings)  # the decoding pass: damage refused before the model loads
+    # The decoding pass: damage refused before the model loads.
+    watch = stage_watch(src, progress)
+    check_source(src, dst, settings, watch)
     state = Progress("frame", 0, label=src.name, stages=StageTimes())
 
     with _upscaler_for(upscalers, options, "video") as upscaler:
@@ -650,6 +671,7 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
         upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
                       identity=upscaler.identity(),
                       scale=options.scale or upscaler.model_scale,
-                      on_segment_start=upscaler.start_segment, times=state.stages)
+                      on_segment_start=upscaler.start_segment, times=state.stages,
+                      watch=watch)
         state.count_work(upscaler.frames)
     return state

@@ -46,6 +46,7 @@ from upscaler.pipeline import (
     Upscaler,
     Upscalers,
     folder_todo,
+    stage_watch,
     upscale_file,
 )
 
@@ -188,7 +189,8 @@ class RayRunner:
                 on_segment(segment, paths[n])
 
         upscale_video(task.input, task.output, None, settings, progress=report,
-                      identity=identity, scale=scale, encode=encode)
+                      identity=identity, scale=scale, encode=encode,
+                      watch=stage_watch(task.input, progress))
         return state
 
     def _call(self, fn: Callable[..., Any], options: Options, *args: Any) -> Callable[[], Any]:

@@ -47,7 +47,7 @@ from upscaler.media.video.encoding import (
 from upscaler.media.video.interlace import decide
 from upscaler.media.video.mux import carries_captions, check_container, join_and_mux
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
-from upscaler.media.video.scan import Scan, from_json, scan, to_json
+from upscaler.media.video.scan import Scan, Watch, from_json, scan, to_json
 from upscaler.media.video.segments import (
     PARTIAL,
     Segment,
@@ -92,11 +92,12 @@ def check_video_job(src: str | Path, dst: str | Path,
 
 
 def check_source(src: str | Path, dst: str | Path, settings: VideoSettings | None = None,
-                 ) -> None:
+                 watch: Watch | None = None) -> None:
     """Decode `src` once (scan.py; cached, so the job does not decode it again, and kept in
     the job's work folder for a resumed run) and raise MediaError now for damage the job would
-    refuse: what a job runs before its model loads."""
-    _source(Path(src), Path(dst), settings or VideoSettings())
+    refuse: what a job runs before its model loads. `watch` hears how far the decoding has
+    come (scan.Watch), where it is not already known."""
+    _source(Path(src), Path(dst), settings or VideoSettings(), watch)
 
 
 def upscale_video(src: str | Path, dst: str | Path,
@@ -107,7 +108,8 @@ def upscale_video(src: str | Path, dst: str | Path,
                   scale: float | None = None,
                   on_segment_start: Callable[[Segment], None] | None = None,
                   times: StageTimes | None = None,
-                  encode: SegmentEncoder | None = None) -> Path:
+                  encode: SegmentEncoder | None = None,
+                  watch: Watch | None = None) -> Path:
     """Write `dst`: the video of `src` with every frame passed through `transform`.
 
     transform: maps one decoded frame, (H, W, 3) RGB uint8 (uint16 for sources deeper than 8
@@ -129,6 +131,8 @@ def upscale_video(src: str | Path, dst: str | Path,
     encode: makes the segments left to do in place of `encode_segments` with `transform` in
       this process (which is then unused): the Ray runner's, which makes them on a cluster.
       Everything else (resume, the manifest, the join and mux) stays here.
+    watch: hears how far the steps before the first frame have come (the source's decoding
+      pass where check_source has not run it, the disk space trial), as scan.Watch.
     Raises OutputExistsError when `dst` exists and settings.overwrite is off, UsageError or
     MediaError from `check_video_job`, DiskFullError when the job does not fit or a write
     finds the disk full, and Interrupted on Ctrl-C or SIGTERM. After any failure the finished
@@ -140,7 +144,7 @@ def upscale_video(src: str | Path, dst: str | Path,
     src, dst = Path(src), Path(dst)
     check_video_job(src, dst, settings)
     _check_output(src, dst, settings.overwrite)
-    info, notes = _source(src, dst, settings)
+    info, notes = _source(src, dst, settings, watch)
     container = dst.suffix.lower()
     encoding = check_encoding(info, settings, dst)
     for note in [*notes, *_alpha_notes(info, settings, encoding, container),
@@ -170,7 +174,7 @@ def upscale_video(src: str | Path, dst: str | Path,
                 width, height = info.display_size
                 out_size = (max(1, round(width * scale)), max(1, round(height * scale)))
                 check_space(info, encoding, settings.crf, segments, todo, out_size,
-                            folder.path, dst)
+                            folder.path, dst, watch)
             if progress is not None:
                 progress(done, info.frame_count)
             paths = [folder.path_of(s) for s in todo]
@@ -226,14 +230,27 @@ def _probe(src: Path) -> VideoInfo:
 SCAN_FILE = "scan.json"  # in a job's work folder: the source's scan, for a resumed run
 
 
-def _scan_of(src: Path, dst: Path, settings: VideoSettings) -> Scan:
+def _scan_of(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None = None
+             ) -> Scan:
     stat = src.stat()
     kept = work_dir(dst, settings.work_dir) / SCAN_FILE
-    return _scan_file(src, stat.st_size, stat.st_mtime_ns, kept)
+    key = (src, stat.st_size, stat.st_mtime_ns, kept)
+    found = _SCANS.get(key)
+    if found is None:
+        found = _scan_file(*key, watch)
+        while len(_SCANS) >= _SCANS_KEPT:
+            del _SCANS[next(iter(_SCANS))]
+        _SCANS[key] = found
+    return found
 
 
-@functools.lru_cache(maxsize=16)
-def _scan_file(path: Path, size: int, mtime_ns: int, kept: Path) -> Scan:
+# Scans made or read by this process, by file version and work folder: the check before the
+# model loads and the job itself read one scan, not two.
+_SCANS: dict[tuple[Path, int, int, Path], Scan] = {}
+_SCANS_KEPT = 16
+
+
+def _scan_file(path: Path, size: int, mtime_ns: int, kept: Path, watch: Watch | None) -> Scan:
     """The scan an earlier run of the job kept for this version of the file (an episode's is
     minutes of decoding), else a new one."""
     try:
@@ -242,7 +259,7 @@ def _scan_file(path: Path, size: int, mtime_ns: int, kept: Path) -> Scan:
             return from_json(data["scan"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # none kept, or another file's or version's: decoded again
-    return scan(_probe_file(path, size, mtime_ns))
+    return scan(_probe_file(path, size, mtime_ns), watch)
 
 
 def _scanned(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
@@ -261,7 +278,8 @@ def _keep_scan(folder: Path, src: Path, found: Scan) -> None:
         raise MediaError(f"cannot write to the work folder: {e.strerror or e}", folder) from e
 
 
-def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, list[str]]:
+def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None = None
+            ) -> tuple[VideoInfo, list[str]]:
     """The source as the job reads it, and what the user must hear about it.
 
     Decoded once (media/video/scan.py, cached per file version): a damaged source raises MediaError
@@ -269,7 +287,7 @@ def _source(src: Path, dst: Path, settings: VideoSettings) -> tuple[VideoInfo, l
     one gets its deinterlacing filter; HDR10 metadata is attached for the encoder.
     """
     info = _probe(src)
-    found = _scan_of(src, dst, settings)
+    found = _scan_of(src, dst, settings, watch)
     notes = []
     damage = find_damage(info, found)
     if damage and not settings.accept_damage:

@@ -27,6 +27,7 @@ from upscaler.errors import DiskFullError, MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.reader import is_rgb
+from upscaler.media.video.scan import Watch
 from upscaler.media.video.segments import Segment
 from upscaler.media.video.writer import Encoding
 from upscaler.media.video.ycbcr import chroma_subsampling
@@ -42,6 +43,8 @@ LOW_CRF_STEP = 1.05
 # Two spots of 24 frames: with 8-frame spots the trial ran 7-25% lower against a whole
 # Lanczos-upscaled job, as short runs give the rate control too little to look ahead to.
 TRIAL_SPOTS = 2
+# What the trial is doing, as a watcher hears it (the stages of a job's bar, scan.Watch).
+ESTIMATING = "estimating the output's size"
 TRIAL_FRAMES = 24
 # What stands in for the model in the trial: an ffmpeg filter to the output size.
 STAND_IN = "scale={width}:{height}:flags=lanczos"
@@ -74,12 +77,13 @@ def margin(crf: int | None) -> float:
 
 def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
                 segments: Sequence[Segment], todo: Sequence[Segment], out_size: tuple[int, int],
-                work: Path, dst: Path) -> Estimate | None:
+                work: Path, dst: Path, watch: Watch | None = None) -> Estimate | None:
     """DiskFullError with the estimate when the job cannot fit; the estimate, or None when
     even uncompressed frames would fit and no trial was needed.
 
     crf: the one the user gave, if any. segments: the whole plan; todo: those still to encode
     (the rest are on disk already). out_size: (width, height) of the upscaled frames.
+    watch: hears how far the trial encode has come (trial_sizes).
     """
     others = max(0, info.path.stat().st_size - info.video_bytes)
     raw = _raw_frame_bytes(encoding.pix_fmt, out_size)
@@ -87,7 +91,7 @@ def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
                      output=sum(s.count for s in segments) * raw + others)
     if _fits(bound, work, dst) is None:
         return None
-    first, rest = trial_sizes(info, encoding, out_size)
+    first, rest = trial_sizes(info, encoding, out_size, watch)
 
     def size(group: Sequence[Segment]) -> int:
         return round(margin(crf) * sum(first + (s.count - 1) * rest for s in group))
@@ -177,9 +181,25 @@ def _raw_frame_bytes(pix_fmt: str, out_size: tuple[int, int]) -> int:
     return int(width * height * samples * per_sample * 1.1) + 1
 
 
-def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) -> tuple[int, int]:
-    """(keyframe bytes, other frames' mean bytes) of the job's encoder at the output size."""
+def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int],
+                watch: Watch | None = None) -> tuple[int, int]:
+    """(keyframe bytes, other frames' mean bytes) of the job's encoder at the output size.
+    `watch` hears how many of the trial's frames are encoded (ESTIMATING; 25 s for a 4K
+    output on 2 cores)."""
     exe = ffmpeg.ffmpeg_exe()
+    encoded = 0
+
+    def on_line(line: str) -> None:
+        nonlocal encoded
+        if watch is not None and line.strip() and not line.startswith("#"):
+            encoded += 1
+            watch(ESTIMATING, encoded, TRIAL_SPOTS * TRIAL_FRAMES)
+
+    if watch is not None:
+        # x264 holds its first frame back for its lookahead: at 4K, seconds before any
+        # comes out, which the bar at 0 explains.
+        watch(ESTIMATING, 0, TRIAL_SPOTS * TRIAL_FRAMES)
+
     width, height = out_size
     sub_w, sub_h = chroma_subsampling(encoding.pix_fmt)
     width, height = width + -width % sub_w, height + -height % sub_h
@@ -187,14 +207,14 @@ def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int]) 
     rests: list[int] = []
     for k in range(TRIAL_SPOTS):
         start = info.seconds(info.frame_pts[info.frame_count * k // TRIAL_SPOTS])
-        text = ffmpeg.run([exe, "-hide_banner", "-nostdin", "-v", "error",
+        text = ffmpeg.run_watched([exe, "-hide_banner", "-nostdin", "-v", "error",
                            "-ss", f"{max(0.0, start - info.start_time):.6f}", "-i",
                            str(info.path), "-map", f"0:{info.video_index}", "-frames:v",
                            str(TRIAL_FRAMES), "-vf",
                            STAND_IN.format(width=width, height=height)
                            + f",format={encoding.pix_fmt}",
                            "-c:v", encoding.encoder, "-pix_fmt", encoding.pix_fmt,
-                           *encoding.options, "-f", "framecrc", "-"], info.path)
+                           *encoding.options, "-f", "framecrc", "-"], info.path, on_line)
         sizes = [int(line.split(",")[4]) for line in text.splitlines()
                  if line and not line.startswith("#")]
         if sizes:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -147,14 +147,47 @@ def run(args: Sequence[str], path: str | Path | None = None) -> str:
     return done.stdout
 
 
-def run_log(args: Sequence[str], path: str | Path | None = None) -> tuple[int, str]:
+def run_watched(args: Sequence[str], path: str | Path, on_line: Callable[[str], None]) -> str:
+    """`run`, with each line of stdout handed to `on_line` as it is written (how far a trial
+    encode of some seconds has come)."""
+    lines = []
+    with Process(args, path, stdout=True) as proc:
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            lines.append(line)
+            on_line(line)
+        proc.finish(f"{Path(args[0]).name} failed")
+    return "".join(lines)
+
+
+def run_log(args: Sequence[str], path: str | Path | None = None,
+            on_line: Callable[[str], None] | None = None) -> tuple[int, str]:
     """Run a binary to completion for what it logs: (exit code, stderr as text).
 
     For passes whose report is the log itself (a decode check), where a damaged input may make
-    ffmpeg exit non-zero and the log still says what is wrong.
+    ffmpeg exit non-zero and the log still says what is wrong. `on_line`, where given, is
+    handed each line of the log as it is written (how far a pass of minutes has come).
     """
-    done = _complete(args, path)
-    return done.returncode, done.stderr
+    if on_line is None:
+        done = _complete(args, path)
+        return done.returncode, done.stderr
+    try:
+        proc = subprocess.Popen(list(args), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                errors="replace", **_spawn_options())
+    except OSError as e:
+        raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
+    lines = []
+    with proc:
+        try:
+            for line in proc.stderr or ():
+                lines.append(line)
+                on_line(line)
+        except BaseException:
+            # Its own session: a Ctrl-C or SIGTERM reached only us, and it must not go on.
+            proc.kill()
+            raise
+    return proc.returncode, "".join(lines)
 
 
 def _complete(args: Sequence[str], path: str | Path | None) -> subprocess.CompletedProcess[str]:

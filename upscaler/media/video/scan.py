@@ -20,6 +20,7 @@ It costs one decode of the source (two for a damaged one), small beside upscalin
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -29,6 +30,7 @@ from upscaler.media import ffmpeg
 from upscaler.media.video.probe import Hdr, VideoInfo
 
 _FRAME = re.compile(r"\bn:\s*\d+\s+pts:\s*(-?\d+)\s.*?\bi:([PTB])")
+_FRAME_NUMBER = re.compile(r"\bn:\s*(\d+)\s+pts:")
 _SIZE = re.compile(r"\bs:(\d+)x(\d+)\b")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
@@ -93,8 +95,19 @@ def from_json(data: Any) -> Scan:
         raise ValueError(f"not a scan: {e}") from e
 
 
-def scan(info: VideoInfo) -> Scan:
+# What a pass is doing, as a watcher of `scan` hears it: the first decodes everything, the
+# second (only where the first met errors) finds where each error is.
+CHECKING = "checking"
+LOCATING = "finding where the damage is"
+
+# (CHECKING or LOCATING, frames decoded so far, frames the container holds)
+Watch = Callable[[str, int, int], None]
+
+
+def scan(info: VideoInfo, watch: Watch | None = None) -> Scan:
     """Decode `info`'s video stream once; MediaError when ffmpeg cannot even start on it.
+    `watch`, where given, hears how many frames each pass has decoded (an episode's scan is
+    minutes).
 
     The pass decodes with every core: a frame-threaded decoder prints an error as many frames
     before the frame it damaged comes out as it has threads, so a source that shows any
@@ -104,25 +117,39 @@ def scan(info: VideoInfo) -> Scan:
     whole source, the common case, is decoded once, on every core (1080p H.264 on 2 cores:
     3.4 ms a frame, against 4.7 ms on one thread; more cores, more gain).
     """
-    code, found, log = _decode(info, threads=0)
+    code, found, log = _decode(info, 0, _frames_to(watch, CHECKING, info.frame_count))
     # Not on a frame count short of the container's alone: frames lost without an error line
     # are found from the timestamps, which threads do not change, and whole MP4s with an edit
     # list decode to fewer frames than they hold packets (a second pass would be minutes).
     if code != 0 or found.errors:
-        code, found, log = _decode(info, threads=1)
+        code, found, log = _decode(info, 1, _frames_to(watch, LOCATING, info.frame_count))
     if code != 0 and not found.decoded_pts:
         raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}", info.path)
     return found
 
 
-def _decode(info: VideoInfo, threads: int) -> tuple[int, Scan, str]:
+def _decode(info: VideoInfo, threads: int, on_line: Callable[[str], None] | None = None
+            ) -> tuple[int, Scan, str]:
     """ffmpeg's exit code, the Scan and the log of one pass with `threads` (0: every core)."""
     args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
             "level+info", "-copyts", "-threads", str(threads), "-i", str(info.path),
             "-map", f"0:{info.video_index}", "-vf", "showinfo=checksum=0,idet",
             "-f", "null", "-"]
-    code, log = ffmpeg.run_log(args, info.path)
+    code, log = ffmpeg.run_log(args, info.path, on_line)
     return code, parse(log, info.time_base), log
+
+
+def _frames_to(watch: Watch | None, what: str, total: int) -> Callable[[str], None] | None:
+    """A log-line reader that tells `watch` each frame showinfo logs, as `what`."""
+    if watch is None:
+        return None
+    watch(what, 0, total)
+
+    def on_line(line: str) -> None:
+        found = _FRAME_NUMBER.search(line)
+        if found:
+            watch(what, int(found.group(1)) + 1, total)
+    return on_line
 
 
 def parse(log: str, time_base: Fraction) -> Scan:
