@@ -294,6 +294,28 @@ def test_truncated_16bit_file_raises_media_error(tmp_path: Path, ext: str) -> No
         read_image(cut)
 
 
+def test_a_tiff_of_several_pages_is_refused_not_cut_to_its_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Upscaling the first page alone lost the others without a word (a scanned chapter kept in
+    one file); the file is refused in one line and the folder's other pictures written."""
+    from conftest import INSTANT_MODEL
+
+    from upscaler.cli import main
+
+    src = tmp_path / "scans"
+    src.mkdir()
+    pages = [PIL.Image.fromarray(draw_cel(24, 32, seed=s)) for s in range(3)]
+    pages[0].save(src / "chapter.tiff", save_all=True, append_images=pages[1:])
+    pages[0].save(src / "cover.tiff")
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 5
+    assert capsys.readouterr().err.splitlines() == [
+        f"upscale: error: {src / 'chapter.tiff'}: a TIFF of 3 pages: only single pictures are "
+        "upscaled, and the other pages would be lost; split it into one file a page first "
+        "(ImageMagick: magick in.tiff page-%d.tiff)", "upscale: 1 done, 0 skipped, 1 failed"]
+    assert sorted(p.name for p in out.iterdir()) == ["cover.tiff"]
+
+
 def test_text_file_named_png_and_missing_file_raise_media_error(tmp_path: Path) -> None:
     fake = tmp_path / "notes.png"
     fake.write_text("this is not a picture\n")

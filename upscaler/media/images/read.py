@@ -85,6 +85,13 @@ def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
     dpi = im.info.get("dpi")
     raw_exif = im.info.get("exif")
     animation: Animation | None = None
+    pages = getattr(im, "n_frames", 1)
+    if fmt == "TIFF" and pages > 1:
+        # Upscaling the first page alone would lose the others (a scanned chapter in one
+        # file): refused until pages are supported, naming a way to split it.
+        raise MediaError(f"a TIFF of {pages} pages: only single pictures are upscaled, and the "
+                         "other pages would be lost; split it into one file a page first "
+                         "(ImageMagick: magick in.tiff page-%d.tiff)", path)
     if fmt in ANIMATED_FORMATS and is_animated(im):
         pixels, animation = read_frames(im)
     elif _is_16bit(im, data):
