@@ -294,6 +294,60 @@ def test_truncated_16bit_file_raises_media_error(tmp_path: Path, ext: str) -> No
         read_image(cut)
 
 
+XMP = ('<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+       '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+       'dc:creator="作者" xmlns:dc="http://purl.org/dc/elements/1.1/"/></rdf:RDF></x:xmpmeta>'
+       '<?xpacket end="w"?>')
+
+
+def test_text_metadata_is_kept(tmp_path: Path) -> None:
+    """A picture's text besides EXIF was dropped: a Stable Diffusion PNG's generation
+    parameters, comments, XMP (credits, rights). Each format keeps what it has a place for,
+    8-bit and 16-bit, and a PNG output takes a JPEG's XMP and comment under PNG's keywords."""
+    from conftest import INSTANT_MODEL
+    from PIL import PngImagePlugin
+
+    from upscaler.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    cel = PIL.Image.fromarray(draw_cel(24, 32, seed=3))
+    text = PngImagePlugin.PngInfo()
+    text.add_text("parameters", "1girl, masterpiece\nSteps: 20, Sampler: Euler a")
+    text.add_itxt("Comment", "日本語のコメント")
+    text.add_itxt("XML:com.adobe.xmp", XMP)
+    cel.save(src / "sd.png", pnginfo=text)
+    deep = np.asarray(cel).astype(np.uint16) * 257
+    PIL.Image.frombytes("I;16", (32, 24), deep[..., 0].tobytes()).save(src / "deep.png",
+                                                                      pnginfo=text)
+    cel.save(src / "photo.jpg", comment=b"drawn by hand", xmp=XMP.encode())
+    cel.save(src / "cel.webp", xmp=XMP.encode(), lossless=True)
+    cel.save(src / "cel.tiff", tiffinfo={700: XMP.encode()})
+    write_image(Image(deep, xmp=XMP.encode()), src / "deep.tiff")
+    cel.save(src / "cel.gif", comment=b"a gif comment")
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 0
+    assert main([str(src / "photo.jpg"), "-o", str(tmp_path / "photo.png"), "-q",
+                 *INSTANT_MODEL]) == 0
+
+    def kept(path: Path) -> tuple[dict[str, str], bytes | None, bytes | None]:
+        with PIL.Image.open(path) as im:
+            xmp = im.info.get("xmp")
+            return (dict(getattr(im, "text", {})), xmp.encode() if isinstance(xmp, str)
+                    else xmp, im.info.get("comment"))
+
+    png_text = {"parameters": "1girl, masterpiece\nSteps: 20, Sampler: Euler a",
+                "Comment": "日本語のコメント", "XML:com.adobe.xmp": XMP}
+    assert kept(out / "sd.png")[0] == png_text
+    assert kept(out / "deep.png")[0] == png_text
+    assert kept(out / "photo.jpg")[1:] == (XMP.encode(), b"drawn by hand")
+    for name in ("cel.webp", "cel.tiff", "deep.tiff"):
+        assert kept(out / name)[1] == XMP.encode(), name
+    assert kept(out / "cel.gif")[2] == b"a gif comment"
+    assert kept(tmp_path / "photo.png")[0] == {"XML:com.adobe.xmp": XMP,
+                                               "Comment": "drawn by hand"}
+
+
 def test_a_tiff_of_several_pages_is_refused_not_cut_to_its_first(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Upscaling the first page alone lost the others without a word (a scanned chapter kept in

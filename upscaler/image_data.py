@@ -58,7 +58,10 @@ class Image:
     4 (RGBA), upright, in RGB order. `exif` is a raw EXIF block as Pillow writes it (starting
     with b"Exif\\0\\0"), without the orientation tag. `quality` is the estimated JPEG quality of
     the source; `lossless` says whether the source was stored without loss. `animation`,
-    for an animated picture, holds the frames after `pixels` and their timing.
+    for an animated picture, holds the frames after `pixels` and their timing. `text` is a
+    PNG's text chunks, (keyword, text) in order (a Stable Diffusion picture's generation
+    parameters, a comment, PNG's own XMP); `xmp` an XMP packet of another format (JPEG, WebP,
+    TIFF), `comment` a JPEG's or GIF's comment.
     """
 
     pixels: np.ndarray
@@ -69,6 +72,9 @@ class Image:
     quality: int | None = None
     lossless: bool = True
     animation: Animation | None = None
+    text: tuple[tuple[str, str], ...] = ()
+    xmp: bytes | None = None
+    comment: bytes | None = None
 
     def __post_init__(self) -> None:
         for p in self.frames:

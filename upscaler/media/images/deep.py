@@ -13,7 +13,8 @@ import numpy as np
 
 
 def tiff16(
-    pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None
+    pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None,
+    xmp: bytes | None = None,
 ) -> bytes:
     """A 16-bit little-endian TIFF, deflate with horizontal predictor, unassociated alpha.
 
@@ -52,6 +53,8 @@ def tiff16(
                         (296, short, 1, struct.pack("<H", 2))]
         if c in (2, 4):
             entries.append((338, short, 1, struct.pack("<H", 2)))  # unassociated alpha
+        if xmp:
+            entries.append((700, 1, len(xmp), xmp))  # BYTE
         if icc:
             entries.append((34675, undefined, len(icc), icc))
         return _tiff_directory(sorted(entries), at=8)

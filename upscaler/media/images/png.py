@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -19,9 +20,38 @@ _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # gray, gray+alpha, RGB, RGBA
 _IDAT_BYTES = 1 << 20  # compressed data is written in chunks of about this size
 
 
+XMP_KEYWORD = "XML:com.adobe.xmp"  # the iTXt chunk PNG keeps an XMP packet in
+
+
+def text_chunks(entries: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """(chunk type, body) for each (keyword, text): tEXt where both are Latin-1, iTXt (UTF-8)
+    where the text is not, and for XMP, which must be iTXt. A keyword PNG cannot hold (not
+    Latin-1, or not 1-79 bytes) is left out."""
+    chunks = []
+    for keyword, text in entries:
+        key = _latin_1(keyword)
+        if key is None or not 1 <= len(key) <= 79:
+            continue
+        latin = None if keyword == XMP_KEYWORD else _latin_1(text)
+        if latin is not None:
+            chunks.append((b"tEXt", key + b"\0" + latin))
+        else:  # no compression, no language tag, no translated keyword
+            chunks.append((b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8")))
+    return chunks
+
+
+def _latin_1(text: str) -> bytes | None:
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
 def write_png(pixels: np.ndarray, out: BinaryIO, icc: bytes | None = None,
-              dpi: tuple[float, float] | None = None, exif: bytes | None = None) -> None:
-    """Write (H, W, C) uint8 or uint16 `pixels`, C = 1 to 4, to `out` as a PNG."""
+              dpi: tuple[float, float] | None = None, exif: bytes | None = None,
+              text: Sequence[tuple[str, str]] = ()) -> None:
+    """Write (H, W, C) uint8 or uint16 `pixels`, C = 1 to 4, to `out` as a PNG, with `text`
+    as text chunks (text_chunks)."""
     h, w, c = pixels.shape
     depth = 16 if pixels.dtype == np.uint16 else 8
     out.write(b"\x89PNG\r\n\x1a\n")
@@ -33,6 +63,8 @@ def write_png(pixels: np.ndarray, out: BinaryIO, icc: bytes | None = None,
         out.write(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif:
         out.write(_chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")))
+    for kind, body in text_chunks(text):
+        out.write(_chunk(kind, body))
     bpp = c * depth // 8
     deflate = zlib.compressobj(6)
     pending: list[bytes] = []

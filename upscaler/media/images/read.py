@@ -114,7 +114,18 @@ def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
         quality=_jpeg_quality(im) if fmt == "JPEG" else None,
         lossless=fmt not in _LOSSY_FORMATS and not (fmt == "WEBP" and not _webp_lossless(data)),
         animation=animation,
+        text=tuple((str(k), str(v)) for k, v in getattr(im, "text", {}).items())
+        if fmt == "PNG" else (),
+        xmp=_bytes(im.info.get("xmp")) if fmt != "PNG" else None,
+        comment=_bytes(im.info.get("comment")),
     )
+
+
+def _bytes(value: object) -> bytes | None:
+    """A metadata value Pillow gives as bytes or text, as bytes; None for none."""
+    if isinstance(value, str):
+        return value.encode("utf-8") or None
+    return bytes(value) if isinstance(value, (bytes, bytearray)) and value else None
 
 
 def _is_16bit(im: PIL.Image.Image, data: bytes) -> bool:

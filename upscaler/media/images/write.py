@@ -34,6 +34,7 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 import PIL.Image
+from PIL import PngImagePlugin
 
 from upscaler.errors import MediaError
 from upscaler.image_data import (
@@ -47,7 +48,7 @@ from upscaler.image_data import (
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
 from upscaler.media.images.deep import tiff16
-from upscaler.media.images.png import write_png
+from upscaler.media.images.png import XMP_KEYWORD, text_chunks, write_png
 from upscaler.names import hidden_name
 
 T = TypeVar("T")
@@ -56,6 +57,7 @@ _EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
 _NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
 _ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 _DEFAULT_QUALITY = 95
+_TIFF_XMP = 700  # the tag TIFF keeps an XMP packet in
 # 8-bit PNGs of this many bytes of pixels or more are written band by band (png.py) rather than
 # by Pillow, which would hold a second, 4-byte-a-pixel copy of the picture: 64 MB is a
 # 4600x4600 RGB output. Smaller ones keep Pillow's encoder, about twice as fast.
@@ -97,10 +99,11 @@ def write_image(
         animation = image.animation
         data = _encoded(path, lambda: encode_frames(frames, animation, fmt, options))
     elif fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.nbytes >= BANDED_PNG_BYTES):
-        atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif))
+        text = png_text(image)
+        atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif, text))
         return path
     elif pixels.dtype == np.uint16:
-        data = tiff16(np.ascontiguousarray(pixels), icc, image.dpi, exif)
+        data = tiff16(np.ascontiguousarray(pixels), icc, image.dpi, exif, xmp_of(image))
     else:
         # Pillow writes into the file as it encodes: no second copy of the encoded picture.
         im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
@@ -240,6 +243,7 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
         opts["exif"] = exif
     if image.dpi and fmt not in ("WEBP", "GIF"):
         opts["dpi"] = image.dpi
+    opts.update(_text_options(fmt, image))
     if fmt == "PNG":
         opts["compress_level"] = 6
     elif fmt == "JPEG":
@@ -253,6 +257,46 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
             opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY))
     elif fmt == "TIFF":
         opts["compression"] = "tiff_adobe_deflate"
+    return opts
+
+
+def png_text(image: Image) -> list[tuple[str, str]]:
+    """The text chunks a PNG of `image` gets: its own, and the XMP packet and comment of
+    another format's source under PNG's keywords for them."""
+    entries = list(image.text)
+    keywords = {keyword for keyword, _ in entries}
+    if image.xmp and XMP_KEYWORD not in keywords:
+        entries.append((XMP_KEYWORD, image.xmp.decode("utf-8", "replace")))
+    if image.comment and "Comment" not in keywords:
+        entries.append(("Comment", image.comment.decode("utf-8", "replace")))
+    return entries
+
+
+def xmp_of(image: Image) -> bytes | None:
+    """`image`'s XMP packet, from a PNG's text chunk where it came from a PNG."""
+    if image.xmp:
+        return image.xmp
+    packet = dict(image.text).get(XMP_KEYWORD)
+    return packet.encode("utf-8") if packet else None
+
+
+def _text_options(fmt: str, image: Image) -> dict[str, object]:
+    """Pillow's save options that carry `image`'s text (PNG text chunks, XMP, a comment) in
+    `fmt`, where the format has a place for it."""
+    opts: dict[str, object] = {}
+    xmp = xmp_of(image)
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        for kind, body in text_chunks(png_text(image)):
+            info.add(kind, body)
+        opts["pnginfo"] = info
+    elif fmt in ("JPEG", "WEBP") and xmp:
+        opts["xmp"] = xmp
+    elif fmt == "TIFF" and xmp:
+        opts["tiffinfo"] = {_TIFF_XMP: xmp}
+    comment = image.comment or dict(image.text).get("Comment", "").encode("utf-8")
+    if fmt in ("JPEG", "GIF") and comment:
+        opts["comment"] = comment
     return opts
 
 
