@@ -469,3 +469,20 @@ def test_a_large_picture_moves_its_bar_before_it_ends(tmp_path: Path,
     assert percents == sorted(percents) and percents[-1] == 100, seen
     assert len({p for p in percents if 0 < p < 50}) >= 3
     assert len({p for p in percents if 50 < p < 100}) >= 3
+
+
+def test_a_video_frame_of_many_tiles_moves_the_bar_before_it_ends(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4K frame through x4plus-anime on a CPU takes minutes: the bar stood at 0 frames, with
+    no time left to show, until the first had gone through; it moves with the frame's tiles."""
+    from clips import make_clip
+
+    monkeypatch.setattr(cli, "LOGGED_INTERVAL", 0.0)  # every update drawn
+    src = make_clip(tmp_path / "ep.mkv", size="64x36", seconds=0.1)  # 3 frames
+    assert main([str(src), "-o", str(tmp_path / "out.mkv"), "--tile", "24",
+                 *INSTANT_MODEL]) == 0
+    draws = [(int(percent), int(done)) for percent, done in re.findall(
+        r"ep\.mkv: +(\d+)%\|[^|]*\| (\d+)/3 ", capsys.readouterr().err)]
+    assert draws == sorted(draws) and draws[-1] == (100, 3), draws
+    assert [p for p, done in draws if done == 0 and 0 < p < 33], draws  # the first frame's tiles

@@ -148,8 +148,8 @@ class _Bars:
             self.inner.close()  # a step before the work (a video's check) gives way to it
             self.inner = None
         if self.inner is None:
-            # Pictures count in parts (Progress.part), shown as whole ones done.
-            bar = _PartsBar if state.unit == "image" else tqdm
+            # Pictures and frames count in parts (Progress.part), shown as whole ones done.
+            bar = _PartsBar if state.total else tqdm
             label = f"{state.label}, {state.stage}" if state.stage else state.label
             self.inner = bar(total=state.total or None, unit=state.unit,
                              desc=one_line(label), initial=0,

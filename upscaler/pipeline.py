@@ -663,15 +663,25 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
         frames = upscaler.frames
 
         def report(done: int, total: int) -> None:
-            state.done, state.total = done, total
+            state.done, state.total, state.part = done, total, 0.0
             if frames.reuse is not None:
                 state.count_reuse(frames)
             progress(state)
 
-        upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
-                      identity=upscaler.identity(),
-                      scale=options.scale or upscaler.model_scale,
-                      on_segment_start=upscaler.start_segment, times=state.stages,
-                      watch=watch)
+        def tiles(done: int, total: int) -> None:
+            # A frame of many tiles (4K through x4plus-anime on a CPU: minutes) moves the bar
+            # before it ends.
+            state.part = done / total
+            progress(state)
+
+        frames.on_tiles = tiles
+        try:
+            upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
+                          identity=upscaler.identity(),
+                          scale=options.scale or upscaler.model_scale,
+                          on_segment_start=upscaler.start_segment, times=state.stages,
+                          watch=watch)
+        finally:
+            frames.on_tiles = None
         state.count_work(upscaler.frames)
     return state
