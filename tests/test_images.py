@@ -348,26 +348,55 @@ def test_text_metadata_is_kept(tmp_path: Path) -> None:
                                                "Comment": "drawn by hand"}
 
 
-def test_a_tiff_of_several_pages_is_refused_not_cut_to_its_first(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Upscaling the first page alone lost the others without a word (a scanned chapter kept in
-    one file); the file is refused in one line and the folder's other pictures written."""
+def test_every_page_of_a_tiff_is_upscaled(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A TIFF of several pages (a scanned chapter in one file) came out as its first page alone,
+    the others lost without a word. Every page is upscaled now, each as it would be alone, at
+    its own size and depth, into one TIFF; a format without pages is refused before the model."""
     from conftest import INSTANT_MODEL
 
     from upscaler.cli import main
 
-    src = tmp_path / "scans"
+    src, alone = tmp_path / "scans", tmp_path / "alone"
     src.mkdir()
-    pages = [PIL.Image.fromarray(draw_cel(24, 32, seed=s)) for s in range(3)]
-    pages[0].save(src / "chapter.tiff", save_all=True, append_images=pages[1:])
-    pages[0].save(src / "cover.tiff")
+    alone.mkdir()
+    pages = [PIL.Image.fromarray(draw_cel(24, 32, seed=1)),
+             PIL.Image.fromarray(draw_cel(16, 20, seed=2)).convert("L"),
+             PIL.Image.fromarray(np.asarray(PIL.Image.fromarray(draw_cel(12, 20, seed=3))
+                                            .convert("L")).astype(np.uint16) * 257)]
+    pages[0].save(src / "chapter.tiff", save_all=True, append_images=pages[1:], dpi=(300, 300))
+    deep = [draw_cel(20, 12, seed=4).astype(np.uint16) * 257,
+            draw_cel(10, 14, seed=5).astype(np.uint16) * 257]
+    assert cv2.imwritemulti(str(src / "deep.tiff"), [d[..., ::-1] for d in deep])
+    for n, page in enumerate(pages):
+        page.save(alone / f"chapter{n}.tiff", dpi=(300, 300))
+    for n, page in enumerate(deep):
+        cv2.imwrite(str(alone / f"deep{n}.tiff"), page[..., ::-1])
     out = tmp_path / "out"
-    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 5
-    assert capsys.readouterr().err.splitlines() == [
-        f"upscale: error: {src / 'chapter.tiff'}: a TIFF of 3 pages: only single pictures are "
-        "upscaled, and the other pages would be lost; split it into one file a page first "
-        "(ImageMagick: magick in.tiff page-%d.tiff)", "upscale: 1 done, 0 skipped, 1 failed"]
-    assert sorted(p.name for p in out.iterdir()) == ["cover.tiff"]
+    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 0
+    assert main([str(alone), "-o", str(tmp_path / "alone_out"), "-q", *INSTANT_MODEL]) == 0
+
+    def pages_of(path: Path) -> list[np.ndarray]:
+        ok, read = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+        assert ok, path
+        return [m[..., None] if m.ndim == 2 else m for m in read]
+
+    for name, count in (("chapter", 3), ("deep", 2)):
+        got = pages_of(out / f"{name}.tiff")
+        expected = [pages_of(tmp_path / "alone_out" / f"{name}{n}.tiff")[0]
+                    for n in range(count)]
+        assert [(g.shape, g.dtype) for g in got] == [(e.shape, e.dtype) for e in expected]
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True)), name
+    with PIL.Image.open(out / "chapter.tiff") as im:
+        assert [im.seek(n) or (im.mode, im.size, im.info["dpi"]) for n in range(3)] == [
+            ("RGB", (128, 96), (300, 300)), ("L", (80, 64), (300, 300)),
+            ("I;16", (80, 48), (300, 300))]
+
+    assert main([str(src / "chapter.tiff"), "-o", str(tmp_path / "chapter.png"), "-q",
+                 *INSTANT_MODEL]) == 5
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"upscale: error: {tmp_path / 'chapter.png'}: PNG cannot hold the 3 pages of a TIFF; "
+        "write TIFF")
 
 
 def test_text_file_named_png_and_missing_file_raise_media_error(tmp_path: Path) -> None:

@@ -61,7 +61,8 @@ class Image:
     for an animated picture, holds the frames after `pixels` and their timing. `text` is a
     PNG's text chunks, (keyword, text) in order (a Stable Diffusion picture's generation
     parameters, a comment, PNG's own XMP); `xmp` an XMP packet of another format (JPEG, WebP,
-    TIFF), `comment` a JPEG's or GIF's comment.
+    TIFF), `comment` a JPEG's or GIF's comment. `pages` holds the pages after this one of a
+    TIFF of several, each a picture of its own (size, depth, channels, profile).
     """
 
     pixels: np.ndarray
@@ -75,6 +76,7 @@ class Image:
     text: tuple[tuple[str, str], ...] = ()
     xmp: bytes | None = None
     comment: bytes | None = None
+    pages: tuple[Image, ...] = ()
 
     def __post_init__(self) -> None:
         for p in self.frames:

@@ -7,6 +7,7 @@ of the others. Progress is reported through a callback so that the library never
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -232,15 +233,16 @@ class Upscaler:
         second copy of a large output (288 MB for a 12000x8000 picture). `on_share`, where
         given, is told the share of the picture done (0 to 1) as its tiles end.
         """
-        own = copy or len(image.frames) != 1
-        if on_share is None:
-            return image.with_frames(list(self._sequence(image.frames, copy=own)))
-        self._share = PictureShare(len(image.frames), on_share)
-        self.frames.on_tiles = self._share.tiles
+        pictures = (image, *image.pages)  # a TIFF's pages: pictures of their own
+        own = copy or len(pictures) > 1 or len(image.frames) != 1
+        if on_share is not None:
+            self._share = PictureShare(sum(len(p.frames) for p in pictures), on_share)
+            self.frames.on_tiles = self._share.tiles
         try:
-            return image.with_frames(list(self._sequence(image.frames, copy=own)))
+            done = [p.with_frames(list(self._sequence(p.frames, copy=own))) for p in pictures]
         finally:
             self._share, self.frames.on_tiles = None, None
+        return dataclasses.replace(done[0], pages=tuple(done[1:]))
 
     def upscale_frames(self, pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pictures in the layouts to_model_input takes, upscaled one by one as a sequence:
@@ -624,9 +626,9 @@ def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, options: O
 
 
 def _output_bytes(upscaler: Upscaler, image: Image) -> int:
-    """The bytes of `image`'s upscaled frames."""
+    """The bytes of `image`'s upscaled frames, of every page."""
     total = 0
-    for frame in image.frames:
+    for frame in (f for picture in (image, *image.pages) for f in picture.frames):
         height, width = upscaler.out_size(*frame.shape[:2])
         total += height * width * frame.shape[2] * frame.itemsize  # Image frames are HWC
     return total

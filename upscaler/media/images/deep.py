@@ -1,71 +1,121 @@
-"""A 16-bit TIFF encoder, for the layouts Pillow cannot write (16-bit colour).
+"""A TIFF encoder for what Pillow cannot write: 16-bit colour, and pages of their own sizes,
+depths and profiles in one file (a multi-page TIFF's, upscaled).
 
-It takes (H, W, C) uint16 pixels, C = 1 to 4, and returns the file's bytes; 16-bit PNG is
-written by png.py.
+It takes (H, W, C) uint8 or uint16 pixels, C = 1 to 4, a page each, and returns the file's
+bytes; 16-bit PNG is written by png.py.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+
+
+@dataclass(frozen=True, eq=False)  # arrays have no single truth value
+class TiffPage:
+    """One page of a TIFF we write: (H, W, C) uint8 or uint16 pixels, C = 1 to 4, and what is
+    carried with them."""
+
+    pixels: np.ndarray
+    icc: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    xmp: bytes | None = None
 
 
 def tiff16(
     pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None,
     xmp: bytes | None = None,
 ) -> bytes:
-    """A 16-bit little-endian TIFF, deflate with horizontal predictor, unassociated alpha.
-
-    The directory comes before the pixel data, so a cut-off file reads as truncated rather than
-    as no image at all.
-    """
+    """A 16-bit TIFF of one page (see tiff_pages)."""
     del exif  # EXIF in TIFF needs its own sub-IFD; not carried
+    return tiff_pages([TiffPage(pixels, icc, dpi, xmp)])
+
+
+def tiff_pages(pages: Sequence[TiffPage]) -> bytes:
+    """A little-endian TIFF of `pages` in order, each 8 or 16 bits, deflate with horizontal
+    predictor, unassociated alpha.
+
+    Each page's directory comes before its pixel data, so a cut-off file reads as truncated
+    rather than as no image at all.
+    """
+    parts = [b"II*\0" + struct.pack("<I", 8)]
+    at = 8
+    for n, page in enumerate(pages):
+        strips, rows_per_strip = _strips(page.pixels)
+
+        def directory(offsets: list[int], next_page: int, page: TiffPage = page,
+                      strips: list[bytes] = strips, rows_per_strip: int = rows_per_strip,
+                      at: int = at) -> bytes:
+            return _tiff_directory(_entries(page, offsets, [len(s) for s in strips],
+                                            rows_per_strip), at, next_page)
+
+        # Its length depends on neither the offsets nor where the next page is.
+        data_start = at + len(directory([0] * len(strips), 0))
+        offsets = [data_start + sum(len(s) for s in strips[:i]) for i in range(len(strips))]
+        end = offsets[-1] + len(strips[-1])
+        pad = end & 1  # a directory starts on a word boundary
+        following = end + pad if n + 1 < len(pages) else 0
+        if end + pad >= 1 << 32:
+            raise ValueError("a TIFF holds 4 GiB at most (its offsets are 32 bits), and these "
+                             "pages come to more; write fewer to a file")
+        parts += [directory(offsets, following), *strips, b"\0" * pad]
+        at = end + pad
+    return b"".join(parts)
+
+
+def _strips(pixels: np.ndarray) -> tuple[list[bytes], int]:
+    """`pixels` differenced along rows and deflated, in strips of about 256 KiB."""
     h, w, c = pixels.shape
-    rows_per_strip = max(1, (1 << 18) // (w * c * 2))
+    rows_per_strip = max(1, (1 << 18) // (w * c * pixels.itemsize))
     strips = []
     for start in range(0, h, rows_per_strip):
         band = pixels[start:start + rows_per_strip]
         diff = band.copy()
-        diff[:, 1:] = band[:, 1:] - band[:, :-1]  # uint16 wraps, as the predictor expects
-        strips.append(zlib.compress(diff.astype("<u2").tobytes(), 6))
-    short, long_, rational, undefined = 3, 4, 5, 7
-    n = len(strips)
-
-    def directory(offsets: list[int]) -> bytes:
-        entries: list[tuple[int, int, int, bytes]] = [
-            (256, long_, 1, struct.pack("<I", w)),
-            (257, long_, 1, struct.pack("<I", h)),
-            (258, short, c, struct.pack(f"<{c}H", *[16] * c)),
-            (259, short, 1, struct.pack("<H", 8)),  # Adobe deflate
-            (262, short, 1, struct.pack("<H", 1 if c in (1, 2) else 2)),
-            (273, long_, n, struct.pack(f"<{n}I", *offsets)),
-            (277, short, 1, struct.pack("<H", c)),
-            (278, long_, 1, struct.pack("<I", rows_per_strip)),
-            (279, long_, n, struct.pack(f"<{n}I", *map(len, strips))),
-            (284, short, 1, struct.pack("<H", 1)),
-            (317, short, 1, struct.pack("<H", 2)),  # horizontal differencing
-        ]
-        if dpi:
-            entries += [(282, rational, 1, struct.pack("<II", round(dpi[0] * 1000), 1000)),
-                        (283, rational, 1, struct.pack("<II", round(dpi[1] * 1000), 1000)),
-                        (296, short, 1, struct.pack("<H", 2))]
-        if c in (2, 4):
-            entries.append((338, short, 1, struct.pack("<H", 2)))  # unassociated alpha
-        if xmp:
-            entries.append((700, 1, len(xmp), xmp))  # BYTE
-        if icc:
-            entries.append((34675, undefined, len(icc), icc))
-        return _tiff_directory(sorted(entries), at=8)
-
-    data_start = 8 + len(directory([0] * n))  # its length does not depend on the offsets
-    offsets = [data_start + sum(len(s) for s in strips[:i]) for i in range(n)]
-    return b"II*\0" + struct.pack("<I", 8) + directory(offsets) + b"".join(strips)
+        diff[:, 1:] = band[:, 1:] - band[:, :-1]  # unsigned wraps, as the predictor expects
+        strips.append(zlib.compress(diff.astype(f"<u{pixels.itemsize}").tobytes(), 6))
+    return strips, rows_per_strip
 
 
-def _tiff_directory(entries: list[tuple[int, int, int, bytes]], at: int) -> bytes:
-    """One IFD at offset `at`, followed by the values too long to sit in their entries."""
+def _entries(page: TiffPage, offsets: list[int], counts: list[int], rows_per_strip: int
+             ) -> list[tuple[int, int, int, bytes]]:
+    h, w, c = page.pixels.shape
+    bits = 8 * page.pixels.itemsize
+    byte, short, long_, rational, undefined = 1, 3, 4, 5, 7
+    n = len(offsets)
+    entries: list[tuple[int, int, int, bytes]] = [
+        (256, long_, 1, struct.pack("<I", w)),
+        (257, long_, 1, struct.pack("<I", h)),
+        (258, short, c, struct.pack(f"<{c}H", *[bits] * c)),
+        (259, short, 1, struct.pack("<H", 8)),  # Adobe deflate
+        (262, short, 1, struct.pack("<H", 1 if c in (1, 2) else 2)),
+        (273, long_, n, struct.pack(f"<{n}I", *offsets)),
+        (277, short, 1, struct.pack("<H", c)),
+        (278, long_, 1, struct.pack("<I", rows_per_strip)),
+        (279, long_, n, struct.pack(f"<{n}I", *counts)),
+        (284, short, 1, struct.pack("<H", 1)),
+        (317, short, 1, struct.pack("<H", 2)),  # horizontal differencing
+    ]
+    if page.dpi:
+        entries += [(282, rational, 1, struct.pack("<II", round(page.dpi[0] * 1000), 1000)),
+                    (283, rational, 1, struct.pack("<II", round(page.dpi[1] * 1000), 1000)),
+                    (296, short, 1, struct.pack("<H", 2))]
+    if c in (2, 4):
+        entries.append((338, short, 1, struct.pack("<H", 2)))  # unassociated alpha
+    if page.xmp:
+        entries.append((700, byte, len(page.xmp), page.xmp))
+    if page.icc:
+        entries.append((34675, undefined, len(page.icc), page.icc))
+    return sorted(entries)
+
+
+def _tiff_directory(entries: list[tuple[int, int, int, bytes]], at: int, next_page: int = 0
+                    ) -> bytes:
+    """One IFD at offset `at`, pointing to the next at `next_page` (0: the last), followed by
+    the values too long to sit in their entries."""
     extra_pos = at + 2 + 12 * len(entries) + 4
     ifd, extra = [struct.pack("<H", len(entries))], []
     for tag, kind, count, value in entries:
@@ -76,5 +126,5 @@ def _tiff_directory(entries: list[tuple[int, int, int, bytes]], at: int) -> byte
             padded = value + b"\0" * (len(value) & 1)
             extra.append(padded)
             extra_pos += len(padded)
-    ifd.append(b"\0\0\0\0")
+    ifd.append(struct.pack("<I", next_page))
     return b"".join(ifd) + b"".join(extra)

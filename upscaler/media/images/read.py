@@ -11,6 +11,7 @@ first page.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import struct
 import zlib
@@ -34,6 +35,7 @@ from upscaler.image_data import (
 from upscaler.media.images.animation import is_animated, read_frames
 
 _LOSSY_FORMATS = frozenset({"JPEG"})
+_X_RESOLUTION = 282  # TIFF's tag
 _ORIENTATION_TAG = 0x0112
 
 # EXIF orientation value -> the array operation that makes the picture upright.
@@ -79,23 +81,42 @@ def read_image(path: str | Path) -> Image:
 
 def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
     fmt = FORMAT_ALIASES.get(im.format or "", im.format)
+    count = getattr(im, "n_frames", 1) if fmt == "TIFF" else 1
+    if count == 1:
+        return _picture(im, data, fmt, path, lambda: cv2.imdecode(
+            np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+
+    # A TIFF of several pages (a scanned chapter in one file): each a picture of its own size,
+    # depth and profile. OpenCV (16-bit colour) decodes every page in one call.
+    @functools.cache
+    def opencv_pages() -> tuple[np.ndarray, ...]:
+        ok, pages = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        return tuple(pages) if ok else ()
+
+    pages = []
+    for index in range(count):
+        im.seek(index)
+        pages.append(_picture(im, data, fmt, path, lambda index=index: (
+            opencv_pages()[index] if index < len(opencv_pages()) else None)))
+    return dataclasses.replace(pages[0], pages=tuple(pages[1:]))
+
+
+def _picture(im: PIL.Image.Image, data: bytes, fmt: str | None, path: Path,
+             opencv: Callable[[], np.ndarray | None]) -> Image:
+    """The picture at `im`'s current frame of the file `data`; `opencv` decodes that frame with
+    OpenCV (16-bit colour, which Pillow cuts to 8 bits)."""
     icc: bytes | None = im.info.get("icc_profile") or None
     exif = im.getexif()
     orientation = exif.get(_ORIENTATION_TAG, 1)
     dpi = im.info.get("dpi")
+    if fmt == "TIFF" and _X_RESOLUTION not in im.tag_v2:  # type: ignore[attr-defined]
+        dpi = None  # Pillow says (1, 1) for a TIFF with no resolution, which a copy would state
     raw_exif = im.info.get("exif")
     animation: Animation | None = None
-    pages = getattr(im, "n_frames", 1)
-    if fmt == "TIFF" and pages > 1:
-        # Upscaling the first page alone would lose the others (a scanned chapter in one
-        # file): refused until pages are supported, naming a way to split it.
-        raise MediaError(f"a TIFF of {pages} pages: only single pictures are upscaled, and the "
-                         "other pages would be lost; split it into one file a page first "
-                         "(ImageMagick: magick in.tiff page-%d.tiff)", path)
     if fmt in ANIMATED_FORMATS and is_animated(im):
         pixels, animation = read_frames(im)
     elif _is_16bit(im, data):
-        pixels = _decode_16bit(im, data, path)
+        pixels = _decode_16bit(im, data, path, opencv)
     else:
         pixels, icc = _decode_8bit(im, icc, path)
     if orientation in _UPRIGHT:
@@ -137,7 +158,8 @@ def _is_16bit(im: PIL.Image.Image, data: bytes) -> bool:
     return False
 
 
-def _decode_16bit(im: PIL.Image.Image, data: bytes, path: Path) -> np.ndarray:
+def _decode_16bit(im: PIL.Image.Image, data: bytes, path: Path,
+                  opencv: Callable[[], np.ndarray | None]) -> np.ndarray:
     # Pillow reports 16-bit gray+alpha PNG as RGBA, so ask the file: IHDR colour type, or
     # TIFF photometric interpretation.
     png = im.format == "PNG"
@@ -148,7 +170,7 @@ def _decode_16bit(im: PIL.Image.Image, data: bytes, path: Path) -> np.ndarray:
             raise MediaError("pixel values outside the 16-bit range", path)
         return arr.astype(np.uint16)[..., None]
     # Pillow has no 16-bit colour modes and would cut these to 8 bits.
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    arr = opencv()
     if arr is None or arr.dtype != np.uint16:
         raise MediaError("cannot decode this 16-bit image", path)
     if arr.ndim == 2:

@@ -47,7 +47,7 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
-from upscaler.media.images.deep import tiff16
+from upscaler.media.images.deep import TiffPage, tiff16, tiff_pages
 from upscaler.media.images.png import XMP_KEYWORD, text_chunks, write_png
 from upscaler.names import hidden_name
 
@@ -85,11 +85,14 @@ def write_image(
     if quality is not None and not 1 <= quality <= 100:
         raise MediaError(f"quality must be 1-100, not {quality}", path)
     _check_animation(image, fmt, path)
+    _check_pages(image, fmt, path)
+    if image.pages:
+        pages = [_tiff_page(page, background, path) for page in (image, *image.pages)]
+        atomic_write(path, _encoded(path, lambda: tiff_pages(pages)))
+        return path
     frames = [_fit_pixels(p, fmt, background, path) for p in image.frames]
     pixels = frames[0]
-    icc = image.icc_profile if fmt in _ICC_FORMATS else None
-    if icc is not None and (icc_space(icc) == "GRAY") != (pixels.shape[2] in (1, 2)):
-        icc = None
+    icc = _icc_for(image.icc_profile if fmt in _ICC_FORMATS else None, pixels)
     exif = image.exif if fmt in EXIF_FORMATS else None
     if image.animation is not None:
         # Pillow writes animations from 8-bit pictures only.
@@ -120,6 +123,24 @@ def _encoded(path: Path, encode: Callable[[], T]) -> T:
         return encode()
     except ValueError as e:
         raise MediaError(f"cannot write: {e}", path) from e
+
+
+def _tiff_page(page: Image, background: tuple[int, int, int] | None, path: Path) -> TiffPage:
+    pixels = np.ascontiguousarray(_fit_pixels(page.pixels, "TIFF", background, path))
+    return TiffPage(pixels, _icc_for(page.icc_profile, pixels), page.dpi, xmp_of(page))
+
+
+def _icc_for(icc: bytes | None, pixels: np.ndarray) -> bytes | None:
+    """`icc` where it describes `pixels` (a gray profile for gray, a colour one for colour)."""
+    if icc is not None and (icc_space(icc) == "GRAY") != (pixels.shape[2] in (1, 2)):
+        return None
+    return icc
+
+
+def _check_pages(image: Image, fmt: str, path: Path) -> None:
+    if image.pages and fmt != "TIFF":
+        raise MediaError(f"{fmt} cannot hold the {len(image.pages) + 1} pages of a TIFF; "
+                         "write TIFF", path)
 
 
 def _check_animation(image: Image, fmt: str, path: Path) -> None:
@@ -160,6 +181,7 @@ def check_storable(image: Image, path: str | Path, fmt: str | None = None,
     path = Path(path)
     fmt = _output_format(path, fmt, image.source_format)
     _check_animation(image, fmt, path)
+    _check_pages(image, fmt, path)
     if fmt in _NO_ALPHA_FORMATS and background is None and _transparent(image.pixels):
         raise _transparency_error(fmt, path)
 
