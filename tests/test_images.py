@@ -348,6 +348,39 @@ def test_text_metadata_is_kept(tmp_path: Path) -> None:
                                                "Comment": "drawn by hand"}
 
 
+def test_a_pngs_colour_chunks_are_kept(tmp_path: Path) -> None:
+    """gAMA, cHRM, sRGB and cICP say how a PNG without an ICC profile is to be shown (a 1.8
+    gamma, HDR's PQ in cICP); they were dropped, and viewers that honour them showed the output
+    in other colours than the source."""
+    import struct
+
+    from conftest import INSTANT_MODEL
+    from PIL import PngImagePlugin
+
+    from upscaler.cli import main
+    from upscaler.media.images.png import colour_chunks
+
+    src = tmp_path / "in"
+    src.mkdir()
+    gamma = ((b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000,
+                                    6000)), (b"gAMA", struct.pack(">I", 55556)))
+    hdr = ((b"cICP", bytes([9, 16, 0, 1])), (b"sRGB", b"\0"))
+    for name, chunks, pixels in (("mac.png", gamma, draw_cel(24, 32, seed=1)),
+                                 ("hdr.png", hdr, draw_cel(24, 32, seed=2)[..., :1]
+                                  .astype(np.uint16) * 257)):
+        info = PngImagePlugin.PngInfo()
+        for kind, body in chunks:
+            info.add(kind, body)
+        mode = "I;16" if pixels.dtype == np.uint16 else "RGB"
+        PIL.Image.frombytes(mode, (32, 24), np.ascontiguousarray(pixels).tobytes()).save(
+            src / name, pnginfo=info)
+        assert colour_chunks((src / name).read_bytes()) == chunks
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 0
+    assert colour_chunks((out / "mac.png").read_bytes()) == gamma
+    assert colour_chunks((out / "hdr.png").read_bytes()) == hdr  # our own 16-bit writer's
+
+
 def test_every_page_of_a_tiff_is_upscaled(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A TIFF of several pages (a scanned chapter in one file) came out as its first page alone,

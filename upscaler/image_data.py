@@ -63,6 +63,8 @@ class Image:
     parameters, a comment, PNG's own XMP); `xmp` an XMP packet of another format (JPEG, WebP,
     TIFF), `comment` a JPEG's or GIF's comment. `pages` holds the pages after this one of a
     TIFF of several, each a picture of its own (size, depth, channels, profile).
+    `png_colour` holds a PNG's colour chunks (gAMA, cHRM, sRGB, cICP) as stored, (type, body):
+    how its values are to be shown where it has no ICC profile, for a PNG output.
     """
 
     pixels: np.ndarray
@@ -77,6 +79,7 @@ class Image:
     xmp: bytes | None = None
     comment: bytes | None = None
     pages: tuple[Image, ...] = ()
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         for p in self.frames:

@@ -47,15 +47,36 @@ def _latin_1(text: str) -> bytes | None:
         return None
 
 
+COLOUR_CHUNKS = (b"cICP", b"cHRM", b"gAMA", b"sRGB")
+
+
+def colour_chunks(data: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """The colour chunks (COLOUR_CHUNKS) of the PNG file `data`, (type, body) as stored; they
+    come before its first IDAT."""
+    found = []
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        if kind == b"IDAT":
+            break
+        if kind in COLOUR_CHUNKS:
+            found.append((kind, data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return tuple(found)
+
+
 def write_png(pixels: np.ndarray, out: BinaryIO, icc: bytes | None = None,
               dpi: tuple[float, float] | None = None, exif: bytes | None = None,
-              text: Sequence[tuple[str, str]] = ()) -> None:
+              text: Sequence[tuple[str, str]] = (),
+              colour: Sequence[tuple[bytes, bytes]] = ()) -> None:
     """Write (H, W, C) uint8 or uint16 `pixels`, C = 1 to 4, to `out` as a PNG, with `text`
-    as text chunks (text_chunks)."""
+    as text chunks (text_chunks) and `colour` as colour chunks (colour_chunks)."""
     h, w, c = pixels.shape
     depth = 16 if pixels.dtype == np.uint16 else 8
     out.write(b"\x89PNG\r\n\x1a\n")
     out.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, _COLOUR_TYPES[c], 0, 0, 0)))
+    for kind, body in colour:
+        out.write(_chunk(kind, body))
     if icc:
         out.write(_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if dpi:

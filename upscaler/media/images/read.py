@@ -33,6 +33,7 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import is_animated, read_frames
+from upscaler.media.images.png import colour_chunks
 
 _LOSSY_FORMATS = frozenset({"JPEG"})
 _X_RESOLUTION = 282  # TIFF's tag
@@ -139,6 +140,7 @@ def _picture(im: PIL.Image.Image, data: bytes, fmt: str | None, path: Path,
         if fmt == "PNG" else (),
         xmp=_bytes(im.info.get("xmp")) if fmt != "PNG" else None,
         comment=_bytes(im.info.get("comment")),
+        png_colour=colour_chunks(data) if fmt == "PNG" else (),
     )
 
 

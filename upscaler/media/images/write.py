@@ -103,7 +103,8 @@ def write_image(
         data = _encoded(path, lambda: encode_frames(frames, animation, fmt, options))
     elif fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.nbytes >= BANDED_PNG_BYTES):
         text = png_text(image)
-        atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif, text))
+        atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif, text,
+                                               image.png_colour))
         return path
     elif pixels.dtype == np.uint16:
         data = tiff16(np.ascontiguousarray(pixels), icc, image.dpi, exif, xmp_of(image))
@@ -304,12 +305,12 @@ def xmp_of(image: Image) -> bytes | None:
 
 def _text_options(fmt: str, image: Image) -> dict[str, object]:
     """Pillow's save options that carry `image`'s text (PNG text chunks, XMP, a comment) in
-    `fmt`, where the format has a place for it."""
+    `fmt`, where the format has a place for it, and a PNG's colour chunks into a PNG."""
     opts: dict[str, object] = {}
     xmp = xmp_of(image)
     if fmt == "PNG":
         info = PngImagePlugin.PngInfo()
-        for kind, body in text_chunks(png_text(image)):
+        for kind, body in (*image.png_colour, *text_chunks(png_text(image))):
             info.add(kind, body)
         opts["pnginfo"] = info
     elif fmt in ("JPEG", "WEBP") and xmp:
