@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -346,6 +347,52 @@ def test_text_metadata_is_kept(tmp_path: Path) -> None:
     assert kept(out / "cel.gif")[2] == b"a gif comment"
     assert kept(tmp_path / "photo.png")[0] == {"XML:com.adobe.xmp": XMP,
                                                "Comment": "drawn by hand"}
+
+
+def test_a_tiffs_artist_and_copyright_travel_with_it(tmp_path: Path) -> None:
+    """A TIFF's descriptive tags (artist, copyright, description...) were dropped; they are
+    written back into a TIFF, 8-bit and 16-bit, and as EXIF (the same tags) into the formats
+    that hold it, and a JPEG's EXIF artist becomes a TIFF's tag."""
+    from conftest import INSTANT_MODEL
+
+    from upscaler.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    # As other programs write them: UTF-8 bytes in TIFF's ASCII fields.
+    tags = {270: "表紙のカラー原稿", 315: "山田 花子", 33432: "(c) 2026 Hanako Yamada"}
+    stored = {tag: text.encode("utf-8") for tag, text in tags.items()}
+    cel = PIL.Image.fromarray(draw_cel(24, 32, seed=1))
+    cel.save(src / "cover.tiff", tiffinfo=stored)
+    write_image(Image(draw_cel(24, 32, seed=2).astype(np.uint16) * 257,
+                      exif=_exif_of(stored)), src / "deep.tiff")
+    cel.save(src / "photo.jpg", exif=_exif_of({315: b"Taro"}))
+    out = tmp_path / "out"
+    assert main([str(src), "-o", str(out), "-q", *INSTANT_MODEL]) == 0
+    for name in ("cover.tiff", "deep.tiff"):
+        with PIL.Image.open(out / name) as im:
+            assert _texts(im.tag_v2) == tags, name
+    assert main([str(src / "cover.tiff"), "-o", str(tmp_path / "cover.png"), "-q",
+                 *INSTANT_MODEL]) == 0
+    assert main([str(src / "photo.jpg"), "-o", str(tmp_path / "photo.tiff"), "-q",
+                 *INSTANT_MODEL]) == 0
+    with PIL.Image.open(tmp_path / "cover.png") as im:
+        assert _texts(im.getexif()) == tags
+    with PIL.Image.open(tmp_path / "photo.tiff") as im:
+        assert im.tag_v2.get(315) == "Taro"
+
+
+def _exif_of(tags: dict[int, bytes]) -> bytes:
+    exif = PIL.Image.Exif()
+    for tag, value in tags.items():
+        exif[tag] = value
+    return exif.tobytes()
+
+
+def _texts(found: Any) -> dict[int, str]:
+    """Text tags as written: Pillow reads their bytes as Latin-1."""
+    return {tag: found[tag].encode("latin-1").decode("utf-8") for tag in (270, 315, 33432)
+            if tag in found}
 
 
 def test_a_pngs_colour_chunks_are_kept(tmp_path: Path) -> None:

@@ -29,6 +29,10 @@ FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "MPO": "JPEG", "APNG": "PNG"}
 WRITABLE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
 ANIMATED_FORMATS = frozenset({"PNG", "WEBP", "GIF"})
 EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+# The tags of a TIFF that describe the picture rather than its layout (description, make,
+# model, software, date, artist, copyright). EXIF's first directory has the same ones, so they
+# travel as EXIF to the formats that hold it, and back into a TIFF's own tags.
+DESCRIPTIVE_TAGS = (270, 271, 272, 305, 306, 315, 33432)
 
 
 @dataclass(frozen=True, eq=False)  # arrays have no single truth value

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,15 +24,7 @@ class TiffPage:
     icc: bytes | None = None
     dpi: tuple[float, float] | None = None
     xmp: bytes | None = None
-
-
-def tiff16(
-    pixels: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None, exif: bytes | None,
-    xmp: bytes | None = None,
-) -> bytes:
-    """A 16-bit TIFF of one page (see tiff_pages)."""
-    del exif  # EXIF in TIFF needs its own sub-IFD; not carried
-    return tiff_pages([TiffPage(pixels, icc, dpi, xmp)])
+    tags: Mapping[int, bytes] = field(default_factory=dict)  # ASCII ones: artist, copyright
 
 
 def tiff_pages(pages: Sequence[TiffPage]) -> bytes:
@@ -84,7 +76,7 @@ def _entries(page: TiffPage, offsets: list[int], counts: list[int], rows_per_str
              ) -> list[tuple[int, int, int, bytes]]:
     h, w, c = page.pixels.shape
     bits = 8 * page.pixels.itemsize
-    byte, short, long_, rational, undefined = 1, 3, 4, 5, 7
+    byte, ascii_, short, long_, rational, undefined = 1, 2, 3, 4, 5, 7
     n = len(offsets)
     entries: list[tuple[int, int, int, bytes]] = [
         (256, long_, 1, struct.pack("<I", w)),
@@ -105,6 +97,9 @@ def _entries(page: TiffPage, offsets: list[int], counts: list[int], rows_per_str
                     (296, short, 1, struct.pack("<H", 2))]
     if c in (2, 4):
         entries.append((338, short, 1, struct.pack("<H", 2)))  # unassociated alpha
+    for tag, text in page.tags.items():
+        value = text + b"\0"
+        entries.append((tag, ascii_, len(value), value))
     if page.xmp:
         entries.append((700, byte, len(page.xmp), page.xmp))
     if page.icc:

@@ -26,6 +26,7 @@ from PIL import ImageCms
 from upscaler.errors import MediaError
 from upscaler.image_data import (
     ANIMATED_FORMATS,
+    DESCRIPTIVE_TAGS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
     Animation,
@@ -132,7 +133,8 @@ def _picture(im: PIL.Image.Image, data: bytes, fmt: str | None, path: Path,
         source_format=fmt,
         # PNG stores dots per metre: 300 dpi comes back as 299.9994.
         dpi=(round(float(dpi[0]), 1), round(float(dpi[1]), 1)) if dpi and all(dpi) else None,
-        exif=_exif_without_orientation(raw_exif) if fmt in EXIF_FORMATS else None,
+        exif=_exif_without_orientation(raw_exif) if fmt in EXIF_FORMATS
+        else _tiff_description(im) if fmt == "TIFF" else None,
         quality=_jpeg_quality(im) if fmt == "JPEG" else None,
         lossless=fmt not in _LOSSY_FORMATS and not (fmt == "WEBP" and not _webp_lossless(data)),
         animation=animation,
@@ -230,6 +232,18 @@ def _exif_without_orientation(raw: bytes | None) -> bytes | None:
     except (OSError, SyntaxError, ValueError, struct.error):
         return None  # unreadable EXIF is not worth failing the picture for
     exif.pop(_ORIENTATION_TAG, None)
+    return exif.tobytes() if len(exif) else None
+
+
+def _tiff_description(im: PIL.Image.Image) -> bytes | None:
+    """The TIFF page's descriptive tags (DESCRIPTIVE_TAGS) as an EXIF block."""
+    exif = PIL.Image.Exif()
+    for tag in DESCRIPTIVE_TAGS:
+        value = im.tag_v2.get(tag)  # type: ignore[attr-defined]
+        if isinstance(value, str) and value.strip("\0 "):
+            # Pillow reads the bytes as Latin-1 and would write text back as ASCII, '?' for
+            # the rest: the bytes as they were (UTF-8, often) are kept instead.
+            exif[tag] = value.encode("latin-1", "replace")
     return exif.tobytes() if len(exif) else None
 
 

@@ -28,6 +28,7 @@ import contextlib
 import os
 import re
 import secrets
+import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -39,6 +40,7 @@ from PIL import PngImagePlugin
 from upscaler.errors import MediaError
 from upscaler.image_data import (
     ANIMATED_FORMATS,
+    DESCRIPTIVE_TAGS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
     FORMAT_BY_EXTENSION,
@@ -47,7 +49,7 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
-from upscaler.media.images.deep import TiffPage, tiff16, tiff_pages
+from upscaler.media.images.deep import TiffPage, tiff_pages
 from upscaler.media.images.png import XMP_KEYWORD, text_chunks, write_png
 from upscaler.names import hidden_name
 
@@ -107,7 +109,8 @@ def write_image(
                                                image.png_colour))
         return path
     elif pixels.dtype == np.uint16:
-        data = tiff16(np.ascontiguousarray(pixels), icc, image.dpi, exif, xmp_of(image))
+        data = tiff_pages([TiffPage(np.ascontiguousarray(pixels), icc, image.dpi,
+                                    xmp_of(image), descriptive_tags(image.exif))])
     else:
         # Pillow writes into the file as it encodes: no second copy of the encoded picture.
         im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
@@ -128,7 +131,8 @@ def _encoded(path: Path, encode: Callable[[], T]) -> T:
 
 def _tiff_page(page: Image, background: tuple[int, int, int] | None, path: Path) -> TiffPage:
     pixels = np.ascontiguousarray(_fit_pixels(page.pixels, "TIFF", background, path))
-    return TiffPage(pixels, _icc_for(page.icc_profile, pixels), page.dpi, xmp_of(page))
+    return TiffPage(pixels, _icc_for(page.icc_profile, pixels), page.dpi, xmp_of(page),
+                    descriptive_tags(page.exif))
 
 
 def _icc_for(icc: bytes | None, pixels: np.ndarray) -> bytes | None:
@@ -295,6 +299,20 @@ def png_text(image: Image) -> list[tuple[str, str]]:
     return entries
 
 
+def descriptive_tags(exif: bytes | None) -> dict[int, bytes]:
+    """The descriptive tags (DESCRIPTIVE_TAGS) of an EXIF block, for a TIFF's own, as the
+    bytes they were stored as (Pillow reads them as Latin-1: UTF-8 text comes back whole)."""
+    if not exif:
+        return {}
+    parsed = PIL.Image.Exif()
+    try:
+        parsed.load(exif)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return {}
+    return {tag: value.encode("latin-1", "replace") for tag in DESCRIPTIVE_TAGS
+            if isinstance(value := parsed.get(tag), str) and value}
+
+
 def xmp_of(image: Image) -> bytes | None:
     """`image`'s XMP packet, from a PNG's text chunk where it came from a PNG."""
     if image.xmp:
@@ -315,8 +333,12 @@ def _text_options(fmt: str, image: Image) -> dict[str, object]:
         opts["pnginfo"] = info
     elif fmt in ("JPEG", "WEBP") and xmp:
         opts["xmp"] = xmp
-    elif fmt == "TIFF" and xmp:
-        opts["tiffinfo"] = {_TIFF_XMP: xmp}
+    elif fmt == "TIFF":
+        tags: dict[int, object] = dict(descriptive_tags(image.exif))
+        if xmp:
+            tags[_TIFF_XMP] = xmp
+        if tags:
+            opts["tiffinfo"] = tags
     comment = image.comment or dict(image.text).get("Comment", "").encode("utf-8")
     if fmt in ("JPEG", "GIF") and comment:
         opts["comment"] = comment
