@@ -231,9 +231,15 @@ def test_accept_damage_upscales_what_decodes(whole_clip: Path, tmp_path: Path, d
     if how == "flag":
         code, err = run_cli([str(src), "-o", str(out), "--accept-damage", *FAST], capsys)
     elif how == "api":
+        seen: list[tuple[str, int, int]] = []
         with pytest.raises(UpscalerError, match=r"damaged video: .* frames missing") as refused:
-            upscale_path(src, out, model=INSTANT_MODEL[1], executor="onnxruntime")
+            upscale_path(src, out, model=INSTANT_MODEL[1], executor="onnxruntime",
+                         progress=lambda p: seen.append((p.stage, p.done, p.total)))
         assert refused.value.exit_code == 5 and not out.exists()
+        # The decoding pass, then the pass that places the damage, each counted in frames.
+        assert list(dict.fromkeys(stage for stage, _, _ in seen)) == [
+            "checking", "finding where the damage is"]
+        assert all(total == 60 and 0 <= done <= 60 for _, done, total in seen), seen
         with caplog.at_level(logging.WARNING, logger="upscaler"):
             upscale_path(src, out, model=INSTANT_MODEL[1], executor="onnxruntime",
                          segment_seconds=0.5, accept_damage=True)
