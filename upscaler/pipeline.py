@@ -76,8 +76,9 @@ class Progress:
     model_pixels: int = 0
     model_seconds: float = 0.0
     full_pixels: int = 0
-    # The share (0 to 1) of the picture under way that the model has done: a still that takes
-    # minutes moves its bar before it ends. 0 for video frames and between pictures.
+    # How far the work has come beyond `finished`, in units: the share (0 to 1) of the picture
+    # or frame under way that the model has done (one that takes minutes moves its bar before
+    # it ends), and a folder's pictures past the model that wait for their writes.
     part: float = 0.0
     # A step before the work itself, whose own counters these are (a video's decoding pass
     # and disk space trial, in frames: scan.CHECKING, space.ESTIMATING); "" for the work.

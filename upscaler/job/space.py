@@ -43,9 +43,9 @@ LOW_CRF_STEP = 1.05
 # Two spots of 24 frames: with 8-frame spots the trial ran 7-25% lower against a whole
 # Lanczos-upscaled job, as short runs give the rate control too little to look ahead to.
 TRIAL_SPOTS = 2
+TRIAL_FRAMES = 24
 # What the trial is doing, as a watcher hears it (the stages of a job's bar, scan.Watch).
 ESTIMATING = "estimating the output's size"
-TRIAL_FRAMES = 24
 # What stands in for the model in the trial: an ffmpeg filter to the output size.
 STAND_IN = "scale={width}:{height}:flags=lanczos"
 
@@ -207,14 +207,13 @@ def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int],
     rests: list[int] = []
     for k in range(TRIAL_SPOTS):
         start = info.seconds(info.frame_pts[info.frame_count * k // TRIAL_SPOTS])
-        text = ffmpeg.run_watched([exe, "-hide_banner", "-nostdin", "-v", "error",
-                           "-ss", f"{max(0.0, start - info.start_time):.6f}", "-i",
-                           str(info.path), "-map", f"0:{info.video_index}", "-frames:v",
-                           str(TRIAL_FRAMES), "-vf",
-                           STAND_IN.format(width=width, height=height)
-                           + f",format={encoding.pix_fmt}",
-                           "-c:v", encoding.encoder, "-pix_fmt", encoding.pix_fmt,
-                           *encoding.options, "-f", "framecrc", "-"], info.path, on_line)
+        args = [exe, "-hide_banner", "-nostdin", "-v", "error",
+                "-ss", f"{max(0.0, start - info.start_time):.6f}", "-i", str(info.path),
+                "-map", f"0:{info.video_index}", "-frames:v", str(TRIAL_FRAMES), "-vf",
+                STAND_IN.format(width=width, height=height) + f",format={encoding.pix_fmt}",
+                "-c:v", encoding.encoder, "-pix_fmt", encoding.pix_fmt, *encoding.options,
+                "-f", "framecrc", "-"]
+        text = ffmpeg.run_watched(args, info.path, on_line)
         sizes = [int(line.split(",")[4]) for line in text.splitlines()
                  if line and not line.startswith("#")]
         if sizes:
