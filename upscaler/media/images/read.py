@@ -26,7 +26,6 @@ from PIL import ImageCms
 from upscaler.errors import MediaError
 from upscaler.image_data import (
     ANIMATED_FORMATS,
-    DESCRIPTIVE_TAGS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
     Animation,
@@ -34,6 +33,7 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import is_animated, read_frames
+from upscaler.media.images.metadata import as_bytes, tiff_description
 from upscaler.media.images.png import colour_chunks
 
 _LOSSY_FORMATS = frozenset({"JPEG"})
@@ -134,23 +134,16 @@ def _picture(im: PIL.Image.Image, data: bytes, fmt: str | None, path: Path,
         # PNG stores dots per metre: 300 dpi comes back as 299.9994.
         dpi=(round(float(dpi[0]), 1), round(float(dpi[1]), 1)) if dpi and all(dpi) else None,
         exif=_exif_without_orientation(raw_exif) if fmt in EXIF_FORMATS
-        else _tiff_description(im) if fmt == "TIFF" else None,
+        else tiff_description(im) if fmt == "TIFF" else None,
         quality=_jpeg_quality(im) if fmt == "JPEG" else None,
         lossless=fmt not in _LOSSY_FORMATS and not (fmt == "WEBP" and not _webp_lossless(data)),
         animation=animation,
         text=tuple((str(k), str(v)) for k, v in getattr(im, "text", {}).items())
         if fmt == "PNG" else (),
-        xmp=_bytes(im.info.get("xmp")) if fmt != "PNG" else None,
-        comment=_bytes(im.info.get("comment")),
+        xmp=as_bytes(im.info.get("xmp")) if fmt != "PNG" else None,
+        comment=as_bytes(im.info.get("comment")),
         png_colour=colour_chunks(data) if fmt == "PNG" else (),
     )
-
-
-def _bytes(value: object) -> bytes | None:
-    """A metadata value Pillow gives as bytes or text, as bytes; None for none."""
-    if isinstance(value, str):
-        return value.encode("utf-8") or None
-    return bytes(value) if isinstance(value, (bytes, bytearray)) and value else None
 
 
 def _is_16bit(im: PIL.Image.Image, data: bytes) -> bool:
@@ -232,18 +225,6 @@ def _exif_without_orientation(raw: bytes | None) -> bytes | None:
     except (OSError, SyntaxError, ValueError, struct.error):
         return None  # unreadable EXIF is not worth failing the picture for
     exif.pop(_ORIENTATION_TAG, None)
-    return exif.tobytes() if len(exif) else None
-
-
-def _tiff_description(im: PIL.Image.Image) -> bytes | None:
-    """The TIFF page's descriptive tags (DESCRIPTIVE_TAGS) as an EXIF block."""
-    exif = PIL.Image.Exif()
-    for tag in DESCRIPTIVE_TAGS:
-        value = im.tag_v2.get(tag)  # type: ignore[attr-defined]
-        if isinstance(value, str) and value.strip("\0 "):
-            # Pillow reads the bytes as Latin-1 and would write text back as ASCII, '?' for
-            # the rest: the bytes as they were (UTF-8, often) are kept instead.
-            exif[tag] = value.encode("latin-1", "replace")
     return exif.tobytes() if len(exif) else None
 
 

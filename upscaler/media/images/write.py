@@ -28,19 +28,16 @@ import contextlib
 import os
 import re
 import secrets
-import struct
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import numpy as np
 import PIL.Image
-from PIL import PngImagePlugin
 
 from upscaler.errors import MediaError
 from upscaler.image_data import (
     ANIMATED_FORMATS,
-    DESCRIPTIVE_TAGS,
     EXIF_FORMATS,
     FORMAT_ALIASES,
     FORMAT_BY_EXTENSION,
@@ -50,7 +47,8 @@ from upscaler.image_data import (
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
 from upscaler.media.images.deep import TiffPage, tiff_pages
-from upscaler.media.images.png import XMP_KEYWORD, text_chunks, write_png
+from upscaler.media.images.metadata import descriptive_tags, png_text, text_options, xmp_of
+from upscaler.media.images.png import write_png
 from upscaler.names import hidden_name
 
 T = TypeVar("T")
@@ -59,7 +57,6 @@ _EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
 _NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
 _ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
 _DEFAULT_QUALITY = 95
-_TIFF_XMP = 700  # the tag TIFF keeps an XMP packet in
 # 8-bit PNGs of this many bytes of pixels or more are written band by band (png.py) rather than
 # by Pillow, which would hold a second, 4-byte-a-pixel copy of the picture: 64 MB is a
 # 4600x4600 RGB output. Smaller ones keep Pillow's encoder, about twice as fast.
@@ -270,7 +267,7 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
         opts["exif"] = exif
     if image.dpi and fmt not in ("WEBP", "GIF"):
         opts["dpi"] = image.dpi
-    opts.update(_text_options(fmt, image))
+    opts.update(text_options(fmt, image))
     if fmt == "PNG":
         opts["compress_level"] = 6
     elif fmt == "JPEG":
@@ -284,64 +281,6 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
             opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY))
     elif fmt == "TIFF":
         opts["compression"] = "tiff_adobe_deflate"
-    return opts
-
-
-def png_text(image: Image) -> list[tuple[str, str]]:
-    """The text chunks a PNG of `image` gets: its own, and the XMP packet and comment of
-    another format's source under PNG's keywords for them."""
-    entries = list(image.text)
-    keywords = {keyword for keyword, _ in entries}
-    if image.xmp and XMP_KEYWORD not in keywords:
-        entries.append((XMP_KEYWORD, image.xmp.decode("utf-8", "replace")))
-    if image.comment and "Comment" not in keywords:
-        entries.append(("Comment", image.comment.decode("utf-8", "replace")))
-    return entries
-
-
-def descriptive_tags(exif: bytes | None) -> dict[int, bytes]:
-    """The descriptive tags (DESCRIPTIVE_TAGS) of an EXIF block, for a TIFF's own, as the
-    bytes they were stored as (Pillow reads them as Latin-1: UTF-8 text comes back whole)."""
-    if not exif:
-        return {}
-    parsed = PIL.Image.Exif()
-    try:
-        parsed.load(exif)
-    except (OSError, SyntaxError, ValueError, struct.error):
-        return {}
-    return {tag: value.encode("latin-1", "replace") for tag in DESCRIPTIVE_TAGS
-            if isinstance(value := parsed.get(tag), str) and value}
-
-
-def xmp_of(image: Image) -> bytes | None:
-    """`image`'s XMP packet, from a PNG's text chunk where it came from a PNG."""
-    if image.xmp:
-        return image.xmp
-    packet = dict(image.text).get(XMP_KEYWORD)
-    return packet.encode("utf-8") if packet else None
-
-
-def _text_options(fmt: str, image: Image) -> dict[str, object]:
-    """Pillow's save options that carry `image`'s text (PNG text chunks, XMP, a comment) in
-    `fmt`, where the format has a place for it, and a PNG's colour chunks into a PNG."""
-    opts: dict[str, object] = {}
-    xmp = xmp_of(image)
-    if fmt == "PNG":
-        info = PngImagePlugin.PngInfo()
-        for kind, body in (*image.png_colour, *text_chunks(png_text(image))):
-            info.add(kind, body)
-        opts["pnginfo"] = info
-    elif fmt in ("JPEG", "WEBP") and xmp:
-        opts["xmp"] = xmp
-    elif fmt == "TIFF":
-        tags: dict[int, object] = dict(descriptive_tags(image.exif))
-        if xmp:
-            tags[_TIFF_XMP] = xmp
-        if tags:
-            opts["tiffinfo"] = tags
-    comment = image.comment or dict(image.text).get("Comment", "").encode("utf-8")
-    if fmt in ("JPEG", "GIF") and comment:
-        opts["comment"] = comment
     return opts
 
 
