@@ -428,6 +428,7 @@ def test_a_pngs_colour_chunks_are_kept(tmp_path: Path) -> None:
     assert colour_chunks((out / "hdr.png").read_bytes()) == hdr  # our own 16-bit writer's
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's, on the cut-off page
 def test_every_page_of_a_tiff_is_upscaled(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     """A TIFF of several pages (a scanned chapter in one file) came out as its first page alone,
@@ -477,6 +478,16 @@ def test_every_page_of_a_tiff_is_upscaled(tmp_path: Path,
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"upscale: error: {tmp_path / 'chapter.png'}: PNG cannot hold the 3 pages of a TIFF; "
         "write TIFF")
+
+    # A later page cut off: the file is damaged, and said so in a line (Pillow's TypeError
+    # came out as a traceback).
+    cut = tmp_path / "cut.tiff"
+    whole = (src / "chapter.tiff").read_bytes()
+    cut.write_bytes(whole[:len(whole) * 77 // 100])  # into the third page's directory
+    assert main([str(cut), "-o", str(tmp_path / "cut_out.tiff"), "-q", *INSTANT_MODEL]) == 5
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"upscale: error: {cut}: damaged or truncated image: a page after the first cannot "
+        "be read")
 
 
 def test_text_file_named_png_and_missing_file_raise_media_error(tmp_path: Path) -> None:

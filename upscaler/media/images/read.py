@@ -83,7 +83,7 @@ def read_image(path: str | Path) -> Image:
 
 def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
     fmt = FORMAT_ALIASES.get(im.format or "", im.format)
-    count = getattr(im, "n_frames", 1) if fmt == "TIFF" else 1
+    count = _tiff_pages(im, path) if fmt == "TIFF" else 1
     if count == 1:
         return _picture(im, data, fmt, path, lambda: cv2.imdecode(
             np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
@@ -97,10 +97,20 @@ def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
 
     pages = []
     for index in range(count):
-        im.seek(index)
+        im.seek(index)  # each was read once already, by _tiff_pages
         pages.append(_picture(im, data, fmt, path, lambda index=index: (
             opencv_pages()[index] if index < len(opencv_pages()) else None)))
     return dataclasses.replace(pages[0], pages=tuple(pages[1:]))
+
+
+def _tiff_pages(im: PIL.Image.Image, path: Path) -> int:
+    """How many pages the TIFF has; MediaError where one after the first is damaged (Pillow
+    raises TypeError or KeyError there, which the first page alone never showed)."""
+    try:
+        return int(getattr(im, "n_frames", 1))
+    except (TypeError, KeyError) as e:
+        raise MediaError(f"damaged or truncated image: a page after the first cannot be read "
+                         f"({e})", path) from e
 
 
 def _picture(im: PIL.Image.Image, data: bytes, fmt: str | None, path: Path,
