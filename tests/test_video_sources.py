@@ -633,3 +633,21 @@ def test_recordings_joined_end_to_end_are_refused_with_the_remedy(
     ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(src), "-map", "0", "-map",
                 "-0:d?", "-c", "copy", str(remux)], remux)
     assert probe(remux).frame_count == 100
+
+
+def test_compare_shows_an_alpha_source_as_the_job_runs_it(alpha_clip: Path) -> None:
+    """`upscale compare` read a video's colours alone, so its pictures and its time estimate
+    left out the alpha that the job upscales beside them (twice the model's work); a codec
+    without alpha gets the colours alone, as its job does."""
+    from upscaler import compare
+
+    options = {"executor": "onnxruntime", "reuse": False}
+    found = compare(alpha_clip, models=[INSTANT_MODEL[1]], at=["0.5"], **options)
+    frame, out = found.frames[0].pixels, found.results[0].outputs[0]
+    assert frame.shape == (32, 48, 4) and out.shape == (128, 192, 4)
+    with Upscaler(model=INSTANT_MODEL[1], **options) as up:
+        assert np.array_equal(out, up.upscale(frame))
+    assert out[..., 3].min() == 0  # the model's alpha, transparent outside the disc
+    opaque = compare(alpha_clip, models=[INSTANT_MODEL[1]], at=["0.5"], codec="libx265",
+                     **options)
+    assert opaque.frames[0].pixels.shape == (32, 48, 3)

@@ -157,22 +157,26 @@ def input_kind(src: Path) -> InputKind:
                      src)
 
 
-def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES
-                ) -> tuple[InputKind, int, list[Frame]]:
+def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES,
+                options: Options | None = None) -> tuple[InputKind, int, list[Frame]]:
     """(kind, frames or images in the whole input, the frames to compare).
 
-    A video gives the frames shown at the `at` times, or `count` frames spread over it; a
-    folder `count` of its images spread over its sorted list; an image itself. UsageError for
-    a time past the end, or `at` given for an input that is not a video.
+    A video gives the frames shown at the `at` times, or `count` frames spread over it, with
+    their alpha where the job (with `options`) keeps it; a folder `count` of its images spread
+    over its sorted list; an image itself. UsageError for a time past the end, or `at` given
+    for an input that is not a video.
     """
     kind = input_kind(src)
     if at and kind != "video":
         raise UsageError("--at picks times in a video; this input is not one", src)
     if kind == "video":
+        from upscaler.media.video.encoding import keeps_alpha
         from upscaler.media.video.probe import probe
 
         info = probe(src)
-        return kind, info.frame_count, _video_frames(info, at, count)
+        # As the job reads them: an alpha the output keeps goes through the model too.
+        alpha = info.alpha and keeps_alpha(_job_encoding(src, info, options or Options()))
+        return kind, info.frame_count, _video_frames(info, at, count, alpha)
     if kind == "image":
         return kind, 1, [Frame(src.name, read_image(src).pixels)]
     images = sort_folder(src)[0]  # the images the job takes: hidden files and folders left out
@@ -188,7 +192,17 @@ def _spread(total: int, count: int) -> list[int]:
     return sorted({min(total - 1, (2 * k + 1) * total // (2 * count)) for k in range(count)})
 
 
-def _video_frames(info: VideoInfo, at: Sequence[str], count: int) -> list[Frame]:
+def _job_encoding(src: Path, info: VideoInfo, options: Options) -> Encoding:
+    """The encoding a job with `options` would write `src` with, to its default output."""
+    from upscaler.job.plan import video_settings
+    from upscaler.media.video.encoding import choose_encoding
+
+    container = video_output(src, None, False, options).suffix
+    return choose_encoding(info, video_settings(options), container)
+
+
+def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = False
+                  ) -> list[Frame]:
     from upscaler.media.video.reader import VideoReader
 
     src = info.path
@@ -206,7 +220,7 @@ def _video_frames(info: VideoInfo, at: Sequence[str], count: int) -> list[Frame]
         indices = _spread(info.frame_count, count)
     frames = []
     for index in indices:
-        with VideoReader(info, start=index, count=HELD_RUN) as reader:
+        with VideoReader(info, start=index, count=HELD_RUN, alpha=alpha) as reader:
             run = iter(reader)
             first = next(run, None)
             if first is None:
@@ -259,7 +273,7 @@ def compare(input: str | Path, models: Sequence[str] | None = None, at: Sequence
         raise UsageError("no models to compare")
     for name in names:
         resolve_model(name)
-    kind, total, frames = pick_frames(src, at, count)
+    kind, total, frames = pick_frames(src, at, count, options)
     state = Progress("frame", len(frames) * len(names), label=src.name)
     report = progress or (lambda _: None)
     report(state)
@@ -328,18 +342,17 @@ class _Sizes:
         return round(sum(sizes) / len(sizes) * self.total)
 
     def _video_bytes(self, outputs: list[np.ndarray]) -> int:
-        from upscaler.job.plan import video_settings
         from upscaler.job.space import estimate_video_bytes, trial_sizes
-        from upscaler.media.video.encoding import choose_encoding
         from upscaler.media.video.probe import probe
 
         if self._video is None:
             info = probe(self.src)
-            container = video_output(self.src, None, False, self.options).suffix
-            self._video = info, choose_encoding(info, video_settings(self.options), container)
+            self._video = info, _job_encoding(self.src, info, self.options)
         info, encoding = self._video
         height, width = outputs[0].shape[:2]
         if (width, height) not in self._trials:
             self._trials[width, height] = trial_sizes(info, encoding, (width, height))
-        return estimate_video_bytes(info, encoding, [f.pixels for f in self.frames], outputs,
-                                    self._trials[width, height])
+        # The colours: an alpha plane costs the encoder little beside them (the estimate's
+        # encodes take RGB).
+        return estimate_video_bytes(info, encoding, [f.pixels[..., :3] for f in self.frames],
+                                    [o[..., :3] for o in outputs], self._trials[width, height])
