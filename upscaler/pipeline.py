@@ -39,6 +39,7 @@ from upscaler.media.images import (
     read_image,
     remove_unfinished,
     write_image,
+    write_pages,
 )
 from upscaler.media.video.stage_times import StageTimes
 from upscaler.models.registry import MediaKind, ModelRef, model_for, resolve_model
@@ -234,16 +235,24 @@ class Upscaler:
         second copy of a large output (288 MB for a 12000x8000 picture). `on_share`, where
         given, is told the share of the picture done (0 to 1) as its tiles end.
         """
-        pictures = (image, *image.pages)  # a TIFF's pages: pictures of their own
+        done = list(self.upscale_pages(image, copy=copy, on_share=on_share))
+        return dataclasses.replace(done[0], pages=tuple(done[1:]))
+
+    def upscale_pages(self, image: Image, *, copy: bool = True,
+                      on_share: Callable[[float], None] | None = None) -> Iterator[Image]:
+        """`image` and each of its pages after it (a TIFF's: pictures of their own) upscaled,
+        one at a time as they are asked for, without `pages`; see upscale_image."""
+        pictures = (image, *image.pages)
         own = copy or len(pictures) > 1 or len(image.frames) != 1
         if on_share is not None:
             self._share = PictureShare(sum(len(p.frames) for p in pictures), on_share)
             self.frames.on_tiles = self._share.tiles
         try:
-            done = [p.with_frames(list(self._sequence(p.frames, copy=own))) for p in pictures]
+            for picture in pictures:
+                upscaled = picture.with_frames(list(self._sequence(picture.frames, copy=own)))
+                yield dataclasses.replace(upscaled, pages=())
         finally:
             self._share, self.frames.on_tiles = None, None
-        return dataclasses.replace(done[0], pages=tuple(done[1:]))
 
     def upscale_frames(self, pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Pictures in the layouts to_model_input takes, upscaled one by one as a sequence:
@@ -460,6 +469,11 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
         check_size(image, dst, options.format, up.out_size(*image.pixels.shape[:2]))
         if on_share is not None:
             on_share(0.0)
+        if image.pages:
+            # A TIFF's pages, each written as it is upscaled: a scanned book is never whole
+            # in memory at 4x.
+            write_pages(up.upscale_pages(image, on_share=on_share), dst, background=background)
+            return
         # The writer reads it once: a view of the model's buffers.
         upscaled = up.upscale_image(image, copy=False, on_share=on_share)
         _write_upscaled(up, upscaled, dst, options, background)
@@ -600,10 +614,16 @@ def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
                                upscaler.out_size(*image.pixels.shape[:2]))
                     make_folder(out.parent)
                     nbytes = _output_bytes(upscaler, image)
-                    own = writes.fits(nbytes)  # else written here, from the model's buffers
-                    upscaled = upscaler.upscale_image(image, copy=own, on_share=ahead.share)
-                    if not own:
-                        _write_upscaled(upscaler, upscaled, out, options, background)
+                    # Else written here, from the model's buffers; a TIFF's pages as each is
+                    # upscaled.
+                    own = writes.fits(nbytes) and not image.pages
+                    if image.pages:
+                        write_pages(upscaler.upscale_pages(image, on_share=ahead.share), out,
+                                    background=background)
+                    else:
+                        upscaled = upscaler.upscale_image(image, copy=own, on_share=ahead.share)
+                        if not own:
+                            _write_upscaled(upscaler, upscaled, out, options, background)
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.

@@ -7,10 +7,12 @@ bytes; 16-bit PNG is written by png.py.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 
@@ -28,35 +30,56 @@ class TiffPage:
 
 
 def tiff_pages(pages: Sequence[TiffPage]) -> bytes:
-    """A little-endian TIFF of `pages` in order, each 8 or 16 bits, deflate with horizontal
-    predictor, unassociated alpha.
+    """The bytes of a TIFF of `pages` in order (see TiffWriter)."""
+    out = io.BytesIO()
+    writer = TiffWriter(out)
+    for page in pages:
+        writer.add(page)
+    return out.getvalue()
+
+
+class TiffWriter:
+    """A little-endian TIFF written to `out` a page at a time, each 8 or 16 bits, deflate with
+    horizontal predictor, unassociated alpha: a document of many pages is never whole in
+    memory, upscaled.
 
     Each page's directory comes before its pixel data, so a cut-off file reads as truncated
-    rather than as no image at all.
+    rather than as no image at all; the directory before it is pointed at it once it is
+    written (`out` must be seekable).
     """
-    parts = [b"II*\0" + struct.pack("<I", 8)]
-    at = 8
-    for n, page in enumerate(pages):
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._start = out.tell()
+        out.write(b"II*\0" + struct.pack("<I", 8))
+        self._pointer = 4  # where the offset of the next page's directory goes
+        self._at = 8
+
+    def add(self, page: TiffPage) -> None:
         strips, rows_per_strip = _strips(page.pixels)
+        counts = [len(s) for s in strips]
 
-        def directory(offsets: list[int], next_page: int, page: TiffPage = page,
-                      strips: list[bytes] = strips, rows_per_strip: int = rows_per_strip,
-                      at: int = at) -> bytes:
-            return _tiff_directory(_entries(page, offsets, [len(s) for s in strips],
-                                            rows_per_strip), at, next_page)
+        def directory(offsets: list[int]) -> bytes:
+            return _tiff_directory(_entries(page, offsets, counts, rows_per_strip), self._at)
 
-        # Its length depends on neither the offsets nor where the next page is.
-        data_start = at + len(directory([0] * len(strips), 0))
-        offsets = [data_start + sum(len(s) for s in strips[:i]) for i in range(len(strips))]
-        end = offsets[-1] + len(strips[-1])
+        # Its length does not depend on the offsets.
+        entries = len(_entries(page, [0] * len(strips), counts, rows_per_strip))
+        data_start = self._at + len(directory([0] * len(strips)))
+        offsets = [data_start + sum(counts[:i]) for i in range(len(strips))]
+        end = data_start + sum(counts)
         pad = end & 1  # a directory starts on a word boundary
-        following = end + pad if n + 1 < len(pages) else 0
         if end + pad >= 1 << 32:
             raise ValueError("a TIFF holds 4 GiB at most (its offsets are 32 bits), and these "
                              "pages come to more; write fewer to a file")
-        parts += [directory(offsets, following), *strips, b"\0" * pad]
-        at = end + pad
-    return b"".join(parts)
+        self._out.seek(self._start + self._pointer)
+        self._out.write(struct.pack("<I", self._at))
+        self._out.seek(self._start + self._at)
+        self._out.write(directory(offsets))
+        for strip in strips:
+            self._out.write(strip)
+        self._out.write(b"\0" * pad)
+        self._pointer = self._at + 2 + 12 * entries
+        self._at = end + pad
 
 
 def _strips(pixels: np.ndarray) -> tuple[list[bytes], int]:
@@ -107,9 +130,8 @@ def _entries(page: TiffPage, offsets: list[int], counts: list[int], rows_per_str
     return sorted(entries)
 
 
-def _tiff_directory(entries: list[tuple[int, int, int, bytes]], at: int, next_page: int = 0
-                    ) -> bytes:
-    """One IFD at offset `at`, pointing to the next at `next_page` (0: the last), followed by
+def _tiff_directory(entries: list[tuple[int, int, int, bytes]], at: int) -> bytes:
+    """One IFD at offset `at`, the last one (TiffWriter points it at the next), followed by
     the values too long to sit in their entries."""
     extra_pos = at + 2 + 12 * len(entries) + 4
     ifd, extra = [struct.pack("<H", len(entries))], []
@@ -121,5 +143,5 @@ def _tiff_directory(entries: list[tuple[int, int, int, bytes]], at: int, next_pa
             padded = value + b"\0" * (len(value) & 1)
             extra.append(padded)
             extra_pos += len(padded)
-    ifd.append(struct.pack("<I", next_page))
+    ifd.append(b"\0\0\0\0")
     return b"".join(ifd) + b"".join(extra)

@@ -46,7 +46,7 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
-from upscaler.media.images.deep import TiffPage, tiff_pages
+from upscaler.media.images.deep import TiffPage, TiffWriter, tiff_pages
 from upscaler.media.images.metadata import descriptive_tags, png_text, text_options, xmp_of
 from upscaler.media.images.png import write_png
 from upscaler.names import hidden_name
@@ -86,9 +86,7 @@ def write_image(
     _check_animation(image, fmt, path)
     _check_pages(image, fmt, path)
     if image.pages:
-        pages = [_tiff_page(page, background, path) for page in (image, *image.pages)]
-        atomic_write(path, _encoded(path, lambda: tiff_pages(pages)))
-        return path
+        return write_pages((image, *image.pages), path, background=background)
     frames = [_fit_pixels(p, fmt, background, path) for p in image.frames]
     pixels = frames[0]
     icc = _icc_for(image.icc_profile if fmt in _ICC_FORMATS else None, pixels)
@@ -124,6 +122,23 @@ def _encoded(path: Path, encode: Callable[[], T]) -> T:
         return encode()
     except ValueError as e:
         raise MediaError(f"cannot write: {e}", path) from e
+
+
+def write_pages(pages: Iterable[Image], path: str | Path, *,
+                background: tuple[int, int, int] | None = None) -> Path:
+    """Write `pages` as one TIFF to `path` atomically, each page encoded as it comes: an
+    iterator that upscales them one at a time holds one upscaled page, not the document.
+    Returns `path`."""
+    path = Path(path)
+
+    def write(out: BinaryIO) -> None:
+        writer = TiffWriter(out)
+        for page in pages:
+            tiff = _tiff_page(page, background, path)
+            _encoded(path, lambda tiff=tiff: writer.add(tiff))
+
+    atomic_write(path, write)
+    return path
 
 
 def _tiff_page(page: Image, background: tuple[int, int, int] | None, path: Path) -> TiffPage:
