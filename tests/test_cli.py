@@ -486,3 +486,16 @@ def test_a_video_frame_of_many_tiles_moves_the_bar_before_it_ends(
         r"ep\.mkv: +(\d+)%\|[^|]*\| (\d+)/3 ", capsys.readouterr().err)]
     assert draws == sorted(draws) and draws[-1] == (100, 3), draws
     assert [p for p, done in draws if done == 0 and 0 < p < 33], draws  # the first frame's tiles
+
+
+def test_real_cugans_exact_tiles_move_the_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real-CUGAN and waifu2x tile a large picture exactly, in one call that reported only its
+    end; the bar moves with each of its tile runs too."""
+    monkeypatch.setattr(cli, "LOGGED_INTERVAL", 0.0)  # every update drawn
+    save(tmp_path / "cel.png", draw_cel(64, 80, seed=6))
+    assert main([str(tmp_path / "cel.png"), "-o", str(tmp_path / "out.png"), "--model",
+                 "realcugan-x2-conservative", "--tile", "32"]) == 0
+    percents = [int(p) for p in re.findall(r"cel\.png: +(\d+)%\|", capsys.readouterr().err)]
+    assert percents == sorted(percents) and percents[-1] == 100, percents
+    assert len({p for p in percents if 0 < p < 100}) >= 3, percents

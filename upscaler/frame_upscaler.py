@@ -193,7 +193,8 @@ class FrameUpscaler:
             # It tiles exactly itself (executors/processed.py): the whole frame, and the
             # plan's tile shape as its limit.
             whole = len(plan.tiles) == 1 and plan.padded_shape == (plan.height, plan.width)
-            self.executor.set_tile(None if whole else plan.tile)  # type: ignore[attr-defined]
+            self.executor.set_tile(None if whole else plan.tile,  # type: ignore[attr-defined]
+                                   self.on_tiles)
             return self._run_whole(frame)
         if self.reshapes and self.executor.fixed_tile != plan.tile:
             self.executor.reshape(*plan.tile)  # type: ignore[attr-defined]  # see can_reshape

@@ -10,6 +10,8 @@ a frame larger than that runs in exact tiles, gathering the squeeze-excitation m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from upscaler.errors import ExecutorError
@@ -35,14 +37,18 @@ class ProcessedExecutor(ClosingExecutor):
         self.scale: int = inner.scale
         self.fixed_tile: tuple[int, int] | None = None
         self.tile: tuple[int, int] | None = None
+        self._on_tiles: Callable[[int, int], None] | None = None
         self.precision = getattr(inner, "precision", None)
         self.device = getattr(inner, "device", None)
         self._graph = model.graph()
 
-    def set_tile(self, tile: tuple[int, int] | None) -> None:
+    def set_tile(self, tile: tuple[int, int] | None,
+                 on_tiles: Callable[[int, int], None] | None = None) -> None:
         """The largest part of a frame, (height, width), one network call covers (it sees the
-        margin more on each side); None for whole frames."""
+        margin more on each side); None for whole frames. `on_tiles` is told (runs done, runs)
+        as a frame's exact tiles end (FrameUpscaler.on_tiles: a large picture's progress)."""
         self.tile = tile
+        self._on_tiles = on_tiles
 
     def _whole(self, padded_h: int, padded_w: int) -> bool:
         """Whether a frame padded to this size runs in one network call (else exact tiles)."""
@@ -77,8 +83,10 @@ class ProcessedExecutor(ClosingExecutor):
             if extract is None:
                 raise ExecutorError(f"{self.name} cannot run {self.model.name} in tiles; "
                                     "give it whole frames (--tile 0)")
-            raw = np.stack([run_exact(item, (rh, rw), self.tile, self._graph, margin, extract)
-                            for item in prepared])
+            # One picture's progress: a batch of several (none the pipeline makes) reports none.
+            on_tiles = self._on_tiles if len(prepared) == 1 else None
+            raw = np.stack([run_exact(item, (rh, rw), self.tile, self._graph, margin, extract,
+                                      on_tiles) for item in prepared])
         return finish(raw, batch, self.scale, self.processing)
 
     def release_memory(self) -> bool:

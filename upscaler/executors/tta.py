@@ -15,6 +15,7 @@ takes TTA only with square tiles.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,9 +85,12 @@ class TTAExecutor(ClosingExecutor):
             raise AttributeError(attribute)
         return getattr(self.inner, attribute)
 
-    def set_tile(self, tile: tuple[int, int] | None) -> None:
+    def set_tile(self, tile: tuple[int, int] | None,
+                 on_tiles: Callable[[int, int], None] | None = None) -> None:
         """The exact-tile plan of a Real-CUGAN or waifu2x executor (see processed.py), which
-        the transposed frames take transposed."""
+        the transposed frames take transposed. `on_tiles` is not passed on: each of the eight
+        variants would report a whole frame's tiles."""
+        del on_tiles
         self._tile = tile
         self.inner.set_tile(tile)  # type: ignore[attr-defined]  # exact_tiles executors
 

@@ -60,10 +60,12 @@ def spans(length: int, tile: int, align: int) -> Iterator[tuple[int, int]]:
 
 
 def run_exact(prepared: np.ndarray, out_shape: tuple[int, int], tile: tuple[int, int],
-              graph: Graph, margin: int, extract: Extract) -> np.ndarray:
+              graph: Graph, margin: int, extract: Extract,
+              on_tiles: Callable[[int, int], None] | None = None) -> np.ndarray:
     """The network's output for `prepared` (3, H + 2 * margin, W + 2 * margin), run in tiles of
     about `tile` (input pixels) and identical to one whole run: (3, s*H, s*W) for out_shape
-    (H, W)."""
+    (H, W). `on_tiles`, where given, is told (runs done, runs in all) after each tile's run,
+    the means' passes counted with the output's."""
     scale = graph.scale()
     shapes = graph.blob_shapes()
     align = alignment(graph)
@@ -71,16 +73,26 @@ def run_exact(prepared: np.ndarray, out_shape: tuple[int, int], tile: tuple[int,
     rows = list(spans(height, tile[0], align))
     cols = list(spans(width, tile[1], align))
 
+    blocks = se_blocks(graph)
+    runs, done = (len(blocks) + 1) * len(rows) * len(cols), 0
+
     def tile_input(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return np.ascontiguousarray(prepared[:, y0:y1 + 2 * margin, x0:x1 + 2 * margin])
 
+    def ran() -> None:
+        nonlocal done
+        done += 1
+        if on_tiles is not None:
+            on_tiles(done, runs)
+
     means: dict[str, np.ndarray] = {}
-    for block in se_blocks(graph):
+    for block in blocks:
         shape = shapes[block.pooled]
         total: np.ndarray | None = None
         for i, (y0, y1) in enumerate(rows):
             for j, (x0, x1) in enumerate(cols):
                 blob = extract(tile_input(y0, y1, x0, x1), means, block.pooled)
+                ran()
                 # A tile owns its blob's rows up to where the next tile's begin; the last
                 # tile owns the rest.
                 own_h = _owned(shape.scale, y1 - y0, blob.shape[1], i == len(rows) - 1)
@@ -97,6 +109,7 @@ def run_exact(prepared: np.ndarray, out_shape: tuple[int, int], tile: tuple[int,
         for x0, x1 in cols:
             out[:, y0 * s:y1 * s, x0 * s:x1 * s] = extract(tile_input(y0, y1, x0, x1), means,
                                                             graph.output)
+            ran()
     return out
 
 
