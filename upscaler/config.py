@@ -132,13 +132,14 @@ _HELP = {
            "(the ncnn-vulkan programs' -x): a little cleaner lines for 8x the model's time",
     "scale": "output scale if not the model's (the model runs, then a good resize; a "
              "waifu2x model runs again on its output until it reaches the scale)",
-    "format": "output image format: png, jpg, webp, tif, bmp or gif",
+    "format": "output image format: png, jpg, webp, avif, tif, bmp or gif",
     "suffix": "suffix for outputs placed next to their input",
     "overwrite": "replace existing outputs",
     "background": "colour to flatten transparency onto for JPEG/BMP output: #rrggbb, #rgb or "
                   "R,G,B (without it, a transparent image to those formats is refused)",
-    "quality": "JPEG and WebP quality, 1-100 (default: the source's own, estimated, at least "
-               "95 for JPEG; WebP stays lossless unless the source was lossy)",
+    "quality": "JPEG, WebP and AVIF quality, 1-100 (default: the source's own, estimated, at "
+               "least 95 for JPEG, 95 for AVIF; WebP stays lossless unless the source was "
+               "lossy)",
     "codec": "video codec (ffmpeg name, e.g. libx264, libx265, hevc_nvenc)",
     "crf": "video constant rate factor",
     "preset": "video encoder preset (ffmpeg name)",

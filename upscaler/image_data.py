@@ -15,20 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import features
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+    {".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif",
+     ".avif"}
 )
 
 FORMAT_BY_EXTENSION = {
     ".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
     ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF",
-    ".apng": "PNG",
+    ".apng": "PNG", ".avif": "AVIF",
 }
 FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "MPO": "JPEG", "APNG": "PNG"}
-WRITABLE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
-ANIMATED_FORMATS = frozenset({"PNG", "WEBP", "GIF"})
-EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
+WRITABLE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF")
+ANIMATED_FORMATS = frozenset({"PNG", "WEBP", "GIF", "AVIF"})
+EXIF_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "AVIF"})
 # The tags of a TIFF that describe the picture rather than its layout (description, make,
 # model, software, date, artist, copyright). EXIF's first directory has the same ones, so they
 # travel as EXIF to the formats that hold it, and back into a TIFF's own tags.
@@ -142,3 +144,11 @@ def is_image_path(path: str | Path) -> bool:
 def icc_space(icc: bytes) -> str:
     """The data colour space an ICC profile declares: 'RGB', 'GRAY', 'CMYK', ..."""
     return icc[16:20].decode("ascii", "replace").strip() if len(icc) >= 20 else ""
+
+
+def avif_supported() -> bool:
+    """Whether this Pillow reads and writes AVIF (11.3 and newer, built with libavif)."""
+    try:
+        return bool(features.check("avif"))
+    except (ValueError, KeyError):  # a Pillow older than its AVIF plugin
+        return False

@@ -70,7 +70,7 @@ def check_image_name(path: Path, options: Options) -> None:
     by_ext = format_of_extension(ext)
     if by_ext is None:
         raise UsageError(f"{ext} is not an image format we write; use .png, .jpg, .webp, "
-                         ".tif, .bmp or .gif", path)
+                         ".avif, .tif, .bmp or .gif", path)
     if options.format is not None and format_of_name(options.format) != by_ext:
         raise UsageError(f"the name says {by_ext} but --format says "
                          f"{format_of_name(options.format)}; make them agree", path)

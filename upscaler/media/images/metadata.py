@@ -82,7 +82,7 @@ def text_options(fmt: str, image: Image) -> dict[str, object]:
         for kind, body in (*image.png_colour, *text_chunks(png_text(image))):
             info.add(kind, body)
         opts["pnginfo"] = info
-    elif fmt in ("JPEG", "WEBP") and xmp:
+    elif fmt in ("JPEG", "WEBP", "AVIF") and xmp:
         opts["xmp"] = xmp
     elif fmt == "TIFF":
         tags: dict[int, object] = dict(descriptive_tags(image.exif))

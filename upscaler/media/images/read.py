@@ -30,13 +30,14 @@ from upscaler.image_data import (
     FORMAT_ALIASES,
     Animation,
     Image,
+    avif_supported,
     icc_space,
 )
 from upscaler.media.images.animation import is_animated, read_frames
 from upscaler.media.images.metadata import as_bytes, tiff_description
 from upscaler.media.images.png import colour_chunks
 
-_LOSSY_FORMATS = frozenset({"JPEG"})
+_LOSSY_FORMATS = frozenset({"JPEG", "AVIF"})
 _X_RESOLUTION = 282  # TIFF's tag
 _ORIENTATION_TAG = 0x0112
 
@@ -72,6 +73,9 @@ def read_image(path: str | Path) -> Image:
             im.load()
             return _decode(im, data, path)
     except PIL.UnidentifiedImageError as e:
+        if path.suffix.lower() == ".avif" and not avif_supported():
+            raise MediaError("reading AVIF needs Pillow 11.3 or newer, built with AVIF (pip "
+                             "install -U pillow)", path) from e
         raise MediaError("not an image, or in a format we cannot read", path) from e
     except PIL.Image.DecompressionBombError as e:
         raise MediaError(f"refusing a picture this large: {e}", path) from e
@@ -83,6 +87,10 @@ def read_image(path: str | Path) -> Image:
 
 def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
     fmt = FORMAT_ALIASES.get(im.format or "", im.format)
+    if fmt == "AVIF" and _avif_deep(data):
+        raise MediaError("an AVIF of 10 or 12 bits, which Pillow reads as 8: its depth would be "
+                         "lost; convert it to a 16-bit PNG first (ffmpeg -i in.avif -pix_fmt "
+                         "rgb48be out.png)", path)
     count = _tiff_pages(im, path) if fmt == "TIFF" else 1
     if count == 1:
         return _picture(im, data, fmt, path, lambda: cv2.imdecode(
@@ -101,6 +109,13 @@ def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
         pages.append(_picture(im, data, fmt, path, lambda index=index: (
             opencv_pages()[index] if index < len(opencv_pages()) else None)))
     return dataclasses.replace(pages[0], pages=tuple(pages[1:]))
+
+
+def _avif_deep(data: bytes) -> bool:
+    """Whether an AVIF file's AV1 configuration (its av1C box) says 10 or 12 bits."""
+    at = data.find(b"av1C")
+    # The box's body: marker and version, profile and level, then tier, high_bitdepth...
+    return at >= 0 and len(data) > at + 6 and bool(data[at + 6] & 0x40)
 
 
 def _tiff_pages(im: PIL.Image.Image, path: Path) -> int:

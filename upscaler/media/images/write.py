@@ -43,6 +43,7 @@ from upscaler.image_data import (
     FORMAT_BY_EXTENSION,
     WRITABLE_FORMATS,
     Image,
+    avif_supported,
     icc_space,
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
@@ -53,16 +54,18 @@ from upscaler.names import hidden_name
 
 T = TypeVar("T")
 _NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
-_EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF"})
-_NO_GRAY_FORMATS = frozenset({"WEBP", "GIF"})
-_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})
+_EIGHT_BIT_FORMATS = frozenset({"JPEG", "WEBP", "BMP", "GIF", "AVIF"})  # as Pillow writes them
+_NO_GRAY_FORMATS = frozenset({"WEBP", "GIF", "AVIF"})
+_ICC_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF", "AVIF"})
 _DEFAULT_QUALITY = 95
 # 8-bit PNGs of this many bytes of pixels or more are written band by band (png.py) rather than
 # by Pillow, which would hold a second, 4-byte-a-pixel copy of the picture: 64 MB is a
 # 4600x4600 RGB output. Smaller ones keep Pillow's encoder, about twice as fast.
 BANDED_PNG_BYTES = 64 << 20
 # The longest side each format's encoder takes (libwebp's, libjpeg's, GIF's 16-bit fields).
-MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "GIF": 65535}
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "GIF": 65535,
+            # libavif writes more, but reads back no more than 16384x16384 pixels by default.
+            "AVIF": 16384}
 
 
 def write_image(
@@ -75,7 +78,7 @@ def write_image(
 ) -> Path:
     """Write `image` to `path` atomically, in `fmt` or the format its extension names.
 
-    `quality` (1-100) applies to JPEG and WebP. `background` (8-bit RGB) is what transparent
+    `quality` (1-100) applies to JPEG, WebP and AVIF. `background` (8-bit RGB) is what transparent
     pixels are composited over for formats without alpha; without it, such a picture with any
     transparency raises MediaError. Returns `path`.
     """
@@ -181,15 +184,23 @@ def _output_format(path: Path, fmt: str | None, source_format: str | None) -> st
     if fmt:
         name = format_of_name(fmt)
         if name not in WRITABLE_FORMATS:
-            raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, tiff, bmp "
-                             "or gif", path)
-        return name
+            raise MediaError(f"cannot write format {fmt!r}; use png, jpg, webp, avif, tiff, "
+                             "bmp or gif", path)
+        return _available(name, path)
     by_ext = FORMAT_BY_EXTENSION.get(path.suffix.lower())
     if by_ext:
-        return by_ext
+        return _available(by_ext, path)
     if source_format in WRITABLE_FORMATS:
-        return source_format
+        return _available(source_format, path)
     raise MediaError(f"unknown image extension {path.suffix!r}; give a format", path)
+
+
+def _available(fmt: str, path: Path) -> str:
+    """`fmt`, where this Pillow writes it: AVIF needs Pillow 11.3 or newer."""
+    if fmt == "AVIF" and not avif_supported():
+        raise MediaError("writing AVIF needs Pillow 11.3 or newer, built with AVIF (pip install "
+                         "-U pillow)", path)
+    return fmt
 
 
 def check_storable(image: Image, path: str | Path, fmt: str | None = None,
@@ -288,6 +299,9 @@ def _pillow_options(fmt: str, image: Image, quality: int | None, icc: bytes | No
     elif fmt == "JPEG":
         opts.update(quality=quality or max(image.quality or 0, _DEFAULT_QUALITY),
                     subsampling=0, optimize=True)
+    elif fmt == "AVIF":
+        # Pillow's AVIF is lossy: near-transparent quality, and full chroma for line art.
+        opts.update(quality=quality or _DEFAULT_QUALITY, subsampling="4:4:4")
     elif fmt == "WEBP":
         if quality is None and image.lossless:
             # `exact` keeps the colour under fully transparent pixels, as the source had it.
