@@ -1,8 +1,9 @@
 """A TIFF encoder for what Pillow cannot write: 16-bit colour, and pages of their own sizes,
 depths and profiles in one file (a multi-page TIFF's, upscaled).
 
-It takes (H, W, C) uint8 or uint16 pixels, C = 1 to 4, a page each, and returns the file's
-bytes; 16-bit PNG is written by png.py.
+It takes (H, W, C) uint8 or uint16 pixels, C = 1 to 4, a page each, and writes them into a
+file as they come (TiffWriter) or returns the bytes (tiff_pages); 16-bit PNG is written by
+png.py.
 """
 
 from __future__ import annotations
