@@ -112,6 +112,12 @@ def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
     assert result.results[0].outputs[2].shape == (20, 48, 3)
     one = compare(folder / "1.png", [str(work / "nearest2x.onnx")], options=Options(tile=0))
     assert one.kind == "image" and one.total_frames == 1 and len(one.frames) == 1
+    # A large picture in tiles moves the progress before it is done (minutes for a scan).
+    PIL.Image.new("RGB", (96, 64), (90, 20, 0)).save(tmp_path / "scan.png")
+    parts: list[float] = []
+    compare(tmp_path / "scan.png", [str(work / "nearest2x.onnx")], options=Options(tile=40),
+            progress=lambda state: parts.append(state.part))
+    assert any(0 < part < 1 for part in parts), parts
     with pytest.raises(UsageError, match="--at picks times in a video"):
         compare(folder, [str(work / "nearest2x.onnx")], at=["1"])
 

@@ -292,18 +292,24 @@ def _run_model(kind: InputKind, media: MediaKind, computed: float, frames: list[
                sizes: _Sizes) -> ModelResult:
     """One model on `frames`; its estimate of a whole job runs it on `computed` frames."""
     started = time.perf_counter()
+    def share(part: float) -> None:
+        # A large picture or frame (a scan through x4plus-anime: minutes) moves the bar.
+        state.part = part
+        report(state)
+
     with Upscaler(options, media) as upscaler:
         load = time.perf_counter() - started
         outputs, seconds = [], []
+        upscaler.frames.on_tiles = lambda done, total: share(done / total)
         for frame in frames:
             started = time.perf_counter()
             if kind == "video":
                 out = np.ascontiguousarray(upscaler.upscale_frame(frame.pixels))
             else:
-                out = upscaler.upscale_image(Image(pixels=frame.pixels)).pixels
+                out = upscaler.upscale_image(Image(pixels=frame.pixels), on_share=share).pixels
             seconds.append(time.perf_counter() - started)
             outputs.append(out)
-            state.done += 1
+            state.done, state.part = state.done + 1, 0.0
             report(state)
         scale = options.scale or upscaler.model_scale
         executor = upscaler.executor.name
