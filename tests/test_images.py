@@ -458,6 +458,17 @@ def test_avif_in_and_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             assert psnr(got[..., 3], lossless[..., 3], 255) > 50
         else:
             assert xmp == XMP.encode()
+    # --format avif, on the command line and in a job file.
+    PIL.Image.fromarray(draw_cel(24, 32, seed=3)).save(tmp_path / "cel3.png")
+    assert main([str(tmp_path / "cel3.png"), "-o", f"{tmp_path / 'as'}/", "--format", "avif",
+                 "-q", *INSTANT_MODEL]) == 0
+    job = tmp_path / "job.yaml"
+    job.write_text(f"defaults: {{format: avif, quality: 80}}\njobs: [{{input: cel3.png, output: "
+                   f"'{tmp_path / 'job'}/'}}]\n", encoding="utf-8")
+    assert main(["--config", str(job), "-q", *INSTANT_MODEL]) == 0
+    for made in (tmp_path / "as" / "cel3.avif", tmp_path / "job" / "cel3.avif"):
+        with PIL.Image.open(made) as im:
+            assert im.format == "AVIF" and im.size == (128, 96)
     with PIL.Image.open(out / "anim.avif") as im:
         durations = []
         for n in range(im.n_frames):

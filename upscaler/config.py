@@ -20,7 +20,7 @@ from upscaler.models.registry import DEFAULT_MODELS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEINTERLACE_MODES = ("auto", "bwdif", "yadif", "off")
-IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "tif", "tiff", "bmp", "gif")
+IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "avif", "tif", "tiff", "bmp", "gif")
 
 
 @dataclass(frozen=True)
