@@ -81,7 +81,11 @@ def read_image(path: str | Path) -> Image:
         raise MediaError(f"refusing a picture this large: {e}", path) from e
     except ImageCms.PyCMSError as e:
         raise MediaError(f"cannot convert its colours to sRGB: {e}", path) from e
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
+    # What Pillow's decoders raise on damage: IndexError reading past the end of a cut GIF,
+    # RuntimeError from libavif ("Failed to decode frame"), ZeroDivisionError from an AVIF
+    # sequence's broken timescale.
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, RuntimeError,
+            ZeroDivisionError, struct.error, zlib.error) as e:
         raise MediaError(f"damaged or truncated image: {e}", path) from e
 
 
