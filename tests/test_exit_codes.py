@@ -84,7 +84,8 @@ def test_version_is_the_package_version() -> None:
     ("job", "code", "needle"),
     [({"input": "missing.png"}, 5, "missing.png: input does not exist"),
      ({"model": "nosuchmodel"}, 3, "unknown model"),
-     ({"model": "broken.onnx", "executor": "ncnn"}, 4, "cannot load a onnx model"),
+     ({"model": "broken.onnx", "executor": "ncnn"}, 4,
+      "executor ncnn cannot load an ONNX model; openvino, onnxruntime can (or --executor auto)"),
      ({"executor": "nosuch"}, 2, "unknown executor 'nosuch'"),
      ({"tile": 5}, 2, "tile must be 0 (no tiling) or at least 16")],
 )

@@ -281,6 +281,11 @@ def check_writable(folder: Path) -> None:
         raise MediaError(f"cannot write in {existing}: {e.strerror or e}", folder) from e
 
 
+# A model file's kind as a user knows it, for "executor X cannot load ...".
+_KIND_NAMES = {"ncnn": "ncnn files", "onnx": "an ONNX model", "pth": "a PyTorch model",
+               "mlpackage": "a Core ML package"}
+
+
 def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
     """Why `model_name` or the executor of `options` cannot run here, without loading the
     model."""
@@ -294,7 +299,9 @@ def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
         if reason is not None:
             return ExecutorError(f"executor {name} cannot run here: {reason}")
         if model.kind not in KINDS[name]:
-            return ExecutorError(f"executor {name} cannot load a {model.kind} model", model.path)
+            able = ", ".join(e for e, kinds in KINDS.items() if model.kind in kinds)
+            return ExecutorError(f"executor {name} cannot load {_KIND_NAMES[model.kind]}; "
+                                 f"{able} can (or --executor auto)", model.path)
     except UpscalerError as e:
         return e
     return None
