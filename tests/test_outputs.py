@@ -193,15 +193,17 @@ def test_transparency_to_jpeg_needs_a_background(tmp_path: Path,
     assert "JPEG cannot store transparency" in line and "--background" in line
     assert not out.exists() and not cache.exists()
 
-    assert main([str(src), "-o", str(out), "--background", "#00ff00", *FAST]) == 0
-    with Image.open(out) as im:
-        pixels = np.asarray(im.convert("RGB")).astype(int)
-    assert pixels.shape == (64, 64, 3)
-    corner = pixels[:8, :8].reshape(-1, 3)  # fully transparent: the background alone
-    assert np.abs(corner - [0, 255, 0]).max() <= 3
+    for colour in ("#00ff00", "Lime"):  # a CSS colour name too
+        assert main([str(src), "-o", str(out), "--background", colour, "--overwrite",
+                     *FAST]) == 0
+        with Image.open(out) as im:
+            pixels = np.asarray(im.convert("RGB")).astype(int)
+        assert pixels.shape == (64, 64, 3)
+        corner = pixels[:8, :8].reshape(-1, 3)  # fully transparent: the background alone
+        assert np.abs(corner - [0, 255, 0]).max() <= 3
 
 
-@pytest.mark.parametrize("colour", ["red", "#12345", "1,2", "300,0,0"])
+@pytest.mark.parametrize("colour", ["reddish", "#12345", "1,2", "300,0,0"])
 def test_bad_background_colours(img: Path, capsys: pytest.CaptureFixture[str],
                                 colour: str) -> None:
     assert main([str(img), "--background", colour, *FAST]) == 2

@@ -135,8 +135,9 @@ _HELP = {
     "format": "output image format: png, jpg, webp, avif, tif, bmp or gif",
     "suffix": "suffix for outputs placed next to their input",
     "overwrite": "replace existing outputs",
-    "background": "colour to flatten transparency onto for JPEG/BMP output: #rrggbb, #rgb or "
-                  "R,G,B (without it, a transparent image to those formats is refused)",
+    "background": "colour to flatten transparency onto for JPEG/BMP output: #rrggbb, #rgb, "
+                  "R,G,B or a name (white) (without it, a transparent image to those formats "
+                  "is refused)",
     "quality": "JPEG, WebP and AVIF quality, 1-100 (default: the source's own, estimated, at "
                "least 95 for JPEG, 95 for AVIF; WebP stays lossless unless the source was "
                "lossy)",
@@ -194,8 +195,12 @@ def validate_options(opts: Options) -> None:
 
 
 def parse_colour(text: str) -> tuple[int, int, int]:
-    """#rrggbb, #rgb or "r,g,b" (0-255 each) as an RGB triple; ValueError naming the text."""
+    """#rrggbb, #rgb, "r,g,b" (0-255 each) or a CSS colour name ("white") as an RGB triple;
+    ValueError naming the text."""
+    from PIL import ImageColor
+
     value = text.strip()
+    value = ImageColor.colormap.get(value.lower(), value)  # type: ignore[assignment]
     try:
         if value.startswith("#") and len(value) in (4, 7):
             digits = value[1:]
@@ -207,7 +212,8 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     except ValueError:
         rgb = ()
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-        raise ValueError(f"background must be #rrggbb, #rgb or R,G,B (0-255), not {text!r}")
+        raise ValueError(f"background must be #rrggbb, #rgb, R,G,B (0-255) or a colour name "
+                         f"(white), not {text!r}")
     return rgb[0], rgb[1], rgb[2]
 
 
