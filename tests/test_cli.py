@@ -495,7 +495,7 @@ def test_real_cugans_exact_tiles_move_the_bar(tmp_path: Path, capsys: pytest.Cap
     monkeypatch.setattr(cli, "LOGGED_INTERVAL", 0.0)  # every update drawn
     save(tmp_path / "cel.png", draw_cel(64, 80, seed=6))
     assert main([str(tmp_path / "cel.png"), "-o", str(tmp_path / "out.png"), "--model",
-                 "realcugan-x2-conservative", "--tile", "32"]) == 0
+                 "realcugan-x2-conservative", "--tile", "32", "--executor", "ncnn"]) == 0
     percents = [int(p) for p in re.findall(r"cel\.png: +(\d+)%\|", capsys.readouterr().err)]
     assert percents == sorted(percents) and percents[-1] == 100, percents
     assert len({p for p in percents if 0 < p < 100}) >= 3, percents
