@@ -112,6 +112,11 @@ def test_folder_and_image_inputs(work: Path, tmp_path: Path) -> None:
     assert result.results[0].outputs[2].shape == (20, 48, 3)
     one = compare(folder / "1.png", [str(work / "nearest2x.onnx")], options=Options(tile=0))
     assert one.kind == "image" and one.total_frames == 1 and len(one.frames) == 1
+    pages = [PIL.Image.new("RGB", (20, 10), (n * 60, 0, 0)) for n in range(3)]
+    pages[0].save(tmp_path / "chapter.tiff", save_all=True, append_images=pages[1:])
+    chapter = compare(tmp_path / "chapter.tiff", [str(work / "nearest2x.onnx")],
+                      options=Options(tile=0))
+    assert chapter.total_frames == 3 and len(chapter.frames) == 1  # each page is a picture
     # A large picture in tiles moves the progress before it is done (minutes for a scan).
     PIL.Image.new("RGB", (96, 64), (90, 20, 0)).save(tmp_path / "scan.png")
     parts: list[float] = []

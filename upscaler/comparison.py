@@ -178,7 +178,9 @@ def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES,
         alpha = info.alpha and keeps_alpha(_job_encoding(src, info, options or Options()))
         return kind, info.frame_count, _video_frames(info, at, count, alpha)
     if kind == "image":
-        return kind, 1, [Frame(src.name, read_image(src).pixels)]
+        image = read_image(src)
+        # A TIFF's pages are the job's pictures: its first shown, each counted in the estimates.
+        return kind, 1 + len(image.pages), [Frame(src.name, image.pixels)]
     images = sort_folder(src)[0]  # the images the job takes: hidden files and folders left out
     if not images:
         raise MediaError("no images in this folder", src)
