@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import PIL.ImageColor
 import pytest
 from draw import draw_cel
 from PIL import Image
@@ -193,7 +194,10 @@ def test_transparency_to_jpeg_needs_a_background(tmp_path: Path,
     assert "JPEG cannot store transparency" in line and "--background" in line
     assert not out.exists() and not cache.exists()
 
-    for colour in ("#00ff00", "Lime"):  # a CSS colour name too
+    # A CSS colour name too, also once Pillow has looked it up itself (it then keeps a tuple
+    # in its table, which a lookup of our own read as text and crashed on).
+    PIL.ImageColor.getrgb("lime")
+    for colour in ("#00ff00", "Lime"):
         assert main([str(src), "-o", str(out), "--background", colour, "--overwrite",
                      *FAST]) == 0
         with Image.open(out) as im:

@@ -200,17 +200,14 @@ def parse_colour(text: str) -> tuple[int, int, int]:
     from PIL import ImageColor
 
     value = text.strip()
-    value = ImageColor.colormap.get(value.lower(), value)  # type: ignore[assignment]
+    rgb: tuple[int, ...] = ()
     try:
-        if value.startswith("#") and len(value) in (4, 7):
-            digits = value[1:]
-            if len(digits) == 3:
-                digits = "".join(d * 2 for d in digits)
-            rgb = tuple(int(digits[i:i + 2], 16) for i in (0, 2, 4))
+        if (value.startswith("#") and len(value) in (4, 7)) or value.isalpha():
+            rgb = ImageColor.getrgb(value)
         else:
             rgb = tuple(int(part) for part in value.split(","))
     except ValueError:
-        rgb = ()
+        pass
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
         raise ValueError(f"background must be #rrggbb, #rgb, R,G,B (0-255) or a colour name "
                          f"(white), not {text!r}")
