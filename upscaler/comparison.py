@@ -302,11 +302,10 @@ def _run_model(kind: InputKind, media: MediaKind, computed: float, frames: list[
     with Upscaler(options, media) as upscaler:
         load = time.perf_counter() - started
         outputs, seconds = [], []
-        upscaler.frames.on_tiles = lambda done, total: share(done / total)
         for frame in frames:
             started = time.perf_counter()
             if kind == "video":
-                out = np.ascontiguousarray(upscaler.upscale_frame(frame.pixels))
+                out = np.ascontiguousarray(upscaler.upscale_frame(frame.pixels, on_share=share))
             else:
                 out = upscaler.upscale_image(Image(pixels=frame.pixels), on_share=share).pixels
             seconds.append(time.perf_counter() - started)

@@ -244,13 +244,22 @@ class Upscaler:
         one at a time as they are asked for, without `pages`; see upscale_image."""
         pictures = (image, *image.pages)
         own = copy or len(pictures) > 1 or len(image.frames) != 1
-        if on_share is not None:
-            self._share = PictureShare(sum(len(p.frames) for p in pictures), on_share)
-            self.frames.on_tiles = self._share.tiles
-        try:
+        with self._sharing(sum(len(p.frames) for p in pictures), on_share):
             for picture in pictures:
                 upscaled = picture.with_frames(list(self._sequence(picture.frames, copy=own)))
                 yield dataclasses.replace(upscaled, pages=())
+
+    @contextlib.contextmanager
+    def _sharing(self, frames: int, on_share: Callable[[float], None] | None
+                 ) -> Iterator[None]:
+        """`on_share` told the share done of the `frames` frames upscaled inside the block,
+        from their calls' tiles (PictureShare), or nothing told without one. Set afresh on
+        entry: a block that was left unfinished (a generator not run to its end) leaves no
+        earlier picture's reporting behind."""
+        self._share = None if on_share is None else PictureShare(frames, on_share)
+        self.frames.on_tiles = None if self._share is None else self._share.tiles
+        try:
+            yield
         finally:
             self._share, self.frames.on_tiles = None, None
 
@@ -291,13 +300,19 @@ class Upscaler:
         out = from_model_output(rgb, alpha, like=src)
         return np.ascontiguousarray(out) if copy else out
 
-    def upscale_frame(self, frame: np.ndarray) -> np.ndarray:
+    def upscale_frame(self, frame: np.ndarray,
+                      on_share: Callable[[float], None] | None = None) -> np.ndarray:
         """A video frame, (H, W, 3) uint8 or uint16 RGB, to the same dtype at the output size
         (a view, possibly read-only: see FrameUpscaler.upscale); (H, W, 4) RGBA, from a
-        source whose alpha the output keeps, as an animation's frame is."""
-        if frame.shape[2] == 4:
-            return self._upscale_pixels(frame, copy=False)
-        return self._finish(self._model_output(frame), *frame.shape[:2])
+        source whose alpha the output keeps, as an animation's frame is. `on_share` is told
+        the share of the frame done as its tiles end (a 4K frame on a CPU: minutes)."""
+        with self._sharing(1, on_share):
+            if frame.shape[2] == 4:
+                return self._upscale_pixels(frame, copy=False)
+            height, width = frame.shape[:2]
+            if self._share is not None:
+                self._share.start_frame(self._calls(height, width, 1))
+            return self._finish(self._model_output(frame), height, width)
 
 
 def _executor(options: Options, model: ModelRef, exec_opts: ExecutorOptions) -> Executor:
@@ -691,20 +706,16 @@ def _run_video(src: Path, dst: Path, options: Options, progress: ProgressCallbac
                 state.count_reuse(frames)
             progress(state)
 
-        def tiles(done: int, total: int) -> None:
+        def share(part: float) -> None:
             # A frame of many tiles (4K through x4plus-anime on a CPU: minutes) moves the bar
             # before it ends.
-            state.part = done / total
+            state.part = part
             progress(state)
 
-        frames.on_tiles = tiles
-        try:
-            upscale_video(src, dst, upscaler.upscale_frame, settings, progress=report,
-                          identity=upscaler.identity(),
-                          scale=options.scale or upscaler.model_scale,
-                          on_segment_start=upscaler.start_segment, times=state.stages,
-                          watch=watch)
-        finally:
-            frames.on_tiles = None
+        upscale_video(src, dst, functools.partial(upscaler.upscale_frame, on_share=share),
+                      settings, progress=report, identity=upscaler.identity(),
+                      scale=options.scale or upscaler.model_scale,
+                      on_segment_start=upscaler.start_segment, times=state.stages,
+                      watch=watch)
         state.count_work(upscaler.frames)
     return state
