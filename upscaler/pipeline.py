@@ -484,16 +484,22 @@ def upscale_file(upscaler: Callable[[], Upscaler], src: Path, dst: Path,
         check_size(image, dst, options.format, up.out_size(*image.pixels.shape[:2]))
         if on_share is not None:
             on_share(0.0)
-        if image.pages:
-            # A TIFF's pages, each written as it is upscaled: a scanned book is never whole
-            # in memory at 4x.
-            write_pages(up.upscale_pages(image, on_share=on_share), dst, background=background)
-            return
-        # The writer reads it once: a view of the model's buffers.
-        upscaled = up.upscale_image(image, copy=False, on_share=on_share)
-        _write_upscaled(up, upscaled, dst, options, background)
+        _upscale_and_write(up, image, dst, options, background, on_share)
         if counts is not None and len(image.frames) > 1 and up.frames.reuse is not None:
             counts.count_reuse(up.frames)
+
+
+def _upscale_and_write(up: Upscaler, image: Image, dst: Path, options: Options,
+                       background: tuple[int, int, int] | None,
+                       on_share: Callable[[float], None] | None) -> None:
+    """`image` upscaled and written here, from the model's buffers: a still picture as a view
+    of them, a TIFF's pages each as it is upscaled (a scanned book is never whole in memory
+    at 4x)."""
+    if image.pages:
+        write_pages(up.upscale_pages(image, on_share=on_share), dst, background=background)
+        return
+    upscaled = up.upscale_image(image, copy=False, on_share=on_share)  # read once, no copy
+    _write_upscaled(up, upscaled, dst, options, background)
 
 
 def _write_upscaled(up: Upscaler, upscaled: Image, dst: Path, options: Options,
@@ -629,16 +635,13 @@ def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
                                upscaler.out_size(*image.pixels.shape[:2]))
                     make_folder(out.parent)
                     nbytes = _output_bytes(upscaler, image)
-                    # Else written here, from the model's buffers; a TIFF's pages as each is
-                    # upscaled.
-                    own = writes.fits(nbytes) and not image.pages
-                    if image.pages:
-                        write_pages(upscaler.upscale_pages(image, on_share=ahead.share), out,
-                                    background=background)
+                    # Else written here: too large to wait, or a TIFF's pages.
+                    own = not image.pages and writes.fits(nbytes)
+                    if own:
+                        upscaled = upscaler.upscale_image(image, on_share=ahead.share)
                     else:
-                        upscaled = upscaler.upscale_image(image, copy=own, on_share=ahead.share)
-                        if not own:
-                            _write_upscaled(upscaler, upscaled, out, options, background)
+                        _upscale_and_write(upscaler, image, out, options, background,
+                                           ahead.share)
             except MediaError as e:
                 # One unreadable file must not cost the rest of the folder; it is reported
                 # and the job ends with an error once the others are done.
@@ -662,9 +665,9 @@ def _write_named(src: Path, up: Upscaler, upscaled: Image, dst: Path, options: O
 
 
 def _output_bytes(upscaler: Upscaler, image: Image) -> int:
-    """The bytes of `image`'s upscaled frames, of every page."""
+    """The bytes of `image`'s upscaled frames."""
     total = 0
-    for frame in (f for picture in (image, *image.pages) for f in picture.frames):
+    for frame in image.frames:
         height, width = upscaler.out_size(*frame.shape[:2])
         total += height * width * frame.shape[2] * frame.itemsize  # Image frames are HWC
     return total
