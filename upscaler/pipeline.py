@@ -422,11 +422,8 @@ def run_task(task: Task, progress: ProgressCallback = _ignore,
     if task.kind == "folder":
         return _run_folder(task, progress, upscalers)
     video = task.kind == "video"
-    state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
-    if not video:
-        remove_unfinished([task.output])
-    if task.output.exists() and not task.options.overwrite:
-        state.skipped = 1
+    state = file_todo(task)
+    if state.skipped:
         return state
     if video:
         make_folder(task.output.parent)
@@ -546,6 +543,18 @@ def _read_storable(src: Path, dst: Path, options: Options
     background = parse_colour(options.background) if options.background else None
     check_storable(image, dst, options.format, background)
     return image, background
+
+
+def file_todo(task: Task) -> Progress:
+    """A picture's or video's task counters, `skipped` where its output exists and is not to
+    be overwritten; what a killed run left half-written of a picture is removed first."""
+    video = task.kind == "video"
+    state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
+    if not video:
+        remove_unfinished([task.output])
+    if task.output.exists() and not task.options.overwrite:
+        state.skipped = 1
+    return state
 
 
 def folder_todo(task: Task) -> tuple[list[tuple[Path, Path]], Progress]:

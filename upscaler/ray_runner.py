@@ -35,7 +35,6 @@ from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
 from upscaler.executors.registry import canonical_name
 from upscaler.heap import environment, keep_frame_buffers
 from upscaler.job.plan import Task, video_settings
-from upscaler.media.images import remove_unfinished
 from upscaler.media.video.encoding import VideoSettings
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, encode_segments
@@ -45,6 +44,7 @@ from upscaler.pipeline import (
     ProgressCallback,
     Upscaler,
     Upscalers,
+    file_todo,
     folder_todo,
     stage_watch,
     upscale_file,
@@ -114,15 +114,10 @@ class RayRunner:
         """Run one planned task on the cluster and return its counters, as run_task does."""
         if task.kind == "folder":
             return self._folder(task, progress)
-        video = task.kind == "video"
-        state = Progress("frame" if video else "image", 0 if video else 1,
-                         label=task.input.name)
-        if not video:
-            remove_unfinished([task.output])  # as run_task does: what a killed run left
-        if task.output.exists() and not task.options.overwrite:
-            state.skipped = 1
+        state = file_todo(task)
+        if state.skipped:
             return state
-        if video:
+        if task.kind == "video":
             return self._video(task, state, progress)
         for _, result in self._each([self._call(_upscale_file, task.options,
                                                 task.input.resolve(), task.output.resolve())]):
