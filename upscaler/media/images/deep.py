@@ -2,16 +2,14 @@
 depths and profiles in one file (a multi-page TIFF's, upscaled).
 
 It takes (H, W, C) uint8 or uint16 pixels, C = 1 to 4, a page each, and writes them into a
-file as they come (TiffWriter) or returns the bytes (tiff_pages); 16-bit PNG is written by
-png.py.
+file as they come (TiffWriter); 16-bit PNG is written by png.py.
 """
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -28,15 +26,6 @@ class TiffPage:
     dpi: tuple[float, float] | None = None
     xmp: bytes | None = None
     tags: Mapping[int, bytes] = field(default_factory=dict)  # ASCII ones: artist, copyright
-
-
-def tiff_pages(pages: Sequence[TiffPage]) -> bytes:
-    """The bytes of a TIFF of `pages` in order (see TiffWriter)."""
-    out = io.BytesIO()
-    writer = TiffWriter(out)
-    for page in pages:
-        writer.add(page)
-    return out.getvalue()
 
 
 class TiffWriter:
@@ -59,13 +48,9 @@ class TiffWriter:
     def add(self, page: TiffPage) -> None:
         strips, rows_per_strip = _strips(page.pixels)
         counts = [len(s) for s in strips]
-
-        def directory(offsets: list[int]) -> bytes:
-            return _tiff_directory(_entries(page, offsets, counts, rows_per_strip), self._at)
-
+        placeholder = _entries(page, [0] * len(strips), counts, rows_per_strip)
         # Its length does not depend on the offsets.
-        entries = len(_entries(page, [0] * len(strips), counts, rows_per_strip))
-        data_start = self._at + len(directory([0] * len(strips)))
+        data_start = self._at + len(_tiff_directory(placeholder, self._at))
         offsets = [data_start + sum(counts[:i]) for i in range(len(strips))]
         end = data_start + sum(counts)
         pad = end & 1  # a directory starts on a word boundary
@@ -75,11 +60,12 @@ class TiffWriter:
         self._out.seek(self._start + self._pointer)
         self._out.write(struct.pack("<I", self._at))
         self._out.seek(self._start + self._at)
-        self._out.write(directory(offsets))
+        self._out.write(_tiff_directory(_entries(page, offsets, counts, rows_per_strip),
+                                        self._at))
         for strip in strips:
             self._out.write(strip)
         self._out.write(b"\0" * pad)
-        self._pointer = self._at + 2 + 12 * entries
+        self._pointer = self._at + 2 + 12 * len(placeholder)
         self._at = end + pad
 
 

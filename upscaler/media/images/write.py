@@ -47,7 +47,7 @@ from upscaler.image_data import (
     icc_space,
 )
 from upscaler.media.images.animation import encode_frames, gif_frame
-from upscaler.media.images.deep import TiffPage, TiffWriter, tiff_pages
+from upscaler.media.images.deep import TiffPage, TiffWriter
 from upscaler.media.images.metadata import descriptive_tags, png_text, text_options, xmp_of
 from upscaler.media.images.png import write_png
 from upscaler.names import hidden_name
@@ -106,9 +106,8 @@ def write_image(
         atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif, text,
                                                image.png_colour))
         return path
-    elif pixels.dtype == np.uint16:
-        data = tiff_pages([TiffPage(np.ascontiguousarray(pixels), icc, image.dpi,
-                                    xmp_of(image), descriptive_tags(image.exif))])
+    elif pixels.dtype == np.uint16:  # a TIFF, which Pillow cannot write in 16-bit colour
+        return write_pages([image], path, background=background)
     else:
         # Pillow writes into the file as it encodes: no second copy of the encoded picture.
         im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
