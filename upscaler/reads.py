@@ -32,17 +32,12 @@ def read_ahead(items: Iterable[T], read: Callable[[T], R]
     pool = ThreadPoolExecutor(1, thread_name_prefix="read")
 
     def ordered() -> Iterator[tuple[T, Future[R]]]:
-        remaining = iter(items)
-        ahead: tuple[T, Future[R]] | None = None
-        for item in remaining:
-            ahead = item, pool.submit(read, item)
-            break
-        while ahead is not None:
-            current, ahead = ahead, None
-            for item in remaining:
-                ahead = item, pool.submit(read, item)
-                break
+        started = ((item, pool.submit(read, item)) for item in items)  # lazily, one by one
+        current = next(started, None)
+        while current is not None:
+            following = next(started, None)  # its read begins before `current` is handed out
             yield current
+            current = following
 
     try:
         yield ordered()
