@@ -97,12 +97,12 @@ def get_or_build(key: BuildKey, build: Callable[[Path], None]) -> Path:
             # same build first, and its result is as good as ours.
             if not final.exists():
                 raise
-    _remove_earlier_versions(key, final)
+    _remove_earlier_versions(final)
     return final
 
 
-def _remove_earlier_versions(key: BuildKey, final: Path) -> None:
-    """Remove what other versions of this package built for the same key. The version is in
+def _remove_earlier_versions(final: Path) -> None:
+    """Remove what other versions of this package built for the key of `final`. The version is in
     every key, so each upgrade builds anew, and the old builds stayed for good: five copies of a
     model after five upgrades, tens of MB each for Core ML packages of the x4plus models."""
     ext = final.suffix
