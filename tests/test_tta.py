@@ -68,4 +68,8 @@ def test_real_cugan_tta_whole_and_in_exact_tiles(tmp_path: Path) -> None:
     whole = upscale(tmp_path, cel, *args)
     tiled = upscale(tmp_path, cel, *args, "--tile", "32")
     assert psnr(whole, expected, 255) >= 89  # measured 92.4 dB (the plain output: 33.2)
-    assert np.array_equal(tiled, whole)  # exact tiles: measured identical
+    # Exact tiles: identical on an AVX2 AMD EPYC; on an AVX-512 Xeon one value of 26,880 is a
+    # level off (ONNX Runtime sums in another order for another input size). A tile in the wrong
+    # place or turned back wrongly moves hundreds.
+    off = np.abs(tiled.astype(int) - whole.astype(int))
+    assert off.max() <= 1 and np.count_nonzero(off) <= 8
