@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,27 @@ def test_the_scan_decodes_on_every_core_and_times_damage_on_one(whole_clip: Path
         bad = probe(damage(whole_clip, tmp_path / f"{damage.__name__}.mp4"))
         found = scan(bad)
         assert found.errors and found.decoded_pts == single_thread_scan(bad).decoded_pts
+
+
+def test_an_interrupt_ends_a_watched_scans_ffmpeg_on_any_thread() -> None:
+    """A scan that reports how far it has come reads ffmpeg's log as it is written; that
+    ffmpeg is one an interrupt's kill_all ends too, from whichever thread it was started."""
+    args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info",
+            "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25:duration=3600",
+            "-vf", "showinfo", "-f", "null", "-"]
+    decoding = threading.Event()
+
+    def on_line(line: str) -> None:
+        if "Parsed_showinfo" in line:
+            decoding.set()
+    ended: list[tuple[int, str]] = []
+    worker = threading.Thread(target=lambda: ended.append(ffmpeg.run_log(args, None, on_line)))
+    worker.start()
+    assert decoding.wait(10)
+    ffmpeg.kill_all()
+    worker.join(10)
+    assert not worker.is_alive() and ended[0][0] != 0
+    assert "Parsed_showinfo" in ended[0][1]
 
 
 @pytest.mark.parametrize("damage", [corrupted, cut_short])

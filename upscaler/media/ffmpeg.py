@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -171,23 +171,12 @@ def run_log(args: Sequence[str], path: str | Path | None = None,
     if on_line is None:
         done = _complete(args, path)
         return done.returncode, done.stderr
-    try:
-        proc = subprocess.Popen(list(args), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                errors="replace", **_spawn_options())
-    except OSError as e:
-        raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
     lines = []
-    with proc:
-        try:
-            for line in proc.stderr or ():
-                lines.append(line)
-                on_line(line)
-        except BaseException:
-            # Its own session: a Ctrl-C or SIGTERM reached only us, and it must not go on.
-            proc.kill()
-            raise
-    return proc.returncode, "".join(lines)
+    with Process(args, path, read_log=True) as proc:
+        for line in proc.log_lines():
+            lines.append(line)
+            on_line(line)
+        return proc.wait(), "".join(lines)
 
 
 def _complete(args: Sequence[str], path: str | Path | None) -> subprocess.CompletedProcess[str]:
@@ -292,10 +281,12 @@ class Process:
     Leaving the block because of an exception kills the process; `finish()` waits for a clean end.
     """
 
-    def __init__(self, args: Sequence[str], path: str | Path, *, stdin: bool = False,
-                 stdout: bool = False, nice: int = 0) -> None:
-        """nice: how much lower the child's CPU priority is than ours (POSIX; 0 for equal)."""
-        self.path = Path(path)
+    def __init__(self, args: Sequence[str], path: str | Path | None, *, stdin: bool = False,
+                 stdout: bool = False, nice: int = 0, read_log: bool = False) -> None:
+        """nice: how much lower the child's CPU priority is than ours (POSIX; 0 for equal).
+        read_log: the caller reads stderr itself, through `log_lines()` (a pass whose report
+        is its log); otherwise a thread drains it."""
+        self.path = Path(path) if path is not None else None
         self._name = Path(args[0]).name
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
         try:
@@ -319,8 +310,10 @@ class Process:
                                min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
         with _LIVE_LOCK:
             _LIVE.add(self)
-        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
-        self._drain.start()
+        self._drain: threading.Thread | None = None
+        if not read_log:
+            self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+            self._drain.start()
 
     @property
     def stdin(self) -> IO[bytes]:
@@ -335,17 +328,29 @@ class Process:
         return self._proc.stdout
 
     def _read_stderr(self) -> None:
-        if self._proc.stderr is None:
-            return
-        for raw in self._proc.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self._tail.append(line)
+        for _ in self.log_lines():
+            pass
+
+    def log_lines(self) -> Iterator[str]:
+        """Each line of stderr as ffmpeg writes it; the last ones are kept for `error`."""
+        assert self._proc.stderr is not None
+        # Buffered: the raw pipe's readline reads a byte a call, and a scan logs a line a frame.
+        with open(self._proc.stderr.fileno(), "rb", closefd=False) as stderr:
+            for raw in stderr:
+                line = raw.decode("utf-8", "replace")
+                if line.strip():
+                    self._tail.append(line.strip())
+                yield line
 
     def error(self, what: str) -> MediaError:
         """A MediaError for this process with ffmpeg's last stderr line, if it wrote one."""
-        self._drain.join(timeout=5)
+        if self._drain is not None:
+            self._drain.join(timeout=5)
         return MediaError(f"{what}: {telling_line(self._tail)}", self.path)
+
+    def wait(self) -> int:
+        """Its exit code, once it has ended."""
+        return self._proc.wait()
 
     def finish(self, what: str) -> None:
         """Close stdin, wait for the exit and raise MediaError(`what`) when it failed."""
@@ -375,7 +380,8 @@ class Process:
                     pipe.close()
         if self._proc.poll() is None:
             self._proc.wait()
-        self._drain.join(timeout=5)
+        if self._drain is not None:
+            self._drain.join(timeout=5)
         if self._proc.stderr is not None:
             self._proc.stderr.close()
 
