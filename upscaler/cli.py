@@ -86,7 +86,7 @@ def _compare(argv: Sequence[str]) -> int:
         bars.close()
     size = write_page(result, page, overwrite=options.overwrite, full=args.full)
     models_, frames = len(result.results), len(result.frames)
-    print(one_line(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on "
+    print(printable(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on "
                    f"{frames} frame{'s' * (frames != 1)}"))
     return 0
 
@@ -152,7 +152,7 @@ class _Bars:
             bar = _PartsBar if state.total else tqdm
             label = f"{state.label}, {state.stage}" if state.stage else state.label
             self.inner = bar(total=state.total or None, unit=state.unit,
-                             desc=one_line(label), initial=0,
+                             desc=printable(label), initial=0,
                              position=1 if self.outer else 0,
                              leave=self.outer is None and not state.stage,
                              dynamic_ncols=True, mininterval=self.interval)
@@ -178,7 +178,7 @@ class _Bars:
 
     def say(self, line: str) -> None:
         """A line on stderr that does not tear the bars."""
-        tqdm.write(one_line(line), file=sys.stderr)
+        tqdm.write(printable(line), file=sys.stderr)
 
     def close(self) -> None:
         """Ends the bars, also one a stopped job left open, so that what is printed after
@@ -196,7 +196,7 @@ class _Bars:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def one_line(text: str) -> str:
+def printable(text: str) -> str:
     """`text` as one line of a terminal: control characters written as Python writes them in a
     string (`\\n`), so that a file named with a line break cannot split our one-line messages
     or move the terminal's cursor."""
@@ -207,7 +207,7 @@ class _LogLine(logging.Handler):
     """Shows the library's log (a video resuming, say) as `upscale: ...` lines above the bars."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        tqdm.write(one_line(f"{PROG}: {record.getMessage()}"), file=sys.stderr)
+        tqdm.write(printable(f"{PROG}: {record.getMessage()}"), file=sys.stderr)
 
 
 def _show_log() -> None:
@@ -373,9 +373,10 @@ class _Tally:
         else:
             self.done += 1
 
-    def fail(self, error: UpscalerError) -> None:
+    def fail(self, error: UpscalerError, jobs: int = 1) -> None:
+        """`error` ended `jobs` jobs (one line for several that a full disk left unstarted)."""
         self.failures.append(error)
-        self.failed += 1
+        self.failed += jobs
 
     def summary(self) -> str:
         skipped = f"{self.skipped} skipped"
@@ -432,8 +433,7 @@ def _run(tasks: list[Task], bars: _Bars,
                               "their outputs go to the disk found full; free some space, and "
                               "the same command does the rest")
         bars.say(f"{PROG}: error: {error}")
-        tally.fail(error)
-        tally.failed += not_started - 1
+        tally.fail(error, jobs=not_started)
     if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
         bars.say(tally.summary())
     return max((f.exit_code for f in tally.failures), default=0)
@@ -507,13 +507,13 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
             bars.close()
     except PlanError as e:
         for error in e.errors:
-            print(one_line(f"{PROG}: error: {error}"), file=sys.stderr)
+            print(printable(f"{PROG}: error: {error}"), file=sys.stderr)
         return e.exit_code
     except UpscalerError as e:
-        print(one_line(f"{PROG}: error: {e}"), file=sys.stderr)
+        print(printable(f"{PROG}: error: {e}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        print(one_line(f"{PROG}: {str(e) or 'interrupted'}"), file=sys.stderr)
+        print(printable(f"{PROG}: {str(e) or 'interrupted'}"), file=sys.stderr)
         return getattr(e, "exit_code", 130)
 
 
