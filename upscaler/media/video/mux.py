@@ -31,7 +31,7 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     """
     dst = Path(dst)
     partial = dst.with_name(hidden_name(dst.stem, f".partial{dst.suffix}"))
-    listing = _write_listing(info, segments, [Path(f).resolve() for f in files], dst)
+    listing = _write_listing(info, segments, [Path(f).resolve() for f in files])
     # ffmpeg moves each input to start at zero, the source by its earliest stream (an audio
     # pre-roll, say). The joined video starts at zero, so it gets the source video's lead over
     # that earliest stream; chapters move with the source, so everything stays in step.
@@ -58,21 +58,21 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     return dst
 
 
-def _write_listing(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
-                   dst: Path) -> Path:
-    """The concat demuxer's list of `files`, each with its segment's exact length.
+def _write_listing(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path]) -> Path:
+    """The concat demuxer's list of `files` (a job's segments, all in its segments folder),
+    each with its segment's exact length.
 
-    Written in the folder that holds the segments, which names them relative to itself: the
-    list is read line by line, so a folder whose name has a line break in it (an output named
-    so) could not be named inside it, and the folder's path is given on the command line.
+    Written in that folder and naming them relative to it: the list is read line by line, so
+    a folder whose name has a line break in it (an output named so) could not be named inside
+    it, and the folder's path is given on the command line.
     """
     folders = {path.parent for path in files}
-    listing = (folders.pop() / "join.ffconcat" if len(folders) == 1
-               else dst.with_name(hidden_name(dst.name, ".ffconcat")))
+    if len(folders) != 1:
+        raise ValueError(f"segments to join lie in {len(folders)} folders, not one")
+    listing = folders.pop() / "join.ffconcat"
     lines = ["ffconcat version 1.0"]
     for segment, path in zip(segments, files, strict=True):
-        name = path.name if path.parent == listing.parent else str(path)
-        escaped = name.replace("'", "'\\''")
+        escaped = path.name.replace("'", "'\\''")
         lines += [f"file '{escaped}'", f"duration {float(segment_duration(info, segment)):.6f}"]
     listing.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return listing
