@@ -158,25 +158,26 @@ def input_kind(src: Path) -> InputKind:
 
 
 def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES,
-                options: Options | None = None) -> tuple[InputKind, int, list[Frame]]:
+                options: Options | None = None, video: JobVideo | None = None,
+                ) -> tuple[InputKind, int, list[Frame]]:
     """(kind, frames or images in the whole input, the frames to compare).
 
     A video gives the frames shown at the `at` times, or `count` frames spread over it, with
     their alpha where the job (with `options`) keeps it; a folder `count` of its images spread
     over its sorted list; an image itself. UsageError for a time past the end, or `at` given
-    for an input that is not a video.
+    for an input that is not a video. `video`: the source's probe and encoding, where the caller
+    has them already.
     """
     kind = input_kind(src)
     if at and kind != "video":
         raise UsageError("--at picks times in a video; this input is not one", src)
     if kind == "video":
         from upscaler.media.video.encoding import keeps_alpha
-        from upscaler.media.video.probe import probe
 
-        info = probe(src)
+        video = video or job_video(src, options or Options())
         # As the job reads them: an alpha the output keeps goes through the model too.
-        alpha = info.alpha and keeps_alpha(_job_encoding(src, info, options or Options()))
-        return kind, info.frame_count, _video_frames(info, at, count, alpha)
+        alpha = video.info.alpha and keeps_alpha(video.encoding)
+        return kind, video.info.frame_count, _video_frames(video.info, at, count, alpha)
     if kind == "image":
         image = read_image(src)
         # A TIFF's pages are the job's pictures: its first shown, each counted in the estimates.
@@ -194,13 +195,23 @@ def _spread(total: int, count: int) -> list[int]:
     return sorted({min(total - 1, (2 * k + 1) * total // (2 * count)) for k in range(count)})
 
 
-def _job_encoding(src: Path, info: VideoInfo, options: Options) -> Encoding:
-    """The encoding a job with `options` would write `src` with, to its default output."""
+@dataclass(frozen=True)
+class JobVideo:
+    """A video source as a job with the compared options would take it."""
+
+    info: VideoInfo
+    encoding: Encoding  # what the job would write to its default output
+
+
+def job_video(src: Path, options: Options) -> JobVideo:
+    """`src` probed, with the encoding a job with `options` would write it with."""
     from upscaler.job.plan import video_settings
     from upscaler.media.video.encoding import choose_encoding
+    from upscaler.media.video.probe import probe
 
+    info = probe(src)
     container = video_output(src, None, False, options).suffix
-    return choose_encoding(info, video_settings(options), container)
+    return JobVideo(info, choose_encoding(info, video_settings(options), container))
 
 
 def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = False
@@ -275,11 +286,12 @@ def compare(input: str | Path, models: Sequence[str] | None = None, at: Sequence
         raise UsageError("no models to compare")
     for name in names:
         resolve_model(name)
-    kind, total, frames = pick_frames(src, at, count, options)
+    video = job_video(src, options) if kind == "video" else None
+    kind, total, frames = pick_frames(src, at, count, options, video)
     state = Progress("frame", len(frames) * len(names), label=src.name)
     report = progress or (lambda _: None)
     report(state)
-    sizes = _Sizes(src, kind, total, frames, options)
+    sizes = _Sizes(src, kind, total, frames, options, video)
     held, seen = held_frames(kind, frames, options)
     # The frames the model runs on in a job: held drawings are reused without it.
     computed = total * (1 - held / seen) if seen else total
@@ -329,10 +341,10 @@ class _Sizes:
     """
 
     def __init__(self, src: Path, kind: InputKind, total: int, frames: list[Frame],
-                 options: Options) -> None:
+                 options: Options, video: JobVideo | None) -> None:
         self.src, self.kind, self.total, self.frames, self.options = (src, kind, total, frames,
                                                                       options)
-        self._video: tuple[VideoInfo, Encoding] | None = None
+        self._video = video
         self._trials: dict[tuple[int, int], tuple[int, int]] = {}
 
     def whole_output(self, outputs: list[np.ndarray]) -> int:
@@ -350,12 +362,9 @@ class _Sizes:
 
     def _video_bytes(self, outputs: list[np.ndarray]) -> int:
         from upscaler.job.space import estimate_video_bytes, trial_sizes
-        from upscaler.media.video.probe import probe
 
-        if self._video is None:
-            info = probe(self.src)
-            self._video = info, _job_encoding(self.src, info, self.options)
-        info, encoding = self._video
+        assert self._video is not None  # a video's comparison probed it first
+        info, encoding = self._video.info, self._video.encoding
         height, width = outputs[0].shape[:2]
         if (width, height) not in self._trials:
             self._trials[width, height] = trial_sizes(info, encoding, (width, height))
