@@ -451,7 +451,19 @@ def test_a_tiff_of_many_pages_is_written_a_page_at_a_time(tmp_path: Path) -> Non
     import upscaler
 
     pages = [PIL.Image.fromarray(draw_cel(64, 64, seed=n)) for n in range(48)]
-    pages[0].save(tmp_path / "book.tiff", save_all=True, append_images=pages[1:])
+    pages[0].save(tmp_path / "book.tiff", save_all=True, append_images=pages[1:],
+                  compression="tiff_deflate")
+    # The source's pages too are decoded one at a time, as the job reaches each: reading
+    # the book holds its file's bytes and its first page (12 KB; all 48 decoded: 0.59 MB).
+    read_image(tmp_path / "book.tiff")  # Pillow's first TIFF sets up caches of its own
+    tracemalloc.start()
+    try:
+        book = read_image(tmp_path / "book.tiff")
+        held = tracemalloc.get_traced_memory()[0] - (tmp_path / "book.tiff").stat().st_size
+    finally:
+        tracemalloc.stop()
+    assert len(book.pages) == 47 and held < 0.1e6, held  # measured 0.03 MB
+    assert np.array_equal(book.pages[-1].pixels, np.asarray(pages[-1]))
     options = {"model": INSTANT_MODEL[1], "executor": "onnxruntime"}
     upscaler.upscale_path(tmp_path / "book.tiff", tmp_path / "warm.tiff", **options)
     tracemalloc.start()

@@ -68,7 +68,8 @@ class Image:
     PNG's text chunks, (keyword, text) in order (a Stable Diffusion picture's generation
     parameters, a comment, PNG's own XMP); `xmp` an XMP packet of another format (JPEG, WebP,
     TIFF), `comment` a JPEG's or GIF's comment. `pages` holds the pages after this one of a
-    TIFF of several, each a picture of its own (size, depth, channels, profile).
+    TIFF of several, each a picture of its own (size, depth, channels, profile); a TIFF read
+    from a file decodes each as it is asked for (read.TiffPages).
     `png_colour` holds a PNG's colour chunks (gAMA, cHRM, sRGB, cICP) as stored, (type, body):
     how its values are to be shown where it has no ICC profile, for a PNG output.
     """
@@ -84,7 +85,7 @@ class Image:
     text: tuple[tuple[str, str], ...] = ()
     xmp: bytes | None = None
     comment: bytes | None = None
-    pages: tuple[Image, ...] = ()
+    pages: Sequence[Image] = ()
     png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,10 +243,10 @@ class Upscaler:
                       on_share: Callable[[float], None] | None = None) -> Iterator[Image]:
         """`image` and each of its pages after it (a TIFF's: pictures of their own) upscaled,
         one at a time as they are asked for, without `pages`; see upscale_image."""
-        pictures = (image, *image.pages)
-        own = copy or len(pictures) > 1 or len(image.frames) != 1
-        with self._sharing(sum(len(p.frames) for p in pictures), on_share):
-            for picture in pictures:
+        own = copy or len(image.pages) > 0 or len(image.frames) != 1
+        # A TIFF's pages are still pictures, decoded one at a time as they come (TiffPages).
+        with self._sharing(len(image.frames) + len(image.pages), on_share):
+            for picture in itertools.chain((image,), image.pages):
                 upscaled = picture.with_frames(list(self._sequence(picture.frames, copy=own)))
                 yield dataclasses.replace(upscaled, pages=())
 

@@ -5,18 +5,19 @@ bits, are decoded by OpenCV. EXIF orientation is applied, so pixels come out upr
 orientation tag is dropped. Palette pictures become RGB, or RGBA when they have transparency.
 CMYK pictures are converted to sRGB through their profile when they carry one. Animated PNG,
 WebP and GIF give every frame, as 8-bit RGB(A) (see animation.py); a multi-page TIFF gives its
-first page.
+first page, with the others as `pages` that are decoded one at a time, as each is asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import io
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import overload
 
 import cv2
 import numpy as np
@@ -68,10 +69,16 @@ def read_image(path: str | Path) -> Image:
         data = path.read_bytes()
     except OSError as e:
         raise MediaError(f"cannot read: {e.strerror or e}", path) from e
+    with _decoding(path), PIL.Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return _decode(im, data, path)
+
+
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """What Pillow raises while decoding `path`, as a MediaError naming it."""
     try:
-        with PIL.Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return _decode(im, data, path)
+        yield
     except PIL.UnidentifiedImageError as e:
         if path.suffix.lower() == ".avif" and not avif_supported():
             raise MediaError("reading AVIF needs Pillow 11.3 or newer, built with AVIF (pip "
@@ -96,23 +103,58 @@ def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
                          "lost; convert it to a 16-bit PNG first (ffmpeg -i in.avif -pix_fmt "
                          "rgb48be out.png)", path)
     count = _tiff_pages(im, path) if fmt == "TIFF" else 1
-    if count == 1:
-        return _picture(im, data, fmt, path, lambda: cv2.imdecode(
-            np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+    first = _picture(im, data, fmt, path, lambda: _opencv_page(data, 0))
+    # A TIFF of several pages (a scanned book in one file): each a picture of its own size,
+    # depth and profile.
+    return first if count == 1 else dataclasses.replace(first, pages=TiffPages(data, path,
+                                                                                count - 1))
 
-    # A TIFF of several pages (a scanned chapter in one file): each a picture of its own size,
-    # depth and profile. OpenCV (16-bit colour) decodes every page in one call.
-    @functools.cache
-    def opencv_pages() -> tuple[np.ndarray, ...]:
-        ok, pages = cv2.imdecodemulti(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        return tuple(pages) if ok else ()
 
-    pages = []
-    for index in range(count):
-        im.seek(index)  # each was read once already, by _tiff_pages
-        pages.append(_picture(im, data, fmt, path, lambda index=index: (
-            opencv_pages()[index] if index < len(opencv_pages()) else None)))
-    return dataclasses.replace(pages[0], pages=tuple(pages[1:]))
+class TiffPages(Sequence[Image]):
+    """The pages after the first of a TIFF of several, each decoded when it is asked for: a
+    scanned book's pages are upscaled and written one at a time, and are never all in memory,
+    its source's pages no more than its outputs'."""
+
+    def __init__(self, data: bytes, path: Path, count: int) -> None:
+        self._data, self._path, self._count = data, path, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Image: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Image]: ...
+
+    def __getitem__(self, index: int | slice) -> Image | Sequence[Image]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if not -self._count <= index < self._count:
+            raise IndexError(f"page {index} of {self._count}")
+        page = index % self._count + 1  # the first page is the Image these belong to
+        with _decoding(self._path), PIL.Image.open(io.BytesIO(self._data)) as im:
+            im.seek(page)
+            im.load()
+            return _picture(im, self._data, "TIFF", self._path,
+                            lambda: _opencv_page(self._data, page))
+
+    def __repr__(self) -> str:
+        return f"<{self._count} more pages of {self._path.name}>"
+
+
+def _opencv_page(data: bytes, page: int) -> np.ndarray | None:
+    """Page `page` of the file `data` as OpenCV decodes it (16-bit colour, which Pillow cuts to
+    8 bits); None where it cannot."""
+    buffer = np.frombuffer(data, np.uint8)
+    if page == 0:
+        return cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    try:
+        ok, pages = cv2.imdecodemulti(buffer, cv2.IMREAD_UNCHANGED, range=(page, page + 1))
+    except TypeError:  # OpenCV 4.8, whose imdecodemulti takes no range: every page decoded
+        ok, pages = cv2.imdecodemulti(buffer, cv2.IMREAD_UNCHANGED)
+        pages = pages[page:page + 1] if ok else ()
+    return pages[0] if ok and pages else None
 
 
 def _avif_deep(data: bytes) -> bool:

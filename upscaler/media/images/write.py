@@ -25,6 +25,7 @@ band by band, from a view of the pixels, never copied whole.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import secrets
@@ -89,7 +90,8 @@ def write_image(
     _check_animation(image, fmt, path)
     _check_pages(image, fmt, path)
     if image.pages:
-        return write_pages((image, *image.pages), path, background=background)
+        return write_pages(itertools.chain((image,), image.pages), path,
+                           background=background)
     frames = [_fit_pixels(p, fmt, background, path) for p in image.frames]
     pixels = frames[0]
     icc = _icc_for(image.icc_profile if fmt in _ICC_FORMATS else None, pixels)
