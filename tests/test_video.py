@@ -10,6 +10,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -141,6 +142,43 @@ def test_ten_bit_hevc_stays_ten_bit(tmp_path: Path) -> None:
     # Real 10-bit content: 48-bit RGB with values between the 8-bit steps.
     assert frames[0].dtype == np.uint16 and np.any(frames[0] % 257)
     assert_same_frames(decode_all(dst), [double(f) for f in frames], 65535)
+
+
+def test_a_deeper_output_keeps_the_models_precision(tmp_path: Path) -> None:
+    """An 8-bit source written as 10-bit (`--pix-fmt yuv444p10le`, a common choice against
+    banding): the model's output reached the encoder rounded to 8 bits, so a smooth ramp
+    came out in steps of 4 codes, the 8-bit steps the 10 bits were chosen to smooth. Its frames
+    are 16-bit from the reader on now. A linear 4x upscale of a gray ramp over 9 levels: 9
+    codes along a line before, 33 now, in steps of one."""
+    from onnx import TensorProto, helper, save
+
+    from upscaler.cli import main
+
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 4, 4])
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="linear")],
+        "linear4x", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, "H2", "W2"])],
+        initializer=[scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, tmp_path / "linear4x.onnx")
+    ramp = np.rint(np.tile(np.linspace(60, 68, 96), (16, 1))).astype(np.uint8)
+    (tmp_path / "ramp.gray").write_bytes(ramp.tobytes())
+    src = tmp_path / "ramp.mkv"  # lossless, full range: the ramp's levels as they are
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+                "-s", "96x16", "-r", "24", "-i", str(tmp_path / "ramp.gray"), "-c:v", "ffv1",
+                "-pix_fmt", "yuv444p", "-color_range", "pc", "-colorspace", "bt709", str(src)])
+    out = tmp_path / "ramp10.mkv"
+    assert main([str(src), "-o", str(out), "--model", str(tmp_path / "linear4x.onnx"),
+                 "--codec", "ffv1", "--pix-fmt", "yuv444p10le", "-q"]) == 0
+    with av.open(str(out)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.format.name == "yuv444p10le"
+        luma = np.frombuffer(frame.planes[0], np.uint16).reshape(frame.height, -1)
+    line = luma[32, :frame.width].astype(int)
+    assert len(np.unique(line)) >= 30  # 9 before
+    assert set(np.diff(line)) == {0, 1}  # in steps of 4 codes before
 
 
 def test_odd_output_size_with_420_is_padded(tmp_path: Path) -> None:

@@ -488,6 +488,25 @@ def test_the_sources_alpha_is_kept(source: str, out_name: str,
     assert got[0][..., 3].min() == 0 and got[0][..., 3].max() > 0.99 * peak
 
 
+def test_an_8_bit_alpha_written_in_10_bits_stays_opaque(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """An 8-bit source's frames are 16-bit for a deeper output (deeper_than_source): a VP9
+    sticker into a .mov, ProRes 4444 at 10 bits. Its alpha is widened on swscale's alpha scale,
+    not the colours' (255 * 256), on which the opaque disc came out 1020 of 1023 (4080 of
+    4095 as decoded): the whole layer faintly see-through."""
+    import av
+
+    src = _alpha_clip(tmp_path / "sticker.webm", "-c:v", "libvpx-vp9", "-pix_fmt", "yuva420p")
+    out = tmp_path / "layer.mov"
+    code, err = run_cli([str(src), "-o", str(out), *FAST, "--no-reuse", "--crf", "10"], capsys)
+    assert code == 0, err
+    with av.open(str(out)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.format.name == "yuva444p12le"  # how FFmpeg decodes ProRes 4444
+        alpha = np.frombuffer(frame.planes[3], np.uint16).reshape(frame.height, -1)
+    assert alpha.min() == 0 and alpha.max() == 4095
+
+
 def test_an_mp4_keeps_the_chroma_of_an_alpha_source_and_says_the_alpha_is_gone(
         alpha_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # FFmpeg decodes ProRes 4444 as yuva444p12le, which x265 does not take: the alpha plane

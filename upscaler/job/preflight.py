@@ -23,7 +23,7 @@ import numpy as np
 from upscaler.errors import MediaError, UsageError
 from upscaler.media import ffmpeg
 from upscaler.media.ffmpeg_facts import remembered
-from upscaler.media.video.encoding import VideoSettings, choose_encoding
+from upscaler.media.video.encoding import VideoSettings, choose_encoding, deeper_than_source
 from upscaler.media.video.mux import MUXERS, video_tag_args
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.writer import Encoding, Timing, VideoWriter
@@ -53,7 +53,9 @@ def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encod
         if accepted and settings.pix_fmt not in accepted:
             raise UsageError(f"--pix-fmt {settings.pix_fmt}: {encoding.encoder} does not accept "
                              f"it; it takes {', '.join(accepted)}", dst)
-    deep, neutral = info.bit_depth > 8, _neutral(encoding)
+    # As the job's frames come: 16-bit for a deep source or output (deeper_than_source).
+    deep = info.bit_depth > 8 or deeper_than_source(info, encoding)
+    neutral = _neutral(encoding)
     encode_failed, mux_failed = _trial(exe, neutral, deep, suffix)
     if encode_failed:
         raise UsageError(_blame(info, settings, encoding, suffix, deep, encode_failed), dst)

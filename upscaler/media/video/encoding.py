@@ -200,6 +200,15 @@ def without_alpha(pix_fmt: str) -> str:
     return pix_fmt
 
 
+def deeper_than_source(info: VideoInfo, encoding: Encoding) -> bool:
+    """Whether `encoding` stores more than 8 bits of a source that has 8 (a 10-bit HEVC of an
+    8-bit episode): the job's frames are then 16-bit from the reader on, so that the model's
+    output reaches the encoder with its own precision, not rounded to 8 bits first (which
+    would leave the 8-bit steps in gradients the 10 bits were chosen to smooth)."""
+    described = ffmpeg.pix_fmts(ffmpeg.ffmpeg_exe()).get(encoding.pix_fmt)
+    return info.bit_depth <= 8 and described is not None and described.depth > 8
+
+
 def keeps_alpha(encoding: Encoding) -> bool:
     """Whether `encoding` writes an alpha plane, so the job passes frames with alpha."""
     described = ffmpeg.pix_fmts(ffmpeg.ffmpeg_exe()).get(encoding.pix_fmt)

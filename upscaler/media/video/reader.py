@@ -1,7 +1,8 @@
 """Decode a run of frames from a video into RGB numpy arrays, streamed through an ffmpeg pipe.
 
 Frames never touch the disk. Sources deeper than 8 bits come out as 48-bit RGB (uint16), the
-rest as 24-bit (uint8); RGBA of the same depth where the job keeps the source's alpha. Planar
+rest as 24-bit (uint8), or widened to 48-bit where asked (`deep`: an output deeper than its
+source); RGBA of the same depth where the job keeps the source's alpha. Planar
 Y'CbCr in the common matrices comes through the pipe as stored and is converted here (rgb.py:
 a third of swscale's CPU, half the pipe's bytes); any other format is converted by swscale,
 which is told the source's matrix and range because it otherwise falls back to BT.601 and
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from types import TracebackType
 
+import cv2
 import numpy as np
 
 from upscaler.errors import MediaError
@@ -42,6 +44,16 @@ def frame_dtype(info: VideoInfo) -> np.dtype:
     return np.dtype(np.uint16) if info.bit_depth > 8 else np.dtype(np.uint8)
 
 
+def widened(frame: np.ndarray) -> np.ndarray:
+    """8-bit pixels as 16-bit ones on swscale's scales, which a 10-bit copy of the same source
+    would have been read on: colours with white at 255 * 256 (ycbcr.SWSCALE_16BIT_PEAK), an
+    alpha with opaque at 65535 (on the colours' scale it came out 1020 of 1023 in 10 bits)."""
+    wide = cv2.multiply(frame, 256, dtype=cv2.CV_16U)
+    if frame.shape[2] == 4:
+        wide[..., 3] += frame[..., 3]
+    return wide
+
+
 def is_rgb(pix_fmt: str) -> bool:
     return pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb"))
 
@@ -50,19 +62,23 @@ class VideoReader:
     """Frames `start` .. `start + count - 1` of `info`'s video stream, as a context manager.
 
     Iterating yields (H, W, 3) RGB arrays, each its own buffer so they can be queued; with
-    `alpha`, for a source that has it (info.alpha), (H, W, 4) RGBA. A reader that stops early
+    `alpha`, for a source that has it (info.alpha), (H, W, 4) RGBA; with `deep`, 16-bit
+    (uint16) whatever the source's depth (`widened`). A reader that stops early
     kills its ffmpeg. `frames_read` tells how many came out; fewer than asked means the file
     ended early, which the caller decides about.
     """
 
     def __init__(self, info: VideoInfo, start: int = 0, count: int | None = None, *,
-                 alpha: bool = False) -> None:
+                 alpha: bool = False, deep: bool = False) -> None:
         if not 0 <= start < max(info.frame_count, 1):
             raise MediaError(f"frame {start} is outside 0..{info.frame_count - 1}", info.path)
         self.info = info
         self.start = start
         self.count = info.frame_count - start if count is None else count
-        self.dtype = frame_dtype(info)
+        self.dtype = frame_dtype(info)  # as the frames come from the decoder
+        # An 8-bit source for a deeper output: its frames are widened, so that the model's
+        # output keeps more than 8 bits of its precision on the way to the encoder.
+        self._widen = deep and self.dtype == np.uint8
         width, height = info.display_size
         self.alpha = alpha and info.alpha
         self.shape = (height, width, 4 if self.alpha else 3)
@@ -141,10 +157,9 @@ class VideoReader:
         return self.info.seconds(round((pts[frame - 1] + pts[frame]) / 2))
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self.converter is None:
-            yield from self._rgb_frames()
-        else:
-            yield from self._converted_frames(self.converter)
+        frames = (self._rgb_frames() if self.converter is None
+                  else self._converted_frames(self.converter))
+        yield from (map(widened, frames) if self._widen else frames)
         self._proc.finish("decoding failed")
 
     def _rgb_frames(self) -> Iterator[np.ndarray]:

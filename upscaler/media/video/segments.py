@@ -30,6 +30,7 @@ from upscaler.media.video.encoding import (
     SIDE_ALPHA_ENCODERS,
     VideoSettings,
     choose_encoding,
+    deeper_than_source,
     keeps_alpha,
 )
 from upscaler.media.video.probe import VideoInfo, probe
@@ -143,6 +144,7 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
         raise ValueError("one output path per segment is needed")
     encoding = choose_encoding(info, settings, container)
     alpha = keeps_alpha(encoding)  # frames then carry the source's alpha, (H, W, 4)
+    deep = deeper_than_source(info, encoding)  # frames then uint16 from the reader on
     stop = threading.Event()
     decoded: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
     results: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_frames)
@@ -176,7 +178,8 @@ def encode_segments(info: VideoInfo, segments: Sequence[Segment], transform: Tra
         try:
             for run in decoding_runs(info, segments):
                 count = sum(segment.count for segment in run)
-                with VideoReader(info, run[0].start, count, alpha=alpha) as reader:
+                with VideoReader(info, run[0].start, count, alpha=alpha,
+                                 deep=deep) as reader:
                     frames = iter(reader)
                     for segment in run:
                         done = feed(segment, frames)
