@@ -15,6 +15,8 @@ Runtime. The clips are drawn animation (samples/draw.py), a new drawing every fr
 - instant-4k-10s: the same for 240 frames, which the job cuts into three segments of 4 s
   (the default --segment-seconds; an episode has 360), each encoded by an ffmpeg of its own:
   what the cuts cost, which the 2-second clips never show;
+- instant-4k-10bit: instant-4k written as yuv420p10le (x264 High 10), an 8-bit source's
+  deeper output, whose frames are 16-bit from the reader on;
 - instant-1440: 640x360 -> 2560x1440, 96 frames, encoder defaults;
   each as (the job - ONNX Runtime alone on the same frames) / ffmpeg alone (decode, a 4x
   nearest scale and the same encode, one command);
@@ -68,6 +70,7 @@ class Case:
     scale: int = 4
     preset: str | None = None
     half: bool = False  # the instant model in float16, as ONNX Runtime runs on a GPU
+    pix_fmt: str = "yuv420p"  # the output's; a deeper one makes the job's frames 16-bit
     baseline: str = "ffmpeg"  # "ffmpeg": (job - model) / ffmpeg; "ncnn+ffmpeg"; "ncnn"
 
 
@@ -75,6 +78,7 @@ CASES = {case.name: case for case in (
     Case("instant-4k", 960, 540, 48, "instant", preset="ultrafast"),
     Case("instant-4k-fp16", 960, 540, 48, "instant", preset="ultrafast", half=True),
     Case("instant-4k-10s", 960, 540, 240, "instant", preset="ultrafast"),
+    Case("instant-4k-10bit", 960, 540, 48, "instant", preset="ultrafast", pix_fmt="yuv420p10le"),
     Case("instant-1440", 640, 360, 96, "instant"),
     Case("instant-1080", 1920, 1080, 24, "instant", scale=2, preset="ultrafast"),
     Case("video-default", 640, 360, 24, "realesr-animevideov3", baseline="ncnn+ffmpeg"),
@@ -127,11 +131,12 @@ def decoded(path: Path) -> list[np.ndarray]:
         return [np.ascontiguousarray(f.transpose(2, 0, 1), np.float32) / 255 for f in reader]
 
 
-def ffmpeg_alone(clip: Path, out: Path, scale: int, preset: str | None) -> float:
+def ffmpeg_alone(clip: Path, out: Path, case: Case) -> float:
     """ffmpeg doing what the job's ffmpeg processes do, with a nearest scale for the model."""
     args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(clip),
-            "-vf", f"scale=iw*{scale}:ih*{scale}:flags=neighbor", "-c:v", "libx264",
-            "-pix_fmt", "yuv420p", *(["-preset", preset] if preset else []), str(out)]
+            "-vf", f"scale=iw*{case.scale}:ih*{case.scale}:flags=neighbor", "-c:v", "libx264",
+            "-pix_fmt", case.pix_fmt, *(["-preset", case.preset] if case.preset else []),
+            str(out)]
     start = time.perf_counter()
     subprocess.run(args, check=True)
     return time.perf_counter() - start
@@ -180,6 +185,8 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
                                        .transpose(2, 0, 1)) for f in frames]
     if case.preset:
         options["preset"] = case.preset
+    if case.pix_fmt != "yuv420p":
+        options["pix_fmt"] = case.pix_fmt
     times: dict[str, list[float]] = {"job": [], "model": [], "ffmpeg": []}
     jobs: list[dict[str, object]] = []
     order = list(times)
@@ -193,7 +200,7 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
                 if case.model != "instant":
                     times.setdefault("padded", []).append(time_frames(model_run, padded))
             elif case.baseline != "ncnn":
-                times["ffmpeg"].append(ffmpeg_alone(clip, out, case.scale, case.preset))
+                times["ffmpeg"].append(ffmpeg_alone(clip, out, case))
     if case.baseline == "ffmpeg":
         ratios = [(j - m) / f for j, m, f in zip(times["job"], times["model"], times["ffmpeg"],
                                                   strict=True)]
