@@ -454,7 +454,7 @@ def test_a_tiff_of_many_pages_is_written_a_page_at_a_time(tmp_path: Path) -> Non
     pages[0].save(tmp_path / "book.tiff", save_all=True, append_images=pages[1:],
                   compression="tiff_deflate")
     # The source's pages too are decoded one at a time, as the job reaches each: reading
-    # the book holds its file's bytes and its first page (12 KB; all 48 decoded: 0.59 MB).
+    # the book holds its file's bytes and its first page (12 KB; all 48 decoded held 0.5 MB).
     read_image(tmp_path / "book.tiff")  # Pillow's first TIFF sets up caches of its own
     tracemalloc.start()
     try:
