@@ -168,7 +168,8 @@ def test_buffer_is_reused_and_frames_stay_apart() -> None:
 
 
 @pytest.mark.parametrize(("pix_fmt", "matrix", "dtype"), [
-    ("nv12", "bt709", np.uint8),          # semi-planar: swscale's
+    ("nv21", "bt709", np.uint8),          # semi-planar, Cr first: swscale's
+    ("p010le", "bt709", np.uint8),        # 10 bits from 8-bit frames
     ("gbrp", "bt709", np.uint8),          # RGB
     ("yuv420p", "bt2020c", np.uint8),     # constant luminance is not a matrix
     ("yuv420p10le", "bt709", np.uint8),   # deeper than the frames
@@ -179,13 +180,21 @@ def test_other_formats_are_left_to_swscale(pix_fmt: str, matrix: str, dtype: typ
     assert converter(pix_fmt, matrix, "tv", np.dtype(dtype), 288, 512) is None
 
 
-@pytest.mark.parametrize(("pix_fmt", "value_range"), [("yuv420p", "tv"), ("yuv444p", "pc")])
-def test_the_encoder_stores_these_planes(tmp_path: Path, pix_fmt: str, value_range: str) -> None:
-    """Through VideoWriter and a lossless x264, the file holds exactly the converter's planes:
-    the encoder takes them as they are, with no conversion of its own in between."""
-    frames = [upscaled_drawing(np.uint8, t) for t in (0.2, 0.7)]
-    encoding = Encoding("libx264", pix_fmt, "bt709", value_range,
-                        options=("-qp", "0", "-preset", "ultrafast"))
+X264_LOSSLESS = ("libx264", ("-qp", "0", "-preset", "ultrafast"))
+X265_LOSSLESS = ("libx265", ("-x265-params", "lossless=1:log-level=error", "-preset", "ultrafast"))
+
+
+@pytest.mark.parametrize(("pix_fmt", "value_range", "dtype", "lossless"), [
+    ("yuv420p", "tv", np.uint8, X264_LOSSLESS), ("yuv444p", "pc", np.uint8, X264_LOSSLESS),
+    # Which ffmpeg gives x265 as yuv420p10le, the same codes moved down.
+    ("p010le", "tv", np.uint16, X265_LOSSLESS)])
+def test_the_encoder_stores_these_planes(tmp_path: Path, pix_fmt: str, value_range: str,
+                                         dtype: type, lossless: tuple[str, tuple[str, ...]],
+                                         ) -> None:
+    """Through VideoWriter and a lossless encoder, the file holds exactly the converter's
+    planes: the encoder is told what it is sent and takes them as they are."""
+    frames = [upscaled_drawing(dtype, t) for t in (0.2, 0.7)]
+    encoding = Encoding(lossless[0], pix_fmt, "bt709", value_range, options=lossless[1])
     dst = tmp_path / "lossless.mkv"
     with VideoWriter(dst, encoding, Timing(Fraction(24))) as writer:
         for frame in frames:
@@ -193,7 +202,7 @@ def test_the_encoder_stores_these_planes(tmp_path: Path, pix_fmt: str, value_ran
         writer.close()
     raw = subprocess.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(dst), "-f", "rawvideo",
                           "-pix_fmt", pix_fmt, "pipe:1"], capture_output=True, check=True).stdout
-    ours = converter(pix_fmt, "bt709", value_range, np.dtype(np.uint8), 288, 512)
+    ours = converter(pix_fmt, "bt709", value_range, np.dtype(dtype), 288, 512)
     assert ours is not None
     expected = b"".join(ours.convert(frame).tobytes() for frame in frames)
     assert raw == expected
@@ -203,9 +212,10 @@ def test_the_encoder_stores_these_planes(tmp_path: Path, pix_fmt: str, value_ran
 
 @pytest.mark.parametrize(("pix_fmt", "stored"), [("nv12", "yuv420p"),  # x264's input layout
                                                   ("yuv420p10le", "yuv420p10le")])
-def test_formats_left_to_swscale_still_encode(tmp_path: Path, pix_fmt: str, stored: str,
-                                              ) -> None:
-    """A semi-planar format, and 10 bits from an 8-bit source, go through swscale as before."""
+def test_semi_planar_and_deeper_outputs_of_an_8_bit_source_encode(
+        tmp_path: Path, pix_fmt: str, stored: str) -> None:
+    """nv12 (made here since 0.2.13, as swscale made it before), and 10 bits from an 8-bit
+    source (whose frames are 16-bit for it, reader.widened): the video is the source's."""
     src = make_clip(tmp_path / "src.mkv", size="64x36", seconds=0.3)
     settings = VideoSettings(crf=8, preset="ultrafast", pix_fmt=pix_fmt)
     dst = upscale_video(src, tmp_path / "out.mkv", lambda f: cv2.resize(f, None, fx=2, fy=2),
@@ -221,3 +231,29 @@ def test_formats_left_to_swscale_still_encode(tmp_path: Path, pix_fmt: str, stor
     peak = 65535 if out[0].dtype == np.uint16 else 255
     for got, want in zip(out, source, strict=True):  # measured: 45.2 (nv12), 45.8 dB
         assert psnr(got.astype(np.float64) / peak * 255, want, 255) > 42
+
+
+# Measured on the drawings: against swscale, luma within 1 code, chroma within 2 (8 bits) and 5
+# (10 bits), as for the planar formats (swscale's chroma filter is not a block mean).
+@pytest.mark.parametrize(("pix_fmt", "planar", "dtype"), [("nv12", "yuv420p", np.uint8),
+                                                          ("p010le", "yuv420p10le", np.uint16)])
+def test_semi_planar_formats_are_the_planar_ones_interleaved(pix_fmt: str, planar: str,
+                                                             dtype: type) -> None:
+    """What hardware encoders take (VideoToolbox and NVENC: p010le for 10 bits, which swscale
+    made from 16-bit RGB at 52 ms of CPU a 4K frame): one luma plane, then Cb and Cr in pairs,
+    p010le's codes in the top 10 bits of each word."""
+    frame = upscaled_drawing(dtype)
+    ours = converter(pix_fmt, "bt709", "tv", np.dtype(dtype), 288, 512)
+    flat = converter(planar, "bt709", "tv", np.dtype(dtype), 288, 512)
+    assert ours is not None and flat is not None
+    got = ours.convert(frame).copy()
+    shift = 6 if pix_fmt == "p010le" else 0
+    assert not np.any(got & ((1 << shift) - 1))
+    luma, cb, cr = split(flat.convert(frame), 288, 512, planar)
+    pairs = (got[288 * 512:] >> shift).reshape(144, 256, 2)
+    assert np.array_equal(got[:288 * 512] >> shift, luma.reshape(-1))
+    assert np.array_equal(pairs[..., 0], cb) and np.array_equal(pairs[..., 1], cr)
+    theirs = swscale_planes(frame, pix_fmt, "bt709", "tv").astype(int) >> shift
+    off = np.abs((got.astype(int) >> shift) - theirs)
+    assert off[:288 * 512].max() <= 1
+    assert off[288 * 512:].max() <= (2 if dtype == np.uint8 else 5)

@@ -32,12 +32,19 @@ _PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
 
 @dataclass(frozen=True)
 class PlanarYuv:
-    """A planar Y'CbCr pixel format: chroma subsampling (horizontal, vertical) and bit depth."""
+    """A planar Y'CbCr pixel format: chroma subsampling (horizontal, vertical) and bit depth.
+
+    interleaved: Cb and Cr share one plane, alternating (nv12, p010le: semi-planar, what
+      hardware encoders take). shift: how far each code sits up in its 16-bit word (p010le
+      keeps its 10 bits at the top, 6).
+    """
 
     pix_fmt: str
     sub_w: int
     sub_h: int
     bits: int
+    interleaved: bool = False
+    shift: int = 0
 
 
 def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
@@ -62,13 +69,23 @@ def planar_yuv(pix_fmt: str) -> PlanarYuv | None:
     return PlanarYuv(pix_fmt, *chroma_subsampling(pix_fmt), int(found[1] or 8))
 
 
-def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype,
-                ) -> PlanarYuv | None:
+# The semi-planar formats the writer makes (hardware encoders' own: VideoToolbox and NVENC take
+# p010le for 10 bits, and swscale's conversion of 16-bit RGB to it cost 52 ms of CPU a 4K
+# frame on two cores).
+_SEMI_PLANAR = {"nv12": PlanarYuv("nv12", 2, 2, 8, interleaved=True),
+                "p010le": PlanarYuv("p010le", 2, 2, 10, interleaved=True, shift=6)}
+
+
+def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, *,
+                written: bool = False) -> PlanarYuv | None:
     """The layout of `pix_fmt` where this process converts between it and frames of `dtype`
-    (rgb.py reading, yuv.py writing); None where swscale does: a format, matrix or range this
-    module has no numbers for, or a depth the frames' dtype cannot hold (8-bit codes go with
-    uint8 frames, deeper ones with uint16)."""
+    (rgb.py reading, yuv.py writing, which also makes the semi-planar formats: `written`);
+    None where swscale does: a format, matrix or range this module has no numbers for, or a
+    depth the frames' dtype cannot hold (8-bit codes go with uint8 frames, deeper ones with
+    uint16)."""
     layout = planar_yuv(pix_fmt)
+    if layout is None and written and sys.byteorder == "little":
+        layout = _SEMI_PLANAR.get(pix_fmt)
     if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
         return None
     if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):

@@ -13,9 +13,11 @@ H.273 has it, where swscale truncates (half a step low, and its own decoder then
 by up to a step).
 
 Planar YUV 4:2:0, 4:2:2 and 4:4:4 at 8 bits from uint8 frames, and at 10, 12 or 16 bits from
-uint16 frames, in the constant-matrix systems (BT.601, BT.709, BT.2020 non-constant luminance,
-FCC, SMPTE 240M). Anything else (semi-planar, RGB, BT.2020 constant luminance, a depth that
-differs from the frames') goes through swscale as before: `converter()` returns None.
+uint16 frames, and the semi-planar 4:2:0 that hardware encoders take (nv12 from uint8, p010le
+from uint16), in the constant-matrix systems (BT.601, BT.709, BT.2020 non-constant luminance,
+FCC, SMPTE 240M). Anything else (other semi-planar formats, RGB, BT.2020 constant luminance, a
+depth that differs from the frames') goes through swscale as before: `converter()` returns
+None.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ class YuvConverter:
         luma, chroma = height * width, self._chroma_size[0] * self._chroma_size[1]
         self._buffer = np.empty(luma + 2 * chroma, dtype)
         self._y = self._buffer[:luma].reshape(height, width)
+        chroma_h, chroma_w = self._chroma_size[1], self._chroma_size[0]
+        # Semi-planar: one plane of Cb, Cr pairs; planar: a plane each.
+        self._cbcr = self._buffer[luma:].reshape(chroma_h, chroma_w, 2)
         self._cb, self._cr = (self._buffer[luma + i * chroma : luma + (i + 1) * chroma]
-                              .reshape(self._chroma_size[1], self._chroma_size[0])
-                              for i in (0, 1))
+                              .reshape(chroma_h, chroma_w) for i in (0, 1))
         self._ycc = np.empty((height, width, 3), dtype)
         # 16-bit arithmetic saturates at 65535, not at a 10- or 12-bit format's top code, which
         # full range reaches (limited range stays below it).
@@ -85,12 +89,18 @@ class YuvConverter:
         first, last = top // self.layout.sub_h, bottom // self.layout.sub_h
         chroma = ycc if self.layout.sub_w == self.layout.sub_h == 1 else cv2.resize(
             ycc, (self._chroma_size[0], last - first), interpolation=cv2.INTER_AREA)
-        cb, cr = self._cb[first:last], self._cr[first:last]
-        cv2.extractChannel(chroma, 1, dst=cb)
-        cv2.extractChannel(chroma, 2, dst=cr)
-        if self._top is not None:
-            for plane in (luma, cb, cr):
+        if self.layout.interleaved:
+            planes = [self._cbcr[first:last]]
+            cv2.mixChannels([chroma], planes, [1, 0, 2, 1])
+        else:
+            planes = [self._cb[first:last], self._cr[first:last]]
+            cv2.extractChannel(chroma, 1, dst=planes[0])
+            cv2.extractChannel(chroma, 2, dst=planes[1])
+        for plane in (luma, *planes):
+            if self._top is not None:
                 np.minimum(plane, self._top, out=plane)
+            if self.layout.shift:
+                np.left_shift(plane, self.layout.shift, out=plane)
 
 
 def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, height: int,
@@ -98,6 +108,6 @@ def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, heig
     """A YuvConverter for frames of `dtype` and size into `pix_fmt`, or None where swscale
     should convert (a format, matrix or depth this module does not write). The size must hold
     whole chroma blocks: the writer pads frames to them first."""
-    layout = layout_here(pix_fmt, matrix, value_range, dtype)
+    layout = layout_here(pix_fmt, matrix, value_range, dtype, written=True)
     return None if layout is None else YuvConverter(layout, matrix, value_range, dtype,
                                                     height, width)
