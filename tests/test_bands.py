@@ -132,7 +132,8 @@ def test_model_output_to_pixels_in_bands_is_the_whole_frames(
 
 @pytest.mark.parametrize(("pix_fmt", "dtype", "value_range"), [
     ("yuv420p", np.uint8, "tv"), ("yuv422p", np.uint8, "pc"), ("yuv444p", np.uint8, "tv"),
-    ("yuv420p10le", np.uint16, "pc"), ("yuv422p10le", np.uint16, "tv")])
+    ("yuv420p10le", np.uint16, "pc"), ("yuv422p10le", np.uint16, "tv"),
+    ("nv12", np.uint8, "tv"), ("p010le", np.uint16, "pc")])
 def test_ycbcr_in_bands_is_the_whole_frames(pix_fmt: str, dtype: type, value_range: str,
                                             workers: bands._Workers,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
