@@ -133,14 +133,17 @@ def test_model_output_to_pixels_in_bands_is_the_whole_frames(
 @pytest.mark.parametrize(("pix_fmt", "dtype", "value_range"), [
     ("yuv420p", np.uint8, "tv"), ("yuv422p", np.uint8, "pc"), ("yuv444p", np.uint8, "tv"),
     ("yuv420p10le", np.uint16, "pc"), ("yuv422p10le", np.uint16, "tv"),
-    ("nv12", np.uint8, "tv"), ("p010le", np.uint16, "pc")])
+    ("nv12", np.uint8, "tv"), ("p010le", np.uint16, "pc"),
+    ("yuva420p", np.uint8, "tv"), ("yuva444p10le", np.uint16, "tv")])
 def test_ycbcr_in_bands_is_the_whole_frames(pix_fmt: str, dtype: type, value_range: str,
                                             workers: bands._Workers,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     peak = np.iinfo(dtype).max
-    padded = (np.random.default_rng(1).random((HEIGHT + 8, WIDTH + 8, 3)) * peak).astype(dtype)
+    alpha = pix_fmt.startswith("yuva")
+    padded = (np.random.default_rng(1).random((HEIGHT + 8, WIDTH + 8, 3 + alpha))
+              * peak).astype(dtype)
     frame = padded[4:-4, 4:-4]  # a view, as the writer gets a frame with its border cut off
-    ycbcr = converter(pix_fmt, "bt709", value_range, dtype, HEIGHT, WIDTH)
+    ycbcr = converter(pix_fmt, "bt709", value_range, dtype, HEIGHT, WIDTH, alpha)
     assert ycbcr is not None
     banded = ycbcr.convert(frame).copy()
     monkeypatch.setattr(bands, "BAND_MIN_PIXELS", 1 << 40)

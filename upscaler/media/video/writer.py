@@ -176,9 +176,8 @@ class VideoWriter:
         size = f"{width + self._pad[1]}x{height + self._pad[0]}"
         enc = self.encoding
         alpha = frame.shape[2] == 4
-        self._yuv = None if alpha else converter(enc.pix_fmt, enc.matrix, enc.range,
-                                                 frame.dtype, height + self._pad[0],
-                                                 width + self._pad[1])
+        self._yuv = converter(enc.pix_fmt, enc.matrix, enc.range, frame.dtype,
+                              height + self._pad[0], width + self._pad[1], alpha)
         if self._yuv is not None:
             raw = enc.pix_fmt  # converted here (yuv.py): the encoder takes the planes as they are
         elif alpha:

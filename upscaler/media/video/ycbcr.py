@@ -28,6 +28,7 @@ LUMA_WEIGHTS = {
 # frames mean what they meant when swscale made them, and white goes back to 940.
 SWSCALE_16BIT_PEAK = 65280.0
 _PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
+_PLANAR_ALPHA = re.compile(r"yuva(?:420|422|444)p(?:(10|12|16)le)?")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class PlanarYuv:
 
     interleaved: Cb and Cr share one plane, alternating (nv12, p010le: semi-planar, what
       hardware encoders take). shift: how far each code sits up in its 16-bit word (p010le
-      keeps its 10 bits at the top, 6).
+      keeps its 10 bits at the top, 6). alpha: an alpha plane of the luma's size follows
+      (yuva444p10le: ProRes 4444's; yuva420p: VP9's in WebM).
     """
 
     pix_fmt: str
@@ -45,6 +47,7 @@ class PlanarYuv:
     bits: int
     interleaved: bool = False
     shift: int = 0
+    alpha: bool = False
 
 
 def chroma_subsampling(pix_fmt: str) -> tuple[int, int]:
@@ -79,13 +82,17 @@ _SEMI_PLANAR = {"nv12": PlanarYuv("nv12", 2, 2, 8, interleaved=True),
 def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, *,
                 written: bool = False) -> PlanarYuv | None:
     """The layout of `pix_fmt` where this process converts between it and frames of `dtype`
-    (rgb.py reading, yuv.py writing, which also makes the semi-planar formats: `written`);
+    (rgb.py reading, yuv.py writing, which also makes the semi-planar and alpha formats:
+    `written`);
     None where swscale does: a format, matrix or range this module has no numbers for, or a
     depth the frames' dtype cannot hold (8-bit codes go with uint8 frames, deeper ones with
     uint16)."""
     layout = planar_yuv(pix_fmt)
     if layout is None and written and sys.byteorder == "little":
         layout = _SEMI_PLANAR.get(pix_fmt)
+        if (found := _PLANAR_ALPHA.fullmatch(pix_fmt)) is not None:
+            layout = PlanarYuv(pix_fmt, *chroma_subsampling(pix_fmt), int(found[1] or 8),
+                               alpha=True)
     if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
         return None
     if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
