@@ -60,8 +60,6 @@ class YuvConverter:
         self._chroma_size = (width // layout.sub_w, height // layout.sub_h)  # OpenCV's (w, h)
         luma, chroma = height * width, self._chroma_size[0] * self._chroma_size[1]
         self._buffer = np.empty(luma * (1 + layout.alpha) + 2 * chroma, dtype)
-        self._a = (self._buffer[luma + 2 * chroma:].reshape(height, width) if layout.alpha
-                   else None)
         self._y = self._buffer[:luma].reshape(height, width)
         chroma_h, chroma_w = self._chroma_size[1], self._chroma_size[0]
         # Semi-planar: one plane of Cb, Cr pairs; planar: a plane each.
@@ -69,9 +67,11 @@ class YuvConverter:
         self._cb, self._cr = (self._buffer[luma + i * chroma : luma + (i + 1) * chroma]
                               .reshape(chroma_h, chroma_w) for i in (0, 1))
         self._ycc = np.empty((height, width, 3), dtype)
-        # RGBA frames' colours apart first: OpenCV's matrix over four channels takes its slow
-        # generic path (103 ms a 16-bit 4K frame, against 42 this way and 90 for swscale).
-        self._rgb = np.empty((height, width, 3), dtype) if layout.alpha else None
+        # RGBA frames: (the alpha's plane, a buffer for the colours apart). The colours are
+        # split off first: OpenCV's matrix over four channels takes its slow generic path
+        # (103 ms a 16-bit 4K frame, against 42 this way and 90 for swscale).
+        self._alpha = ((self._buffer[luma + 2 * chroma:].reshape(height, width),
+                        np.empty((height, width, 3), dtype)) if layout.alpha else None)
         # 16-bit arithmetic saturates at 65535, not at a 10- or 12-bit format's top code, which
         # full range reaches (limited range stays below it).
         top = (1 << layout.bits) - 1
@@ -90,12 +90,13 @@ class YuvConverter:
 
     def _convert_rows(self, frame: np.ndarray, top: int, bottom: int) -> None:
         ycc, rows = self._ycc[top:bottom], frame[top:bottom]
-        if self._a is not None and self._rgb is not None:
-            alpha = self._a[top:bottom]
+        if self._alpha is not None:
+            plane, colours = self._alpha
+            alpha = plane[top:bottom]
             cv2.extractChannel(rows, 3, dst=alpha)
             if self._opaque != 1.0:
                 cv2.multiply(alpha, self._opaque, dst=alpha)
-            rows = cv2.cvtColor(rows, cv2.COLOR_RGBA2RGB, dst=self._rgb[top:bottom])
+            rows = cv2.cvtColor(rows, cv2.COLOR_RGBA2RGB, dst=colours[top:bottom])
         cv2.transform(rows, self._matrix, dst=ycc)
         luma = self._y[top:bottom]
         cv2.extractChannel(ycc, 0, dst=luma)
