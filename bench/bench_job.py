@@ -226,7 +226,8 @@ def run_job_child(src: str, dst: str, options_json: str) -> None:
     marks: dict[int, float] = {}  # frames done -> when first reported
 
     def progress(state: Progress) -> None:
-        marks.setdefault(state.done, time.perf_counter())
+        if not state.stage:  # the decoding pass before the work counts frames of its own
+            marks.setdefault(state.done, time.perf_counter())
 
     with ChildPeaks() as children:
         start = time.perf_counter()
