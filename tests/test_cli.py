@@ -113,6 +113,10 @@ def test_existing_output_is_skipped_not_overwritten(tmp_path: Path,
         (["{img}", "--overw"], 2, "unrecognized arguments: --overw (did you mean --overwrite?)"),
         (["{img}", "--qualty", "80"], 2, "--qualty 80 (did you mean --quality?); `upscale --help`"),
         (["{img}", "-x"], 2, "-x (the ncnn-vulkan programs' -x is --tta)"),
+        # ffmpeg's users: its flags, and another name for an option.
+        (["{img}", "-c:v", "libx265"], 2, "-c:v libx265 (ffmpeg's -c:v is --codec)"),
+        (["{img}", "-b:v", "8M"], 2, "(ffmpeg's -b:v sets a bitrate; here --crf sets the quality)"),
+        (["{img}", "--encoder=libx265"], 2, "--encoder=libx265 (did you mean --codec?)"),
         ([], 2, "no input given"),
     ],
 )

@@ -33,6 +33,13 @@ _NCNN_VULKAN_FLAGS = {
     "-m": "--model", "-n": "a denoise level, part of a model's name here: waifu2x-cunet-x2-noise1",
     "-g": "--device", "-x": "--tta", "-f": "--format", "-j": "automatic here",
 }
+# ffmpeg's video flags, which its users type; no option is near `-c:v` in spelling.
+_FFMPEG_FLAGS = {
+    "-c:v": "is --codec", "-codec:v": "is --codec", "-vcodec": "is --codec",
+    "-b:v": "sets a bitrate; here --crf sets the quality",
+}
+# Other names for an option, which spelling does not find (`--encoder` is nearest --scale).
+_SYNONYMS = {"encoder": "codec", "vcodec": "codec", "video-codec": "codec"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -51,10 +58,14 @@ class Parser(argparse.ArgumentParser):
             for word in unknown.split():
                 typed = word.partition("=")[0].lstrip("-")
                 starts = [n for n in names if n.startswith(typed)]
-                close = starts if len(starts) == 1 else difflib.get_close_matches(
-                    typed, names, n=1, cutoff=0.7)
+                close = ([_SYNONYMS[typed]] if typed in _SYNONYMS
+                         else starts if len(starts) == 1
+                         else difflib.get_close_matches(typed, names, n=1, cutoff=0.7))
                 if word in _NCNN_VULKAN_FLAGS:
                     message += f" (the ncnn-vulkan programs' {word} is {_NCNN_VULKAN_FLAGS[word]})"
+                    break
+                if word in _FFMPEG_FLAGS:
+                    message += f" (ffmpeg's {word} {_FFMPEG_FLAGS[word]})"
                     break
                 if word.startswith("-") and close:
                     message += f" (did you mean --{close[0]}?)"
