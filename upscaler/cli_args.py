@@ -38,7 +38,7 @@ _FFMPEG_FLAGS = {
     "-c:v": "is --codec", "-codec:v": "is --codec", "-vcodec": "is --codec",
     "-b:v": "sets a bitrate; here --crf sets the quality",
 }
-# Other names for an option, which spelling does not find (`--encoder` is nearest --scale).
+# Other names for an option, which spelling does not find (`--encoder` comes near none).
 _SYNONYMS = {"encoder": "codec", "vcodec": "codec", "video-codec": "codec"}
 
 
