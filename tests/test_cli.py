@@ -117,6 +117,7 @@ def test_existing_output_is_skipped_not_overwritten(tmp_path: Path,
         (["{img}", "-c:v", "libx265"], 2, "-c:v libx265 (ffmpeg's -c:v is --codec)"),
         (["{img}", "-b:v", "8M"], 2, "(ffmpeg's -b:v sets a bitrate; here --crf sets the quality)"),
         (["{img}", "--encoder=libx265"], 2, "--encoder=libx265 (did you mean --codec?)"),
+        (["{img}", "-c:a", "aac"], 2, "(ffmpeg's -c:a has no match: the source's audio is copied"),
         ([], 2, "no input given"),
     ],
 )

@@ -37,6 +37,8 @@ _NCNN_VULKAN_FLAGS = {
 _FFMPEG_FLAGS = {
     "-c:v": "is --codec", "-codec:v": "is --codec", "-vcodec": "is --codec",
     "-b:v": "sets a bitrate; here --crf sets the quality",
+    "-c:a": "has no match: the source's audio is copied unchanged",
+    "-acodec": "has no match: the source's audio is copied unchanged",
 }
 # Other names for an option, which spelling does not find (`--encoder` comes near none).
 _SYNONYMS = {"encoder": "codec", "vcodec": "codec", "video-codec": "codec"}
