@@ -31,14 +31,17 @@ Runtime. The clips are drawn animation (samples/draw.py), a new drawing every fr
 
 The job runs in a fresh process as bench_job.py's does (Python's start-up and imports not
 counted; probing, checks, model loading, the join and mux counted). Medians of the rounds'
-ratios are printed with each stage's busy and waiting seconds, which say what bounds a job.
-No figure is asserted anywhere.
+ratios are printed with each stage's busy and waiting seconds, which say what bounds a job,
+and the CPU-seconds of the job (its ffmpegs included), the model alone and ffmpeg alone: for
+the near-free model also the ratio the job would reach with every core busy throughout, the
+part of a gap that is CPU the machine does not have. No figure is asserted anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,7 +56,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "samples"), str(ROOT / "bench")]
 
-from bench_job import machine, tencent_runner, time_child  # noqa: E402
+from bench_job import cpu_seconds, machine, tencent_runner, time_child  # noqa: E402
 
 from upscaler.borders import pad_frame  # noqa: E402
 from upscaler.media import ffmpeg  # noqa: E402
@@ -188,6 +191,7 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
     if case.pix_fmt != "yuv420p":
         options["pix_fmt"] = case.pix_fmt
     times: dict[str, list[float]] = {"job": [], "model": [], "ffmpeg": []}
+    cpu: dict[str, list[float]] = {"job": [], "model": [], "ffmpeg": []}  # CPU-seconds
     jobs: list[dict[str, object]] = []
     order = list(times)
     for round_ in range(rounds):
@@ -195,12 +199,17 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
             if name == "job":
                 jobs.append(time_child("--child", str(clip), str(job_out), json.dumps(options)))
                 times["job"].append(float(jobs[-1]["seconds"]))  # type: ignore[arg-type]
+                cpu["job"].append(float(jobs[-1]["cpu_seconds"]))  # type: ignore[arg-type]
             elif name == "model":
+                before = cpu_seconds()
                 times["model"].append(time_frames(model_run, frames))
+                cpu["model"].append(cpu_seconds() - before)
                 if case.model != "instant":
                     times.setdefault("padded", []).append(time_frames(model_run, padded))
             elif case.baseline != "ncnn":
+                before = cpu_seconds()
                 times["ffmpeg"].append(ffmpeg_alone(clip, out, case))
+                cpu["ffmpeg"].append(cpu_seconds() - before)
     if case.baseline == "ffmpeg":
         ratios = [(j - m) / f for j, m, f in zip(times["job"], times["model"], times["ffmpeg"],
                                                   strict=True)]
@@ -215,8 +224,8 @@ def run_case(case: Case, rounds: int, tmp: Path) -> dict[str, object]:
     padded_ratios = [j / (p + (f if case.baseline == "ncnn+ffmpeg" else 0.0))
                      for j, p, f in zip(times["job"], times.get("padded", []),
                                         times["ffmpeg"] or [0.0] * rounds, strict=False)]
-    return {"case": case, "times": times, "jobs": jobs, "ratios": ratios, "what": what,
-            "padded_ratios": padded_ratios}
+    return {"case": case, "times": times, "cpu": cpu, "jobs": jobs, "ratios": ratios,
+            "what": what, "padded_ratios": padded_ratios}
 
 
 def report(result: dict[str, object]) -> None:
@@ -244,10 +253,26 @@ def report(result: dict[str, object]) -> None:
         f"{s} {b:.2f}/{w:.2f}" for s, (b, w) in stages.items())
         + f"; busiest: {bound}; executor {statistics.median(j['model_seconds'] for j in jobs):.2f}"
         f" s; before the first frame {statistics.median(j['phases'][0] for j in jobs):.2f} s")
+    report_cpu(case, med, result["cpu"])  # type: ignore[arg-type]
     children = [j["children_mib"] for j in jobs if j["children_mib"]]
     print(f"  peak memory: job {statistics.median(j['rss_mib'] for j in jobs):.0f} MiB, largest "
           f"ffmpeg {statistics.median(children):.0f} MiB" if children else
           f"  peak memory: job {statistics.median(j['rss_mib'] for j in jobs):.0f} MiB")
+
+
+def report_cpu(case: Case, seconds: dict[str, float], cpu: dict[str, list[float]]) -> None:
+    """The CPU each side used, and for the near-free model the ratio the job would reach with
+    every core busy all the time: how much of the gap to a goal is CPU this machine lacks."""
+    med = {k: statistics.median(v) for k, v in cpu.items() if v}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    busy = med["job"] / (seconds["job"] * cores)
+    line = (f"  CPU-seconds: job {med['job']:.2f} ({busy:.0%} of {cores} cores over its time)"
+            + "".join(f", {k} alone {v:.2f}" for k, v in med.items() if k != "job"))
+    if case.baseline == "ffmpeg":
+        floor = (med["job"] / cores - seconds["model"]) / seconds["ffmpeg"]
+        line += f"; with every core busy throughout: {floor:.2f}"
+    print(line)
 
 
 def main() -> int:

@@ -139,6 +139,14 @@ def tencent_runner(model: ModelRef, threads: int,
     return run
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) this process and its reaped children (the job's ffmpegs)
+    have used so far."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def peak_rss_mib(pid: int | str = "self") -> float | None:
     """A process's peak resident set: VmHWM of its address space on Linux, None elsewhere.
 
@@ -230,16 +238,16 @@ def run_job_child(src: str, dst: str, options_json: str) -> None:
             marks.setdefault(state.done, time.perf_counter())
 
     with ChildPeaks() as children:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         state: Progress = run_job(Job(Path(src), Path(dst), options), progress)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
     stages = state.stages
     assert stages is not None
     own = peak_rss_mib()
     if own is None:  # macOS: ru_maxrss, in bytes there
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
     print(json.dumps({
-        "seconds": seconds, "frames": state.done,
+        "seconds": seconds, "cpu_seconds": cpu, "frames": state.done,
         "stages": {name: [getattr(stages, name).busy, getattr(stages, name).waiting]
                    for name in ("decode", "model", "encode")},
         "frame_pixels": state.frame_pixels, "planned_pixels": state.planned_pixels,
