@@ -33,12 +33,12 @@ _NCNN_VULKAN_FLAGS = {
     "-m": "--model", "-n": "a denoise level, part of a model's name here: waifu2x-cunet-x2-noise1",
     "-g": "--device", "-x": "--tta", "-f": "--format", "-j": "automatic here",
 }
-# ffmpeg's video flags, which its users type; no option is near `-c:v` in spelling.
+# ffmpeg's flags, which its users type; no option is near `-c:v` in spelling.
+_AUDIO_KEPT = "has no match: the source's audio is copied unchanged"
 _FFMPEG_FLAGS = {
     "-c:v": "is --codec", "-codec:v": "is --codec", "-vcodec": "is --codec",
     "-b:v": "sets a bitrate; here --crf sets the quality",
-    "-c:a": "has no match: the source's audio is copied unchanged",
-    "-acodec": "has no match: the source's audio is copied unchanged",
+    "-c:a": _AUDIO_KEPT, "-acodec": _AUDIO_KEPT,
 }
 # Other names for an option, which spelling does not find (`--encoder` comes near none).
 _SYNONYMS = {"encoder": "codec", "vcodec": "codec", "video-codec": "codec"}

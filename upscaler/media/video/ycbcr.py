@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,7 +28,6 @@ LUMA_WEIGHTS = {
 # frames mean what they meant when swscale made them, and white goes back to 940.
 SWSCALE_16BIT_PEAK = 65280.0
 _PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
-_PLANAR_ALPHA = re.compile(r"yuva(?:420|422|444)p(?:(10|12|16)le)?")
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,9 @@ def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, *,
     uint16)."""
     layout = planar_yuv(pix_fmt)
     if layout is None and written and sys.byteorder == "little":
-        layout = _SEMI_PLANAR.get(pix_fmt)
-        if (found := _PLANAR_ALPHA.fullmatch(pix_fmt)) is not None:
-            layout = PlanarYuv(pix_fmt, *chroma_subsampling(pix_fmt), int(found[1] or 8),
-                               alpha=True)
+        colours = planar_yuv("yuv" + pix_fmt[4:]) if pix_fmt.startswith("yuva") else None
+        layout = (replace(colours, pix_fmt=pix_fmt, alpha=True) if colours
+                  else _SEMI_PLANAR.get(pix_fmt))
     if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
         return None
     if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
