@@ -365,3 +365,32 @@ def test_outputs_whose_names_are_as_long_as_a_file_system_takes(
         "(255); give a shorter one with -o"]
     assert main([str(tmp_path / f"{too_long}.png"), "--quiet"]) == 5
     assert error_lines(capsys) == [f"upscale: error: {tmp_path / too_long}.png: File name too long"]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.uname().sysname == "Darwin",
+                    reason="APFS takes only UTF-8 names")
+def test_names_that_are_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Linux names are bytes: a Latin-1 name from an old archive or a zip made on Windows
+    (0xFF, 0xFE) is not UTF-8, and Python holds such bytes as surrogates, which str.encode
+    refuses. Counting a name's bytes that way stopped a whole folder job with a traceback."""
+    from conftest import INSTANT_MODEL
+
+    src = tmp_path / "old"
+    bad = os.fsdecode(b"caf\xe9 \xff\xfe.png")
+    save(src / bad, draw_cel(12, 16))
+    save(src / "ok.png", draw_cel(12, 16))
+    assert main([str(src), "-o", str(tmp_path / "out") + os.sep, *FAST]) == 0
+    assert files(tmp_path / "out") == sorted([bad, "ok.png"])
+    with Image.open(tmp_path / "out" / bad) as done:
+        assert done.size == (64, 48)
+    # Beside its input, with a name long enough that the temporary file's is cut to fit.
+    long_bad = os.fsdecode(b"\xff" * 230 + b".png")
+    picture = save(tmp_path / long_bad, draw_cel(12, 16))
+    assert main([str(picture), *INSTANT_MODEL, "--quiet"]) == 0
+    assert (tmp_path / os.fsdecode(b"\xff" * 230 + b"_upscaled.png")).exists()
+    capsys.readouterr()
+    assert main([str(picture), *INSTANT_MODEL, "--quiet"]) == 0
+    # Named in messages with the bytes as Python writes them, on one line.
+    shown = "\\xff" * 230
+    assert error_lines(capsys) == [f"upscale: {tmp_path}/{shown}_upscaled.png: exists, skipped "
+                                   "(--overwrite redoes it)"]

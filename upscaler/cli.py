@@ -192,15 +192,24 @@ class _Bars:
                 self.outer.close()
 
 
-# Control characters, which a file's name may hold (a line break, an escape sequence).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, which a file's name may hold (a line break, an escape sequence), and
+# the bytes of a name that is not UTF-8, which Python holds as lone surrogates.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\udc80-\udcff]")
 
 
 def printable(text: str) -> str:
     """`text` as one line of a terminal: control characters written as Python writes them in a
     string (`\\n`), so that a file named with a line break cannot split our one-line messages
-    or move the terminal's cursor."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    or move the terminal's cursor, and a name's bytes that are not UTF-8 as `\\xff` (a
+    surrogate cannot be written to a strict UTF-8 stream at all)."""
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    if "\udc80" <= char <= "\udcff":
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char.encode("unicode_escape").decode("ascii")
 
 
 class _LogLine(logging.Handler):

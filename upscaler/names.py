@@ -9,6 +9,7 @@ that it is still the same for the same output on every run (resume finds its seg
 from __future__ import annotations
 
 import hashlib
+import os
 
 # The longest file name, in bytes, that common file systems take (ext4, APFS, NTFS in UTF-16
 # units, which UTF-8 bytes never undercount).
@@ -19,9 +20,16 @@ def hidden_name(name: str, tail: str, lead: str = ".") -> str:
     """`lead + name + tail` where it fits NAME_MAX; else the name cut to fit, with `~` and 16
     hex digits of its hash in place of the rest."""
     whole = f"{lead}{name}{tail}"
-    if len(whole.encode()) <= NAME_MAX:
+    if name_bytes(whole) <= NAME_MAX:
         return whole
-    mark = "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
-    room = NAME_MAX - len(f"{lead}{mark}{tail}".encode())
-    cut = name.encode()[:room].decode(errors="ignore")  # never half a character
+    raw = os.fsencode(name)
+    mark = "~" + hashlib.sha256(raw).hexdigest()[:16]
+    room = NAME_MAX - name_bytes(f"{lead}{mark}{tail}")
+    cut = raw[:room].decode(errors="ignore")  # never half a character
     return f"{lead}{cut}{mark}{tail}"
+
+
+def name_bytes(name: str) -> int:
+    """`name`'s length on disk: the bytes the OS takes it as, a name that is not UTF-8
+    included (Python holds its stray bytes as surrogates, which str.encode refuses)."""
+    return len(os.fsencode(name))

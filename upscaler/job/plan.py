@@ -27,7 +27,7 @@ from upscaler.executors.registry import (
 )
 from upscaler.media.images import is_image_path
 from upscaler.models.registry import MediaKind, model_for, resolve_model
-from upscaler.names import NAME_MAX
+from upscaler.names import NAME_MAX, name_bytes
 from upscaler.outputs import (
     folder_item_output,
     folder_output,
@@ -198,7 +198,7 @@ def check_name_length(dst: Path, remedy: str = "-o or --suffix") -> None:
     written, after the model had run (or at once with a traceback, for a folder's name).
     `remedy`: the options that name it otherwise."""
     for part in reversed(dst.parts):
-        size = len(part.encode())
+        size = name_bytes(part)
         if size > NAME_MAX:
             what = "name" if part == dst.name else f"folder {part[:20]}...'s name"
             raise UsageError(f"the output's {what} would be {size} bytes, more than a file "
