@@ -263,3 +263,42 @@ def test_a_folder_stopped_half_way_says_what_it_wrote(tmp_path: Path, sig: int,
         "command does the rest"]
     assert main(args) == 0
     assert len(list(out.iterdir())) == 80
+
+
+def test_an_output_that_appears_while_the_job_runs_is_kept(tmp_path: Path) -> None:
+    """Outputs that exist are skipped when a job starts; one that appears after (a second run
+    into the same folder, a user saving there) was replaced when the picture was written, with
+    exit 0. It now stays, and the job names it and exits 6, as a video's join does."""
+    from test_video_resume import start, wait_until
+
+    src = tmp_path / "noise"
+    noise_pictures(src, 80)  # far more than are written before the files appear
+    out = tmp_path / "out"
+    args = [str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]
+    proc = start(tmp_path, *args)
+    wait_until(proc, lambda: len(list(out.glob("*.png"))) >= 3, "3 pictures were written")
+    theirs = [out / "78.png", out / "79.png"]  # the job's last: not written yet
+    for path in theirs:
+        path.write_bytes(b"someone else's")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 6, err
+    assert [path.read_bytes() for path in theirs] == [b"someone else's"] * 2
+    assert sorted(err.strip().splitlines()) == sorted([
+        *(f"upscale: error: {path}: appeared while it was upscaled; not replaced"
+          for path in theirs),
+        "upscale: 78 done, 0 skipped, 2 failed"])
+    assert len(list(out.iterdir())) == 80  # and no temporary file left
+
+
+def test_a_write_that_must_not_replace_leaves_what_is_there(tmp_path: Path) -> None:
+    from upscaler.errors import OutputExistsError
+    from upscaler.media.images.write import atomic_write
+
+    path = tmp_path / "out.png"
+    atomic_write(path, b"first", replace=False)
+    with pytest.raises(OutputExistsError, match="appeared while it was upscaled"):
+        atomic_write(path, b"second", replace=False)
+    assert path.read_bytes() == b"first"
+    atomic_write(path, b"third")  # --overwrite
+    assert path.read_bytes() == b"third"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]

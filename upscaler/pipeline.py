@@ -22,6 +22,7 @@ from upscaler.errors import (
     DiskFilledError,
     Interrupted,
     MediaError,
+    OutputExistsError,
     UpscalerError,
     is_out_of_memory,
     ran_out,
@@ -494,7 +495,8 @@ def _upscale_and_write(up: Upscaler, image: Image, dst: Path, options: Options,
     of them, a TIFF's pages each as it is upscaled (a scanned book is never whole in memory
     at 4x)."""
     if image.pages:
-        write_pages(up.upscale_pages(image, on_share=on_share), dst, background=background)
+        write_pages(up.upscale_pages(image, on_share=on_share), dst, background=background,
+                    replace=options.overwrite)
         return
     upscaled = up.upscale_image(image, copy=False, on_share=on_share)  # read once, no copy
     _write_upscaled(up, upscaled, dst, options, background)
@@ -504,7 +506,7 @@ def _write_upscaled(up: Upscaler, upscaled: Image, dst: Path, options: Options,
                     background: tuple[int, int, int] | None) -> None:
     def write() -> None:
         write_image(upscaled, dst, options.format, quality=options.quality,
-                    background=background)
+                    background=background, replace=options.overwrite)
 
     try:
         write()
@@ -623,7 +625,7 @@ def _upscale_folder(todo: list[tuple[Path, Path]], options: Options,
 
     def ended(results: list[tuple[Hashable, BaseException | None]]) -> None:
         for _, error in results:
-            if error is not None and not isinstance(error, MediaError):
+            if error is not None and not isinstance(error, MediaError | OutputExistsError):
                 raise error
             outcomes.add(error)
             ahead.report()

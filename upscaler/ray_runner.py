@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from upscaler.config import Options, RaySettings
-from upscaler.errors import ClusterError, MediaError, UpscalerError, UsageError
+from upscaler.errors import (
+    ClusterError,
+    MediaError,
+    OutputExistsError,
+    UpscalerError,
+    UsageError,
+)
 from upscaler.executors.registry import canonical_name
 from upscaler.heap import environment, keep_frame_buffers
 from upscaler.job.plan import Task, video_settings
@@ -141,7 +147,7 @@ class RayRunner:
             error = None
             if isinstance(result, BaseException):
                 error = _reason(result, str(todo[n][0]))
-                if not isinstance(error, MediaError | ClusterError):
+                if not isinstance(error, MediaError | OutputExistsError | ClusterError):
                     raise error  # the model or executor: it would fail every file alike
             outcomes.add(error)
             progress(state)

@@ -18,7 +18,9 @@ given, at the source's estimated quality but never below 95. WebP is lossless un
 was lossy or a `quality` is given. DPI is copied unchanged; scaling it is the caller's choice.
 
 Every write goes to a temporary file beside the final path and is renamed over it, so a crash
-never leaves a half-written file at the final path. Large PNGs (and 16-bit ones) stream to it
+never leaves a half-written file at the final path; where nothing is to be replaced (no
+--overwrite), it takes the final name only if that is still free, so a file that appeared there
+while the picture was upscaled stays. Large PNGs (and 16-bit ones) stream to it
 band by band, from a view of the pixels, never copied whole.
 """
 
@@ -36,7 +38,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 import PIL.Image
 
-from upscaler.errors import MediaError
+from upscaler.errors import MediaError, OutputExistsError
 from upscaler.image_data import (
     ANIMATED_FORMATS,
     EXIF_FORMATS,
@@ -76,12 +78,14 @@ def write_image(
     quality: int | None = None,
     *,
     background: tuple[int, int, int] | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write `image` to `path` atomically, in `fmt` or the format its extension names.
 
     `quality` (1-100) applies to JPEG, WebP and AVIF. `background` (8-bit RGB) is what transparent
     pixels are composited over for formats without alpha; without it, such a picture with any
-    transparency raises MediaError. Returns `path`.
+    transparency raises MediaError. `replace`: a file at `path` is replaced; else it stays
+    and OutputExistsError is raised. Returns `path`.
     """
     path = Path(path)
     fmt = _output_format(path, fmt, image.source_format)
@@ -91,7 +95,7 @@ def write_image(
     _check_pages(image, fmt, path)
     if image.pages:
         return write_pages(itertools.chain((image,), image.pages), path,
-                           background=background)
+                           background=background, replace=replace)
     frames = [_fit_pixels(p, fmt, background, path) for p in image.frames]
     pixels = frames[0]
     icc = _icc_for(image.icc_profile if fmt in _ICC_FORMATS else None, pixels)
@@ -106,16 +110,17 @@ def write_image(
     elif fmt == "PNG" and (pixels.dtype == np.uint16 or pixels.nbytes >= BANDED_PNG_BYTES):
         text = png_text(image)
         atomic_write(path, lambda f: write_png(pixels, f, icc, image.dpi, exif, text,
-                                               image.png_colour))
+                                               image.png_colour), replace=replace)
         return path
     elif pixels.dtype == np.uint16:  # a TIFF, which Pillow cannot write in 16-bit colour
-        return write_pages([image], path, background=background)
+        return write_pages([image], path, background=background, replace=replace)
     else:
         # Pillow writes into the file as it encodes: no second copy of the encoded picture.
         im, opts = _pillow_image(np.ascontiguousarray(pixels), fmt, image, quality, icc, exif)
-        atomic_write(path, lambda f: _encoded(path, lambda: im.save(f, format=fmt, **opts)))
+        atomic_write(path, lambda f: _encoded(path, lambda: im.save(f, format=fmt, **opts)),
+                     replace=replace)
         return path
-    atomic_write(path, data)
+    atomic_write(path, data, replace=replace)
     return path
 
 
@@ -129,10 +134,10 @@ def _encoded(path: Path, encode: Callable[[], T]) -> T:
 
 
 def write_pages(pages: Iterable[Image], path: str | Path, *,
-                background: tuple[int, int, int] | None = None) -> Path:
+                background: tuple[int, int, int] | None = None, replace: bool = True) -> Path:
     """Write `pages` as one TIFF to `path` atomically, each page encoded as it comes: an
     iterator that upscales them one at a time holds one upscaled page, not the document.
-    Returns `path`."""
+    `replace` as for write_image. Returns `path`."""
     path = Path(path)
 
     def write(out: BinaryIO) -> None:
@@ -141,7 +146,7 @@ def write_pages(pages: Iterable[Image], path: str | Path, *,
             tiff = _tiff_page(page, background, path)
             _encoded(path, lambda tiff=tiff: writer.add(tiff))
 
-    atomic_write(path, write)
+    atomic_write(path, write, replace=replace)
     return path
 
 
@@ -329,9 +334,11 @@ def _temporary_part(name: str) -> str:
     return hidden_name(name, ".000000000000.tmp")[1:-len(".000000000000.tmp")]
 
 
-def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None], *,
+                 replace: bool = True) -> None:
     """Write `data` (or what the callable writes to the file) beside `path` under a hidden
-    temporary name, then rename over it."""
+    temporary name, then rename over it; where not `replace`, a file that appeared at `path`
+    meanwhile (another run, a user's save) stays, and OutputExistsError says so."""
     tmp = temporary_name(path)
     try:
         # os.open with 0o666 lets the umask decide permissions, as a plain open() would.
@@ -343,12 +350,36 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
                 f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _rename_new(tmp, path)
+    except FileExistsError as e:
+        raise OutputExistsError("appeared while it was upscaled; not replaced", path) from e
     except OSError as e:
         raise MediaError(f"cannot write: {e.strerror or e}", path) from e
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)  # gone already after a successful rename
+
+
+def _rename_new(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path` where nothing is there yet, in one step (FileExistsError
+    otherwise): a hard link fails on an existing name where a rename would replace it.
+    Windows' rename never replaces. A file system without hard links (FAT, some network
+    shares) gets a look first, which leaves a moment for a race."""
+    if os.name == "nt":
+        os.rename(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        if path.exists():
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+    # else: linked; the temporary name goes in atomic_write's `finally`
 
 
 def remove_unfinished(outputs: Iterable[Path]) -> int:
