@@ -394,3 +394,43 @@ def test_names_that_are_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[s
     shown = "\\xff" * 230
     assert error_lines(capsys) == [f"upscale: {tmp_path}/{shown}_upscaled.png: exists, skipped "
                                    "(--overwrite redoes it)"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_linked_folders_are_followed_once(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A season kept on another disk and linked into the library folder was left out without
+    a word, and a folder holding only such links was "empty". Links are followed now, but not
+    round a loop, not twice to one folder, not to a folder inside the input (its pictures come
+    by their own path) and never into the output folder."""
+    from conftest import INSTANT_MODEL
+
+    other = tmp_path / "disk2" / "season1"
+    save(other / "01.png", draw_cel(12, 16))
+    save(other / "extras" / "02.png", draw_cel(12, 16))
+    lib = tmp_path / "lib"
+    save(lib / "cover.png", draw_cel(12, 16))
+    save(lib / "real" / "03.png", draw_cel(12, 16))
+    (lib / "season1").symlink_to(other)
+    (lib / "season1 again").symlink_to(other)  # the same folder twice
+    (lib / "shortcut").symlink_to(lib / "real")  # inside the input
+    (lib / "loop").symlink_to(lib)
+    (other / "extras" / "up").symlink_to(other)  # a loop on the other disk
+    out = tmp_path / "lib_upscaled"
+    out.mkdir()
+    (lib / "outputs").symlink_to(out)
+    args = [str(lib), *INSTANT_MODEL, "--quiet"]
+    assert main(args) == 0
+    assert [p for p in files(out) if p.endswith(".png")] == [
+        "cover.png", "real/03.png", "season1/01.png", "season1/extras/02.png"]
+    assert error_lines(capsys) == ["upscale: 4 done, 0 skipped, 0 failed"]
+    assert main(args) == 0  # the rerun does not take the outputs for inputs through the link
+    assert error_lines(capsys) == [
+        "upscale: 0 done, 4 skipped (outputs exist; --overwrite redoes them), 0 failed"]
+
+    only_links = tmp_path / "library"
+    only_links.mkdir()
+    (only_links / "season1").symlink_to(other)
+    assert main([str(only_links), *INSTANT_MODEL, "--quiet"]) == 0
+    assert files(tmp_path / "library_upscaled") == [
+        "season1", "season1/01.png", "season1/extras", "season1/extras/02.png"]

@@ -159,7 +159,7 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
         raise UsageError("the output of a folder must be a folder, and this is a file", dst)
     if dst.resolve().is_relative_to(src.resolve()):
         raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
-    images, videos, others, hidden = sort_folder(src)
+    images, videos, others, hidden = sort_folder(src, dst)
     notes = []
     if videos:
         notes.append(f"{src}: skipped {_count(videos, 'video')} ({_names(videos)}): a folder job "
@@ -206,14 +206,16 @@ def check_name_length(dst: Path, remedy: str = "-o or --suffix") -> None:
                              dst)
 
 
-def sort_folder(src: Path) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
+def sort_folder(src: Path, output: Path | None = None,
+                ) -> tuple[list[Path], list[Path], list[Path], list[Path]]:
     """A folder's (images, videos, other files, hidden files and folders), each in a stable
-    order: what a folder job takes (its images) and what it skips."""
+    order: what a folder job takes (its images) and what it skips. Linked folders are
+    followed (`output`, the job's output folder, never)."""
     images: list[Path] = []
     videos: list[Path] = []
     others: list[Path] = []
     hidden: list[Path] = []
-    for path in _walk(src):
+    for path in _walk(src, output):
         if path.name.startswith("."):
             hidden.append(path)
         elif is_image_path(path):
@@ -225,12 +227,32 @@ def sort_folder(src: Path) -> tuple[list[Path], list[Path], list[Path], list[Pat
     return images, videos, others, hidden
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def _walk(root: Path, output: Path | None = None) -> Iterator[Path]:
     """Every file below `root` in a stable order; hidden files and folders (names starting
-    with a dot) are given but not entered, for the caller to count."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    with a dot) are given but not entered, for the caller to count.
+
+    A link to a folder (a season kept on another disk, linked into the library) is entered
+    like a folder, unless what it leads to is walked anyway or would be walked again: a folder
+    inside `root` (its pictures come by their own path), one that holds `root` or the folder
+    the link is in (a loop), or one already entered through another link. `output` is never
+    entered, wherever a link puts it."""
+    top = Path(os.path.realpath(root))
+    skip = {Path(os.path.realpath(output))} if output is not None else set()
+    entered = {top}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         hidden = [d for d in dirnames if d.startswith(".")]
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            real = Path(os.path.realpath(os.path.join(dirpath, name)))
+            if real in skip:
+                continue
+            if os.path.islink(os.path.join(dirpath, name)) and (
+                    real.is_relative_to(top) or top.is_relative_to(real) or real in entered
+                    or Path(os.path.realpath(dirpath)).is_relative_to(real)):
+                continue
+            entered.add(real)
+            kept.append(name)
+        dirnames[:] = kept
         for name in sorted([*filenames, *hidden]):
             yield Path(dirpath) / name
 
