@@ -225,6 +225,43 @@ def test_damaged_source_fails_before_any_output(whole_clip: Path, tmp_path: Path
     assert not list(tmp_path.glob(".*out*"))  # no partial output, no work folder
 
 
+@pytest.mark.parametrize(("name", "make"), [
+    # A title card held for two seconds as one frame (variable frame rate, on the 24 fps grid).
+    ("held.mkv", ["-f", "lavfi", "-i", "testsrc=s=64x36:r=24:d=3", "-f", "lavfi", "-i",
+                  "sine=d=3", "-vf", "select='lte(n,24)+eq(n,71)'", "-fps_mode", "passthrough",
+                  "-c:v", "libx264", "-c:a", "aac", "-shortest"]),
+    # The repeats an encoder dropped from a stretch of held drawings.
+    ("dedup.mkv", ["-f", "lavfi", "-i", "testsrc=s=64x36:r=24:d=2", "-vf",
+                   "select='lt(n,12)+gte(n,24)+not(mod(n,2))'", "-fps_mode", "passthrough",
+                   "-c:v", "libx264"]),
+    # AVI keeps such a hold as empty chunks, which its header counts as frames.
+    ("held.avi", ["-f", "lavfi", "-i", "testsrc=s=64x36:r=24:d=2", "-vf",
+                  "select='not(between(n,5,9))'", "-fps_mode", "passthrough", "-c:v", "mpeg4"]),
+    # ASF gives the video the file's length, which the audio's longer run sets.
+    ("long_audio.wmv", ["-f", "lavfi", "-i", "testsrc=s=64x36:r=30000/1001:d=2", "-f", "lavfi",
+                        "-i", "sine=d=2.1", "-c:v", "wmv2", "-c:a", "wmav2"]),
+])
+def test_sources_that_decode_whole_are_not_damaged(tmp_path: Path, name: str, make: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was refused as "damaged video: N of M frames missing" though every packet decodes
+    without an error: a hole in the timeline was taken for lost frames, and the container's
+    length for the video's."""
+    src = tmp_path / name
+    subprocess.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *make, str(src)],
+                   check=True)
+    info = probe(src)
+    decoded = scan(info).decoded_pts
+    assert len(decoded) == info.frame_count
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    got = probe(out)
+    assert got.frame_count == info.frame_count
+    if src.suffix == ".mkv":  # Matroska to Matroska: the same timestamps, the hold kept
+        assert [got.seconds(p) for p in got.frame_pts] == pytest.approx(
+            [info.seconds(p) for p in info.frame_pts], abs=1e-6)
+
+
 def test_a_batch_runs_its_whole_jobs_and_refuses_the_damaged_one_when_it_starts(
         whole_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The batch's check of every job only probes; each source is decoded as its job starts,

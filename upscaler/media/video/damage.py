@@ -18,6 +18,9 @@ from upscaler.media.video.scan import Scan
 
 # How many places a message names before it only counts the rest.
 _SHOWN = 3
+# Seconds missing at the end of a source that decodes without error before it counts as cut
+# short: containers may state the file's length as the video's, where audio runs on.
+_SHORT_TAIL = 0.25
 # What H.264, HEVC and MPEG-2 decoders say of pictures that refer to parameter sets or
 # pictures from before the stream began: a recording started between keyframes.
 _BEFORE_THE_START = re.compile(
@@ -94,6 +97,8 @@ def _find_damage(info: VideoInfo, found: Scan) -> Damage:
         # An MP4 edit list may start the video after its first packets, which the decoder
         # then drops on purpose: they are not lost.
         packets = [p for p in packets if p >= decoded[0]]
+    if not found.errors and decoded and set(packets) <= set(decoded):
+        return _clean_decode(info, packets, decoded)
     on_grid = _on_grid(sorted(set(packets) | set(decoded)), step)
     expected = len(packets)
     if info.declared_frames > len(info.frame_pts):  # the demuxer came up short of the index
@@ -130,6 +135,24 @@ def _find_damage(info: VideoInfo, found: Scan) -> Damage:
         missing.append((round(tail), expected - counted))
     return Damage(found.errors,
                   tuple((info.seconds(p), n) for p, n in missing), expected)
+
+
+def _clean_decode(info: VideoInfo, packets: list[int], decoded: list[int]) -> Damage:
+    """A source whose every packet decoded, with no error: whole, unless it stops short of
+    where the container says the video ends (a download cut at a cluster's edge).
+
+    A hole inside its timeline is a frame shown longer, not a lost one: a held title card or
+    the repeats an encoder dropped (variable frame rate, on the nominal grid or not), an AVI's
+    empty "repeat the last frame" chunk (which its header counts as a frame). Nor is a short
+    tail: ASF and others give the video the whole file's length, audio's longer run
+    included (0.07 s past a 2-second WMV's last frame)."""
+    expected = len(packets)
+    end = info.declared_end
+    tail = end - info.seconds(info.end_pts) if end and info.end_pts else 0.0
+    if tail > max(_SHORT_TAIL, float(1.5 / info.frame_rate)):
+        lost = round(tail * info.frame_rate)
+        return Damage((), ((info.seconds(info.end_pts), lost),), expected + lost)
+    return Damage((), (), max(expected, len(decoded)))
 
 
 def _on_grid(pts: list[int], step: float) -> bool:
