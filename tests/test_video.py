@@ -123,6 +123,36 @@ def test_mkv_keeps_streams_rate_count_and_colour(mkv_clip: Path, tmp_path: Path)
     assert not work_dir(dst).exists()
 
 
+@pytest.mark.parametrize(("codec", "tags"), [
+    ("libvpx-vp9", ("smpte170m", "smpte170m", "smpte170m", "tv")),  # an NTSC DVD's
+    ("libvpx-vp9", ("bt2020nc", "bt2020", "smpte2084", "tv")),  # HDR10's
+    ("ffv1", ("bt709", "bt709", "bt709", "tv")),
+    ("libvpx", ("bt470bg", "bt470bg", "bt709", "tv")),  # VP8, a PAL source's
+])
+def test_colour_tags_are_kept_whatever_the_codec_holds(tmp_path: Path, codec: str,
+                                                       tags: tuple[str, ...]) -> None:
+    """The segments' colour tags reach the output through the codec's bitstream, and VP9's
+    holds no primaries or transfer, FFV1's and VP8's none at all: they came out untagged
+    (an HDR10 source to VP9 lost its PQ transfer), as libx264's did not. The join tags the
+    video itself now."""
+    from upscaler.cli import main
+
+    matrix, primaries, transfer, value_range = tags
+    src = make_clip(tmp_path / "src.mkv", seconds=0.5, pix_fmt="yuv420p", tags=(
+        "-colorspace", matrix, "-color_primaries", primaries, "-color_trc", transfer,
+        "-color_range", value_range))
+    info = probe(src)
+    assert (info.color_matrix, info.color_primaries, info.color_transfer,
+            info.color_range) == tags
+    out = tmp_path / f"{codec}.mkv"
+    assert main([str(src), "-o", str(out), "--codec", codec, "--model",
+                 str(Path(__file__).parent / "data" / "nearest4x.onnx"), "--executor",
+                 "onnxruntime", "--quiet"]) == 0
+    got = probe(out)
+    assert (got.codec, got.color_matrix, got.color_primaries, got.color_transfer,
+            got.color_range) == ({"libvpx-vp9": "vp9", "libvpx": "vp8"}.get(codec, codec), *tags)
+
+
 def test_ten_bit_hevc_stays_ten_bit(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "deep.mkv", codec="libx265", pix_fmt="yuv420p10le", seconds=0.5)
     dtypes: set[np.dtype] = set()

@@ -183,7 +183,7 @@ def upscale_video(src: str | Path, dst: str | Path,
             elif transform is not None:
                 encode_segments(info, todo, transform, settings, paths, container, on_frames,
                                 folder.finished, on_segment_start, times)
-            _mux(info, segments, [folder.path_of(s) for s in segments], dst, encoding.encoder,
+            _mux(info, segments, [folder.path_of(s) for s in segments], dst, encoding,
                  settings.overwrite)
         except BaseException as e:
             explained = _explain(e, folder, len(segments), dst)
@@ -197,17 +197,17 @@ def upscale_video(src: str | Path, dst: str | Path,
     return dst
 
 
-def _mux(info: VideoInfo, segments: list[Segment], files: list[Path], dst: Path, encoder: str,
-         overwrite: bool) -> None:
+def _mux(info: VideoInfo, segments: list[Segment], files: list[Path], dst: Path,
+         encoding: Encoding, overwrite: bool) -> None:
     """join_and_mux, and where taking the closed captions out is what fails, the output
     without them: the upscaled video is not held back for its captions. A full disk is not
     the captions' failure: the job stops with its segments kept, as on any full disk."""
     try:
-        join_and_mux(info, segments, files, dst, encoder, overwrite)
+        join_and_mux(info, segments, files, dst, encoding, overwrite)
     except MediaError as e:
         if not info.captions or is_disk_full(e):
             raise
-        join_and_mux(dataclasses.replace(info, captions=False), segments, files, dst, encoder,
+        join_and_mux(dataclasses.replace(info, captions=False), segments, files, dst, encoding,
                      overwrite)
         log.warning(f"{info.path.name}: closed captions not carried: the mux could not take "
                     f"them out ({e.message})")

@@ -17,17 +17,21 @@ from upscaler.media import ffmpeg
 from upscaler.media.video.encoding import CODEC_CANDIDATES
 from upscaler.media.video.probe import VideoInfo
 from upscaler.media.video.segments import Segment, segment_duration
+from upscaler.media.video.writer import Encoding
 from upscaler.names import hidden_name
 
 
 def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[Path],
-                 dst: str | Path, encoder: str = "", overwrite: bool = False) -> Path:
+                 dst: str | Path, encoding: Encoding | None = None,
+                 overwrite: bool = False) -> Path:
     """Join segment files losslessly and mux them with the source's other streams into `dst`.
 
     Each segment's exact length goes into the concat list, so timestamps (and audio sync) do
     not drift however many segments there are. `dst` appears only when complete: ffmpeg writes
-    a hidden temporary name that is renamed at the end. `encoder` made the segments; it
-    decides the codec tag MP4 needs (hvc1, which Apple players require for HEVC).
+    a hidden temporary name that is renamed at the end. `encoding` made the segments: its
+    encoder decides the codec tag MP4 needs (hvc1, which Apple players require for HEVC), and
+    its colour tags go on the video, which not every codec's bitstream holds (VP9 holds no
+    primaries or transfer, FFV1 and VP8 none at all).
     """
     dst = Path(dst)
     partial = dst.with_name(hidden_name(dst.stem, f".partial{dst.suffix}"))
@@ -45,7 +49,8 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
                     "-map", "-1:d?", *cover_args, *(["-map", "2:s"] if info.captions else []),
                     "-map_metadata", "1", "-map_chapters", "1",
-                    "-c", "copy", *_container_args(info, dst, encoder), *_caption_codec(info, dst),
+                    "-c", "copy", *_container_args(info, dst, encoding),
+                    *_caption_codec(info, dst),
                     "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
         if dst.exists() and not overwrite:
             raise OutputExistsError("appeared while encoding; not replaced", dst)
@@ -250,7 +255,7 @@ def video_tag_args(suffix: str, encoder: str) -> list[str]:
     return ["-tag:v", "hvc1"] if hevc and suffix in _MP4_LIKE else []
 
 
-def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
+def _container_args(info: VideoInfo, dst: Path, encoding: Encoding | None) -> list[str]:
     """Per-container fixes: what a format cannot hold as is, and the video stream's tags."""
     check_container(info, dst)
     suffix = dst.suffix.lower()
@@ -269,4 +274,6 @@ def _container_args(info: VideoInfo, dst: Path, encoder: str) -> list[str]:
         if info.vfr and info.time_base.numerator == 1:
             args += ["-video_track_timescale", str(info.time_base.denominator)]
         args += ["-movflags", "+faststart"]
-    return [*args, *video_tag_args(suffix, encoder), *_subtitle_args(info, suffix)]
+    if encoding is not None:
+        args += [*video_tag_args(suffix, encoding.encoder), *encoding.colour_args(":v:0")]
+    return [*args, *_subtitle_args(info, suffix)]

@@ -54,6 +54,23 @@ class Encoding:
     options: tuple[str, ...] = ()
     display_aspect: Fraction | None = None
 
+    @property
+    def stored_colour(self) -> tuple[str, str]:
+        """(matrix, range) the frames are stored in: the source's, or RGB's own for an RGB
+        pixel format, tagged so, or decoders read the planes as YUV in the source's matrix
+        (libx264rgb output came back 14 dB from its input)."""
+        return ("gbr", "pc") if is_rgb(self.pix_fmt) else (self.matrix, self.range)
+
+    def colour_args(self, stream: str = "") -> list[str]:
+        """ffmpeg's output options for these colour tags, for `stream` (":v:0", say) or
+        every stream."""
+        matrix, value_range = self.stored_colour
+        # The option names RGB "rgb" where the filters and ffprobe say "gbr".
+        tags = {"colorspace": "rgb" if matrix == "gbr" else matrix, "color_range": value_range,
+                "color_primaries": self.primaries, "color_trc": self.transfer}
+        return [arg for name, value in tags.items() if value
+                for arg in (f"-{name}{stream}", value)]
+
 
 @dataclass(frozen=True)
 class Timing:
@@ -197,12 +214,9 @@ class VideoWriter:
             filters += [f"settb={tb.numerator}/{tb.denominator}",
                         f"setpts='{pts_expression(timing.pts)}'"]
             out_args += ["-enc_time_base", f"{tb.numerator}:{tb.denominator}"]
-        matrix, value_range = enc.matrix, enc.range
+        matrix, value_range = enc.stored_colour
         if is_rgb(enc.pix_fmt):
             filters.append(f"format={enc.pix_fmt}")
-            # Stored as RGB: tagged so, or decoders read the planes as YUV in the source's
-            # matrix (libx264rgb output came back 14 dB from its input).
-            matrix, value_range = "gbr", "pc"
         elif raw != enc.pix_fmt:
             filters += [f"scale=out_color_matrix={SWS_MATRICES.get(matrix, 'bt709')}"
                         f":out_range={value_range}:flags={SWS_FLAGS}", f"format={enc.pix_fmt}"]
@@ -213,13 +227,7 @@ class VideoWriter:
         if sar is not None:
             # max: setsar approximates ratios with terms above 100 unless told otherwise.
             filters.append(f"setsar={sar.numerator}/{sar.denominator}:max=65535")
-        # The encoder option names RGB "rgb" where the filters and ffprobe say "gbr".
-        out_args += ["-colorspace", "rgb" if matrix == "gbr" else matrix,
-                     "-color_range", value_range]
-        if enc.primaries:
-            out_args += ["-color_primaries", enc.primaries]
-        if enc.transfer:
-            out_args += ["-color_trc", enc.transfer]
+        out_args += enc.colour_args()
         return [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
                 "-f", "rawvideo", "-pix_fmt", raw, "-s", size,
                 "-framerate", f"{timing.rate.numerator}/{timing.rate.denominator}",
