@@ -308,3 +308,35 @@ def test_a_disk_that_fills_mid_job_keeps_the_finished_segments(
     assert f"resuming out.mkv: {kept} of {SEGMENTS} segments done" in again.stderr
     assert_same_video(out, reference)
     assert sorted(p.name for p in disk.iterdir()) == ["out.mkv"]
+
+
+def test_an_output_that_appears_before_the_join_keeps_the_segments_and_says_how_to_finish(
+        clip: Path, reference: Path, tmp_path: Path) -> None:
+    """The job refuses to replace it (exit 6) and keeps its segments; it said "run the same
+    command again to resume", which then skipped the output that was there and never named
+    the segments again."""
+    out = tmp_path / "out.mkv"
+    work = work_dir(out)
+    args = (str(clip), "-o", str(out), *FAST)
+    proc = start(tmp_path, *args)
+    wait_until(proc, lambda: finished_segments(work) >= 1, "a segment was finished")
+    out.write_bytes(b"saved meanwhile")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 6, err
+    assert err.strip().splitlines() == [
+        f"upscale: error: {out}: appeared while encoding; not replaced ({SEGMENTS} of "
+        f"{SEGMENTS} segments kept in {work}; move that file away, or add --overwrite, and "
+        "run the same command again to finish)"]
+    assert out.read_bytes() == b"saved meanwhile"
+    again = upscale(tmp_path, *args)
+    assert again.returncode == 0
+    assert again.stderr.strip().splitlines() == [
+        f"upscale: {out}: exists, skipped (--overwrite redoes it; an earlier run's segments "
+        f"wait in {work})"]
+    out.rename(tmp_path / "theirs.mkv")
+    again = upscale(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    work_done = WORK_DONE.search(again.stderr)
+    assert work_done and work_done.groups()[1:] == ("0", str(12 * SEGMENTS))  # all reused
+    assert_same_video(out, reference)
+    assert not work.exists()

@@ -48,6 +48,7 @@ from upscaler.errors import (
 )
 from upscaler.heap import keep_frame_buffers
 from upscaler.job.plan import PlanError, Task, plan_jobs
+from upscaler.job.resume import work_dir
 from upscaler.job.space import is_disk_full
 from upscaler.media import ffmpeg
 from upscaler.pipeline import Progress, ProgressCallback, Upscalers, run_task
@@ -190,6 +191,16 @@ class _Bars:
                 self.inner = None
             if self.outer is not None:
                 self.outer.close()
+
+
+def _unfinished_note(task: Task) -> str:
+    """For a skipped video whose output appeared before an earlier run could join its
+    segments: where they wait (they are not deleted unasked, and were otherwise never named
+    again)."""
+    if task.kind != "video":
+        return ""
+    folder = work_dir(task.output, task.options.work_dir)
+    return f"; an earlier run's segments wait in {folder}" if folder.is_dir() else ""
 
 
 # Control characters, which a file's name may hold (a line break, an escape sequence), and
@@ -429,7 +440,8 @@ def _run(tasks: list[Task], bars: _Bars,
             if _filled(failure):
                 full.add(disk)
         if state.skipped and task.kind != "folder":
-            bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it)")
+            bars.say(f"{PROG}: {task.output}: exists, skipped (--overwrite redoes it"
+                     f"{_unfinished_note(task)})")
         if state.tiles and not bars.quiet:
             bars.say(f"{PROG}: {state.label}: held drawings reused: {state.frames_reused} "
                      f"frames whole, {state.tiles_reused} of {state.tiles} tiles; the model "

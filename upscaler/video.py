@@ -477,7 +477,11 @@ def _explain(error: BaseException, folder: WorkFolder, total: int,
     # Our buffers around the model (the reader's frames, the writer's Y'CbCr planes): one line
     # and exit 4, as for the model's own, instead of a traceback.
     error = ran_out(error, dst) or error
-    if isinstance(error, UpscalerError) and kept:
+    if isinstance(error, OutputExistsError) and kept:
+        # The same command would skip the output that is there now, and the segments with it.
+        error.message += (f" ({where}; move that file away, or add --overwrite, and run the "
+                          "same command again to finish)")
+    elif isinstance(error, UpscalerError) and kept:
         error.message += f" ({where}; run the same command again to resume)"
     return error
 
