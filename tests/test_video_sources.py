@@ -407,6 +407,12 @@ def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
     assert [(s.kind, s.codec, s.size, s.attached_pic) for s in streams] == [
         ("video", "h264", (224, 160), False), ("video", "h264", (32, 24), False),
         ("video", "png", (20, 20), True)]
+    # FFmpeg's MOV muxer drops cover art without a word, where the job said it was kept.
+    mov = tmp_path / "out.mov"
+    code, err = run_cli([str(src), "-o", str(mov), *FAST], capsys)
+    assert (code, err.strip()) == (5, f"upscale: error: {mov}: .mov cannot hold the cover art "
+                                      "(png) of album.mp4; write .mp4 or .mkv instead")
+    assert not mov.exists()
 
 
 

@@ -182,6 +182,12 @@ def check_container(info: VideoInfo, dst: str | Path) -> None:
             if s.codec not in _WEBM_CODECS:
                 raise MediaError(f".webm cannot hold the {s.codec} {s.kind} stream of "
                                  f"{info.path.name}; write .mkv instead", dst)
+    covers = [s for s in info.streams if s.attached_pic]
+    if suffix == ".mov" and covers:
+        # FFmpeg's MOV muxer leaves attached pictures out without a word (MP4 writes them as
+        # iTunes cover art), so the trial below cannot find it.
+        raise MediaError(f".mov cannot hold the cover art ({covers[0].codec}) of "
+                         f"{info.path.name}; write .mp4 or .mkv instead", dst)
     if suffix in _MP4_LIKE:
         if any(s.kind == "attachment" for s in info.streams):
             raise MediaError(f"{suffix} cannot hold the attachments (fonts) of "
