@@ -284,6 +284,27 @@ def test_several_inputs_as_a_shell_glob_gives_them(tmp_path: Path,
     assert (tmp_path / "ep1_upscaled.mkv").exists() and (other / "ep1_upscaled.mkv").exists()
 
 
+def test_several_folders_go_each_into_its_own_folder(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`upscale season1 season2 -o out/` mixed both folders' pictures in out/, and refused
+    the batch outright where they shared names (001.png in each). Each goes under its own
+    name now, as a single picture or video goes under its own; one folder alone still
+    mirrors into -o itself."""
+    for season, names in (("season1", ["001.png"]), ("season2", ["001.png", "002.png"])):
+        for name in names:
+            save(tmp_path / season / name, draw_cel(12, 16))
+    still = save(tmp_path / "still.png", draw_cel(12, 16))
+    out = tmp_path / "out"
+    args = [str(tmp_path / "season1"), str(tmp_path / "season2"), str(still), "-o", str(out),
+            *FAST]
+    assert main(args) == 0
+    assert files(out) == ["season1", "season1/001.png", "season2", "season2/001.png",
+                          "season2/002.png", "still.png"]
+    assert error_lines(capsys) == ["upscale: 4 done, 0 skipped, 0 failed"]
+    assert main([str(tmp_path / "season1"), "-o", str(tmp_path / "one"), *FAST]) == 0
+    assert files(tmp_path / "one") == ["001.png"]
+
+
 def test_quality_of_jpeg_and_webp_outputs(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """--quality reaches every way a picture is written: a folder's writer threads, a single

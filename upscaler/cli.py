@@ -353,8 +353,17 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
             folder or output.expanduser().is_dir()):
         raise UsageError(f"{len(args.inputs)} inputs go into a folder, and -o names a file: "
                          f"end it with / to make it one ({args.output}/)", output)
-    return [Job(src, output, options, output_is_folder=folder or several)
+    return [Job(src, _batch_output(src, output) if several else output, options,
+                output_is_folder=folder or several)
             for src in args.inputs]
+
+
+def _batch_output(src: Path, output: Path | None) -> Path | None:
+    """Where one of several inputs goes in the folder -o names: a folder into a folder of its
+    own name there (season1/ and season2/ both hold 001.png), files into the folder itself."""
+    if output is None or not src.expanduser().is_dir():
+        return output
+    return output / Path(os.path.abspath(src.expanduser())).name
 
 
 def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
