@@ -305,6 +305,20 @@ def test_several_folders_go_each_into_its_own_folder(tmp_path: Path,
     assert files(tmp_path / "one") == ["001.png"]
 
 
+def test_a_folder_where_a_pictures_output_goes_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was counted as an output that exists and skipped ("1 skipped"), or with --overwrite
+    the model ran and the write failed; a single picture's job refused it before any work."""
+    save(tmp_path / "stills" / "a.png", draw_cel(12, 16))
+    save(tmp_path / "stills" / "b.png", draw_cel(12, 16))
+    (tmp_path / "out" / "b.png").mkdir(parents=True)
+    for extra in ([], ["--overwrite"]):
+        assert main([str(tmp_path / "stills"), "-o", str(tmp_path / "out"), *FAST, *extra]) == 2
+        assert error_lines(capsys) == [
+            f"upscale: error: {tmp_path / 'out' / 'b.png'}: the output of b.png is a folder"]
+        assert files(tmp_path / "out") == ["b.png"]
+
+
 def test_quality_of_jpeg_and_webp_outputs(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """--quality reaches every way a picture is written: a folder's writer threads, a single

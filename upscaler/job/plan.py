@@ -187,6 +187,8 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
                              "--format", src)
         by_output[key] = image
         check_name_length(target)
+        if target.is_dir():  # else counted as an output that exists, and skipped
+            raise UsageError(f"the output of {image.relative_to(src)} is a folder", target)
         items.append((image, target))
     check_writable(dst)
     return Task("folder", src, dst, options, tuple(items), tuple(notes))
