@@ -217,6 +217,22 @@ def test_console_script(tmp_path: Path) -> None:
     assert load(tmp_path / "a_upscaled.png").shape == (64, 64, 3)
 
 
+def test_names_after_double_dash_are_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`upscale -- -x.png`, as with any command: argparse's intermixed parsing refused it
+    ("unrecognized arguments") before Python 3.12."""
+    monkeypatch.chdir(tmp_path)
+    save(tmp_path / "-x.png", draw_cel(12, 16))
+    save(tmp_path / "b.png", draw_cel(12, 16))
+    assert main([*FAST, "--", "-x.png"]) == 0
+    assert load(tmp_path / "-x_upscaled.png").shape == (48, 64, 3)
+    assert main(["-o", "out/", *FAST, "--", "-x.png", "b.png"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["-x.png", "b.png"]
+    capsys.readouterr()
+    assert main([*FAST, "-x.png"]) == 2  # without it, an option
+    assert "unrecognized arguments: -x.png" in capsys.readouterr().err
+
+
 def drawn_alpha(height: int, width: int, scale: int) -> np.ndarray:
     """An anti-aliased figure's alpha (an ellipse and a bar) at `scale` times the size, drawn 4x
     finer still and averaged down, so every size is the same figure sampled exactly."""

@@ -508,6 +508,16 @@ def _quiet_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command's arguments, intermixed (`upscale a.mkv -o out/ b.mkv`, as a shell's glob and
+    a user's edit give it), and after `--` inputs only (a file named `-x.png`): argparse's
+    intermixed parsing did not honour `--` before Python 3.12."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = command_parser().parse_intermixed_args(argv[:cut])
+    args.inputs = [*args.inputs, *map(Path, argv[cut + 1:])]
+    return args
+
+
 def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
     try:
         # Subcommands are names, as the README gives them: a folder named like one is
@@ -516,8 +526,7 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
             return _list_models(argv[1:])
         if argv[:1] == ["compare"]:
             return _compare(argv[1:])
-        # Intermixed: `upscale a.mkv -o out/ b.mkv` as a shell's glob and a user's edit give it.
-        args = command_parser().parse_intermixed_args(argv)
+        args = _parse(argv)
         _ray_input(args)
         jobs = _jobs(args)
         ray = _ray_settings(args)
