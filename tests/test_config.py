@@ -70,6 +70,30 @@ def test_mistakes_name_the_line_and_key(tmp_path: Path, text: str, line: int,
     assert needle in message
 
 
+def test_every_mistake_in_a_job_file_is_said_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the command: a key or type mistake stopped the reading, so each run showed one
+    and the next appeared once it was fixed. Wrong defaults are said once, not again in every
+    job that takes them."""
+    from upscaler.cli import main
+
+    path = write(tmp_path, "defaults:\n  colour: red\n"
+                           "jobs:\n  - input: ep01.mkv\n    scale: two\n    bogus: 1\n"
+                           "  - output: x.mkv\n  - input: stills\n    tile: 8\n")
+    assert main(["--config", str(path), "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"upscale: error: {path}:2: defaults: unknown key 'colour'",
+        f"upscale: error: {path}:5: jobs[1].scale: expected a number, got 'two'",
+        f"upscale: error: {path}:6: jobs[1]: unknown key 'bogus'",
+        f"upscale: error: {path}:7: jobs[2]: missing key 'input'",
+        f"upscale: error: {path}:8: jobs[3]: tile must be 0 (no tiling) or at least 16"]
+    path = write(tmp_path, "defaults:\n  precision: fp8\n"
+                           "jobs:\n  - input: ep01.mkv\n  - input: stills\n")
+    assert main(["--config", str(path), "--quiet"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"upscale: error: {path}:2: defaults: precision must be")
+
+
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read job file"):
         load_jobs(tmp_path / "nope.yaml")

@@ -42,12 +42,13 @@ from upscaler.errors import (
     DiskFilledError,
     DiskFullError,
     Interrupted,
+    PlanError,
     UpscalerError,
     UsageError,
     job_error,
 )
 from upscaler.heap import keep_frame_buffers
-from upscaler.job.plan import PlanError, Task, plan_jobs
+from upscaler.job.plan import Task, plan_jobs
 from upscaler.job.resume import work_dir
 from upscaler.job.space import is_disk_full
 from upscaler.media import ffmpeg

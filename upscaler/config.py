@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from upscaler.errors import ConfigError
+from upscaler.errors import ConfigError, raise_all
 from upscaler.models.registry import DEFAULT_MODELS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -234,30 +234,43 @@ def _scalar(node: yaml.Node, kind: type, where: str, path: Path) -> Any:
 
 
 def _options_from(node: yaml.Node, base: Options, where: str, path: Path,
-                  extra: tuple[str, ...] = ()) -> tuple[Options, dict[str, Any]]:
+                  mistakes: list[ConfigError], extra: tuple[str, ...] = (),
+                  ) -> tuple[Options, dict[str, Any]]:
+    """The options a mapping sets over `base`, and its `extra` keys' values; each key that is
+    wrong is added to `mistakes` and left out, so that one reading finds them all."""
     if not isinstance(node, yaml.MappingNode):
-        raise ConfigError(f"{where}: expected a mapping", path, node.start_mark.line + 1)
+        mistakes.append(ConfigError(f"{where}: expected a mapping", path,
+                                    node.start_mark.line + 1))
+        return base, {}
     kinds = {f.name: f.kind for f in option_fields()}
     values: dict[str, Any] = {}
     extras: dict[str, Any] = {}
+    seen: set[str] = set()
+    found = len(mistakes)
     for key_node, value_node in node.value:
         key = key_node.value
         line = key_node.start_mark.line + 1
-        if key in extras or key in values:
-            raise ConfigError(f"{where}: duplicate key {key!r}", path, line)
-        if key in extra:
-            extras[key] = _scalar(value_node, str, f"{where}.{key}", path)
-        elif key in kinds:
-            values[key] = _scalar(value_node, kinds[key], f"{where}.{key}", path)
-        else:
-            close = difflib.get_close_matches(str(key).replace("-", "_"), [*kinds, *extra], n=1)
-            guess = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{guess}", path, line)
+        try:
+            if key in seen:
+                raise ConfigError(f"{where}: duplicate key {key!r}", path, line)
+            seen.add(key)
+            if key in extra:
+                extras[key] = _scalar(value_node, str, f"{where}.{key}", path)
+            elif key in kinds:
+                values[key] = _scalar(value_node, kinds[key], f"{where}.{key}", path)
+            else:
+                close = difflib.get_close_matches(str(key).replace("-", "_"),
+                                                  [*kinds, *extra], n=1)
+                guess = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{where}: unknown key {key!r}{guess}", path, line)
+        except ConfigError as e:
+            mistakes.append(e)
     opts = dataclasses.replace(base, **values)
-    try:
-        validate_options(opts)
-    except ValueError as e:
-        raise ConfigError(f"{where}: {e}", path, node.start_mark.line + 1) from e
+    if len(mistakes) == found:  # values that are each fine: now whether they go together
+        try:
+            validate_options(opts)
+        except ValueError as e:
+            mistakes.append(ConfigError(f"{where}: {e}", path, node.start_mark.line + 1))
     return opts, extras
 
 
@@ -279,7 +292,8 @@ def read_job_text(path: Path) -> str:
 def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
     """Read and validate a YAML job file; relative paths are relative to the file's folder.
 
-    Every mistake is reported with its line and key before any job runs.
+    Every mistake is reported with its line and key before any job runs: ConfigError for
+    one, PlanError holding each for several.
     """
     path = Path(path)
     try:
@@ -295,22 +309,31 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
         if key not in ("defaults", "jobs", "ray"):
             raise ConfigError(f"unknown key {key!r} (expected defaults, jobs, ray)", path,
                               key_node.start_mark.line + 1)
+    mistakes: list[ConfigError] = []
     defaults = base or Options()
     if "defaults" in sections:
-        defaults, _ = _options_from(sections["defaults"][1], defaults, "defaults", path)
+        given, _ = _options_from(sections["defaults"][1], defaults, "defaults", path, mistakes)
+        # Wrong defaults are said once, not again in every job that would take them.
+        defaults = defaults if mistakes else given
     if "jobs" not in sections:
-        raise ConfigError("missing key 'jobs'", path, 1)
+        mistakes.append(ConfigError("missing key 'jobs'", path, 1))
+        raise_all(mistakes)
     jobs_node = sections["jobs"][1]
     if not isinstance(jobs_node, yaml.SequenceNode) or not jobs_node.value:
-        raise ConfigError("jobs: expected a non-empty list", path, jobs_node.start_mark.line + 1)
+        mistakes.append(ConfigError("jobs: expected a non-empty list", path,
+                                    jobs_node.start_mark.line + 1))
+        raise_all(mistakes)
 
     jobs = []
     for i, node in enumerate(jobs_node.value, start=1):
         where = f"jobs[{i}]"
-        opts, extras = _options_from(node, defaults, where, path, extra=("input", "output"))
+        opts, extras = _options_from(node, defaults, where, path, mistakes,
+                                     extra=("input", "output"))
         line = node.start_mark.line + 1
         if "input" not in extras or not extras["input"]:
-            raise ConfigError(f"{where}: missing key 'input'", path, line)
+            if isinstance(node, yaml.MappingNode):  # else said already
+                mistakes.append(ConfigError(f"{where}: missing key 'input'", path, line))
+            continue
         # Relative to the job file's folder, after ~ is expanded; existence and everything
         # else about the paths is checked with the other jobs' before any work (job/plan.py).
         src = path.parent / Path(extras["input"]).expanduser()
@@ -318,6 +341,7 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
         dst = path.parent / Path(output).expanduser() if output else None
         jobs.append(Job(src, dst, opts, output_is_folder=names_folder(output or ""),
                         where=(path, line)))
+    raise_all(mistakes)
     return jobs
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -65,6 +66,23 @@ class ConfigError(UpscalerError):
         if self.path is not None and self.line is not None:
             return f"{self.path}:{self.line}: {self.message}"
         return super().__str__()
+
+
+class PlanError(UpscalerError):
+    """Every mistake found in a batch or a job file; the CLI shows each on its own line."""
+
+    def __init__(self, errors: Sequence[UpscalerError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = list(errors)
+        self.exit_code = max(e.exit_code for e in errors)
+
+
+def raise_all(errors: Sequence[UpscalerError]) -> None:
+    """Raise the one error, or a PlanError of several; nothing for none."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise PlanError(errors)
 
 
 class ModelError(UpscalerError):

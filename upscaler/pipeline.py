@@ -23,6 +23,7 @@ from upscaler.errors import (
     Interrupted,
     MediaError,
     OutputExistsError,
+    PlanError,
     UpscalerError,
     is_out_of_memory,
     ran_out,
@@ -32,7 +33,7 @@ from upscaler.executors.model_thread import ModelThreadExecutor
 from upscaler.executors.registry import create_executor, tile_budget
 from upscaler.executors.tta import TTAExecutor
 from upscaler.frame_upscaler import FrameUpscaler
-from upscaler.job.plan import PlanError, Task, plan_jobs, video_settings
+from upscaler.job.plan import Task, plan_jobs, video_settings
 from upscaler.job.space import is_disk_full
 from upscaler.media.images import (
     Image,

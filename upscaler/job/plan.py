@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 from upscaler.config import Job, Options
-from upscaler.errors import ExecutorError, MediaError, UpscalerError, UsageError, job_error
+from upscaler.errors import (
+    ExecutorError,
+    MediaError,
+    PlanError,
+    UpscalerError,
+    UsageError,
+    job_error,
+)
 from upscaler.executors.base import ExecutorOptions
 from upscaler.executors.registry import (
     AUTO,
@@ -64,15 +71,6 @@ class Task:
     @property
     def outputs(self) -> tuple[Path, ...]:
         return tuple(out for _, out in self.items) if self.kind == "folder" else (self.output,)
-
-
-class PlanError(UpscalerError):
-    """Every mistake found in a batch; the CLI shows each on its own line."""
-
-    def __init__(self, errors: Sequence[UpscalerError]) -> None:
-        super().__init__("; ".join(str(e) for e in errors))
-        self.errors = list(errors)
-        self.exit_code = max(e.exit_code for e in errors)
 
 
 def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
