@@ -416,6 +416,24 @@ def test_other_video_streams_and_cover_art_are_kept(tmp_path: Path,
 
 
 
+@pytest.mark.parametrize("default", [True, False])
+def test_the_videos_default_flag_is_kept(tmp_path: Path, default: bool,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The video comes from the segments, which carry no flags: a Matroska source's video
+    marked as the track to play came out unmarked (the audio's and subtitles' flags come with
+    them from the source)."""
+    clip = make_clip(tmp_path / "plain.mkv", size="32x18", seconds=0.5, audio=True)
+    src = tmp_path / "flagged.mkv"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-i", str(clip),
+                "-c", "copy", "-disposition:v:0", "default" if default else "0",
+                "-disposition:a:0", "default", str(src)], src)
+    assert [s.default for s in probe(src).streams] == [default, True]
+    out = tmp_path / "out.mkv"
+    code, err = run_cli([str(src), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert [s.default for s in probe(out).streams] == [default, True]
+
+
 def test_a_size_that_changes_mid_stream_is_said(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # As a TV capture switches between the programme and its adverts: two H.264 runs of other

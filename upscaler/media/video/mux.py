@@ -276,6 +276,8 @@ def _container_args(info: VideoInfo, dst: Path, encoding: Encoding | None) -> li
     for key, value in kept.items():
         if value:
             args += ["-metadata:s:v:0", f"{key}={value}"]
+    if info.video_stream and info.video_stream.default:  # the others' flags come with them
+        args += ["-disposition:v:0", "default"]
     if suffix in _MP4_LIKE:
         if info.vfr and info.time_base.numerator == 1:
             args += ["-video_track_timescale", str(info.time_base.denominator)]

@@ -45,6 +45,7 @@ class StreamInfo:
     attached_pic: bool = False
     start: float | None = None  # first timestamp in seconds, on the container's clock
     size: tuple[int, int] | None = None  # (width, height) of a video stream
+    default: bool = False  # the container marks it as its kind's track to play
 
 
 @dataclass(frozen=True)
@@ -280,6 +281,7 @@ def _parse(path: Path, raw: Mapping[str, Any]) -> VideoInfo:
                                  codec=_known(s.get("codec_name")) or "none",
                                  tags=dict(s.get("tags", {})),
                                  attached_pic=bool(s.get("disposition", {}).get("attached_pic")),
+                                 default=bool(s.get("disposition", {}).get("default")),
                                  start=_seconds(s.get("start_time")),
                                  size=(int(s["width"]), int(s["height"]))
                                  if s.get("width") and s.get("height") else None)

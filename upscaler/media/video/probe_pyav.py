@@ -61,7 +61,8 @@ def pyav_json(path: Path) -> dict[str, Any]:
 def _pyav_stream(box: Any, s: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"index": s.index, "codec_type": s.type, "tags": dict(s.metadata),
                            "time_base": str(s.time_base),
-                           "disposition": {"attached_pic": int(bool(s.disposition & 1024))}}
+                           "disposition": {"default": int(bool(s.disposition & 1)),
+                                           "attached_pic": int(bool(s.disposition & 1024))}}
     if s.start_time is not None:
         out["start_time"] = str(float(s.start_time * s.time_base))
     if s.duration is not None:
