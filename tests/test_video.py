@@ -153,6 +153,27 @@ def test_colour_tags_are_kept_whatever_the_codec_holds(tmp_path: Path, codec: st
             got.color_range) == ({"libvpx-vp9": "vp9", "libvpx": "vp8"}.get(codec, codec), *tags)
 
 
+def test_a_full_range_source_to_prores_keeps_its_levels(tmp_path: Path) -> None:
+    """ProRes holds limited range only: the full-range codes the writer made of a full-range
+    source (a PNG-in-MOV's, an MJPEG's) were read back as limited, every level stretched
+    (28..227 came back as 14..247, 27 dB). They are written limited now, as ffmpeg does."""
+    from upscaler.cli import main
+
+    src = make_clip(tmp_path / "full.mkv", seconds=0.5, pix_fmt="yuv444p", tags=(
+        "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+        "-color_range", "pc"))
+    assert probe(src).color_range == "pc"
+    out = tmp_path / "out.mov"
+    assert main([str(src), "-o", str(out), "--codec", "prores_ks", "--model",
+                 str(Path(__file__).parent / "data" / "nearest4x.onnx"), "--executor",
+                 "onnxruntime", "--quiet"]) == 0
+    assert probe(out).color_range == "tv"
+    want = np.stack(decode_all(src)).astype(float)
+    got = np.stack(decode_all(out))[:, ::4, ::4] / 257.0  # 10-bit ProRes decodes to 16 bits
+    assert abs((got - want).mean()) < 1  # no shift (0.47 measured; 3 levels before)
+    assert psnr(got, want, 255) > 40, psnr(got, want, 255)
+
+
 def test_ten_bit_hevc_stays_ten_bit(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "deep.mkv", codec="libx265", pix_fmt="yuv420p10le", seconds=0.5)
     dtypes: set[np.dtype] = set()

@@ -32,6 +32,10 @@ ALPHA_DEFAULTS = {".mov": "prores_ks", ".mkv": "prores_ks", ".webm": "libvpx-vp9
 # Encoders whose alpha FFmpeg decodes again, as a resumed job's checks and players need;
 # libx265 lists yuva formats but its alpha layer does not come back out of FFmpeg's decoder.
 ALPHA_ENCODERS = ("prores_ks", "ffv1", "png", "utvideo", "libvpx-vp9", "libvpx")
+# Encoders of a format that holds limited range only (ProRes): a full-range source is written
+# limited, as ffmpeg itself does; its full-range codes were read as limited, every level
+# stretched (28..227 came back as 14..247).
+LIMITED_RANGE_ONLY = ("prores",)
 # Of those, the ones whose alpha lives outside the picture's packets (Matroska's
 # BlockAdditional): their segments must be WebM, which keeps it, not NUT.
 SIDE_ALPHA_ENCODERS = ("libvpx-vp9", "libvpx")
@@ -107,8 +111,9 @@ def choose_encoding(info: VideoInfo, settings: VideoSettings, container: str) ->
         options += ["-x265-params", ":".join(["log-level=error", *_x265_hdr(info.hdr)])]
     if encoder == "libsvtav1" and _svtav1_hdr(info.hdr):
         options += ["-svtav1-params", ":".join(_svtav1_hdr(info.hdr))]
+    value_range = "tv" if encoder.startswith(LIMITED_RANGE_ONLY) else info.yuv_range
     return Encoding(encoder=encoder, pix_fmt=pix_fmt, matrix=info.yuv_matrix,
-                    range=info.yuv_range, primaries=info.color_primaries,
+                    range=value_range, primaries=info.color_primaries,
                     transfer=info.color_transfer, options=tuple(options),
                     display_aspect=info.display_aspect if info.sar != 1 else None)
 
