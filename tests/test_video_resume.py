@@ -340,3 +340,20 @@ def test_an_output_that_appears_before_the_join_keeps_the_segments_and_says_how_
     assert work_done and work_done.groups()[1:] == ("0", str(12 * SEGMENTS))  # all reused
     assert_same_video(out, reference)
     assert not work.exists()
+
+
+def test_a_second_run_into_the_same_output_is_refused_whatever_its_work_folder(
+        clip: Path, tmp_path: Path) -> None:
+    """Each run locked its own work folder only: a second one with another --work-dir
+    upscaled the whole video beside the first, to find the first's output at its join."""
+    out = tmp_path / "out.mkv"
+    first = start(tmp_path, str(clip), "-o", str(out), *FAST)
+    wait_until(first, lambda: finished_segments(work_dir(out)) >= 1, "a segment was finished")
+    second = upscale(tmp_path, str(clip), "-o", str(tmp_path / "sub" / ".." / "out.mkv"),
+                     *FAST, "--work-dir", str(tmp_path / "elsewhere"))
+    assert (second.returncode, second.stderr.strip()) == (
+        5, f"upscale: error: {tmp_path / 'sub' / '..' / 'out.mkv'}: another upscale is writing "
+           "this output")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert probe(out).frame_count == 12 * SEGMENTS

@@ -34,7 +34,7 @@ from upscaler.errors import (
     ran_out,
 )
 from upscaler.job.preflight import check_encoding
-from upscaler.job.resume import Resumed, WorkFolder, work_dir
+from upscaler.job.resume import OutputLock, Resumed, WorkFolder, work_dir
 from upscaler.job.space import check_space, is_disk_full
 from upscaler.media.video.damage import accept, find_damage
 from upscaler.media.video.encoding import (
@@ -152,7 +152,7 @@ def upscale_video(src: str | Path, dst: str | Path,
         log.warning(f"{src.name}: {note}")
     segments = plan_segments(info, settings.segment_seconds, segment_suffix(encoding))
     fingerprint = _fingerprint(src, info, settings, encoding, container, identity)
-    with WorkFolder(work_dir(dst, settings.work_dir), fingerprint) as folder:
+    with OutputLock(dst), WorkFolder(work_dir(dst, settings.work_dir), fingerprint) as folder:
         upscaled = 0
         done = 0
 

@@ -29,6 +29,7 @@ from typing import Any
 from upscaler.errors import MediaError
 from upscaler.media.video.segments import Segment, sync_to_disk
 from upscaler.names import hidden_name
+from upscaler.user_cache import cache_dir
 
 try:
     import fcntl
@@ -50,7 +51,7 @@ def work_dir(dst: str | Path, under: str | Path | None = None) -> Path:
     dst = Path(dst)
     if under is None:
         return dst.parent / hidden_name(dst.name, ".segments")
-    tag = hashlib.sha256(str(dst.resolve()).encode()).hexdigest()[:8]
+    tag = hashlib.sha256(os.fsencode(dst.resolve())).hexdigest()[:8]
     return Path(under).expanduser() / hidden_name(dst.name, f"-{tag}.segments", lead="")
 
 
@@ -65,6 +66,41 @@ class Resumed:
     reused: tuple[Segment, ...] = ()
     discarded: int = 0
     changed: tuple[str, ...] = ()
+
+
+class OutputLock:
+    """A lock on an output while a job makes it, whichever work folder the job uses: two runs
+    with different --work-dir each hold their own folder's lock, so the second upscaled the
+    whole video only to find the first's output at its join. Held on a file in the user
+    cache keyed by the output's full path (this machine's runs; a cache that cannot be
+    written leaves the folder's lock alone to do it)."""
+
+    def __init__(self, dst: Path) -> None:
+        self.dst = dst
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        if fcntl is None:
+            return self
+        tag = hashlib.sha256(os.fsencode(self.dst.resolve()))
+        try:
+            folder = cache_dir() / "locks"
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f"{tag.hexdigest()[:24]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            raise MediaError("another upscale is writing this output", self.dst) from e
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock, as a crash would
+            self._fd = None
 
 
 class WorkFolder:
