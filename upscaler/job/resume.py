@@ -68,6 +68,17 @@ class Resumed:
     changed: tuple[str, ...] = ()
 
 
+def _held(fd: int, taken: str, path: Path) -> int:
+    """`fd` with an exclusive lock on its file; closed, and MediaError(`taken`) naming `path`,
+    where another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        raise MediaError(taken, path) from e
+    return fd
+
+
 class OutputLock:
     """A lock on an output while a job makes it, whichever work folder the job uses: two runs
     with different --work-dir each hold their own folder's lock, so the second upscaled the
@@ -89,12 +100,7 @@ class OutputLock:
             fd = os.open(folder / f"{tag.hexdigest()[:24]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return self
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            raise MediaError("another upscale is writing this output", self.dst) from e
-        self._fd = fd
+        self._fd = _held(fd, "another upscale is writing this output", self.dst)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -127,12 +133,7 @@ class WorkFolder:
         if fcntl is None:
             os.close(fd)
         else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                os.close(fd)
-                raise MediaError("another upscale is working in this folder", self.path) from e
-            self._lock_fd = fd
+            self._lock_fd = _held(fd, "another upscale is working in this folder", self.path)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
