@@ -186,6 +186,20 @@ def test_a_segment_that_keeps_failing_fails_its_job_and_the_batch_goes_on(
                                       np.asarray(Image.open(tmp_path / "here" / name)))
 
 
+@pytest.mark.slow
+def test_ray_none_starts_a_local_ray(clip: Path, local: Path, tmp_path: Path) -> None:
+    """--help says `none` starts a local Ray; it was taken for an address ("Invalid address
+    format: none", exit 1). In a process of its own, where no Ray runs yet."""
+    pytest.importorskip("ray")
+    out = tmp_path / "out.mkv"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "upscaler", str(clip), "-o", str(out),
+                           *FAST, "--ray", "none"], capture_output=True, text=True,
+                          check=False, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert_same_video(out, local)
+
+
 def test_without_ray_the_option_says_how_to_install_it(clip: Path, tmp_path: Path) -> None:
     blocked = ("import sys; sys.modules['ray'] = None; from upscaler.cli import main; "
                "sys.exit(main(sys.argv[1:]))")

@@ -367,6 +367,10 @@ def _batch_output(src: Path, output: Path | None) -> Path | None:
     return output / Path(os.path.abspath(src.expanduser())).name
 
 
+# --ray's words for no cluster to join: a Ray started here.
+_LOCAL_RAY = ("none", "local")
+
+
 def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
     """Ray's settings for the run: the job file's `ray:`, then --ray, --ray-workers and
     --ray-cpus over it; None for a run on this machine alone."""
@@ -377,7 +381,7 @@ def _ray_settings(args: argparse.Namespace) -> RaySettings | None:
         if given:
             raise UsageError("--ray-workers and --ray-cpus go with --ray")
         return None
-    if args.ray:
+    if args.ray and args.ray.lower() not in _LOCAL_RAY:
         given["address"] = args.ray
     try:
         return dataclasses.replace(settings or RaySettings(), **given)

@@ -98,8 +98,9 @@ def command_parser() -> argparse.ArgumentParser:
                         help="no progress bars (errors, skips and the summary still show)")
     parser.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                         help="run on Ray: video segments and images become Ray tasks; ADDRESS "
-                        "joins a cluster (auto: the one this machine is in), none starts a "
-                        "local Ray. Work folders (--work-dir) must be on storage all nodes see")
+                        "joins a cluster (auto: the one this machine is in); without one (or "
+                        "with none or local) a local Ray starts. Work folders (--work-dir) "
+                        "must be on storage all nodes see")
     parser.add_argument("--ray-workers", type=int, metavar="N",
                         help="with --ray: segments or files worked on at once (default: as "
                         "many as the cluster takes)")
