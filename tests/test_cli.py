@@ -233,6 +233,30 @@ def test_names_after_double_dash_are_inputs(tmp_path: Path, monkeypatch: pytest.
     assert "unrecognized arguments: -x.png" in capsys.readouterr().err
 
 
+def test_devices_as_users_spell_them(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`--device cpu` for OpenVINO (which names it CPU) and `CPU` for PyTorch were refused; a
+    device type PyTorch names but this build lacks (vulkan, xpu) gave a traceback, exit 1."""
+    from upscaler.executors.registry import unavailable_reason
+
+    src = save(tmp_path / "a.png", draw_cel(12, 16))
+    runs = [("openvino", "cpu"), ("torch", "CPU")]
+    for executor, device in runs:
+        if unavailable_reason(executor) is not None:
+            continue
+        out = tmp_path / f"{executor}.png"
+        assert main([str(src), "-o", str(out), *FAST, "--executor", executor,
+                     "--device", device]) == 0, capsys.readouterr().err
+        assert load(out).shape == (48, 64, 3)
+    if unavailable_reason("torch") is None:
+        capsys.readouterr()
+        assert main([str(src), "-o", str(tmp_path / "v.png"), *FAST, "--executor", "torch",
+                     "--device", "vulkan:0"]) == 4
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith("upscale: error: torch: device 'vulkan:0' is not available here (")
+        assert line.endswith("); use cuda[:N], mps or cpu") and len(line) < 300
+
+
 def drawn_alpha(height: int, width: int, scale: int) -> np.ndarray:
     """An anti-aliased figure's alpha (an ellipse and a bar) at `scale` times the size, drawn 4x
     finer still and averaged down, so every size is the same figure sampled exactly."""

@@ -68,7 +68,8 @@ class OpenVinoExecutor(ClosingExecutor):
         import openvino as ov
 
         core = ov.Core()
-        self.device = options.device or "CPU"
+        # OpenVINO's names are upper case (CPU, GPU.1); cpu as the other executors take it.
+        self.device = (options.device or "CPU").upper()
         available = core.available_devices
         if self.device.split(".")[0] not in {d.split(".")[0] for d in available}:
             raise ExecutorError(f"openvino: device {self.device!r} not found "

@@ -47,13 +47,21 @@ def _pick_device(device: str | None) -> Any:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        chosen = torch.device(device)
+        chosen = torch.device(device.lower())  # CPU as OpenVINO spells it
     except RuntimeError as e:
         raise ExecutorError(f"torch: unknown device {device!r}; use cuda[:N], mps or cpu") from e
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ExecutorError("torch: CUDA is not available in this PyTorch build or machine")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise ExecutorError("torch: MPS is not available on this machine")
+    try:
+        # A type PyTorch names but this build or machine lacks (vulkan, xpu) fails only when
+        # used, each its own way (RuntimeError, AssertionError, NotImplementedError).
+        torch.empty(1, device=chosen)
+    except Exception as e:
+        reason = one_line(e).split(". ")[0][:160]  # Vulkan's lists every backend there is
+        raise ExecutorError(f"torch: device {device!r} is not available here ({reason}); "
+                            "use cuda[:N], mps or cpu") from e
     return chosen
 
 
