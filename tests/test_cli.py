@@ -257,6 +257,59 @@ def test_devices_as_users_spell_them(tmp_path: Path,
         assert line.endswith("); use cuda[:N], mps or cpu") and len(line) < 300
 
 
+def conv_model(path: Path, in_shape: list, out_channels: int = 3) -> Path:
+    """A user's ONNX model: a nearest 2x Resize, then a 1x1 convolution to `out_channels`
+    (the identity on the first channels)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    in_channels = in_shape[1]
+    weights = np.eye(out_channels, in_channels, dtype=np.float32)[:, :, None, None]
+    out_shape = [1, out_channels, *(d * 2 if isinstance(d, int) else f"{d}2"
+                                    for d in in_shape[2:])]
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["x", "", "scales"], ["r"], mode="nearest"),
+         helper.make_node("Conv", ["r", "w"], ["y"])], path.stem,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+                     numpy_helper.from_array(weights, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
+def test_a_users_onnx_model_is_checked_alike_on_every_executor(
+        tmp_path: Path, executor: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """OpenVINO ran a model with a fourth output channel and dropped it without a word, where
+    ONNX Runtime failed mid-run (exit 4); it failed on a fixed input size, which ONNX Runtime
+    tiles to. Each now takes the fixed size and refuses what does not map RGB to RGB before
+    any work, naming the file (exit 3)."""
+    from upscaler.executors.registry import unavailable_reason
+
+    if unavailable_reason(executor) is not None:
+        pytest.skip(f"{executor} is not installed")
+    src = save(tmp_path / "a.png", draw_cel(72, 100))  # two tiles by two of the fixed size
+    run = ["--executor", executor, "--quiet"]
+    plain = conv_model(tmp_path / "plain.onnx", [1, 3, "h", "w"])
+    fixed = conv_model(tmp_path / "fixed.onnx", [1, 3, 64, 64])
+    assert main([str(src), "-o", str(tmp_path / "plain.png"), "--model", str(plain), *run]) == 0
+    assert main([str(src), "-o", str(tmp_path / "fixed.png"), "--model", str(fixed), *run]) == 0
+    want = load(tmp_path / "plain.png")
+    assert want.shape == (144, 200, 3)
+    np.testing.assert_array_equal(load(tmp_path / "fixed.png"), want)
+    for model, said in [(conv_model(tmp_path / "gray.onnx", [1, 1, "h", "w"], 1),
+                         "model takes 1 channels, expected 3 (RGB)"),
+                        (conv_model(tmp_path / "rgba.onnx", [1, 3, "h", "w"], 4),
+                         "model gives 4 channels, expected 3 (RGB)")]:
+        capsys.readouterr()
+        assert main([str(src), "-o", str(tmp_path / "x.png"), "--model", str(model), *run]) == 3
+        assert capsys.readouterr().err == f"upscale: error: {model}: {said}\n"
+        assert not (tmp_path / "x.png").exists()
+
+
 def drawn_alpha(height: int, width: int, scale: int) -> np.ndarray:
     """An anti-aliased figure's alpha (an ellipse and a bar) at `scale` times the size, drawn 4x
     finer still and averaged down, so every size is the same figure sampled exactly."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
@@ -76,3 +77,23 @@ class ClosingExecutor:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def image_io(in_dims: Sequence[int | None], out_channels: int | None,
+             path: object) -> tuple[int, int] | None:
+    """The (height, width) a model's NCHW input fixes, None where it takes any size; ModelError
+    where it does not map RGB to RGB (a gray model, a fourth output channel that one runtime
+    failed on and another dropped without a word) or fixes one side only. Dimensions a model
+    leaves free are None."""
+    from upscaler.errors import ModelError
+
+    if len(in_dims) != 4:
+        raise ModelError(f"model input has rank {len(in_dims)}, expected 4 (NCHW)", path)
+    _, channels, height, width = in_dims
+    if channels not in (None, 3):
+        raise ModelError(f"model takes {channels} channels, expected 3 (RGB)", path)
+    if out_channels not in (None, 3):
+        raise ModelError(f"model gives {out_channels} channels, expected 3 (RGB)", path)
+    if (height is None) != (width is None):
+        raise ModelError(f"input shape {height}x{width} fixes only one side", path)
+    return None if height is None or width is None else (height, width)

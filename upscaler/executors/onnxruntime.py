@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError, one_line
-from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
+from upscaler.executors.base import (
+    ClosingExecutor,
+    ExecutorOptions,
+    PrecisionName,
+    image_io,
+)
 from upscaler.models.builds import onnx_file
 from upscaler.models.cache import cache_dir
 from upscaler.models.registry import ModelRef
@@ -156,14 +161,11 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
         if model.kind == "onnx":  # a user's file runs in the precision it was saved in
             self.precision = "fp16" if self._input_dtype == np.float16 else "fp32"
-        batch, channels, height, width = _static_dims(model_input.shape, path)
-        if channels not in (None, 3):
-            raise ModelError(f"model takes {channels} channels, expected 3 (RGB)", path)
-        if (height is None) != (width is None):
-            raise ModelError(f"input shape {height}x{width} fixes only one side", path)
-        self.fixed_tile: tuple[int, int] | None = (
-            None if height is None or width is None else (height, width))
-        self._fixed_batch = batch
+        dims = _static_dims(model_input.shape)
+        out_dims = _static_dims(model_output.shape)
+        self.fixed_tile: tuple[int, int] | None = image_io(
+            dims, out_dims[1] if len(out_dims) == 4 else None, path)
+        self._fixed_batch = dims[0]
         self.scale: int = model.scale if model.scale is not None else self._measure_scale(path)
 
     def _live(self) -> Any:
@@ -337,8 +339,6 @@ def part_inputs(session: Any) -> list[str]:
     return [i.name for i in session.get_inputs()]
 
 
-def _static_dims(shape: list[Any], path: Any) -> tuple[int | None, ...]:
-    """(batch, channels, height, width), None where the model leaves a dimension free."""
-    if len(shape) != 4:
-        raise ModelError(f"model input has rank {len(shape)}, expected 4 (NCHW)", path)
+def _static_dims(shape: list[Any]) -> tuple[int | None, ...]:
+    """A tensor's dimensions, None where the model leaves one free."""
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)

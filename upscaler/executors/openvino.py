@@ -8,7 +8,12 @@ from typing import Any, Literal
 import numpy as np
 
 from upscaler.errors import ExecutorError, ModelError, OutOfMemoryError, one_line
-from upscaler.executors.base import ClosingExecutor, ExecutorOptions, PrecisionName
+from upscaler.executors.base import (
+    ClosingExecutor,
+    ExecutorOptions,
+    PrecisionName,
+    image_io,
+)
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import ModelRef
 from upscaler.pixels import batch_to_pixels, run_via_planes, to_planes
@@ -84,6 +89,14 @@ class OpenVinoExecutor(ClosingExecutor):
         rank = ov_model.input(0).get_partial_shape().rank
         if len(ov_model.inputs) != 1 or rank.is_dynamic or rank.get_length() != 4:
             raise ModelError("expected one NCHW image input", path)
+        out_shape = ov_model.output(0).get_partial_shape()
+        out_channels = (_static(out_shape)[1] if out_shape.rank.is_static
+                        and out_shape.rank.get_length() == 4 else None)
+        # A user's ONNX file may fix its input's size, which the tiler then keeps to, and its
+        # batch, which run() then keeps to.
+        dims = _static(ov_model.input(0).get_partial_shape())
+        self.fixed_tile = image_io(dims, out_channels, path)
+        self._fixed_batch = dims[0]
 
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[self.precision],
@@ -113,15 +126,23 @@ class OpenVinoExecutor(ClosingExecutor):
         self.scale: int = model.scale if model.scale is not None else self._measure_scale()
 
     def _measure_scale(self) -> int:
-        out_h, out_w = self.run(np.zeros((1, 3, _PROBE_SIZE, _PROBE_SIZE), np.float32)).shape[2:]
-        if out_h % _PROBE_SIZE or out_h != out_w:
+        in_h, in_w = self.fixed_tile or (_PROBE_SIZE, _PROBE_SIZE)
+        out_h, out_w = self.run(np.zeros((1, 3, in_h, in_w), np.float32)).shape[2:]
+        if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
             raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
-                             f"{_PROBE_SIZE}x{_PROBE_SIZE}", self.path)
-        return out_h // _PROBE_SIZE
+                             f"{in_h}x{in_w}", self.path)
+        return out_h // in_h
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        step = self._fixed_batch
+        if step is not None and step != len(feed):
+            if len(feed) % step:
+                raise ExecutorError(f"openvino: the model takes batches of exactly {step}",
+                                    self.path)
+            return np.concatenate([self.run(feed[i : i + step])
+                                   for i in range(0, len(feed), step)])
         if self._parallel and len(feed) > 1:
             return self._guarded(lambda: self._run_parallel(self._parallel, feed), feed.shape)
         out = self._guarded(lambda: self._infer(self._request, feed), feed.shape)
@@ -134,7 +155,7 @@ class OpenVinoExecutor(ClosingExecutor):
         call: a fresh copy of a 4K frame's 100 MB float output each frame cost more in page
         faults than the model it held (the instant model of bench/bench_fast_path.py).
         """
-        if self._parallel and len(tiles) > 1:
+        if (self._parallel and len(tiles) > 1) or self._fixed_batch not in (None, len(tiles)):
             return run_via_planes(self.run, tiles)
         feed = to_planes(tiles, self._input_dtype)
         out = self._guarded(lambda: self._infer(self._request, feed), feed.shape)
@@ -216,3 +237,8 @@ def _read_onnx(path: Path) -> Any:
         lines = [line for line in str(e).splitlines() if line.strip()]
         raise ModelError(f"not a loadable ONNX model: {lines[-1] if lines else one_line(e)}",
                          path) from e
+
+
+def _static(shape: Any) -> list[int | None]:
+    """An OpenVINO partial shape's dimensions, None where the model leaves one free."""
+    return [d.get_length() if d.is_static else None for d in shape]
