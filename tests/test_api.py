@@ -125,3 +125,36 @@ def test_upscale_path_runs_a_job_like_the_command(tmp_path: Path) -> None:
     assert (again.done, again.skipped) == (0, 1)
     with pytest.raises(upscaler.UpscalerError, match="input does not exist"):
         upscaler.upscale_path(tmp_path / "missing.png")
+
+
+def test_frames_take_what_pictures_take(up: upscaler.Upscaler) -> None:
+    """upscale_frames refused big-endian uint16, which upscale takes (docs/api.md: "uint16 in
+    either byte order"), and its float refusal was not the TypeError upscale raises."""
+    frame = (draw_cel(12, 16).astype(np.uint16) * 257).astype(">u2")
+    (got,) = up.upscale_frames([frame])
+    assert got.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(got, up.upscale(frame))
+    with pytest.raises(TypeError, match="uint8 or uint16"):
+        list(up.upscale_frames([frame.astype(np.float32)]))
+
+
+def test_a_closed_upscaler_says_so() -> None:
+    """It raised "RuntimeError: cannot schedule new futures after shutdown"."""
+    closed = upscaler.Upscaler(model=MODEL)
+    closed.close()
+    picture = draw_cel(12, 16)
+    for use in (lambda: closed.upscale(picture), lambda: list(closed.upscale_frames([picture])),
+                closed.__enter__):
+        with pytest.raises(upscaler.UpscalerError, match="this Upscaler is closed"):
+            use()
+
+
+def test_compare_takes_one_model_name_and_refuses_none(tmp_path: Path) -> None:
+    """A name alone was split into letters ("r: unknown model"); an empty list ran the four
+    default models, where the command refuses `--models ""`."""
+    picture = tmp_path / "cel.png"
+    Image.fromarray(draw_cel(12, 16)).save(picture)
+    result = upscaler.compare(picture, models=MODEL, tile=0)
+    assert [r.model for r in result.results] == [MODEL]
+    with pytest.raises(upscaler.UpscalerError, match="names no model"):
+        upscaler.compare(picture, models=[])

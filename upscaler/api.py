@@ -91,16 +91,23 @@ class Upscaler:
         given = {"model": model, "executor": executor, "tile": tile, **options}
         options_ = _options(**given)
         self._pipeline = _Pipeline(options_, reuse=options_.reuse)
+        self._closed = False
 
     @property
     def scale(self) -> float:
         return self._pipeline.options.scale or self._pipeline.model_scale
 
     def close(self) -> None:
+        self._closed = True
         self._pipeline.close()
 
     def __enter__(self) -> Upscaler:
+        self._check_open()
         return self
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("this Upscaler is closed; make another to upscale more")
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -112,10 +119,15 @@ class Upscaler:
     def upscale(self, picture: np.ndarray) -> np.ndarray: ...
 
     def upscale(self, picture: _Picture) -> _Picture:
-        if isinstance(picture, PIL.Image.Image):
-            return self._upscale_pil(picture)
-        if isinstance(picture, np.ndarray):
-            return self._upscale_array(picture)
+        self._check_open()
+        try:
+            if isinstance(picture, PIL.Image.Image):
+                return self._upscale_pil(picture)
+            if isinstance(picture, np.ndarray):
+                return self._upscale_array(picture)
+        except RuntimeError:
+            self._check_open()  # closed by another thread while this one was upscaling
+            raise
         raise ArgumentTypeError(f"expected a PIL image or a numpy array, not "
                                 f"{type(picture).__name__}")
 
@@ -125,19 +137,27 @@ class Upscaler:
         those before it: where a held drawing did not change its stored result is reused, and
         where part of it changed only that part goes through the model (within 45 dB of
         upscaling every frame alone). Nothing is carried between two calls."""
-        flat: list[bool] = []  # per frame given: (H, W), to be given back without the axis
+        self._check_open()
+        # Per frame given: its dtype (uint16 in either byte order, given back so) and whether
+        # it was (H, W), to be given back without the channel axis.
+        given: list[tuple[np.dtype, bool]] = []
 
         def checked() -> Iterator[np.ndarray]:
             for array in frames:
-                flat.append(isinstance(array, np.ndarray) and array.ndim == 2)
-                yield _picture_array(array[..., None] if flat[-1] else array)
+                _check_dtype(array)
+                given.append((array.dtype, array.ndim == 2))
+                yield _picture_array(array[..., None] if array.ndim == 2 else array)
 
-        for n, upscaled in enumerate(self._pipeline.upscale_frames(checked())):
-            yield upscaled[..., 0] if flat[n] else upscaled
+        try:
+            for n, upscaled in enumerate(self._pipeline.upscale_frames(checked())):
+                dtype, flat = given[n]
+                yield (upscaled[..., 0] if flat else upscaled).astype(dtype, copy=False)
+        except RuntimeError:
+            self._check_open()
+            raise
 
     def _upscale_array(self, array: np.ndarray) -> np.ndarray:
-        if array.dtype.kind != "u" or array.dtype.itemsize not in (1, 2):
-            raise ArgumentTypeError(f"arrays must be uint8 or uint16, not {array.dtype}")
+        _check_dtype(array)
         if not array.dtype.isnative:  # big-endian uint16: worked on in this machine's order
             return self._upscale_array(array.astype(array.dtype.newbyteorder("="))).astype(
                 array.dtype)
@@ -174,13 +194,20 @@ class Upscaler:
         return PIL.Image.fromarray(pixels)
 
 
-def _picture_array(array: object) -> np.ndarray:
-    """A frame as the pipeline takes it, (H, W, C) contiguous; UsageError when it is none."""
-    if not isinstance(array, np.ndarray) or array.dtype not in (np.uint8, np.uint16):
-        raise UsageError("frames must be uint8 or uint16 numpy arrays")
+def _check_dtype(array: object) -> None:
+    """ArgumentTypeError unless `array` is a numpy array of uint8 or uint16 (either order)."""
+    if not isinstance(array, np.ndarray):
+        raise ArgumentTypeError(f"expected a numpy array, not {type(array).__name__}")
+    if array.dtype.kind != "u" or array.dtype.itemsize not in (1, 2):
+        raise ArgumentTypeError(f"arrays must be uint8 or uint16, not {array.dtype}")
+
+
+def _picture_array(array: np.ndarray) -> np.ndarray:
+    """A frame as the pipeline takes it, (H, W, C) contiguous in this machine's byte order;
+    UsageError when its shape is none."""
     if array.ndim != 3 or not 1 <= array.shape[2] <= 4 or min(array.shape[:2]) < 1:
         raise UsageError(f"arrays must be (H, W) or (H, W, 1-4), not {array.shape}")
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array, array.dtype.newbyteorder("="))
 
 
 def _back_to(big: PIL.Image.Image, source: PIL.Image.Image) -> PIL.Image.Image:
@@ -242,6 +269,10 @@ def compare(input: str | os.PathLike[str], models: Sequence[str | os.PathLike[st
     `models` defaults to the video and image defaults and one model of every other family
     installed; `options` are the `upscale` command's (tile=0, executor="onnxruntime"...).
     """
+    if isinstance(models, str | os.PathLike):
+        models = [models]  # one name, not its letters
     names = [os.fspath(m) for m in models] if models is not None else None
+    if names == []:
+        raise UsageError("models names no model (None gives the defaults)")
     return _compare(Path(os.fspath(input)), names, [str(t) for t in at], _options(**options),
                progress)
