@@ -243,3 +243,13 @@ def test_a_reader_that_leaves_ends_the_listing_quietly() -> None:
     proc.stderr.close()
     assert proc.wait(timeout=60) == 141
     assert err == b""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_listing_that_cannot_be_written_is_one_line() -> None:
+    """`upscale models > /dev/full` (a full disk): a traceback, exit 1."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "upscaler", "models"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (
+        5, "upscale: error: cannot write to standard output: No space left on device\n")

@@ -42,6 +42,7 @@ from upscaler.errors import (
     DiskFilledError,
     DiskFullError,
     Interrupted,
+    MediaError,
     PlanError,
     UpscalerError,
     UsageError,
@@ -61,6 +62,29 @@ if TYPE_CHECKING:
 HARD_EXIT_AFTER = 1.0
 # The same with --ray: the driver runs no model, and stopping a local Ray takes seconds.
 HARD_EXIT_AFTER_RAY = 15.0
+
+
+def _out(text: str) -> None:
+    """A line on standard output; where it cannot be written (`> /dev/full`, a full disk),
+    our one-line error instead of a traceback. A reader that left (`| head`) stays a
+    BrokenPipeError, which main() ends quietly."""
+    with _stdout_errors():
+        print(text)
+
+
+def _out_flush() -> None:
+    with _stdout_errors():
+        sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _stdout_errors() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise MediaError(f"cannot write to standard output: {e.strerror or e}") from e
 
 
 def _compare(argv: Sequence[str]) -> int:
@@ -88,8 +112,9 @@ def _compare(argv: Sequence[str]) -> int:
         bars.close()
     size = write_page(result, page, overwrite=options.overwrite, full=args.full)
     models_, frames = len(result.results), len(result.frames)
-    print(printable(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on "
-                   f"{frames} frame{'s' * (frames != 1)}"))
+    _out(printable(f"{page} ({size / 1e6:.1f} MB): {models_} model{'s' * (models_ != 1)} on "
+                  f"{frames} frame{'s' * (frames != 1)}"))
+    _out_flush()
     return 0
 
 
@@ -300,24 +325,26 @@ def _list_models(argv: Sequence[str]) -> int:
                          + ("; to upscale the folder named models, give it as ./models"
                             if Path("models").is_dir() else ""))
     if args.clear_cache:
-        print(f"removed {cache.clear()} built model(s) from {cache.cache_dir()}")
+        _out(f"removed {cache.clear()} built model(s) from {cache.cache_dir()}")
+        _out_flush()
         return 0
-    print(f"built models are cached in {cache.cache_dir()}")
+    _out(f"built models are cached in {cache.cache_dir()}")
     for name, spec in MODELS.items():
         ref = resolve_model(name)
         kinds = [kind for kind, default in DEFAULT_MODELS.items() if default == name]
         mark = f" (default for {' and '.join(k + 's' for k in kinds)})" if kinds else ""
         # Million multiply-accumulates per input pixel: the model's work, whatever runs it.
         cost = ref.graph().macs_per_pixel() / 1e6
-        print(f"{name}{mark}  x{spec.scale}  {spec.family}  {cost:.2f} MMAC/px  "
-              f"{spec.description}")
-        print(f"    source: {ref.path}")
-        print(f"    {_reach_line(ref)}")
+        _out(f"{name}{mark}  x{spec.scale}  {spec.family}  {cost:.2f} MMAC/px  "
+             f"{spec.description}")
+        _out(f"    source: {ref.path}")
+        _out(f"    {_reach_line(ref)}")
         if ref.repeats and spec.scale > 1:
-            print(f"    --scale {spec.scale ** 2}, {spec.scale ** 3}...: runs again on its own "
-                  "output for each step, as waifu2x's programs do")
+            _out(f"    --scale {spec.scale ** 2}, {spec.scale ** 3}...: runs again on its own "
+                 "output for each step, as waifu2x's programs do")
         for built in cache.cached_builds(ref):
-            print(f"    built:  {built}")
+            _out(f"    built:  {built}")
+    _out_flush()
     return 0
 
 
