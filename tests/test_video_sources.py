@@ -262,6 +262,42 @@ def test_sources_that_decode_whole_are_not_damaged(tmp_path: Path, name: str, ma
             [info.seconds(p) for p in info.frame_pts], abs=1e-6)
 
 
+def test_a_cut_avi_is_damaged_though_it_decodes_without_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its header still counts the frames cut off, while its stated length is worked out from
+    what is left, and nothing fails to decode: the rule for clean decodes above let it through
+    as whole, a fifth of the episode missing from the output."""
+    whole = tmp_path / "whole.avi"
+    subprocess.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-f", "lavfi",
+                    "-i", "testsrc2=s=32x24:r=12:d=4", "-f", "lavfi", "-i", "sine=d=4",
+                    "-c:v", "mpeg4", "-g", "12", "-c:a", "mp3", str(whole)],
+                   check=True)
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) * 4 // 5])
+    code, err = run_cli([str(cut), "-o", str(tmp_path / "out.mkv"), *FAST], capsys)
+    assert code == 5
+    (line,) = err.strip().splitlines()
+    assert f"{cut}: damaged video: " in line and " frames missing (" in line
+    code, err = run_cli([str(whole), "-o", str(tmp_path / "whole.mkv"), *FAST], capsys)
+    assert code == 0, err
+
+
+def test_an_error_written_into_a_showinfo_line_is_still_an_error() -> None:
+    """FFmpeg's threads write their log lines at once: the demuxer's "partial file" of a cut
+    MP4 came now and then inside a showinfo line, and the scan found no error."""
+    from fractions import Fraction
+
+    from upscaler.media.video.scan import parse
+
+    log = ("[Parsed_showinfo_0 @ 0x5581] [info] n:  45 pts:  45 pts_time:3.75 [mov,mp4,m4a,3gp"
+           ",3g2,mj2 @ 0x5582] [error] stream 0, offset 0x9b57: partial file\n"
+           "[Parsed_showinfo_0 @ 0x5581] [info] n:  46 pts:  46 pts_time:3.83 duration: 1 "
+           "fmt:yuv420p i:P type:P\n")
+    assert [e for _, e in parse(log, Fraction(1, 12)).errors] == [
+        "stream 0, offset 0x9b57: partial file"]
+
+
 def test_a_batch_runs_its_whole_jobs_and_refuses_the_damaged_one_when_it_starts(
         whole_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The batch's check of every job only probes; each source is decoded as its job starts,

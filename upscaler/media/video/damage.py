@@ -139,19 +139,31 @@ def _find_damage(info: VideoInfo, found: Scan) -> Damage:
 
 def _clean_decode(info: VideoInfo, packets: list[int], decoded: list[int]) -> Damage:
     """A source whose every packet decoded, with no error: whole, unless it stops short of
-    where the container says the video ends (a download cut at a cluster's edge).
+    where the container says the video ends (a download cut at a cluster's edge, a file whose
+    cut left no error line).
 
     A hole inside its timeline is a frame shown longer, not a lost one: a held title card or
     the repeats an encoder dropped (variable frame rate, on the nominal grid or not), an AVI's
     empty "repeat the last frame" chunk (which its header counts as a frame). Nor is a short
     tail: ASF and others give the video the whole file's length, audio's longer run
-    included (0.07 s past a 2-second WMV's last frame)."""
+    included (0.07 s past a 2-second WMV's last frame).
+
+    An index that counts more frames than the demuxer found (MP4's samples, AVI's header) is
+    damage where its count runs past the frames' own end: a cut AVI's header still counts
+    the frames cut off, where its stated length is worked out from what is left; an MP4 cut
+    short of its index. Frame slots up to the last frame's end are the holes above."""
     expected = len(packets)
+    last_end = info.seconds(info.end_pts) if info.end_pts else 0.0
+    if info.declared_frames > len(info.frame_pts) and info.frame_pts:
+        slots = round((last_end - info.seconds(info.frame_pts[0])) * info.frame_rate)
+        lost = info.declared_frames - max(len(info.frame_pts), slots)
+        if lost > 0:
+            return Damage((), ((last_end, lost),), expected + lost)
     end = info.declared_end
-    tail = end - info.seconds(info.end_pts) if end and info.end_pts else 0.0
+    tail = end - last_end if end and info.end_pts else 0.0
     if tail > max(_SHORT_TAIL, float(1.5 / info.frame_rate)):
         lost = round(tail * info.frame_rate)
-        return Damage((), ((info.seconds(info.end_pts), lost),), expected + lost)
+        return Damage((), ((last_end, lost),), expected + lost)
     return Damage((), (), max(expected, len(decoded)))
 
 

@@ -39,6 +39,8 @@ _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
 # "A/53 closed captions").
 _CAPTIONS = re.compile(r"closed captions", re.IGNORECASE)
 _PREFIXES = re.compile(r"^(\[[^\]]*\] ?)+")
+# A message of another component inside a showinfo line: "[mov,mp4,... @ 0x..] [error] ...".
+_EMBEDDED = re.compile(r"(?<=.)\[[^\]]* @ 0x[0-9a-f]+\] \[(?:error|warning)\] .*")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Lines that repeat or summarise an error already counted (ffmpeg's aftermath of a failure, and
 # the decoder's own summaries), and the scan's own null muxer, whose complaints (timestamps it
@@ -166,6 +168,11 @@ def parse(log: str, time_base: Fraction) -> Scan:
     sizes: list[tuple[float, int, int]] = []
     captions = False
     for line in log.splitlines():
+        if "Parsed_showinfo" in line and (inside := _EMBEDDED.search(line)) and _is_damage(
+                inside[0]):
+            # Another thread's error written into the middle of a showinfo line (the demuxer's
+            # "partial file" of a cut MP4 now and then): still an error.
+            pending.append(_PREFIXES.sub("", inside[0].strip()))
         if "Parsed_showinfo" in line:
             if m := _TIME_BASE.search(line):
                 filter_tb = Fraction(int(m[1]), int(m[2]) or 1)
