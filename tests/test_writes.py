@@ -302,3 +302,22 @@ def test_a_write_that_must_not_replace_leaves_what_is_there(tmp_path: Path) -> N
     atomic_write(path, b"third")  # --overwrite
     assert path.read_bytes() == b"third"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_a_link_at_the_output_is_an_output_that_exists(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A link that leads nowhere was not taken for an existing output, and the write that must
+    not replace anything found the name taken after the model had run: "appeared while it was
+    upscaled", exit 6. It is skipped as any output that exists; --overwrite replaces it."""
+    src = tmp_path / "a.png"
+    Image.fromarray(draw_cel(12, 16)).save(src)
+    out = tmp_path / "out.png"
+    out.symlink_to(tmp_path / "nowhere.png")
+    assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 0
+    assert capsys.readouterr().err == (f"upscale: {out}: exists, skipped (--overwrite redoes "
+                                       "it)\n")
+    assert out.is_symlink()
+    assert main([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet", "--overwrite"]) == 0
+    assert not out.is_symlink()
+    with Image.open(out) as written:
+        assert written.size == (64, 48)

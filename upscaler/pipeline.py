@@ -556,15 +556,21 @@ def file_todo(task: Task) -> Progress:
     state = Progress("frame" if video else "image", 0 if video else 1, label=task.input.name)
     if not video:
         remove_unfinished([task.output])
-    if task.output.exists() and not task.options.overwrite:
+    if _taken(task.output) and not task.options.overwrite:
         state.skipped = 1
     return state
+
+
+def _taken(output: Path) -> bool:
+    """Whether something has `output`'s name: a file, or a link even where it leads nowhere
+    (which is a name no-clobber writing cannot take either)."""
+    return output.is_symlink() or output.exists()
 
 
 def folder_todo(task: Task) -> tuple[list[tuple[Path, Path]], Progress]:
     """A folder task's pictures still to write and its counters, the others counted as
     skipped; what a killed run left half-written of its outputs is removed first."""
-    todo = [(s, d) for s, d in task.items if task.options.overwrite or not d.exists()]
+    todo = [(s, d) for s, d in task.items if task.options.overwrite or not _taken(d)]
     state = Progress("image", len(todo), skipped=len(task.items) - len(todo),
                      label=task.input.name)
     remove_unfinished(out for _, out in task.items)
