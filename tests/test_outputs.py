@@ -469,3 +469,8 @@ def test_linked_folders_are_followed_once(tmp_path: Path,
     assert main([str(only_links), *INSTANT_MODEL, "--quiet"]) == 0
     assert files(tmp_path / "library_upscaled") == [
         "season1", "season1/01.png", "season1/extras", "season1/extras/02.png"]
+    # A link to a season and one to the disk that holds it: the season's pictures once.
+    (only_links / "disk2").symlink_to(tmp_path / "disk2")
+    assert main([str(only_links), "-o", str(tmp_path / "both"), *INSTANT_MODEL, "--quiet"]) == 0
+    assert [p for p in files(tmp_path / "both") if p.endswith(".png")] == [
+        "season1/01.png", "season1/extras/02.png"]

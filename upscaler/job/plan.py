@@ -234,7 +234,8 @@ def _walk(root: Path, output: Path | None = None) -> Iterator[Path]:
     A link to a folder (a season kept on another disk, linked into the library) is entered
     like a folder, unless what it leads to is walked anyway or would be walked again: a folder
     inside `root` (its pictures come by their own path), one that holds `root` or the folder
-    the link is in (a loop), or one already entered through another link. `output` is never
+    the link is in (a loop). Each folder is entered once, by the first path the walk finds
+    to it (a link to a season, and a link to the disk that holds it). `output` is never
     entered, wherever a link puts it."""
     top = Path(os.path.realpath(root))
     skip = {Path(os.path.realpath(output))} if output is not None else set()
@@ -247,8 +248,11 @@ def _walk(root: Path, output: Path | None = None) -> Iterator[Path]:
             if real in skip:
                 continue
             if os.path.islink(os.path.join(dirpath, name)) and (
-                    real.is_relative_to(top) or top.is_relative_to(real) or real in entered
+                    real.is_relative_to(top) or top.is_relative_to(real)
                     or Path(os.path.realpath(dirpath)).is_relative_to(real)):
+                continue
+            # Also a real folder: inside a linked one, it may have come by a link already.
+            if real in entered:
                 continue
             entered.add(real)
             kept.append(name)
