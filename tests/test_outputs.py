@@ -303,6 +303,21 @@ def test_several_folders_go_each_into_its_own_folder(tmp_path: Path,
     assert error_lines(capsys) == ["upscale: 4 done, 0 skipped, 0 failed"]
     assert main([str(tmp_path / "season1"), "-o", str(tmp_path / "one"), *FAST]) == 0
     assert files(tmp_path / "one") == ["001.png"]
+    # Two folders of one name from two places, or a folder and a picture of one name, would
+    # go to one place: refused before any work, naming both.
+    save(tmp_path / "other" / "season1" / "009.png", draw_cel(12, 16))
+    save(tmp_path / "pics" / "x.png" / "a.png", draw_cel(12, 16))
+    save(tmp_path / "more" / "x.png", draw_cel(12, 16))
+    capsys.readouterr()
+    for inputs, said in [
+        (["season1", "other/season1"], "new/season1: is the output folder of two jobs (also of "
+         f"{tmp_path / 'season1'}), whose pictures would mix; give each its own -o"),
+        (["more/x.png", "pics/x.png"], f"new/x.png: is the output folder of {tmp_path}/pics/"
+         f"x.png and the output of {tmp_path}/more/x.png")]:
+        assert main([*(str(tmp_path / i) for i in inputs), "-o", str(tmp_path / "new"),
+                     *FAST]) == 2
+        assert error_lines(capsys) == [f"upscale: error: {tmp_path}/{said}"]
+        assert not (tmp_path / "new").exists()
 
 
 def test_a_folder_where_a_pictures_output_goes_is_refused(

@@ -334,10 +334,26 @@ def _runtime_problem(options: Options, model_name: str) -> UpscalerError | None:
 
 
 def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerError]]:
-    """Outputs that another job also writes, or that another job reads."""
+    """Outputs that another job also writes, or that another job reads; output folders that
+    two folder jobs would mix their pictures in (two `season` folders into `-o out/`), or
+    that another job writes a file as."""
     inputs = {_path_key(task.input) for _, task in planned}
+    folders: dict[str, Path] = {}
+    for n, task in planned:
+        if task.kind != "folder":
+            continue
+        key = _path_key(task.output)
+        if key in folders:
+            yield n, UsageError(f"is the output folder of two jobs (also of {folders[key]}), "
+                                "whose pictures would mix; give each its own -o", task.output)
+        else:
+            folders[key] = task.input
     written: dict[str, Path] = {}
     for n, task in planned:
+        if task.kind != "folder" and _path_key(task.output) in folders:
+            yield n, UsageError(f"is the output folder of {folders[_path_key(task.output)]} "
+                                f"and the output of {task.input}", task.output)
+            continue
         for out in task.outputs:
             key = _path_key(out)
             if key in inputs:
