@@ -171,3 +171,31 @@ def test_videos_in_one_command_each_report_their_own_frames(
     assert len(reports) == 2 and reports[0] == reports[1], reports
     assert "of 12 tiles" in reports[0]
     assert sorted(p.name for p in out.iterdir()) == ["ep1.mkv", "ep2.mkv", "still.png"]
+
+
+def test_an_output_inside_another_jobs_input_folder_is_refused(
+        stills: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder job reads what its folder holds when it runs: another job's output written
+    there was upscaled again (16x) on one run and not on another. Refused before any work, as
+    an output that is another job's input file is."""
+    save(stills / "shots" / "c.png", draw_cel(12, 12))
+    jobs = write_jobs(stills, "{input: a.png, output: shots/}",
+                      "{input: shots, output: big/}")
+    code, err = run(jobs, capsys)
+    assert code == 2
+    assert err == [f"upscale: error: {jobs}:3: {stills / 'shots' / 'a.png'}: is inside the "
+                   f"input folder of another job ({stills / 'shots'}), which would upscale it "
+                   "again"]
+    assert not (stills / "big").exists() and not (stills / "shots" / "a.png").exists()
+    # The same typed: a picture beside its input, in a folder the command also takes.
+    assert main([str(stills / "shots" / "c.png"), str(stills / "shots"), "--model",
+                 "realesr-animevideov3", "--quiet"]) == 2
+    assert "c_upscaled.png: is inside the input folder of another job" in capsys.readouterr().err
+
+
+def test_o_with_a_job_file_says_where_outputs_go(stills: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "give either --config or an input, not both", where no input was given."""
+    jobs = write_jobs(stills, "{input: a.png}")
+    assert run(jobs, capsys, "-o", str(stills / "out")) == (2, [
+        "upscale: error: -o goes with an input; a job file names each job's output"])

@@ -51,6 +51,8 @@ def test_command_line_options_are_defaults_under_the_file(tmp_path: Path) -> Non
          "defaults: unknown key 'pix-fmt'; did you mean 'pix_fmt'?"),
         ("jobs:\n  - input: ep01.mkv\n    crf: high\n", 3, "jobs[1].crf: expected an integer"),
         ("jobs:\n  - input: ep01.mkv\n  - output: x.mkv\n", 3, "jobs[2]: missing key 'input'"),
+        # Said once: the key is there, not missing.
+        ("jobs:\n  - input: [ep01.mkv]\n", 2, "jobs[1].input: expected a string"),
         ("defaults:\n  overwrite: 3\njobs:\n  - input: ep01.mkv\n", 2, "expected true or false"),
         ("defaults:\n  precision: fp8\njobs:\n  - input: ep01.mkv\n", 2, "precision must be"),
         ("job:\n  - input: ep01.mkv\n", 1, "unknown key 'job'"),

@@ -362,8 +362,10 @@ def _reach_line(ref: ModelRef) -> str:
 def _jobs(args: argparse.Namespace) -> list[Job]:
     given = _given_options(args)
     if args.config is not None:
-        if args.inputs or args.output is not None:
+        if args.inputs:
             raise UsageError("give either --config or an input, not both")
+        if args.output is not None:
+            raise UsageError("-o goes with an input; a job file names each job's output")
         # Command-line options act as defaults under the file's own.
         return load_jobs(args.config, dataclasses.replace(Options(), **given))
     if not args.inputs:

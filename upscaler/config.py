@@ -331,7 +331,9 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
                                      extra=("input", "output"))
         line = node.start_mark.line + 1
         if "input" not in extras or not extras["input"]:
-            if isinstance(node, yaml.MappingNode):  # else said already
+            given = isinstance(node, yaml.MappingNode) and any(
+                k.value == "input" for k, _ in node.value)
+            if isinstance(node, yaml.MappingNode) and not given:  # else said already
                 mistakes.append(ConfigError(f"{where}: missing key 'input'", path, line))
             continue
         # Relative to the job file's folder, after ~ is expanded; existence and everything

@@ -348,6 +348,10 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
                                 "whose pictures would mix; give each its own -o", task.output)
         else:
             folders[key] = task.input
+    # A folder job reads whatever its folder holds when it runs: another job's output in it
+    # would be upscaled again (16x) on one run and not on another.
+    read_folders = [(i, Path(_path_key(task.input))) for i, task in planned
+                    if task.kind == "folder"]
     written: dict[str, Path] = {}
     for n, task in planned:
         if task.kind != "folder" and _path_key(task.output) in folders:
@@ -356,12 +360,23 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
             continue
         for out in task.outputs:
             key = _path_key(out)
+            inside = next((_planned_input(planned, i) for i, folder in read_folders
+                           if i != n and Path(key).is_relative_to(folder)), None)
+            if inside is not None:
+                yield n, UsageError(f"is inside the input folder of another job ({inside}), "
+                                    "which would upscale it again", out)
+                break
             if key in inputs:
                 yield n, UsageError("is the input of another job", out)
             elif key in written:
                 yield n, UsageError(f"is written by two jobs (also from {written[key]})", out)
             else:
                 written[key] = task.input
+
+
+def _planned_input(planned: list[tuple[int, Task]], n: int) -> Path:
+    """The input of the planned job numbered `n`."""
+    return next(task.input for i, task in planned if i == n)
 
 
 def _path_key(path: Path) -> str:
