@@ -263,6 +263,12 @@ def _show_log() -> None:
         logger.addHandler(_LogLine())
 
 
+# The signals _stop_on_signals took in this process: a library that an interrupt reaches in the
+# middle of its import may turn it into an error of its own ("onnxruntime is not installed
+# (initialization failed)"), which must not be reported as that error.
+_SIGNALLED: list[int] = []
+
+
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM stop the job alike: exit 130 or 143, ffmpeg children ended, finished
@@ -283,6 +289,7 @@ def _stop_on_signals() -> Iterator[list[int]]:
         if fired:
             return
         fired.append(signum)
+        _SIGNALLED.append(signum)
         ray = sys.modules.get("ray")
         on_ray = ray is not None and getattr(ray, "is_initialized", lambda: False)()
         timer = threading.Timer(HARD_EXIT_AFTER_RAY if on_ray else HARD_EXIT_AFTER,
@@ -578,12 +585,12 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
             return _run(tasks, bars, cluster.enter_context(ray_runner.RayRunner(ray)))
         finally:
             bars.close()
-    except PlanError as e:
-        for error in e.errors:
-            print(printable(f"{PROG}: error: {error}"), file=sys.stderr)
-        return e.exit_code
     except UpscalerError as e:
-        print(printable(f"{PROG}: error: {e}"), file=sys.stderr)
+        if _SIGNALLED:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 128 + _SIGNALLED[0]
+        for error in e.errors if isinstance(e, PlanError) else [e]:
+            print(printable(f"{PROG}: error: {error}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
         print(printable(f"{PROG}: {str(e) or 'interrupted'}"), file=sys.stderr)
