@@ -253,3 +253,27 @@ def test_a_listing_that_cannot_be_written_is_one_line() -> None:
                               stderr=subprocess.PIPE, text=True, timeout=60, check=False)
     assert (done.returncode, done.stderr) == (
         5, "upscale: error: cannot write to standard output: No space left on device\n")
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
+    """A Ctrl-C in the command's first third of a second landed inside the imports of numpy
+    and OpenCV, before its own handling: a traceback. The interrupt is raised here where
+    OpenCV is imported, as the signal raises it there."""
+    script = (
+        "import sys\n"
+        "class Interrupting:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'cv2':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupting())\n"
+        "sys.argv = ['upscale', 'x.png']\n"
+        "from upscaler.launch import main\n"
+        "sys.exit(main())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (130, "upscale: interrupted\n")
+    # The package itself loads none of them: the console script imports it before the guard.
+    loaded = subprocess.run([sys.executable, "-c", "import sys, upscaler.launch; "
+                             "print(sorted({'cv2', 'numpy', 'PIL'} & set(sys.modules)))"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    assert loaded.strip() == "[]"

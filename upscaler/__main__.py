@@ -1,5 +1,5 @@
 import sys
 
-from upscaler.cli import main
+from upscaler.launch import main
 
 sys.exit(main())
