@@ -263,12 +263,6 @@ def _show_log() -> None:
         logger.addHandler(_LogLine())
 
 
-# The signals _stop_on_signals took in this process: a library that an interrupt reaches in the
-# middle of its import may turn it into an error of its own ("onnxruntime is not installed
-# (initialization failed)"), which must not be reported as that error.
-_SIGNALLED: list[int] = []
-
-
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM stop the job alike: exit 130 or 143, ffmpeg children ended, finished
@@ -289,7 +283,6 @@ def _stop_on_signals() -> Iterator[list[int]]:
         if fired:
             return
         fired.append(signum)
-        _SIGNALLED.append(signum)
         ray = sys.modules.get("ray")
         on_ray = ray is not None and getattr(ray, "is_initialized", lambda: False)()
         timer = threading.Timer(HARD_EXIT_AFTER_RAY if on_ray else HARD_EXIT_AFTER,
@@ -531,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Ray, where a run uses it, stops after the run's last line is out.
         with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
-            code = _main(argv, cluster)
+            code = _main(argv, cluster, fired)
     except BrokenPipeError:
         # What reads our output left (`upscale models | head`): the rest goes nowhere, and
         # Python's own flush at exit would fail again on the same pipe.
@@ -559,7 +552,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
+def _main(argv: list[str], cluster: contextlib.ExitStack, fired: Sequence[int] = ()) -> int:
+    """The command; `fired`: the signals _stop_on_signals took, which an error that follows
+    one is reported as: a library that an interrupt reaches in the middle of its import may
+    turn it into an error of its own ("onnxruntime is not installed (initialization
+    failed)")."""
     try:
         # Subcommands are names, as the README gives them: a folder named like one is
         # given as a path (./models).
@@ -586,9 +583,9 @@ def _main(argv: list[str], cluster: contextlib.ExitStack) -> int:
         finally:
             bars.close()
     except UpscalerError as e:
-        if _SIGNALLED:
+        if fired:
             print(f"{PROG}: interrupted", file=sys.stderr)
-            return 128 + _SIGNALLED[0]
+            return 128 + fired[0]
         for error in e.errors if isinstance(e, PlanError) else [e]:
             print(printable(f"{PROG}: error: {error}"), file=sys.stderr)
         return e.exit_code

@@ -362,6 +362,8 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
             key = _path_key(out)
             inside = next((_planned_input(planned, i) for i, folder in read_folders
                            if i != n and Path(key).is_relative_to(folder)), None)
+            if not is_image_path(out):  # a folder job takes only the images it holds
+                inside = None
             if inside is not None:
                 yield n, UsageError(f"is inside the input folder of another job ({inside}), "
                                     "which would upscale it again", out)
