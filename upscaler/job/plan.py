@@ -350,7 +350,7 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
             folders[key] = task.input
     # A folder job reads whatever its folder holds when it runs: another job's output in it
     # would be upscaled again (16x) on one run and not on another.
-    read_folders = [(i, Path(_path_key(task.input))) for i, task in planned
+    read_folders = [(i, Path(_path_key(task.input)), task.input) for i, task in planned
                     if task.kind == "folder"]
     written: dict[str, Path] = {}
     for n, task in planned:
@@ -360,7 +360,7 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
             continue
         for out in task.outputs:
             key = _path_key(out)
-            inside = next((_planned_input(planned, i) for i, folder in read_folders
+            inside = next((src for i, folder, src in read_folders
                            if i != n and Path(key).is_relative_to(folder)), None)
             if not is_image_path(out):  # a folder job takes only the images it holds
                 inside = None
@@ -374,11 +374,6 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
                 yield n, UsageError(f"is written by two jobs (also from {written[key]})", out)
             else:
                 written[key] = task.input
-
-
-def _planned_input(planned: list[tuple[int, Task]], n: int) -> Path:
-    """The input of the planned job numbered `n`."""
-    return next(task.input for i, task in planned if i == n)
 
 
 def _path_key(path: Path) -> str:
