@@ -38,6 +38,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "--codec nosuch: this ffmpeg has no encoder named 'nosuch'"),
     ("out.mkv", ["--codec", "libx265", "--crf", "60"],
      "--crf 60: libx265 does not accept it"),
+    # x264 encodes a rate factor past its top at the top, without a word: it was written so.
+    ("out.mkv", ["--crf", "60"], "--crf 60: libx264 takes 0-51 (it would encode at 51 instead)"),
     ("folder.mkv", [], "is a folder; give "),
 ])
 def test_bad_video_settings_fail_before_any_work(clip: Path, tmp_path: Path, output: str,

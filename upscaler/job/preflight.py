@@ -47,6 +47,11 @@ def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encod
         encoding = choose_encoding(info, settings, suffix)
     except UsageError as e:
         raise UsageError(f"{codec}: {e.message}", dst) from e
+    top = _CRF_TOP.get(encoding.encoder)
+    if settings.crf is not None and top is not None and settings.crf > top:
+        # The trial cannot find it: x264 takes a higher rate factor as its top one.
+        raise UsageError(f"--crf {settings.crf}: {encoding.encoder} takes 0-{top} (it would "
+                         f"encode at {top} instead)", dst)
     exe = ffmpeg.ffmpeg_exe()
     if settings.pix_fmt:
         accepted = ffmpeg.encoder_pix_fmts(exe, encoding.encoder)
@@ -65,6 +70,10 @@ def check_encoding(info: VideoInfo, settings: VideoSettings, dst: Path) -> Encod
         raise UsageError(f"{codec}: a {suffix} file cannot hold {encoding.encoder} video{hint}",
                          dst)
     return encoding
+
+
+# The highest rate factor of encoders that take a higher one as it without a word.
+_CRF_TOP = {"libx264": 51, "libx264rgb": 51}
 
 
 def _blame(info: VideoInfo, settings: VideoSettings, encoding: Encoding, suffix: str,
