@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+from upscaler.errors import ExecutorError, ModelError
 
 PrecisionName = Literal["fp32", "fp16", "bf16"]
 
@@ -85,8 +87,6 @@ def image_io(in_dims: Sequence[int | None], out_channels: int | None,
     where it does not map RGB to RGB (a gray model, a fourth output channel that one runtime
     failed on and another dropped without a word) or fixes one side only. Dimensions a model
     leaves free are None."""
-    from upscaler.errors import ModelError
-
     if len(in_dims) != 4:
         raise ModelError(f"model input has rank {len(in_dims)}, expected 4 (NCHW)", path)
     _, channels, height, width = in_dims
@@ -97,3 +97,34 @@ def image_io(in_dims: Sequence[int | None], out_channels: int | None,
     if (height is None) != (width is None):
         raise ModelError(f"input shape {height}x{width} fixes only one side", path)
     return None if height is None or width is None else (height, width)
+
+
+PROBE_SIDE = 16  # the input side a user's model is run on to measure its scale
+
+
+def measured_scale(run: Callable[[np.ndarray], np.ndarray], fixed_tile: tuple[int, int] | None,
+                   path: object) -> int:
+    """A user's model's scale, from its output for one probe tile (of `fixed_tile`'s size
+    where the model fixes one); ModelError where the output is no integer multiple of it."""
+    in_h, in_w = fixed_tile or (PROBE_SIDE, PROBE_SIDE)
+    out_h, out_w = run(np.zeros((1, 3, in_h, in_w), np.float32)).shape[2:]
+    return integer_scale(in_h, in_w, out_h, out_w, path)
+
+
+def integer_scale(in_h: int, in_w: int, out_h: int, out_w: int, path: object) -> int:
+    if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
+        raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
+                         f"{in_h}x{in_w}", path)
+    return out_h // in_h
+
+
+def in_fixed_batches(run: Callable[[np.ndarray], np.ndarray], feed: np.ndarray,
+                     step: int | None, name: str, path: object) -> np.ndarray | None:
+    """`run` over `feed` in batches of the `step` tiles a model fixes, None where it fixes none
+    or `feed` is one such batch (the caller runs it as it is); ExecutorError where `feed` does
+    not divide into them."""
+    if step is None or step == len(feed):
+        return None
+    if len(feed) % step:
+        raise ExecutorError(f"{name}: the model takes batches of exactly {step}", path)
+    return np.concatenate([run(feed[i : i + step]) for i in range(0, len(feed), step)])

@@ -13,6 +13,9 @@ from upscaler.executors.base import (
     ExecutorOptions,
     PrecisionName,
     image_io,
+    in_fixed_batches,
+    integer_scale,
+    measured_scale,
 )
 from upscaler.models.builds import onnx_file
 from upscaler.models.cache import cache_dir
@@ -36,7 +39,6 @@ _DEVICE_PROVIDERS = {
 _FP16_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 _OOM_MARKERS = ("failed to allocate memory", "out of memory", "cudaerrormemoryallocation",
                 "cuda_error_out_of_memory", "bad_alloc")
-_PROBE_SIZE = 16  # input side used to measure the scale of a user model with dynamic shapes
 
 log = logging.getLogger(__name__)
 
@@ -200,27 +202,14 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         out_shape = self._session.get_outputs()[0].shape
         in_shape = self._session.get_inputs()[0].shape
         if all(isinstance(d, int) for d in (*out_shape[2:], *in_shape[2:])):
-            in_h, in_w, out_h, out_w = (*in_shape[2:], *out_shape[2:])
-        else:
-            in_h, in_w = self.fixed_tile or (_PROBE_SIZE, _PROBE_SIZE)
-            probe = np.zeros((1, 3, in_h, in_w), np.float32)
-            out_h, out_w = self.run(probe).shape[2:]
-        if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
-            raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
-                             f"{in_h}x{in_w}", path)
-        return out_h // in_h
+            return integer_scale(*in_shape[2:], *out_shape[2:], path)
+        return measured_scale(self.run, self.fixed_tile, path)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         feed = batch.astype(self._input_dtype, copy=False)
-        if self._fixed_batch is not None and self._fixed_batch != len(feed):
-            step = self._fixed_batch
-            if len(feed) % step:
-                raise ExecutorError(f"onnxruntime: the model takes batches of exactly {step}",
-                                    self.path)
-            parts = [self._run(feed[i : i + step]) for i in range(0, len(feed), step)]
-            return np.concatenate(parts)
-        return self._run(feed)
+        parts = in_fixed_batches(self._run, feed, self._fixed_batch, self.name, self.path)
+        return self._run(feed) if parts is None else parts
 
     def run_pixels(self, tiles: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) pixels -> (N, h*s, w*s, 3) of the same dtype; see Executor.

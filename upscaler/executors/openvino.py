@@ -13,6 +13,8 @@ from upscaler.executors.base import (
     ExecutorOptions,
     PrecisionName,
     image_io,
+    in_fixed_batches,
+    measured_scale,
 )
 from upscaler.models.builds import onnx_file
 from upscaler.models.registry import ModelRef
@@ -20,7 +22,6 @@ from upscaler.pixels import batch_to_pixels, run_via_planes, to_planes
 
 PerformanceHint = Literal["LATENCY", "THROUGHPUT"]
 _PRECISION_HINTS: dict[PrecisionName, str] = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
-_PROBE_SIZE = 16  # input side used to measure the scale of a user model
 
 
 def unavailable_reason() -> str | None:
@@ -123,26 +124,15 @@ class OpenVinoExecutor(ClosingExecutor):
                    if performance_hint == "THROUGHPUT" else 1)
         self._parallel = [self._compiled.create_infer_request()
                           for _ in range(streams)] if streams > 1 else []
-        self.scale: int = model.scale if model.scale is not None else self._measure_scale()
-
-    def _measure_scale(self) -> int:
-        in_h, in_w = self.fixed_tile or (_PROBE_SIZE, _PROBE_SIZE)
-        out_h, out_w = self.run(np.zeros((1, 3, in_h, in_w), np.float32)).shape[2:]
-        if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
-            raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
-                             f"{in_h}x{in_w}", self.path)
-        return out_h // in_h
+        self.scale: int = (model.scale if model.scale is not None
+                           else measured_scale(self.run, self.fixed_tile, self.path))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """float32 (N, 3, h, w) RGB in [0, 1] -> float32 (N, 3, h*s, w*s); see Executor."""
         feed = np.ascontiguousarray(batch, dtype=self._input_dtype)
-        step = self._fixed_batch
-        if step is not None and step != len(feed):
-            if len(feed) % step:
-                raise ExecutorError(f"openvino: the model takes batches of exactly {step}",
-                                    self.path)
-            return np.concatenate([self.run(feed[i : i + step])
-                                   for i in range(0, len(feed), step)])
+        parts = in_fixed_batches(self.run, feed, self._fixed_batch, self.name, self.path)
+        if parts is not None:
+            return parts
         if self._parallel and len(feed) > 1:
             return self._guarded(lambda: self._run_parallel(self._parallel, feed), feed.shape)
         out = self._guarded(lambda: self._infer(self._request, feed), feed.shape)
