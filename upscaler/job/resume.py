@@ -51,8 +51,13 @@ def work_dir(dst: str | Path, under: str | Path | None = None) -> Path:
     dst = Path(dst)
     if under is None:
         return dst.parent / hidden_name(dst.name, ".segments")
-    tag = hashlib.sha256(os.fsencode(dst.resolve())).hexdigest()[:8]
+    tag = _path_tag(dst)[:8]
     return Path(under).expanduser() / hidden_name(dst.name, f"-{tag}.segments", lead="")
+
+
+def _path_tag(dst: Path) -> str:
+    """A hash of `dst`'s full path, which tells outputs of one name in two folders apart."""
+    return hashlib.sha256(os.fsencode(dst.resolve())).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -93,11 +98,11 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         if fcntl is None:
             return self
-        tag = hashlib.sha256(os.fsencode(self.dst.resolve()))
         try:
             folder = cache_dir() / "locks"
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / f"{tag.hexdigest()[:24]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(folder / f"{_path_tag(self.dst)[:24]}.lock", os.O_RDWR | os.O_CREAT,
+                         0o644)
         except OSError:
             return self
         self._fd = _held(fd, "another upscale is writing this output", self.dst)

@@ -353,9 +353,11 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None], *,
         if replace:
             os.replace(tmp, path)
         else:
-            _rename_new(tmp, path)
-    except FileExistsError as e:
-        raise OutputExistsError("appeared while it was upscaled; not replaced", path) from e
+            try:
+                _rename_new(tmp, path)
+            except FileExistsError as e:
+                raise OutputExistsError("appeared while it was upscaled; not replaced",
+                                        path) from e
     except OSError as e:
         raise MediaError(f"cannot write: {e.strerror or e}", path) from e
     finally:
