@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -240,19 +241,27 @@ def test_a_batch_starts_no_more_jobs_on_a_disk_found_full(
     assert (elsewhere / "first.png").is_file()
 
 
+def folder_job_under_way(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, list[str]]:
+    """The command on a folder of 80 noise pictures (far more than it writes before what the
+    test does next lands), once it has written 3: (its process, its output folder, its
+    arguments)."""
+    from test_video_resume import start, wait_until
+
+    src = tmp_path / "noise"
+    noise_pictures(src, 80)
+    out = tmp_path / "out"
+    args = [str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]
+    proc = start(tmp_path, *args)
+    wait_until(proc, lambda: len(list(out.glob("*.png"))) >= 3, "3 pictures were written")
+    return proc, out, args
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_folder_stopped_half_way_says_what_it_wrote(tmp_path: Path, sig: int,
                                                       code: int) -> None:
     """Ctrl-C or SIGTERM half-way through a folder: it said "interrupted" and no more. It now
     says how many pictures are there, leaves no partial file, and the rerun does the rest."""
-    from test_video_resume import start, wait_until
-
-    src = tmp_path / "noise"
-    noise_pictures(src, 80)  # far more than are written before the signal lands
-    out = tmp_path / "out"
-    args = [str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]
-    proc = start(tmp_path, *args)
-    wait_until(proc, lambda: len(list(out.glob("*.png"))) >= 3, "3 pictures were written")
+    proc, out, args = folder_job_under_way(tmp_path)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
@@ -269,14 +278,7 @@ def test_an_output_that_appears_while_the_job_runs_is_kept(tmp_path: Path) -> No
     """Outputs that exist are skipped when a job starts; one that appears after (a second run
     into the same folder, a user saving there) was replaced when the picture was written, with
     exit 0. It now stays, and the job names it and exits 6, as a video's join does."""
-    from test_video_resume import start, wait_until
-
-    src = tmp_path / "noise"
-    noise_pictures(src, 80)  # far more than are written before the files appear
-    out = tmp_path / "out"
-    args = [str(src), "-o", str(out), *INSTANT_MODEL, "--quiet"]
-    proc = start(tmp_path, *args)
-    wait_until(proc, lambda: len(list(out.glob("*.png"))) >= 3, "3 pictures were written")
+    proc, out, _ = folder_job_under_way(tmp_path)
     theirs = [out / "78.png", out / "79.png"]  # the job's last: not written yet
     for path in theirs:
         path.write_bytes(b"someone else's")
