@@ -331,9 +331,10 @@ def load_jobs(path: str | Path, base: Options | None = None) -> list[Job]:
                                      extra=("input", "output"))
         line = node.start_mark.line + 1
         if "input" not in extras or not extras["input"]:
-            given = isinstance(node, yaml.MappingNode) and any(
+            # A job that is no mapping, or whose input is no string, was said already.
+            said = not isinstance(node, yaml.MappingNode) or any(
                 k.value == "input" for k, _ in node.value)
-            if isinstance(node, yaml.MappingNode) and not given:  # else said already
+            if not said:
                 mistakes.append(ConfigError(f"{where}: missing key 'input'", path, line))
             continue
         # Relative to the job file's folder, after ~ is expanded; existence and everything

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import itertools
+import os
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -564,7 +565,7 @@ def file_todo(task: Task) -> Progress:
 def _taken(output: Path) -> bool:
     """Whether something has `output`'s name: a file, or a link even where it leads nowhere
     (which is a name no-clobber writing cannot take either)."""
-    return output.is_symlink() or output.exists()
+    return os.path.lexists(output)  # one lstat, links to nowhere included
 
 
 def folder_todo(task: Task) -> tuple[list[tuple[Path, Path]], Progress]:

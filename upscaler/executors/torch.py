@@ -54,6 +54,8 @@ def _pick_device(device: str | None) -> Any:
         raise ExecutorError("torch: CUDA is not available in this PyTorch build or machine")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise ExecutorError("torch: MPS is not available on this machine")
+    if chosen.type in ("cpu", "cuda", "mps"):
+        return chosen
     try:
         # A type PyTorch names but this build or machine lacks (vulkan, xpu) fails only when
         # used, each its own way (RuntimeError, AssertionError, NotImplementedError).
