@@ -19,7 +19,7 @@ from upscaler.errors import ConfigError, raise_all
 from upscaler.models.registry import DEFAULT_MODELS
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-DEINTERLACE_MODES = ("auto", "bwdif", "yadif", "off")
+DEINTERLACE_MODES = ("auto", "fieldmatch", "bwdif", "yadif", "off")
 IMAGE_FORMATS = ("png", "apng", "jpg", "jpeg", "webp", "avif", "tif", "tiff", "bmp", "gif")
 
 
@@ -152,8 +152,8 @@ _HELP = {
              "drawings, which are otherwise reused",
     "accept_damage": "upscale what decodes of a damaged video (decode errors, missing frames) "
                      "instead of failing; a warning counts what was lost",
-    "deinterlace": "auto (bwdif where the video is interlaced), bwdif, yadif or off; one "
-                   "frame per frame",
+    "deinterlace": "auto (fieldmatch for telecined film, bwdif where the video is "
+                   "interlaced), fieldmatch, bwdif, yadif or off; one frame per frame",
 }
 
 

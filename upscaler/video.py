@@ -309,7 +309,12 @@ def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None =
                      "other streams as there")
     way = decide(found, settings.deinterlace, info.frame_rate)
     order = "top field first" if way.order == "tff" else "bottom field first"
-    if way.filter:
+    if way.filter and way.filter.startswith("fieldmatch"):
+        notes.append(f"interlaced ({order}; {way.why}): fields paired into whole frames with "
+                     "fieldmatch (bwdif for any left combed), one frame per frame; output is "
+                     "progressive at the source's frame rate (--deinterlace off keeps the "
+                     "fields, bwdif deinterlaces instead)")
+    elif way.filter:
         name = way.filter.split("=", 1)[0]
         notes.append(f"interlaced ({order}; {way.why}): deinterlaced with {name}, one frame per"
                      " frame; output is progressive (--deinterlace off keeps the fields)")

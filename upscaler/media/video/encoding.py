@@ -68,9 +68,10 @@ class VideoSettings:
       beside the output.
     accept_damage: upscale what decodes of a damaged source (decode errors, missing frames)
       instead of refusing it; the frames lost are counted in a warning.
-    deinterlace: "auto" deinterlaces a source that is interlaced (by its flags or idet's
-      measurement) with bwdif; "bwdif" or "yadif" deinterlaces always with that filter; "off"
-      never. One frame per frame in every case.
+    deinterlace: "auto" pairs the fields of telecined film into whole frames (fieldmatch) and
+      deinterlaces a source that is interlaced (by its flags or idet's measurement) with
+      bwdif; "fieldmatch", "bwdif" or "yadif" always uses that filter; "off" never. One frame
+      per frame in every case.
     """
 
     codec: str | None = None

@@ -2,8 +2,13 @@
 
 The stream's own flags say so for most interlaced video, but broadcast captures and old DVD
 rips are often flagged wrongly, so idet's measurement of the pictures decides where the two
-disagree. Deinterlacing keeps one frame per frame (bwdif or yadif in send_frame mode), so the
-frame count, timestamps and audio sync stay as they were.
+disagree. Film telecined to 29.97 frames a second (3:2 pulldown: four film frames spread over
+ten fields, so that two frames of every five are woven from two film frames) is not interlaced
+video: its fields pair up again into whole film frames (fieldmatch), where deinterlacing would
+remake every frame from one field and lose half its lines. Either way one frame comes out per
+frame (bwdif or yadif in send_frame mode; fieldmatch matches without decimating), so the
+frame count, timestamps and audio sync stay as they were; the picture pulldown shows twice
+goes to the held-frame checks like any held drawing.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from upscaler.media.video.scan import Scan
 
 @dataclass(frozen=True)
 class Interlacing:
-    """interlaced: the decision; order: "tff" or "bff"; why: how it was decided, for the note;
-    filter: the ffmpeg filter to apply before the model, None for none."""
+    """interlaced: the decision (telecined film counts); order: "tff" or "bff"; why: how it
+    was decided, for the note; filter: the ffmpeg filter to apply before the model, None for
+    none; telecined: whether pulldown was found."""
 
     interlaced: bool
     order: str
     why: str
     filter: str | None
+    telecined: bool = False
 
 
 def decide(found: Scan, mode: str, frame_rate: Fraction | None = None) -> Interlacing:
@@ -42,7 +49,12 @@ def decide(found: Scan, mode: str, frame_rate: Fraction | None = None) -> Interl
     # idet calls woven there is fine lines moving: credits scrolling at some speeds (a 9-px
     # grid at 61 px a frame, 23.976 frames/s: 70 of 96 frames "woven"), ffmpeg's testsrc2.
     field_rate = frame_rate is None or 24.5 < float(frame_rate) < 31
-    if tagged and looks_progressive:
+    telecined = _pulldown(found, frame_rate)
+    if telecined:
+        top, bottom = found.repeated
+        interlaced, why = True, (f"telecined film: idet finds pulldown's repeated fields in "
+                                 f"{top + bottom} of {frames} frames")
+    elif tagged and looks_progressive:
         interlaced, why = False, "flagged interlaced, but idet finds progressive pictures"
     elif tagged:
         interlaced, why = True, "flagged by the stream"
@@ -57,9 +69,31 @@ def decide(found: Scan, mode: str, frame_rate: Fraction | None = None) -> Interl
     # idet measures the pictures; where it found fields, its order beats the flags.
     first, second = (idet_tff, idet_bff) if looks else (tff, bff)
     order = "tff" if first >= second else "bff"
-    name = {"auto": "bwdif" if interlaced else None, "off": None}.get(mode, mode)
-    chosen = mode in ("bwdif", "yadif")
-    filter_ = f"{name}=mode=send_frame:parity={order}:deint=all" if name else None
-    if chosen and not interlaced:
+    automatic = ("fieldmatch" if telecined else "bwdif") if interlaced else None
+    name = {"auto": automatic, "off": None}.get(mode, mode)
+    if name == "fieldmatch":
+        # Frames no field pairs up for (a cut between film frames, video laid over the film)
+        # stay combed; fieldmatch marks them and bwdif deinterlaces those alone.
+        filter_: str | None = (f"fieldmatch=order={order}:combmatch=full,"
+                               f"bwdif=mode=send_frame:parity={order}:deint=interlaced")
+    else:
+        filter_ = f"{name}=mode=send_frame:parity={order}:deint=all" if name else None
+    if mode != "auto" and mode != "off" and not interlaced:
         why += f"; deinterlaced anyway (--deinterlace {mode})"
-    return Interlacing(interlaced, order, why, filter_)
+    elif mode == "fieldmatch" and not telecined:
+        why += "; fields matched anyway (--deinterlace fieldmatch)"
+    return Interlacing(interlaced, order, why, filter_, telecined)
+
+
+def _pulldown(found: Scan, frame_rate: Fraction | None) -> bool:
+    """Whether idet's counts show 3:2 pulldown: at 29.97 (30) frames a second, where the
+    picture moves, one frame of five repeats the top field of the frame before and another the
+    bottom field, and two are woven. Interlaced video repeats no field (each is a new moment:
+    0 of 90 frames of a 60-field clip), a progressive stream weaves none."""
+    if frame_rate is not None and not 29 < float(frame_rate) < 31:
+        return False
+    top, bottom = found.repeated
+    repeats = top + bottom
+    woven = found.idet[0] + found.idet[1]
+    return (repeats >= 4 and min(top, bottom) * 4 >= repeats  # both fields, about as often
+            and woven >= repeats and repeats * 5 >= woven)

@@ -8,7 +8,9 @@ the pictures are woven from two fields whatever the stream says. From that:
 
 - damage: decode errors with the time they happened (within a few frames), and frames that
   never came out (lost in the middle, or a file that ends before its container's duration);
-- interlacing: the field order the frames are flagged with, and idet's verdict;
+- interlacing: the field order the frames are flagged with, idet's verdict, and the fields
+  idet finds repeated from the frame before (telecined film: 3:2 pulldown repeats one field in
+  two frames of every five);
 - HDR: the static metadata to carry to the output;
 - closed captions (CEA-608/708 in the pictures' side data, as US broadcasts and DVDs carry
   them): they live inside the video stream that is replaced, so the mux extracts them.
@@ -35,6 +37,7 @@ _SIZE = re.compile(r"\bs:(\d+)x(\d+)\b")
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _IDET = re.compile(r"Multi frame detection:\s*TFF:\s*(\d+)\s*BFF:\s*(\d+)\s*"
                    r"Progressive:\s*(\d+)")
+_REPEATED = re.compile(r"Repeated Fields:\s*Neither:\s*\d+\s*Top:\s*(\d+)\s*Bottom:\s*(\d+)")
 # showinfo's line for caption side data: "ATSC A53 Part 4 Closed Captions" (older FFmpeg:
 # "A/53 closed captions").
 _CAPTIONS = re.compile(r"closed captions", re.IGNORECASE)
@@ -58,6 +61,8 @@ class Scan:
       came before (the last frame, for errors after it).
     flagged: frames the stream flags as top-field-first and bottom-field-first interlaced.
     idet: idet's multi-frame counts (top field first, bottom field first, progressive).
+    repeated: frames whose top field, and frames whose bottom field, idet finds repeated from
+      the frame before while the other field changed (pulldown's mark).
     sizes: (seconds, width, height) of the first frame and of each frame whose size differs
       from the one before it: more than one where the picture size changes mid-stream (a TV
       capture around its adverts).
@@ -71,6 +76,7 @@ class Scan:
     hdr: Hdr
     sizes: tuple[tuple[float, int, int], ...] = ()
     captions: bool = False
+    repeated: tuple[int, int] = (0, 0)
 
 
 def to_json(found: Scan) -> dict[str, Any]:
@@ -83,6 +89,8 @@ def from_json(data: Any) -> Scan:
     try:
         hdr = data["hdr"]
         mastering, light = hdr["mastering"], hdr["light"]
+        # A work folder of a version before 0.2.16 has none: no pulldown found, as then.
+        top, bottom = data.get("repeated", (0, 0))
         return Scan(
             decoded_pts=tuple(int(p) for p in data["decoded_pts"]),
             errors=tuple((float(t), str(line)) for t, line in data["errors"]),
@@ -92,7 +100,8 @@ def from_json(data: Any) -> Scan:
                     light=None if light is None else (int(light[0]), int(light[1])),
                     dolby_vision=bool(hdr["dolby_vision"]), dynamic=bool(hdr["dynamic"])),
             sizes=tuple((float(t), int(w), int(h)) for t, w, h in data["sizes"]),
-            captions=bool(data["captions"]))
+            captions=bool(data["captions"]),
+            repeated=(int(top), int(bottom)))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"not a scan: {e}") from e
 
@@ -162,6 +171,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
     errors: list[tuple[float, str]] = []
     tff = bff = 0
     idet = (0, 0, 0)
+    repeated = (0, 0)
     mastering: tuple[float, ...] | None = None
     light: tuple[int, int] | None = None
     dolby = dynamic = False
@@ -201,6 +211,8 @@ def parse(log: str, time_base: Fraction) -> Scan:
                 captions = True
         elif m := _IDET.search(line):
             idet = (int(m[1]), int(m[2]), int(m[3]))
+        elif m := _REPEATED.search(line):
+            repeated = (int(m[1]), int(m[2]))
         elif "DOVI configuration" in line or "Dolby Vision" in line:
             dolby = True
         elif _is_damage(line):
@@ -208,7 +220,7 @@ def parse(log: str, time_base: Fraction) -> Scan:
     end = float(pts[-1] * time_base) if pts else 0.0
     errors += [(end, e) for e in pending]
     return Scan(tuple(pts), tuple(errors), (tff, bff), idet, Hdr(mastering, light, dolby, dynamic),
-                tuple(sizes), captions)
+                tuple(sizes), captions, repeated)
 
 
 def _is_damage(line: str) -> bool:
