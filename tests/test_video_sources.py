@@ -15,7 +15,7 @@ from clips import make_clip
 from conftest import INSTANT_MODEL, ROOT, psnr
 from draw import draw_cel
 
-from upscaler import Upscaler, upscale_path
+from upscaler import Upscaler, compare, upscale_path
 from upscaler.cli import main
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.media import ffmpeg
@@ -477,6 +477,28 @@ def test_telecined_film_gets_its_frames_back(
     after = scan(probe(out))
     assert len(after.decoded_pts) == 90 and after.flagged == (0, 0)
     assert after.repeated == (0, 0)  # no pulldown left in the output
+
+
+@pytest.mark.parametrize("kind", ["telecined", "interlaced"])
+def test_compare_shows_the_frames_the_job_gives_the_model(
+        tmp_path: Path, telecined: tuple[Path, Path], kind: str) -> None:
+    """`upscale compare` read its frames as they were stored, woven fields and all, where the
+    job deinterlaces them (or pairs a telecined film's fields): the page showed combing the
+    job never gives the model. It looks at a few seconds from each time, as the job's scan
+    does for the whole video, and shows the job's own frames."""
+    src = telecined[1] if kind == "telecined" else encode(
+        tmp_path / "video.mkv", FIELDS.format(order="tff").replace("d=0.5", "d=1.5"),
+        "-c:v", "libx264", "-x264-params", "log-level=error", "-pix_fmt", "yuv420p")
+    found = compare(src, models=[INSTANT_MODEL[1]], at=["1.0"])
+    info, _ = _source(src, tmp_path / "out.mkv", VideoSettings())
+    assert info.deinterlace is not None
+    index = round(found.frames[0].time * float(info.frame_rate))
+    with VideoReader(info, index, 1) as reader:
+        (job,) = list(reader)
+    with VideoReader(probe(src), index, 1) as reader:
+        (stored,) = list(reader)
+    assert np.array_equal(found.frames[0].pixels, job)
+    assert not np.array_equal(job, stored)
 
 
 def test_interlaced_video_is_not_taken_for_telecined_film(tmp_path: Path) -> None:

@@ -52,6 +52,9 @@ _UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
 # Frames read from each compared time on, to count the held drawings a job reuses instead of
 # running the model: a second of video at film rates.
 HELD_RUN = 24
+# Frames looked at from each compared time on to tell interlaced video and telecined film
+# (idet's counts), where the job decodes the whole video: three seconds at 29.97.
+INTERLACE_LOOK = 90
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,8 @@ def pick_frames(src: Path, at: Sequence[str] = (), count: int = DEFAULT_FRAMES,
         video = video or job_video(src, options or Options())
         # As the job reads them: an alpha the output keeps goes through the model too.
         alpha = video.info.alpha and keeps_alpha(video.encoding)
-        return kind, video.info.frame_count, _video_frames(video.info, at, count, alpha)
+        return kind, video.info.frame_count, _video_frames(
+            video.info, at, count, alpha, (options or Options()).deinterlace)
     if kind == "image":
         image = read_image(src)
         # A TIFF's pages are the job's pictures: its first shown, each counted in the estimates.
@@ -214,8 +218,8 @@ def job_video(src: Path, options: Options) -> JobVideo:
     return JobVideo(info, choose_encoding(info, video_settings(options), container))
 
 
-def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = False
-                  ) -> list[Frame]:
+def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = False,
+                  deinterlace: str = "auto") -> list[Frame]:
     from upscaler.media.video.reader import VideoReader
 
     src = info.path
@@ -231,6 +235,14 @@ def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = 
             indices.append(max(0, bisect.bisect_right(starts, seconds + 1e-6) - 1))
     else:
         indices = _spread(info.frame_count, count)
+    if deinterlace != "off":
+        # The frames as the job gives the model: deinterlaced, or field-matched where the
+        # source is telecined film, which idet tells from a few seconds at each time.
+        from upscaler.media.video.interlace import decide
+        from upscaler.media.video.scan import sample
+
+        way = decide(sample(info, indices, INTERLACE_LOOK), deinterlace, info.frame_rate)
+        info = dataclasses.replace(info, deinterlace=way.filter)
     frames = []
     for index in indices:
         with VideoReader(info, start=index, count=HELD_RUN, alpha=alpha) as reader:

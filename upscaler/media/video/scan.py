@@ -22,7 +22,7 @@ It costs one decode of the source (two for a damaged one), small beside upscalin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -139,12 +139,38 @@ def scan(info: VideoInfo, watch: Watch | None = None) -> Scan:
     return found
 
 
-def _decode(info: VideoInfo, threads: int, on_line: Callable[[str], None] | None = None
-            ) -> tuple[int, Scan, str]:
-    """ffmpeg's exit code, the Scan and the log of one pass with `threads` (0: every core)."""
+def sample(info: VideoInfo, starts: Sequence[int], frames: int) -> Scan:
+    """A look at `frames` frames from each of the frames `starts` (indices), where a scan of
+    the whole video would take minutes (`upscale compare`): its interlacing counts (flagged,
+    idet, repeated) are those of the frames looked at, and decoded_pts counts them; it finds
+    no damage. MediaError when ffmpeg cannot decode at all."""
+    parts = []
+    for start in starts:
+        seek = info.seconds(info.frame_pts[start]) - info.start_time
+        code, found, log = _decode(info, 0, within=(seek, frames))
+        if code != 0 and not found.decoded_pts:
+            raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}",
+                             info.path)
+        parts.append(found)
+    return Scan(decoded_pts=tuple(p for part in parts for p in part.decoded_pts), errors=(),
+                flagged=_total(part.flagged for part in parts),
+                idet=_total(part.idet for part in parts), hdr=parts[0].hdr,
+                repeated=_total(part.repeated for part in parts))
+
+
+def _total(counts: Iterable[tuple[int, ...]]) -> Any:
+    return tuple(sum(column) for column in zip(*counts, strict=True))
+
+
+def _decode(info: VideoInfo, threads: int, on_line: Callable[[str], None] | None = None,
+            within: tuple[float, int] | None = None) -> tuple[int, Scan, str]:
+    """ffmpeg's exit code, the Scan and the log of one pass with `threads` (0: every core),
+    of the whole video or, `within` (seconds from its start, frames), of a part."""
+    part = ["-ss", f"{within[0]:.6f}"] if within else []
+    count = ["-frames:v", str(within[1])] if within else []
     args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
-            "level+info", "-copyts", "-threads", str(threads), "-i", str(info.path),
-            "-map", f"0:{info.video_index}", "-vf", "showinfo=checksum=0,idet",
+            "level+info", "-copyts", "-threads", str(threads), *part, "-i", str(info.path),
+            "-map", f"0:{info.video_index}", *count, "-vf", "showinfo=checksum=0,idet",
             "-f", "null", "-"]
     code, log = ffmpeg.run_log(args, info.path, on_line)
     return code, parse(log, info.time_base), log
