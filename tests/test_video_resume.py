@@ -349,8 +349,13 @@ def test_a_second_run_into_the_same_output_is_refused_whatever_its_work_folder(
     out = tmp_path / "out.mkv"
     first = start(tmp_path, str(clip), "-o", str(out), *FAST)
     wait_until(first, lambda: finished_segments(work_dir(out)) >= 1, "a segment was finished")
-    second = upscale(tmp_path, str(clip), "-o", str(tmp_path / "sub" / ".." / "out.mkv"),
-                     *FAST, "--work-dir", str(tmp_path / "elsewhere"))
+    # Held where it is: on a busy machine it could otherwise finish before the second starts.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = upscale(tmp_path, str(clip), "-o", str(tmp_path / "sub" / ".." / "out.mkv"),
+                         *FAST, "--work-dir", str(tmp_path / "elsewhere"))
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert (second.returncode, second.stderr.strip()) == (
         5, f"upscale: error: {tmp_path / 'sub' / '..' / 'out.mkv'}: another upscale is writing "
            "this output")

@@ -479,6 +479,20 @@ def test_telecined_film_gets_its_frames_back(
     assert after.repeated == (0, 0)  # no pulldown left in the output
 
 
+def test_a_deep_telecined_source_is_told_fieldmatch_works_in_8_bits(
+        tmp_path: Path, telecined: tuple[Path, Path]) -> None:
+    """ffmpeg's fieldmatch takes 8-bit pictures only and converts a deeper one on its way in:
+    said, not done silently."""
+    src = tmp_path / "deep.mkv"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(telecined[1]),
+                "-pix_fmt", "yuv420p10le", "-c:v", "libx265", "-x265-params", "log-level=error",
+                "-crf", "10", str(src)], src)
+    info, notes = _source(src, tmp_path / "out.mkv", VideoSettings())
+    assert info.deinterlace is not None and info.deinterlace.startswith("fieldmatch"), notes
+    assert any(n.endswith("fieldmatch works in 8 bits, so the source's 10 bits are rounded "
+                          "to 8") for n in notes), notes
+
+
 @pytest.mark.parametrize("kind", ["telecined", "interlaced"])
 def test_compare_shows_the_frames_the_job_gives_the_model(
         tmp_path: Path, telecined: tuple[Path, Path], kind: str) -> None:

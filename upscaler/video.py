@@ -310,10 +310,13 @@ def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None =
     way = decide(found, settings.deinterlace, info.frame_rate)
     order = "top field first" if way.order == "tff" else "bottom field first"
     if way.filter and way.filter.startswith("fieldmatch"):
+        # ffmpeg's fieldmatch takes 8-bit pictures alone: a deeper one is converted for it.
+        depth = (f"; fieldmatch works in 8 bits, so the source's {info.bit_depth} bits are "
+                 "rounded to 8" if info.bit_depth > 8 else "")
         notes.append(f"interlaced ({order}; {way.why}): fields paired into whole frames with "
                      "fieldmatch (bwdif for any left combed), one frame per frame; output is "
                      "progressive at the source's frame rate (--deinterlace off keeps the "
-                     "fields, bwdif deinterlaces instead)")
+                     f"fields, bwdif deinterlaces instead){depth}")
     elif way.filter:
         name = way.filter.split("=", 1)[0]
         notes.append(f"interlaced ({order}; {way.why}): deinterlaced with {name}, one frame per"
