@@ -574,6 +574,41 @@ def test_the_videos_default_flag_is_kept(tmp_path: Path, default: bool,
     assert [s.default for s in probe(out).streams] == [default, True]
 
 
+def test_track_titles_and_flags_come_out_as_the_source_has_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MP4 and MOV hold a track's title as QuickTime's "name": copied as it was, an MKV output
+    kept it as a tag called NAME and an MP4 output dropped it (a dub and a commentary track
+    untitled). And a source with no track marked default, as ffmpeg writes Matroska, came out
+    with its first audio track marked: ffmpeg marks one where a file names no flags."""
+    clip = make_clip(tmp_path / "plain.mkv", size="32x18", seconds=0.5, audio=True)
+    subtitles = tmp_path / "en.srt"
+    subtitles.write_text("1\n00:00:00,100 --> 00:00:00,400\nHello\n")
+    titled = tmp_path / "titled.mp4"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(clip), "-i",
+                str(clip), "-i", str(subtitles), "-map", "0:v", "-map", "0:a", "-map", "1:a",
+                "-map", "2", "-c", "copy", "-c:s", "mov_text",
+                "-metadata:s:a:0", "title=Japanese 2.0", "-metadata:s:a:1",
+                "title=Commentary", "-metadata:s:s:0", "title=English SDH", str(titled)], titled)
+    names = ["Japanese 2.0", "Commentary", "English SDH"]
+    assert [s.tags.get("name") for s in probe(titled).streams[1:]] == names
+    for suffix, key in ((".mkv", "title"), (".mp4", "name")):  # as each is read back
+        out = tmp_path / f"out{suffix}"
+        code, err = run_cli([str(titled), "-o", str(out), *FAST], capsys)
+        assert code == 0, err
+        tags = [{k.lower(): v for k, v in s.tags.items()} for s in probe(out).streams[1:]]
+        assert [t.get(key) for t in tags] == names
+        assert suffix == ".mp4" or not any("name" in t for t in tags)
+    unmarked = tmp_path / "unmarked.mkv"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(titled), "-map",
+                "0", "-c", "copy", "-c:s", "srt", "-disposition:v:0", "0", "-disposition:a:0",
+                "0", "-disposition:a:1", "0", "-disposition:s:0", "0", str(unmarked)], unmarked)
+    assert not any(s.default for s in probe(unmarked).streams)
+    out = tmp_path / "unmarked_out.mkv"
+    code, err = run_cli([str(unmarked), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    assert not any(s.default for s in probe(out).streams)
+
+
 def test_a_size_that_changes_mid_stream_is_said(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # As a TV capture switches between the programme and its adverts: two H.264 runs of other

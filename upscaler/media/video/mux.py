@@ -261,6 +261,21 @@ def video_tag_args(suffix: str, encoder: str) -> list[str]:
     return ["-tag:v", "hvc1"] if hevc and suffix in _MP4_LIKE else []
 
 
+def _track_titles(info: VideoInfo) -> list[str]:
+    """An audio or subtitle track's title where the source holds it as QuickTime's "name"
+    (MP4 and MOV do): copied as it is, Matroska kept it as a tag called NAME and MP4 dropped
+    it, so players showed untitled tracks."""
+    args: list[str] = []
+    for kind, letter in (("audio", "a"), ("subtitle", "s")):
+        tracks = [s for s in info.streams if s.kind == kind]
+        for n, stream in enumerate(tracks):
+            tags = {k.lower(): v for k, v in stream.tags.items()}
+            if tags.get("name") and not tags.get("title"):
+                args += [f"-metadata:s:{letter}:{n}", f"title={tags['name']}",
+                         f"-metadata:s:{letter}:{n}", "name="]
+    return args
+
+
 def _container_args(info: VideoInfo, dst: Path, encoding: Encoding | None) -> list[str]:
     """Per-container fixes: what a format cannot hold as is, and the video stream's tags."""
     check_container(info, dst)
@@ -276,8 +291,11 @@ def _container_args(info: VideoInfo, dst: Path, encoding: Encoding | None) -> li
     for key, value in kept.items():
         if value:
             args += ["-metadata:s:v:0", f"{key}={value}"]
-    if info.video_stream and info.video_stream.default:  # the others' flags come with them
-        args += ["-disposition:v:0", "default"]
+    # The others' flags come with them. Naming the video's even where it is not the default
+    # keeps ffmpeg from marking the first audio and subtitle track default on its own, which
+    # it does in a file with no -disposition at all.
+    default = bool(info.video_stream and info.video_stream.default)
+    args += ["-disposition:v:0", "default" if default else "0", *_track_titles(info)]
     if suffix in _MP4_LIKE:
         if info.vfr and info.time_base.numerator == 1:
             args += ["-video_track_timescale", str(info.time_base.denominator)]
