@@ -609,6 +609,31 @@ def test_track_titles_and_flags_come_out_as_the_source_has_them(
     assert not any(s.default for s in probe(out).streams)
 
 
+def test_subtitles_that_mov_text_will_cut_are_said(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MP4's mov_text shows one cue at a time, so ffmpeg ends a cue where the next begins: a
+    line said while another is on screen lost the rest of its time without a word."""
+    clip = make_clip(tmp_path / "plain.mkv", size="32x18", seconds=1.5, audio=True)
+    talk = tmp_path / "talk.srt"
+    talk.write_text("1\n00:00:00,100 --> 00:00:01,200\nAlice: back soon.\n\n"
+                    "2\n00:00:00,400 --> 00:00:00,900\nBob: Okay.\n\n"
+                    "3\n00:00:01,300 --> 00:00:01,400\nEnd\n")
+    calm = tmp_path / "calm.srt"
+    calm.write_text("1\n00:00:00,100 --> 00:00:00,400\nHello\n")
+    src = tmp_path / "talk.mkv"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(clip), "-i",
+                str(calm), "-i", str(talk), "-map", "0", "-map", "1", "-map", "2", "-c", "copy",
+                "-metadata:s:s:1", "language=eng", str(src)], src)
+    code, err = run_cli([str(src), "-o", str(tmp_path / "out.mp4"), *FAST], capsys)
+    assert code == 0, err
+    said = [line for line in err.splitlines() if "mov_text" in line]
+    assert said == ["upscale: talk.mkv: subtitle track 2 (eng): .mp4's mov_text shows one cue "
+                    "at a time, so 1 of its 3 cues, which overlap the next, end where it begins "
+                    "(a .mkv output keeps them whole)"]
+    code, err = run_cli([str(src), "-o", str(tmp_path / "out.mkv"), *FAST], capsys)
+    assert code == 0 and "mov_text" not in err, err
+
+
 def test_a_size_that_changes_mid_stream_is_said(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     # As a TV capture switches between the programme and its adverts: two H.264 runs of other

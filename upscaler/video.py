@@ -45,7 +45,12 @@ from upscaler.media.video.encoding import (
     keeps_alpha,
 )
 from upscaler.media.video.interlace import decide
-from upscaler.media.video.mux import carries_captions, check_container, join_and_mux
+from upscaler.media.video.mux import (
+    carries_captions,
+    check_container,
+    cut_cue_notes,
+    join_and_mux,
+)
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
 from upscaler.media.video.scan import Scan, Watch, from_json, scan, to_json
 from upscaler.media.video.segments import (
@@ -326,7 +331,7 @@ def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None =
                      "through the model woven")
     elif "flagged interlaced" in way.why or "not woven" in way.why:
         notes.append(f"{way.why}: not deinterlaced (--deinterlace bwdif forces it)")
-    notes += _stream_notes(info)
+    notes += _stream_notes(info) + cut_cue_notes(info, dst)
     if len(found.sizes) > 1:
         # ffmpeg scales every later frame to the size the decoder's filters were set up with.
         (_, width, height), changes = found.sizes[0], found.sizes[1:]

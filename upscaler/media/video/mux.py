@@ -7,7 +7,9 @@ audio, subtitles and attachments; `join_and_mux` writes the output atomically at
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 from upscaler.errors import MediaError, OutputExistsError
 from upscaler.media import ffmpeg
 from upscaler.media.video.encoding import CODEC_CANDIDATES
-from upscaler.media.video.probe import VideoInfo
+from upscaler.media.video.probe import StreamInfo, VideoInfo
 from upscaler.media.video.segments import Segment, segment_duration
 from upscaler.media.video.writer import Encoding
 from upscaler.names import hidden_name
@@ -236,6 +238,46 @@ def _mux_trial(path: str, size: int, mtime_ns: int, suffix: str, args: tuple[str
     return None if code == 0 else ffmpeg.telling_line(log.splitlines()).rstrip(".")
 
 
+def _to_mov_text(stream: StreamInfo, suffix: str) -> bool:
+    """Whether a subtitle stream becomes mov_text in a `suffix` output."""
+    keep = stream.codec == "mov_text" or (stream.codec == "eia_608" and suffix == ".mov")
+    return suffix in _MP4_LIKE and stream.codec in _TEXT_SUBTITLES and not keep
+
+
+_SRT_TIMES = re.compile(r"^(\d+):(\d\d):(\d\d)[,.](\d{3}) --> (\d+):(\d\d):(\d\d)[,.](\d{3})",
+                        re.MULTILINE)
+
+
+def cut_cue_notes(info: VideoInfo, dst: Path) -> list[str]:
+    """A line for each text subtitle track that mov_text (MP4, MOV) will cut: it shows one
+    cue at a time, so ffmpeg ends a cue where the next begins, and a line said while another
+    is on screen (two speakers, a sign over the dialogue) loses the rest of its time."""
+    suffix = dst.suffix.lower()
+    subtitles = [s for s in info.streams if s.kind == "subtitle"]
+    notes = []
+    for n, stream in enumerate(subtitles):
+        if not _to_mov_text(stream, suffix) or stream.codec == "eia_608":
+            continue
+        # As SubRip, whatever the text format: only the cues' times are read.
+        text = ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
+                           "-i", str(info.path), "-map", f"0:{stream.index}", "-c:s", "srt",
+                           "-f", "srt", "-"], info.path)
+        cues = sorted((_seconds(m[:4]), _seconds(m[4:])) for m in _SRT_TIMES.findall(text))
+        cut = sum(b[0] < a[1] for a, b in itertools.pairwise(cues))
+        if cut:
+            tags = {k.lower(): v for k, v in stream.tags.items()}
+            name = tags.get("title") or tags.get("name") or tags.get("language") or stream.codec
+            notes.append(f"subtitle track {n + 1} ({name}): {suffix}'s mov_text shows one cue "
+                         f"at a time, so {cut} of its {len(cues)} cues, which overlap the next, "
+                         "end where it begins (a .mkv output keeps them whole)")
+    return notes
+
+
+def _seconds(parts: Sequence[str]) -> float:
+    hours, minutes, seconds, millis = (int(p) for p in parts)
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
 def _subtitle_args(info: VideoInfo, suffix: str) -> list[str]:
     """The codec of each subtitle stream that `suffix`'s format cannot hold as it is (the
     rest are copied): MP4 and MOV take text as mov_text, MOV keeps CEA-608 as it is;
@@ -245,8 +287,7 @@ def _subtitle_args(info: VideoInfo, suffix: str) -> list[str]:
     for n, s in enumerate(subtitles):
         codec = None
         if suffix in _MP4_LIKE:
-            keep = s.codec == "mov_text" or (s.codec == "eia_608" and suffix == ".mov")
-            codec = "mov_text" if s.codec in _TEXT_SUBTITLES and not keep else None
+            codec = "mov_text" if _to_mov_text(s, suffix) else None
         elif suffix == ".mkv":
             codec = {"mov_text": "srt", "eia_608": "ass"}.get(s.codec)
         if codec:
