@@ -81,14 +81,21 @@ def test_every_mistake_is_found_before_any_job_runs(stills: Path,
 
 def test_a_failed_job_does_not_stop_the_others(stills: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """And a job that fails as it runs is named by its line in the job file, as a mistake
+    found before any work is (it was named by its input alone, hard to find in a long file)."""
     (stills / "broken.png").write_bytes(b"not a picture")
+    save(stills / "folder" / "fine.png", draw_cel(12, 12))
+    (stills / "folder" / "bad.png").write_bytes(b"not a picture either")
     jobs = write_jobs(stills, "{input: broken.png, output: out/broken.png}",
-                      "{input: a.png, output: out/a.png}")
+                      "{input: a.png, output: out/a.png}",
+                      "{input: folder, output: out/folder/}")
     code, err = run(jobs, capsys)
     assert code == 5
-    assert err[0].startswith(f"upscale: error: {stills / 'broken.png'}: not an image")
-    assert err[1] == "upscale: 1 done, 0 skipped, 1 failed"
-    assert sorted(p.name for p in (stills / "out").iterdir()) == ["a.png"]
+    assert err[0].startswith(f"upscale: error: {jobs}:3: {stills / 'broken.png'}: not an image")
+    assert err[1].startswith(f"upscale: error: {jobs}:5: {stills / 'folder' / 'bad.png'}: "
+                             "not an image")
+    assert err[2] == "upscale: 2 done, 0 skipped, 2 failed"  # pictures counted one by one
+    assert sorted(p.name for p in (stills / "out").iterdir()) == ["a.png", "folder"]
 
 
 def test_video_settings_are_tried_before_any_job_runs(stills: Path,

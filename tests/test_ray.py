@@ -174,8 +174,8 @@ def test_a_segment_that_keeps_failing_fails_its_job_and_the_batch_goes_on(
                     f"  - {{input: {pictures}, output: {tmp_path / 'big'}}}\n")
     assert main(["--config", str(jobs), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert re.search(rf"error: segment 1 of \S*ep.mkv failed on each of {MAX_RETRIES + 1} "
-                     r"tries: .*(worker|died)", err), err
+    assert re.search(rf"error: {re.escape(str(jobs))}:4: segment 1 of \S*ep.mkv failed on each "
+                     rf"of {MAX_RETRIES + 1} tries: .*(worker|died)", err), err
     assert "upscale: 2 done, 0 skipped, 1 failed" in err
     assert not (tmp_path / "out.mkv").exists()
     # The folder's images, made on Ray, are those of a local run.

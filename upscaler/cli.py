@@ -471,6 +471,7 @@ def _run(tasks: list[Task], bars: _Bars,
             error = job_error(e, task.input)
             if error is None:
                 raise
+            error = _located(error, task)
             bars.job_done()
             bars.say(f"{PROG}: error: {error}")
             tally.fail(error)
@@ -479,7 +480,7 @@ def _run(tasks: list[Task], bars: _Bars,
             continue
         bars.job_done()
         for failure in state.failures:
-            bars.say(f"{PROG}: error: {failure}")
+            bars.say(f"{PROG}: error: {_located(failure, task)}")
             if _filled(failure):
                 full.add(disk)
         if state.skipped and task.kind != "folder":
@@ -501,6 +502,12 @@ def _run(tasks: list[Task], bars: _Bars,
     if len(tasks) > 1 or any(task.kind == "folder" for task in tasks):
         bars.say(tally.summary())
     return max((f.exit_code for f in tally.failures), default=0)
+
+
+def _located(error: UpscalerError, task: Task) -> UpscalerError:
+    """`error` with the job file's line in front, for a job that came from one: a batch's
+    failure at run time is found in the file as its mistakes before any work are."""
+    return error if task.where is None else error.located(*task.where)
 
 
 def _filled(error: BaseException) -> bool:

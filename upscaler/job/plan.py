@@ -8,6 +8,7 @@ reported with the job file's line where the job came from one, and nothing is wr
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -62,6 +63,7 @@ class Task:
     options: Options
     items: tuple[tuple[Path, Path], ...] = ()
     notes: tuple[str, ...] = ()
+    where: tuple[Path, int] | None = None  # the job file and line it came from (Job.where)
 
     @property
     def media(self) -> MediaKind:
@@ -88,7 +90,7 @@ def plan_jobs(jobs: Sequence[Job]) -> list[Task]:
             problem = runtimes[key]
             if problem is not None:
                 raise problem
-            planned.append((n, task))
+            planned.append((n, dataclasses.replace(task, where=job.where)))
         except Exception as e:
             # Running out here (a thread of the encoder probes that could not start, under
             # `ulimit -v`) is this job's error too, naming its file.
