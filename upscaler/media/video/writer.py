@@ -22,8 +22,8 @@ import numpy as np
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES
-from upscaler.media.video.reader import SWS_FLAGS, is_rgb
-from upscaler.media.video.ycbcr import chroma_subsampling
+from upscaler.media.video.reader import SWS_FLAGS, is_rgb, rescaled
+from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, chroma_subsampling
 from upscaler.media.video.yuv import YuvConverter, converter
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the
@@ -160,6 +160,7 @@ class VideoWriter:
         self._dtype: np.dtype | None = None
         self._pad = (0, 0)
         self._yuv: YuvConverter | None = None
+        self._deep_rgb = False  # 16-bit frames for an RGB format: rescaled for swscale
 
     def write(self, frame: np.ndarray) -> None:
         if (frame.ndim != 3 or frame.shape[2] not in (3, 4)
@@ -177,6 +178,10 @@ class VideoWriter:
             frame = self._yuv.convert(frame)
         elif frame.dtype == np.uint16 and sys.byteorder != "little":
             frame = frame.astype("<u2")
+        if self._deep_rgb and self._yuv is None:
+            # swscale takes 16-bit RGB for an RGB output as spread over 16 bits (65535 white),
+            # where our frames hold white at SWSCALE_16BIT_PEAK: 1023 came out 1020.
+            frame = rescaled(np.array(frame), 65535 / SWSCALE_16BIT_PEAK)
         if self._proc is None:  # _start always sets it; this keeps type checkers informed
             raise MediaError("encoder did not start", self.path)
         try:
@@ -195,6 +200,7 @@ class VideoWriter:
         alpha = frame.shape[2] == 4
         self._yuv = converter(enc.pix_fmt, enc.matrix, enc.range, frame.dtype,
                               height + self._pad[0], width + self._pad[1], alpha)
+        self._deep_rgb = frame.dtype == np.uint16 and is_rgb(enc.pix_fmt)
         if self._yuv is not None:
             raw = enc.pix_fmt  # converted here (yuv.py): the encoder takes the planes as they are
         elif alpha:
