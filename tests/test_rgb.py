@@ -136,11 +136,11 @@ def test_planes_read_and_written_again_are_the_same_codes(pix_fmt: str, value_ra
 
 @pytest.mark.parametrize(("pix_fmt", "codec", "size"), [
     ("yuv420p", "libx264", "96x54"), ("yuv420p10le", "libx265", "96x54"),
-    ("yuv420p", "ffv1", "95x53")])
+    ("yuv420p", "ffv1", "95x53"), ("yuvj420p", "mjpeg", "64x36")])
 def test_the_reader_converts_common_formats_itself(tmp_path: Path, pix_fmt: str, codec: str,
                                                     size: str) -> None:
     """The decoder's ffmpeg sends the planes as they are stored and the reader's frames are
-    exactly rgb.py's conversion of them."""
+    exactly rgb.py's conversion of them; JPEG's full-range names too (since 0.2.16)."""
     src = make_clip(tmp_path / "src.mkv", size=size, pix_fmt=pix_fmt, codec=codec, seconds=0.2)
     info = probe(src)
     width, height = info.display_size
@@ -159,7 +159,7 @@ def test_the_reader_converts_common_formats_itself(tmp_path: Path, pix_fmt: str,
 
 
 @pytest.mark.parametrize(("pix_fmt", "codec", "value_range"), [
-    ("yuvj420p", "mjpeg", "pc"), ("nv12", "rawvideo", "tv"), ("yuva420p", "ffv1", "tv"),
+    ("nv12", "rawvideo", "tv"), ("yuva420p", "ffv1", "tv"),
     ("gray", "ffv1", "tv"), ("bgr0", "ffv1", None)])
 def test_other_formats_still_come_through_swscale(tmp_path: Path, pix_fmt: str, codec: str,
                                                   value_range: str | None) -> None:

@@ -19,7 +19,8 @@ the writer's scale, so a full-range 10-bit frame came back up to 3 codes high; n
 and written again comes back to its codes.
 
 Planar YUV 4:2:0, 4:2:2 and 4:4:4, 8 bits to uint8 frames and 10, 12 or 16 bits to uint16
-ones, in the matrices yuv.py writes. Anything else (semi-planar, full-range JPEG formats, RGB,
+ones, in the matrices yuv.py writes, and JPEG's full-range names for them (yuvj420p: MJPEG,
+H.264 tagged full range) where the range is full. Anything else (semi-planar, RGB,
 grey, BT.2020 constant luminance) is converted by swscale: `converter()` returns None. Its
 16-bit RGB is then put on the same 255 x 256 scale (reader.py, ycbcr.swscale_white): swscale
 spreads deep RGB over 16 bits and shifts grey, so a grey 10-bit source came back up to 4 codes

@@ -100,6 +100,11 @@ def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, *,
     depth the frames' dtype cannot hold (8-bit codes go with uint8 frames, deeper ones with
     uint16)."""
     layout = planar_yuv(pix_fmt)
+    if layout is None and pix_fmt.startswith("yuvj") and value_range == "pc":
+        # JPEG's full-range names (MJPEG; H.264 tagged full range reads as yuvj420p) for the
+        # same planes: swscale's own conversion to yuvj420p left chroma 0.5 codes low.
+        plain = planar_yuv("yuv" + pix_fmt[4:])
+        layout = replace(plain, pix_fmt=pix_fmt) if plain else None
     if layout is None and written and sys.byteorder == "little":
         colours = planar_yuv("yuv" + pix_fmt[4:]) if pix_fmt.startswith("yuva") else None
         layout = (replace(colours, pix_fmt=pix_fmt, alpha=True) if colours
