@@ -157,7 +157,7 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
     dst = folder_output(src, out, options)
     if dst.exists() and not dst.is_dir():
         raise UsageError("the output of a folder must be a folder, and this is a file", dst)
-    if dst.resolve().is_relative_to(src.resolve()):
+    if _inside(dst, src):
         raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
     images, videos, others, hidden = sort_folder(src, dst)
     notes = []
@@ -385,4 +385,20 @@ def _path_key(path: Path) -> str:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    return _path_key(a) == _path_key(b)
+    """Whether `a` and `b` name one file: one path, or two ways to it that the path alone does
+    not show (a bind mount, a network share of a local folder, a hard link)."""
+    if _path_key(a) == _path_key(b):
+        return True
+    try:
+        return os.path.samefile(a.expanduser(), b.expanduser())
+    except OSError:
+        return False  # one of them does not exist (yet): it cannot be the other
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` (which may not exist yet) is `folder` or lies under it, by its path or by
+    a folder on its way that is `folder` reached another way (a bind mount)."""
+    if path.resolve().is_relative_to(folder.resolve()):
+        return True
+    return any(_same_file(above, folder) for above in (path, *path.resolve().parents)
+               if above.exists())
