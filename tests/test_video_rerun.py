@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,25 @@ def test_work_dir_option_keeps_the_segments_there(short_clip: Path, tmp_path: Pa
         "write" in err
     assert probe(out).frame_count == 48
     assert list(scratch.iterdir()) == []
+
+
+def test_names_ffmpeg_would_read_as_urls_are_files(short_clip: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """ffmpeg takes a path with a colon before any slash for a protocol ("S1:E1/ep.mkv":
+    Protocol not found, after the checks), and the concat demuxer resolved the segments'
+    names against their folder as a URL, where "?" or "#" began a query or a fragment: an
+    output "Episode #1?.mkv" failed at its join on every run, its segments all made."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "S1:E1").mkdir()
+    shutil.copy(short_clip, tmp_path / "S1:E1" / "ep.mkv")
+    code, err = run_cli(capsys, "S1:E1/ep.mkv", "-o", "Episode #1?.mkv", *FAST)
+    assert code == 0, err
+    code, err = run_cli(capsys, "S1:E1/ep.mkv", "-o", "pipe:2.mkv", *FAST, "--work-dir", "w:k#")
+    assert code == 0, err
+    for name in ("Episode #1?.mkv", "pipe:2.mkv"):
+        info = probe(tmp_path / name)
+        assert info.frame_count == 48 and [s.kind for s in info.streams] == ["video", "audio"]
 
 
 def test_a_second_run_on_the_same_output_is_refused(short_clip: Path, tmp_path: Path,

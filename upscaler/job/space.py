@@ -208,8 +208,9 @@ def trial_sizes(info: VideoInfo, encoding: Encoding, out_size: tuple[int, int],
     for k in range(TRIAL_SPOTS):
         start = info.seconds(info.frame_pts[info.frame_count * k // TRIAL_SPOTS])
         args = [exe, "-hide_banner", "-nostdin", "-v", "error",
-                "-ss", f"{max(0.0, start - info.start_time):.6f}", "-i", str(info.path),
-                "-map", f"0:{info.video_index}", "-frames:v", str(TRIAL_FRAMES), "-vf",
+                "-ss", f"{max(0.0, start - info.start_time):.6f}", "-i",
+                ffmpeg.file_url(info.path), "-map", f"0:{info.video_index}", "-frames:v",
+                str(TRIAL_FRAMES), "-vf",
                 STAND_IN.format(width=width, height=height) + f",format={encoding.pix_fmt}",
                 "-c:v", encoding.encoder, "-pix_fmt", encoding.pix_fmt, *encoding.options,
                 "-f", "framecrc", "-"]

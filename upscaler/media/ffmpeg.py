@@ -108,6 +108,12 @@ def ffmpeg_exe() -> str:
         raise MediaError("no ffmpeg found: install ffmpeg or the imageio-ffmpeg package") from e
 
 
+def file_url(path: str | os.PathLike[str]) -> str:
+    """`path` as ffmpeg (and PyAV) open it as a file whatever its name: a colon before any
+    slash made it a protocol ("S1:E1/ep.mkv": Protocol not found; "pipe:x.mp4" read stdin)."""
+    return "file:" + os.fspath(path)
+
+
 def ffprobe_exe() -> str | None:
     """An ffprobe that matches ffmpeg_exe(), or None when there is none (the pip-only case)."""
     override = os.environ.get(ENV_FFMPEG)
@@ -134,13 +140,14 @@ def telling_line(lines: Sequence[str]) -> str:
     return _CONTEXT.sub("", line)
 
 
-def run(args: Sequence[str], path: str | Path | None = None) -> str:
-    """Run a binary to completion and return its stdout as text.
+def run(args: Sequence[str], path: str | Path | None = None, cwd: Path | None = None) -> str:
+    """Run a binary to completion (in the folder `cwd`, where given) and return its stdout as
+    text.
 
     A non-zero exit raises MediaError naming `path` with the last line ffmpeg wrote to stderr,
     which is where it states the cause.
     """
-    done = _complete(args, path)
+    done = _complete(args, path, cwd)
     if done.returncode != 0:
         reason = telling_line(done.stderr.splitlines())
         raise MediaError(f"{Path(args[0]).name} failed: {reason}", path)
@@ -179,11 +186,13 @@ def run_log(args: Sequence[str], path: str | Path | None = None,
         return proc.wait(), "".join(lines)
 
 
-def _complete(args: Sequence[str], path: str | Path | None) -> subprocess.CompletedProcess[str]:
+def _complete(args: Sequence[str], path: str | Path | None, cwd: Path | None = None
+              ) -> subprocess.CompletedProcess[str]:
     """`args` run to completion, stdout and stderr as text; MediaError when it cannot start."""
     try:
         return subprocess.run(list(args), capture_output=True, text=True, errors="replace",
-                              stdin=subprocess.DEVNULL, check=False, **_spawn_options())
+                              stdin=subprocess.DEVNULL, check=False, cwd=cwd,
+                              **_spawn_options())
     except OSError as e:
         raise MediaError(f"cannot start {Path(args[0]).name}: {e}", path) from e
 

@@ -45,15 +45,22 @@ def join_and_mux(info: VideoInfo, segments: Sequence[Segment], files: Sequence[P
     covers: list[Path] = []
     try:
         cover_args = _cover_attachments(info, dst, covers)
+        # Run in the segments' folder, the listing named from there: the concat demuxer finds
+        # the segments by resolving their names against the listing's path as a URL, where a
+        # "?" or "#" in a folder's name (an output "Episode #1.mkv") began a query or a
+        # fragment, and the join failed on every run. Every other path is absolute.
         ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
                     "-f", "concat", "-safe", "0", "-itsoffset", f"{offset:.6f}",
-                    "-i", str(listing), "-i", str(info.path), *_caption_input(info, offset),
+                    "-i", ffmpeg.file_url(listing.name),
+                    "-i", ffmpeg.file_url(os.path.abspath(info.path)),
+                    *_caption_input(info, offset),
                     "-map", "0:v:0", "-map", "1", "-map", f"-1:{info.video_index}",
                     "-map", "-1:d?", *cover_args, *(["-map", "2:s"] if info.captions else []),
                     "-map_metadata", "1", "-map_chapters", "1",
                     "-c", "copy", *_container_args(info, dst, encoding),
                     *_caption_codec(info, dst),
-                    "-f", MUXERS[dst.suffix.lower()], str(partial)], dst)
+                    "-f", MUXERS[dst.suffix.lower()], ffmpeg.file_url(os.path.abspath(partial))],
+                   dst, cwd=listing.parent)
         if dst.exists() and not overwrite:
             raise OutputExistsError("appeared while encoding; not replaced", dst)
         os.replace(partial, dst)
@@ -144,11 +151,12 @@ def _cover_attachments(info: VideoInfo, dst: Path, files: list[Path]) -> list[st
         picture = dst.with_name(hidden_name(dst.name, f".cover{n}.{ext}"))
         files.append(picture)
         ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-                    "-i", str(info.path), "-map", f"0:{stream.index}", "-c", "copy",
-                    "-frames:v", "1", "-f", "image2", str(picture)], info.path)
+                    "-i", ffmpeg.file_url(info.path), "-map", f"0:{stream.index}", "-c",
+                    "copy", "-frames:v", "1", "-f", "image2", ffmpeg.file_url(picture)],
+                   info.path)
         name = stream.tags.get("filename") or (f"cover.{ext}" if n == 0 else f"cover{n}.{ext}")
         k = attachments + n
-        args += ["-map", f"-1:{stream.index}", "-attach", str(picture),
+        args += ["-map", f"-1:{stream.index}", "-attach", os.path.abspath(picture),
                  f"-metadata:s:t:{k}", f"mimetype={mime}", f"-metadata:s:t:{k}", f"filename={name}"]
     return args
 
@@ -233,8 +241,8 @@ def _mux_trial(path: str, size: int, mtime_ns: int, suffix: str, args: tuple[str
     with tempfile.TemporaryDirectory(prefix="upscaler-mux-") as tmp:
         out = Path(tmp) / f"trial{suffix}"
         code, log = ffmpeg.run_log([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v",
-                                    "error", "-t", "1", "-i", path, *args,
-                                    "-f", MUXERS[suffix], str(out)], path)
+                                    "error", "-t", "1", "-i", ffmpeg.file_url(path),
+                                    *args, "-f", MUXERS[suffix], str(out)], path)
     return None if code == 0 else ffmpeg.telling_line(log.splitlines()).rstrip(".")
 
 
@@ -260,7 +268,8 @@ def cut_cue_notes(info: VideoInfo, dst: Path) -> list[str]:
             continue
         # As SubRip, whatever the text format: only the cues' times are read.
         text = ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
-                           "-i", str(info.path), "-map", f"0:{stream.index}", "-c:s", "srt",
+                           "-i", ffmpeg.file_url(info.path), "-map", f"0:{stream.index}",
+                           "-c:s", "srt",
                            "-f", "srt", "-"], info.path)
         cues = sorted((_seconds(m[:4]), _seconds(m[4:])) for m in _SRT_TIMES.findall(text))
         cut = sum(b[0] < a[1] for a, b in itertools.pairwise(cues))

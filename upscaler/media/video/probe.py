@@ -202,7 +202,7 @@ def probe(path: str | Path) -> VideoInfo:
 
 def _ffprobe_json(exe: str, path: Path) -> dict[str, Any]:
     text = ffmpeg.run([exe, "-v", "error", "-print_format", "json", "-show_format",
-                       "-show_streams", "-show_chapters", str(path)], path)
+                       "-show_streams", "-show_chapters", ffmpeg.file_url(path)], path)
     try:
         return dict(json.loads(text))
     except json.JSONDecodeError as e:
@@ -321,8 +321,9 @@ def _frame_pts(exe: str, path: Path, index: int,
                rate: Fraction) -> tuple[Fraction, tuple[int, ...], int, int]:
     """(time base, sorted packet pts, end pts, bytes) of one stream, by demuxing without
     decoding."""
-    text = ffmpeg.run([exe, "-hide_banner", "-v", "error", "-nostdin", "-copyts", "-i", str(path),
-                       "-map", f"0:{index}", "-c", "copy", "-f", "framecrc", "-"], path)
+    text = ffmpeg.run([exe, "-hide_banner", "-v", "error", "-nostdin", "-copyts", "-i",
+                       ffmpeg.file_url(path), "-map", f"0:{index}", "-c", "copy", "-f",
+                       "framecrc", "-"], path)
     tb: Fraction | None = None
     pts: list[int] = []
     dts: list[int] = []

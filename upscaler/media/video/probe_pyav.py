@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from upscaler.errors import MediaError, one_line
+from upscaler.media import ffmpeg
 
 # FFmpeg's enum values (stable across releases) -> the names ffprobe prints.
 _RANGES = {1: "tv", 2: "pc"}
@@ -44,7 +45,7 @@ def pyav_json(path: Path) -> dict[str, Any]:
         raise MediaError(f"PyAV, which probes without ffprobe, cannot load: {one_line(e)}",
                          path) from e
     try:
-        with av.open(str(path)) as box:
+        with av.open(ffmpeg.file_url(path)) as box:
             streams = [_pyav_stream(box, s) for s in box.streams]
             chapters = [{"start_time": str(float(c["start"] * c["time_base"])),
                          "end_time": str(float(c["end"] * c["time_base"])),

@@ -153,7 +153,7 @@ class VideoReader:
                          f":out_range=pc:flags={SWS_FLAGS},format={wire}")
         if info.decoder:
             args += ["-c:v", info.decoder]
-        return [*args, "-i", str(info.path), "-map", f"0:{info.video_index}",
+        return [*args, "-i", ffmpeg.file_url(info.path), "-map", f"0:{info.video_index}",
                 "-frames:v", str(self.count), "-vf", ",".join(s for s in steps if s),
                 "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", wire, "pipe:1"]
 

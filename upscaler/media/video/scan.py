@@ -169,7 +169,8 @@ def _decode(info: VideoInfo, threads: int, on_line: Callable[[str], None] | None
     part = ["-ss", f"{within[0]:.6f}"] if within else []
     count = ["-frames:v", str(within[1])] if within else []
     args = [ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
-            "level+info", "-copyts", "-threads", str(threads), *part, "-i", str(info.path),
+            "level+info", "-copyts", "-threads", str(threads), *part,
+            "-i", ffmpeg.file_url(info.path),
             "-map", f"0:{info.video_index}", *count, "-vf", "showinfo=checksum=0,idet",
             "-f", "null", "-"]
     code, log = ffmpeg.run_log(args, info.path, on_line)

@@ -239,7 +239,7 @@ class VideoWriter:
                 "-framerate", f"{timing.rate.numerator}/{timing.rate.denominator}",
                 "-i", "pipe:0", "-vf", ",".join(filters), "-c:v", enc.encoder,
                 "-pix_fmt", enc.pix_fmt, *enc.options, *out_args, "-an", "-sn", "-dn",
-                str(self.path)]
+                ffmpeg.file_url(self.path)]
 
     def close(self) -> None:
         """Flush the encoder and wait for the file; MediaError when ffmpeg failed."""
