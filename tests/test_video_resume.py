@@ -259,6 +259,21 @@ def test_a_job_that_cannot_fit_is_refused_before_any_work(
         rf"\([\d.]+ KiB of segments and [\d.]+ KiB of output\) and {disk} has [\d.]+ KiB free; "
         r"free some space, or put the segments on another disk with --work-dir\n", err), err
     assert list(disk.iterdir()) == []
+    # Segments on another disk: --work-dir cannot help the output (it was advised, and "the
+    # output need" said); and the other way round. The job needs about 35 KiB of segments
+    # and 101 KiB of output.
+    roomy, smaller, tiny = small_disk("64m"), small_disk("64k"), small_disk("16k")
+    out = smaller / "out.mkv"
+    assert main([str(clip), "-o", str(out), *FAST, "--work-dir", str(roomy)]) == 5
+    assert re.fullmatch(
+        rf"upscale: error: {out}: not enough disk space: the output needs about [\d.]+ KiB "
+        rf"and {smaller} has [\d.]+ KiB free; free some space, or write it to another disk\n",
+        capsys.readouterr().err)
+    assert main([str(clip), "-o", str(roomy / "out.mkv"), *FAST, "--work-dir", str(tiny)]) == 5
+    assert re.fullmatch(
+        rf"upscale: error: {roomy / 'out.mkv'}: not enough disk space: the segments need about "
+        rf"[\d.]+ KiB and {tiny}/out.mkv-\w+.segments has [\d.]+ KiB free; free some space, or "
+        r"put the segments on another disk with --work-dir\n", capsys.readouterr().err)
 
 
 def test_the_steps_before_the_first_frame_have_bars(

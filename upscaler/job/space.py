@@ -99,8 +99,7 @@ def check_space(info: VideoInfo, encoding: Encoding, crf: int | None,
     estimate = Estimate(work=size(todo), output=size(segments) + others)
     problem = _fits(estimate, work, dst)
     if problem:
-        raise DiskFullError(f"not enough disk space: {problem}; free some space, or put the "
-                            "segments on another disk with --work-dir", dst)
+        raise DiskFullError(f"not enough disk space: {problem}", dst)
     return estimate
 
 
@@ -150,20 +149,24 @@ def _encoded_bytes(info: VideoInfo, encoding: Encoding, frames: Sequence[np.ndar
 
 
 def _fits(estimate: Estimate, work: Path, dst: Path) -> str | None:
-    """None when it fits, else what is needed where, as a phrase."""
+    """None when it fits, else what is needed where and what to do, as a phrase."""
     out_dir = dst.parent
+    elsewhere = "put the segments on another disk with --work-dir"
     if work.stat().st_dev == out_dir.stat().st_dev:
         need, free = estimate.work + estimate.output, shutil.disk_usage(work).free
         if need > free:
             return (f"the job needs about {_size(need)} ({_size(estimate.work)} of segments "
                     f"and {_size(estimate.output)} of output) and {out_dir} has "
-                    f"{_size(free)} free")
+                    f"{_size(free)} free; free some space, or {elsewhere}")
         return None
-    for what, need, folder in (("segments", estimate.work, work),
-                               ("the output", estimate.output, out_dir)):
+    # On two disks --work-dir helps the segments' alone: the output is where it was asked.
+    for what, need, folder, remedy in (
+            ("the segments need", estimate.work, work, elsewhere),
+            ("the output needs", estimate.output, out_dir, "write it to another disk")):
         free = shutil.disk_usage(folder).free
         if need > free:
-            return f"{what} need about {_size(need)} and {folder} has {_size(free)} free"
+            return (f"{what} about {_size(need)} and {folder} has {_size(free)} free; free "
+                    f"some space, or {remedy}")
     return None
 
 
