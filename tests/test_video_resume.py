@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -245,6 +246,30 @@ def test_ctrl_c_during_a_long_model_call_still_stops_within_2_s(tmp_path: Path) 
     assert running_ffmpegs(tmp_path) == []
     assert err.strip().splitlines()[-1] == "upscale: interrupted: no segment was finished"
     assert not work_dir(tmp_path / "out.mkv").exists()
+
+
+def test_a_source_replaced_while_it_is_upscaled_gives_no_output(
+        clip: Path, tmp_path: Path) -> None:
+    """The join took the sound from the source as it was then: a file replaced during the job
+    gave the old file's pictures with the new one's sound, exit 0 and not a word."""
+    src = tmp_path / "src.mkv"
+    shutil.copy(clip, src)
+    other = make_clip(tmp_path / "other.mkv", size="32x18", seconds=2.5, audio=True)
+    out = tmp_path / "out.mkv"
+    proc = start(tmp_path, str(src), "-o", str(out), *FAST)
+    wait_until(proc, lambda: finished_segments(work_dir(out)) >= 1, "a segment was finished")
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        os.replace(other, src)  # as a download or a copy would put a new version there
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 5, err
+    assert err.strip().splitlines()[-1] == (
+        f"upscale: error: {src}: changed while it was upscaled (its size or time is not what it "
+        "was when the job began): no output written, since its sound would come from the new "
+        "file; the same command upscales it as it is now")
+    assert not out.exists() and not work_dir(out).exists()
 
 
 def test_a_job_that_cannot_fit_is_refused_before_any_work(

@@ -107,6 +107,11 @@ class MediaError(UpscalerError):
     exit_code = 5
 
 
+class SourceChangedError(MediaError):
+    """A video's source replaced or written over while the job ran: its segments hold the old
+    file's pictures, which the new file's sound must not be joined to."""
+
+
 class OutputExistsError(UpscalerError):
     """Refusing to overwrite an existing file without --overwrite."""
 

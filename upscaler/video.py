@@ -29,6 +29,7 @@ from upscaler.errors import (
     Interrupted,
     MediaError,
     OutputExistsError,
+    SourceChangedError,
     UpscalerError,
     UsageError,
     ran_out,
@@ -188,6 +189,7 @@ def upscale_video(src: str | Path, dst: str | Path,
             elif transform is not None:
                 encode_segments(info, todo, transform, settings, paths, container, on_frames,
                                 folder.finished, on_segment_start, times)
+            _check_unchanged(src, fingerprint["source"])
             _mux(info, segments, [folder.path_of(s) for s in segments], dst, encoding,
                  settings.overwrite)
         except BaseException as e:
@@ -200,6 +202,22 @@ def upscale_video(src: str | Path, dst: str | Path,
                      "earlier run")
         folder.remove()
     return dst
+
+
+def _check_unchanged(src: Path, began: Mapping[str, int]) -> None:
+    """SourceChangedError where `src` is no longer the file the job began with (`began`: its
+    size and modification time then): the mux takes the sound, subtitles and chapters from the
+    file as it is now, and its segments may hold the pictures of both."""
+    try:
+        stat = src.stat()
+    except OSError as e:
+        raise SourceChangedError("was removed while it was upscaled; no output written",
+                                 src) from e
+    if (stat.st_size, stat.st_mtime_ns) != (began["size"], began["mtime_ns"]):
+        raise SourceChangedError("changed while it was upscaled (its size or time is not what it "
+                                 "was when the job began): no output written, since its sound "
+                                 "would come from the new file; the same command upscales it "
+                                 "as it is now", src)
 
 
 def _mux(info: VideoInfo, segments: list[Segment], files: list[Path], dst: Path,
@@ -474,6 +492,9 @@ def _report_start(dst: Path, resumed: Resumed, segments: Sequence[Segment],
 def _explain(error: BaseException, folder: WorkFolder, total: int,
              dst: Path) -> BaseException:
     """The error to raise for a job that stopped: it says what was kept, and where."""
+    if isinstance(error, SourceChangedError):
+        folder.remove()  # pictures of a file that is no more: no run could use them
+        return error
     kept = folder.finished_count
     if kept == 0:
         folder.remove()  # nothing worth keeping: leave no folder behind
