@@ -4,9 +4,11 @@ the examples in issue 21 (other sizes, rates, codecs and HDR values)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import threading
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,8 @@ from upscaler.cli import main
 from upscaler.errors import MediaError, UpscalerError
 from upscaler.media import ffmpeg
 from upscaler.media.video.encoding import VideoSettings, choose_encoding, without_alpha
-from upscaler.media.video.probe import VideoInfo, probe
+from upscaler.media.video.interlace import decide
+from upscaler.media.video.probe import Hdr, VideoInfo, probe
 from upscaler.media.video.reader import VideoReader
 from upscaler.media.video.scan import Scan, _decode, scan
 from upscaler.media.video.segments import Segment, encode_segments
@@ -554,6 +557,36 @@ def test_telecined_film_gets_its_frames_back(
     after = scan(probe(out))
     assert len(after.decoded_pts) == 90 and after.flagged == (0, 0)
     assert after.repeated == (0, 0)  # no pulldown left in the output
+
+
+def test_a_field_matched_segment_is_as_in_a_run_through_the_whole_file(tmp_path: Path) -> None:
+    """With fieldmatch's combed scores deciding every match (combmatch=full), bwdif's frame
+    126 of testsrc2 telecined depended on where decoding began, 60 frames back and more: a
+    resumed job (a Ray worker) gave it otherwise (34.7 dB between the outputs)."""
+    src = encode(tmp_path / "telecined.mkv", "testsrc2=s=320x240:r=24000/1001:d=6",
+                 "-vf", "telecine=first_field=t:pattern=23", "-c:v", "libx264", "-crf", "16",
+                 "-x264-params", "log-level=error")
+    info, notes = _source(src, tmp_path / "out.mkv", VideoSettings())
+    assert info.deinterlace is not None and info.deinterlace.startswith("fieldmatch"), notes
+    with VideoReader(info, 0, 140) as reader:
+        whole = list(reader)
+    for start in (60, 110, 118, 124):
+        with VideoReader(info, start, 140 - start) as reader:
+            part = list(reader)
+        for k, (a, b) in enumerate(zip(part, whole[start:], strict=True)):
+            assert np.array_equal(a, b), f"frame {start + k} of the run from {start}"
+
+
+def test_pulldown_whose_repeats_are_lopsided_is_still_found() -> None:
+    """A still drawing with one box moving, telecined (x264 CRF 16): idet found 4 top and 50
+    bottom repeats in 90 frames, 89 woven; a rule that wanted both about as often took it
+    for interlaced video and deinterlaced every frame (30 dB at worst, 45 field-matched)."""
+    found = Scan(decoded_pts=tuple(range(90)), errors=(), flagged=(0, 0), idet=(89, 0, 1),
+                 hdr=Hdr(), repeated=(4, 50))
+    way = decide(found, "auto", Fraction(30000, 1001))
+    assert way.telecined and way.filter is not None and way.filter.startswith("fieldmatch")
+    assert not decide(dataclasses.replace(found, repeated=(0, 0)), "auto",
+                      Fraction(30000, 1001)).telecined  # woven, no repeats: video
 
 
 def test_a_deep_telecined_source_is_told_fieldmatch_works_in_8_bits(
