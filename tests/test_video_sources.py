@@ -437,17 +437,23 @@ def _raw(path: Path, pix_fmt: str) -> np.ndarray:
 
 @pytest.mark.parametrize(("pix_fmt", "out_fmt"), [("gray10le", "gray10le"),
                                                   ("gbrp10le", "gbrp10le"),
-                                                  ("gbrp10le", "yuv444p10le")])
+                                                  ("gbrp10le", "yuv444p10le"),
+                                                  ("gbrp", "gbrp10le"),
+                                                  ("yuva444p10le", "yuva444p10le")])
 def test_deep_grey_and_rgb_sources_keep_their_levels(
         tmp_path: Path, pix_fmt: str, out_fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     """swscale reads these to 16-bit RGB on other scales than the 255 x 256 the job's frames
     are on (grey 1023 -> 65472, RGB 1023 -> 65535): a grey 10-bit source came back up to 4
-    codes brighter even written losslessly, an RGB one 0.4% brighter in Y'CbCr. And an RGB
-    output took white 65280 for 1020."""
-    ramp = (np.arange(16 * 24).reshape(16, 24) * 7) % 1024
-    planes = [ramp] if pix_fmt.startswith("gray") else [ramp, (ramp * 3) % 1024, 1023 - ramp]
+    codes brighter even written losslessly, an RGB one 0.4% brighter in Y'CbCr. An RGB output
+    took white 65280 for 1020 (an 8-bit RGB source written in 10 bits), and a 10-bit alpha
+    read by swscale as 65472 came out 1022 where it was 1023 (opaque)."""
+    top = 255 if pix_fmt == "gbrp" else 1023
+    ramp = (np.arange(16 * 24).reshape(16, 24) * 7) % (top + 1)
+    planes = ([ramp] if pix_fmt.startswith("gray")
+              else [ramp, np.full_like(ramp, 512), np.full_like(ramp, 512), ramp]
+              if pix_fmt.startswith("yuva") else [ramp, (ramp * 3) % (top + 1), top - ramp])
     raw = tmp_path / "ramp.raw"
-    np.tile(np.stack(planes).astype("<u2"), (6, 1, 1, 1)).tofile(raw)
+    np.tile(np.stack(planes).astype("<u2" if top > 255 else np.uint8), (6, 1, 1, 1)).tofile(raw)
     src = tmp_path / "ramp.mkv"
     ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", pix_fmt,
                 "-s", "24x16", "-r", "24", "-i", str(raw), "-c:v", "ffv1", str(src)], src)
@@ -455,11 +461,19 @@ def test_deep_grey_and_rgb_sources_keep_their_levels(
     code, err = run_cli([str(src), "-o", str(out), *INSTANT_MODEL, "--quiet", "--codec", "ffv1",
                          "--pix-fmt", out_fmt], capsys)
     assert code == 0, err
+    if pix_fmt.startswith("yuva"):  # the alpha, its plane as stored: every code back
+        before = _raw(src, pix_fmt).reshape(6, 4, 16, 24)[:, 3]
+        after = _raw(out, out_fmt).reshape(6, 4, 64, 96)[:, 3, ::4, ::4]
+        assert np.array_equal(after, before)
+        return
     wide = "gray16le" if pix_fmt.startswith("gray") else "gbrp16le"
     before = _raw(src, wide).reshape(6, -1, 16, 24)
     after = _raw(out, wide).reshape(6, -1, 64, 96)[:, :, ::4, ::4]
     if out_fmt == pix_fmt:
         assert np.array_equal(after, before)  # lossless both ways: every code back
+    elif pix_fmt == "gbrp":  # 8 bits to 10: within an 8-bit step, and white stays white
+        assert np.abs(after - before).max() < 257
+        assert (after[before == 65535] == 65535).all()  # 255 came out 1020
     else:
         # Through Y'CbCr's rounding: within a 10-bit code, on average nothing (+0.39% before).
         assert abs(float((after - before).mean())) < 16 and np.abs(after - before).max() < 300

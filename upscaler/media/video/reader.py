@@ -23,7 +23,7 @@ from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video import rgb
 from upscaler.media.video.probe import SWS_MATRICES, VideoInfo
-from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, swscale_white
+from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, rescaled, swscale_white
 
 # Containers whose seeks find the keyframe before a time through an index: Matroska/WebM,
 # MP4/MOV, AVI, NUT. Any other is sought early and cut by timestamps (`_command`).
@@ -53,14 +53,6 @@ def widened(frame: np.ndarray) -> np.ndarray:
     if frame.shape[2] == 4:
         wide[..., 3] += frame[..., 3]
     return wide
-
-
-def rescaled(frame: np.ndarray, factor: float) -> np.ndarray:
-    """16-bit `frame`'s colours times `factor`, rounded and held in 16 bits; an alpha channel
-    as it was (it is on the full 65535 scale either way)."""
-    colours = frame[..., :3]
-    colours[...] = np.clip(np.rint(colours * np.float32(factor)), 0, 65535)
-    return frame
 
 
 def is_rgb(pix_fmt: str) -> bool:
@@ -96,10 +88,12 @@ class VideoReader:
         # None: swscale converts to RGB (RGBA) in the decoder.
         self.converter = None if self.alpha else rgb.converter(
             info.pix_fmt, info.yuv_matrix, info.yuv_range, self.dtype, height, width)
-        # swscale's 16-bit RGB put on the scale the rest of the job's 16-bit frames are on.
-        white = swscale_white(info.pix_fmt, info.bit_depth, info.yuv_range)
-        self._rescale = (SWSCALE_16BIT_PEAK / white if self.converter is None
-                         and self.dtype == np.uint16 and white != SWSCALE_16BIT_PEAK else None)
+        # swscale's 16-bit RGB put on the scales the rest of the job's 16-bit frames are on:
+        # colours with white at SWSCALE_16BIT_PEAK, an alpha opaque at 65535.
+        white, opaque = swscale_white(info.pix_fmt, info.bit_depth, info.yuv_range)
+        factors = (SWSCALE_16BIT_PEAK / white, 65535 / opaque if self.alpha else 1.0)
+        self._rescale = (factors if self.converter is None and self.dtype == np.uint16
+                         and factors != (1.0, 1.0) else None)
         self._proc = ffmpeg.Process(self._command(), info.path, stdout=True)
 
     def _command(self) -> list[str]:
@@ -185,7 +179,7 @@ class VideoReader:
                 return
             self.frames_read += 1
             frame = frame if sys.byteorder == "little" else frame.astype(self.dtype)
-            yield frame if self._rescale is None else rescaled(frame, self._rescale)
+            yield frame if self._rescale is None else rescaled(frame, *self._rescale)
 
     def _converted_frames(self, converter: rgb.RgbConverter) -> Iterator[np.ndarray]:
         view = memoryview(converter.planes.view(np.uint8))

@@ -27,20 +27,30 @@ LUMA_WEIGHTS = {
 # out at 65283, not 65535. The reader (rgb.py) and the writer (yuv.py) keep that scale, so 16-bit
 # frames mean what they meant when swscale made them, and white goes back to 940.
 SWSCALE_16BIT_PEAK = 65280.0
-
-
-def swscale_white(pix_fmt: str, bits: int, value_range: str) -> int:
-    """The code white gets when swscale converts a deep `pix_fmt` to 16-bit RGB, where it
-    leaves SWSCALE_16BIT_PEAK: RGB formats spread the codes over 16 bits (1023 -> 65535),
-    grey formats (whatever the range said) and full-range Y'CbCr shift them (1023 -> 65472).
-    Read so, a grey 10-bit frame came back up to 4 codes brighter; scaled by the peak over
-    this, 16-bit frames mean the same whatever format they were read from."""
-    if pix_fmt.startswith(("gbr", "rgb", "bgr")):
-        return 65535
-    if pix_fmt.startswith(("gray", "ya")) or value_range == "pc":
-        return ((1 << bits) - 1) << (16 - bits)
-    return int(SWSCALE_16BIT_PEAK)
 _PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
+
+
+def swscale_white(pix_fmt: str, bits: int, value_range: str) -> tuple[int, int]:
+    """The codes white and an opaque alpha get when swscale converts a deep `pix_fmt` to
+    16-bit RGB(A): RGB formats spread the codes over 16 bits (1023 -> 65535), grey formats
+    (whatever the range said) and full-range Y'CbCr shift them (1023 -> 65472), as they do an
+    alpha of Y'CbCr; limited-range Y'CbCr gives SWSCALE_16BIT_PEAK. Taken as they came, a
+    grey 10-bit frame came back up to 4 codes brighter and a 10-bit alpha of 1023 as 1022."""
+    shifted = ((1 << bits) - 1) << (16 - bits) if bits < 16 else 65535
+    if pix_fmt.startswith(("gbr", "rgb", "bgr")):
+        return 65535, 65535
+    if pix_fmt.startswith(("gray", "ya")) or value_range == "pc":
+        return shifted, shifted
+    return int(SWSCALE_16BIT_PEAK), shifted
+
+
+def rescaled(frame: np.ndarray, colours: float, alpha: float = 1.0) -> np.ndarray:
+    """16-bit `frame` with its colours times `colours` and its alpha, if any, times `alpha`,
+    rounded and held in 16 bits, in place."""
+    for part, factor in ((frame[..., :3], colours), (frame[..., 3:], alpha)):
+        if factor != 1.0 and part.size:
+            part[...] = np.clip(np.rint(part * np.float32(factor)), 0, 65535)
+    return frame
 
 
 @dataclass(frozen=True)
