@@ -52,7 +52,7 @@ _UNITS = {None: 1.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
 # Frames read from each compared time on, to count the held drawings a job reuses instead of
 # running the model: a second of video at film rates.
 HELD_RUN = 24
-# Frames looked at from each compared time on to tell interlaced video and telecined film
+# Frames looked at around each compared time to tell interlaced video and telecined film
 # (idet's counts), where the job decodes the whole video: three seconds at 29.97.
 INTERLACE_LOOK = 90
 
@@ -239,9 +239,14 @@ def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = 
         # The frames as the job gives the model: deinterlaced, or field-matched where the
         # source is telecined film, which idet tells from a few seconds at each time.
         from upscaler.media.video.interlace import decide
+        from upscaler.media.video.reader import is_rgb
         from upscaler.media.video.scan import sample
 
-        way = decide(sample(info, indices, INTERLACE_LOOK), deinterlace, info.frame_rate)
+        # Around each time, and before it near the end, where too few frames follow to tell.
+        spots = [max(0, min(i - INTERLACE_LOOK // 2, info.frame_count - INTERLACE_LOOK))
+                 for i in indices]
+        way = decide(sample(info, spots, INTERLACE_LOOK), deinterlace, info.frame_rate,
+                     matchable=not info.alpha and not is_rgb(info.pix_fmt))
         info = dataclasses.replace(info, deinterlace=way.filter)
     frames = []
     for index in indices:

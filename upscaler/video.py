@@ -53,6 +53,7 @@ from upscaler.media.video.mux import (
     join_and_mux,
 )
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
+from upscaler.media.video.reader import is_rgb
 from upscaler.media.video.scan import Scan, Watch, from_json, scan, to_json
 from upscaler.media.video.segments import (
     PARTIAL,
@@ -330,7 +331,8 @@ def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None =
                      "before its first keyframe cannot be decoded, by any player, and are left "
                      f"out; the picture starts {late:.3f} s into the file, in step with the "
                      "other streams as there")
-    way = decide(found, settings.deinterlace, info.frame_rate)
+    way = decide(found, settings.deinterlace, info.frame_rate,
+                 matchable=not info.alpha and not is_rgb(info.pix_fmt))
     order = "top field first" if way.order == "tff" else "bottom field first"
     if way.filter and way.filter.startswith("fieldmatch"):
         # ffmpeg's fieldmatch takes 8-bit pictures alone: a deeper one is converted for it.

@@ -32,9 +32,12 @@ class Interlacing:
     telecined: bool = False
 
 
-def decide(found: Scan, mode: str, frame_rate: Fraction | None = None) -> Interlacing:
+def decide(found: Scan, mode: str, frame_rate: Fraction | None = None,
+           matchable: bool = True) -> Interlacing:
     """How to treat the source, for --deinterlace `mode` (one of config.DEINTERLACE_MODES);
-    `frame_rate`, the stream's nominal rate, where known."""
+    `frame_rate`, the stream's nominal rate, where known; `matchable`: whether fieldmatch
+    takes its pictures (it takes 8-bit Y'CbCr and grey: RGB would be converted on the way in
+    and rounded, an alpha dropped), else bwdif deinterlaces telecined film too."""
     tff, bff = found.flagged
     idet_tff, idet_bff, progressive = found.idet
     frames = max(len(found.decoded_pts), 1)
@@ -71,6 +74,9 @@ def decide(found: Scan, mode: str, frame_rate: Fraction | None = None) -> Interl
     order = "tff" if first >= second else "bff"
     automatic = ("fieldmatch" if telecined else "bwdif") if interlaced else None
     name = {"auto": automatic, "off": None}.get(mode, mode)
+    if name == "fieldmatch" and not matchable:
+        name = "bwdif"
+        why += "; fieldmatch takes no RGB or alpha, so bwdif deinterlaces it"
     if name == "fieldmatch":
         # Frames no field pairs up for (a cut between film frames, video laid over the film)
         # stay combed; fieldmatch marks them and bwdif deinterlaces those alone. Its combed

@@ -264,14 +264,14 @@ def cut_cue_notes(info: VideoInfo, dst: Path) -> list[str]:
     subtitles = [s for s in info.streams if s.kind == "subtitle"]
     notes = []
     for n, stream in enumerate(subtitles):
+        # CEA-608 captions have no cues to read as SubRip; they go as they are.
         if not _to_mov_text(stream, suffix) or stream.codec == "eia_608":
             continue
-        # As SubRip, whatever the text format: only the cues' times are read.
-        text = ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
-                           "-i", ffmpeg.file_url(info.path), "-map", f"0:{stream.index}",
-                           "-c:s", "srt",
-                           "-f", "srt", "-"], info.path)
-        cues = sorted((_seconds(m[:4]), _seconds(m[4:])) for m in _SRT_TIMES.findall(text))
+        try:
+            stat = info.path.stat()
+        except OSError:
+            return notes  # the job says what became of its source
+        cues = _cue_times(str(info.path), stat.st_size, stat.st_mtime_ns, stream.index)
         cut = sum(b[0] < a[1] for a, b in itertools.pairwise(cues))
         if cut:
             tags = {k.lower(): v for k, v in stream.tags.items()}
@@ -280,6 +280,18 @@ def cut_cue_notes(info: VideoInfo, dst: Path) -> list[str]:
                          f"at a time, so {cut} of its {len(cues)} cues, which overlap the next, "
                          "end where it begins (a .mkv output keeps them whole)")
     return notes
+
+
+@functools.lru_cache(maxsize=64)
+def _cue_times(path: str, size: int, mtime_ns: int, index: int) -> list[tuple[float, float]]:
+    """The (start, end) seconds of the cues of the text subtitle stream `index`, in order:
+    read once per version of the file (size and mtime_ns), since a job looks at its source
+    before it runs and again as it starts, and each look reads the whole file."""
+    # As SubRip, whatever the text format: only the cues' times are read.
+    text = ffmpeg.run([ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error",
+                       "-i", ffmpeg.file_url(path), "-map", f"0:{index}", "-c:s", "srt",
+                       "-f", "srt", "-"], path)
+    return sorted((_seconds(m[:4]), _seconds(m[4:])) for m in _SRT_TIMES.findall(text))
 
 
 def _seconds(parts: Sequence[str]) -> float:

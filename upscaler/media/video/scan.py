@@ -140,10 +140,11 @@ def scan(info: VideoInfo, watch: Watch | None = None) -> Scan:
 
 
 def sample(info: VideoInfo, starts: Sequence[int], frames: int) -> Scan:
-    """A look at `frames` frames from each of the frames `starts` (indices), where a scan of
-    the whole video would take minutes (`upscale compare`): its interlacing counts (flagged,
-    idet, repeated) are those of the frames looked at, and decoded_pts counts them; it finds
-    no damage. MediaError when ffmpeg cannot decode at all."""
+    """A look at about `frames` frames from each of the frames `starts` (indices; ffmpeg's
+    filters see one more), where a scan of the whole video would take minutes (`upscale
+    compare`): its interlacing counts (flagged, idet, repeated) are those of the frames looked
+    at, which decoded_pts holds; it finds no damage. MediaError when ffmpeg cannot decode at
+    all."""
     parts = []
     for start in starts:
         seek = info.seconds(info.frame_pts[start]) - info.start_time
