@@ -87,6 +87,29 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
 
 
 @pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """Mounts a folder again at a second path (as a share of a local folder reaches it);
+    skips where this process may not mount."""
+    mounted: list[Path] = []
+
+    def mount(source: Path) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("bind mounts need root")
+        point = tmp_path / f"again{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "--bind", str(source), str(point)],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture
 def logged_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The real ffmpeg behind a script that logs each run's arguments, a line each, to the
     file returned (tmp_path / "runs"), as the job's ffmpeg (UPSCALER_FFMPEG)."""

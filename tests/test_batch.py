@@ -1,6 +1,7 @@
 """YAML batches as a user runs them: again after adding a job, with mistakes, with a bad input."""
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,28 @@ def test_a_failed_job_does_not_stop_the_others(stills: Path,
                              "not an image")
     assert err[2] == "upscale: 2 done, 0 skipped, 2 failed"  # pictures counted one by one
     assert sorted(p.name for p in (stills / "out").iterdir()) == ["a.png", "folder"]
+
+
+def test_a_job_writing_another_jobs_input_by_another_path_is_refused(
+        stills: Path, bind_mount: Callable[[Path], Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Jobs of a batch were told apart by their paths: a job writing another's input picture,
+    or into another's input folder, through a bind mount ran, and the input was replaced."""
+    save(stills / "src" / "p.png", draw_cel(12, 12))
+    save(stills / "folder" / "q.png", draw_cel(12, 12))
+    view, folder_view = bind_mount(stills / "src"), bind_mount(stills / "folder")
+    before = (stills / "src" / "p.png").read_bytes()
+    jobs = write_jobs(stills, "{input: src/p.png, output: out1/p.png}",
+                      f"{{input: a.png, output: {view / 'p.png'}, overwrite: true}}",
+                      "{input: folder, output: out2}",
+                      f"{{input: b.png, output: {folder_view / 'new.png'}}}")
+    code, err = run(jobs, capsys)
+    assert code == 2, err
+    assert err[0] == f"upscale: error: {jobs}:4: {view / 'p.png'}: is the input of another job"
+    assert err[1] == (f"upscale: error: {jobs}:6: {folder_view / 'new.png'}: is inside the "
+                      f"input folder of another job ({stills / 'folder'}), which would upscale "
+                      "it again")
+    assert (stills / "src" / "p.png").read_bytes() == before
 
 
 def test_video_settings_are_tried_before_any_job_runs(stills: Path,

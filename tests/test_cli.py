@@ -2,6 +2,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,16 +95,9 @@ def test_existing_output_is_skipped_not_overwritten(tmp_path: Path,
     assert "the output would overwrite the input" in capsys.readouterr().err
 
 
-def _bind(source: Path, target: Path) -> bool:
-    """Mount `source` again at `target`; False where this machine does not let us (not root,
-    no mount)."""
-    target.mkdir()
-    return subprocess.run(["mount", "--bind", str(source), str(target)],
-                          capture_output=True, check=False).returncode == 0
-
-
 def test_the_input_reached_by_another_path_is_never_the_output(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, bind_mount: Callable[[Path], Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
     """The check compared paths: through a bind mount (a network share of a local folder is
     the same), `--overwrite` replaced the input picture, video or folder's pictures with their
     upscales. It compares the files too now (a hard link is refused alike)."""
@@ -112,21 +106,16 @@ def test_the_input_reached_by_another_path_is_never_the_output(
     assert main([str(src), "-o", str(tmp_path / "in" / "linked.png"), "--overwrite",
                  *INSTANT_MODEL, "--quiet"]) == 2
     assert "the output would overwrite the input" in capsys.readouterr().err
-    if not _bind(tmp_path / "in", tmp_path / "again"):
-        pytest.skip("bind mounts need root here")
-    try:
-        before = src.read_bytes()
-        assert main([str(src), "-o", str(tmp_path / "again" / "a.png"), "--overwrite",
-                     *INSTANT_MODEL, "--quiet"]) == 2
-        assert "the output would overwrite the input" in capsys.readouterr().err
-        assert main([str(tmp_path / "in"), "-o", str(tmp_path / "again" / "out"), "--overwrite",
-                     *INSTANT_MODEL, "--quiet"]) == 2
-        assert ("the output folder must not be inside the input folder"
-                in capsys.readouterr().err)
-        assert src.read_bytes() == before
-        assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.png", "linked.png"]
-    finally:
-        subprocess.run(["umount", str(tmp_path / "again")], check=True)
+    again = bind_mount(tmp_path / "in")
+    before = src.read_bytes()
+    assert main([str(src), "-o", str(again / "a.png"), "--overwrite", *INSTANT_MODEL,
+                 "--quiet"]) == 2
+    assert "the output would overwrite the input" in capsys.readouterr().err
+    assert main([str(tmp_path / "in"), "-o", str(again / "out"), "--overwrite",
+                 *INSTANT_MODEL, "--quiet"]) == 2
+    assert "the output folder must not be inside the input folder" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.png", "linked.png"]
 
 
 @pytest.mark.parametrize(

@@ -340,6 +340,8 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
     two folder jobs would mix their pictures in (two `season` folders into `-o out/`), or
     that another job writes a file as."""
     inputs = {_path_key(task.input) for _, task in planned}
+    # The same files by what they are, for outputs that reach them another way (a bind mount).
+    input_ids = {found for _, task in planned if (found := _file_id(task.input))}
     folders: dict[str, Path] = {}
     for n, task in planned:
         if task.kind != "folder":
@@ -354,6 +356,18 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
     # would be upscaled again (16x) on one run and not on another.
     read_folders = [(i, Path(_path_key(task.input)), task.input) for i, task in planned
                     if task.kind == "folder"]
+    folder_ids = {found: (i, src) for i, _, src in read_folders if (found := _file_id(src))}
+    holders: dict[Path, tuple[int, Path] | None] = {}  # a folder -> the read folder it is in
+
+    def read_folder_holding(out: Path) -> tuple[int, Path] | None:
+        """The job and input folder that `out`'s folder is, or lies in, by what the folders
+        on its way are."""
+        parent = out.parent
+        if parent not in holders:
+            holders[parent] = next((folder_ids[found] for above in (parent, *parent.parents)
+                                    if (found := _file_id(above)) in folder_ids), None)
+        return holders[parent]
+
     written: dict[str, Path] = {}
     for n, task in planned:
         if task.kind != "folder" and _path_key(task.output) in folders:
@@ -364,18 +378,29 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
             key = _path_key(out)
             inside = next((src for i, folder, src in read_folders
                            if i != n and Path(key).is_relative_to(folder)), None)
+            if inside is None and folder_ids and (held := read_folder_holding(out)):
+                inside = held[1] if held[0] != n else None
             if not is_image_path(out):  # a folder job takes only the images it holds
                 inside = None
             if inside is not None:
                 yield n, UsageError(f"is inside the input folder of another job ({inside}), "
                                     "which would upscale it again", out)
                 break
-            if key in inputs:
+            if key in inputs or (input_ids and _file_id(out) in input_ids):
                 yield n, UsageError("is the input of another job", out)
             elif key in written:
                 yield n, UsageError(f"is written by two jobs (also from {written[key]})", out)
             else:
                 written[key] = task.input
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """What file `path` is (device and inode), None where there is none (yet)."""
+    try:
+        found = os.stat(path.expanduser())
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _path_key(path: Path) -> str:
