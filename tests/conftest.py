@@ -64,49 +64,45 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp.undo()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """Mounts tmpfs file systems of a given size; skips where this process may not mount."""
-    mounted: list[Path] = []
+class _Mounts:
+    """File systems mounted under a test's tmp_path, unmounted when it ends; a test that
+    cannot mount here (not root, no mount, a container that forbids it) is skipped."""
 
-    def mount(size: str) -> Path:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.points: list[Path] = []
+
+    def mount(self, name: str, args: list[str]) -> Path:
         if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("mounting a small file system needs root")
-        point = tmp_path / f"disk{len(mounted)}"
+            pytest.skip("mounting needs root")
+        point = self.tmp_path / f"{name}{len(self.points)}"
         point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                               str(point)], capture_output=True, text=True, check=False)
+        done = subprocess.run(["mount", *args, str(point)], capture_output=True, text=True,
+                              check=False)
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-        mounted.append(point)
+            pytest.skip(f"cannot mount here: {done.stderr.strip()}")
+        self.points.append(point)
         return point
 
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
+    def unmount_all(self) -> None:
+        for point in self.points:
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mounts tmpfs file systems of a given size."""
+    mounts = _Mounts(tmp_path)
+    yield lambda size: mounts.mount("disk", ["-t", "tmpfs", "-o", f"size={size}", "tmpfs"])
+    mounts.unmount_all()
 
 
 @pytest.fixture
 def bind_mount(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
-    """Mounts a folder again at a second path (as a share of a local folder reaches it);
-    skips where this process may not mount."""
-    mounted: list[Path] = []
-
-    def mount(source: Path) -> Path:
-        if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("bind mounts need root")
-        point = tmp_path / f"again{len(mounted)}"
-        point.mkdir()
-        done = subprocess.run(["mount", "--bind", str(source), str(point)],
-                              capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
+    """Mounts a folder again at a second path (as a share of a local folder reaches it)."""
+    mounts = _Mounts(tmp_path)
+    yield lambda source: mounts.mount("again", ["--bind", str(source)])
+    mounts.unmount_all()
 
 
 @pytest.fixture
