@@ -334,17 +334,19 @@ def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None =
     way = decide(found, settings.deinterlace, info.frame_rate,
                  matchable=not info.alpha and not is_rgb(info.pix_fmt))
     order = "top field first" if way.order == "tff" else "bottom field first"
+    # A filter forced on a progressive source: said so, not called interlaced.
+    head = f"interlaced ({order}; {way.why})" if way.interlaced else f"{way.why} ({order})"
     if way.filter and way.filter.startswith("fieldmatch"):
         # ffmpeg's fieldmatch takes 8-bit pictures alone: a deeper one is converted for it.
         depth = (f"; fieldmatch works in 8 bits, so the source's {info.bit_depth} bits are "
                  "rounded to 8" if info.bit_depth > 8 else "")
-        notes.append(f"interlaced ({order}; {way.why}): fields paired into whole frames with "
+        notes.append(f"{head}: fields paired into whole frames with "
                      "fieldmatch (bwdif for any left combed), one frame per frame; output is "
                      "progressive at the source's frame rate (--deinterlace off keeps the "
                      f"fields, bwdif deinterlaces instead){depth}")
     elif way.filter:
         name = way.filter.split("=", 1)[0]
-        notes.append(f"interlaced ({order}; {way.why}): deinterlaced with {name}, one frame per"
+        notes.append(f"{head}: deinterlaced with {name}, one frame per"
                      " frame; output is progressive (--deinterlace off keeps the fields)")
     elif way.interlaced:
         notes.append(f"interlaced ({order}; {way.why}) but --deinterlace off: the fields go "
