@@ -101,6 +101,24 @@ def test_gif_that_plays_once_still_plays_once_and_converts_to_webp(tmp_path: Pat
     assert read_animation(webp)[3] == 1  # played once, as the GIF was
 
 
+@pytest.mark.parametrize(("src_suffix", "loop", "out_suffix", "expected"), [
+    (".gif", 5, ".webp", 6), (".gif", 5, ".png", 6), (".png", 3, ".gif", 2),
+    (".png", 1, ".gif", None), (".webp", 1, ".gif", None), (".gif", 0, ".webp", 0),
+    (".webp", 0, ".gif", 0), (".gif", 2, ".gif", 2)])
+def test_how_often_an_animation_plays_is_kept_across_formats(
+        tmp_path: Path, src_suffix: str, loop: int, out_suffix: str,
+        expected: int | None) -> None:
+    """A GIF's loop count is the plays after the first; APNG and WebP count every play. The
+    number was copied as it was: a GIF that plays 6 times became a WebP that plays 5, an APNG
+    that plays once a GIF that plays twice."""
+    frames = [f[..., :3] for f in frames_rgba()]
+    src = save_animation(tmp_path / f"in{src_suffix}", frames, loop=loop,
+                         **({"lossless": True} if src_suffix == ".webp" else {}))
+    out = tmp_path / f"out{out_suffix}"
+    assert main([str(src), "-o", str(out), *FAST]) == 0
+    assert read_animation(out)[3] == expected
+
+
 def test_animation_to_a_still_format_is_refused_before_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = save_animation(tmp_path / "anim.png", frames_rgba())

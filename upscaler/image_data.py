@@ -43,13 +43,14 @@ class Animation:
 
     `frames` are whole pictures (any disposal and blending of the file already applied), each
     like `Image.pixels`. `durations` holds one display time in milliseconds per frame, the
-    first frame's included. `loop` is the file's own loop count, 0 for forever, None when the
-    file has none (a GIF without one plays once).
+    first frame's included. `plays`: how many times it plays, 0 for forever; the formats say it
+    differently (a GIF's loop count is the plays after the first, and a GIF without one plays
+    once; APNG and WebP count every play), so it is read and written as each format says it.
     """
 
     frames: tuple[np.ndarray, ...]
     durations: tuple[int, ...]
-    loop: int | None = 0
+    plays: int = 0
 
     def __post_init__(self) -> None:
         if len(self.durations) != len(self.frames) + 1:

@@ -12,7 +12,10 @@ Writing gives every frame whole, so a format's own disposal settings do not matt
   colours (see gif_frame) and index 255 for transparency, set where alpha is below half; frames
   are disposed to the background so transparent areas show through. A GIF comes out as a GIF
   because that is what the user's file (or --format) was; WebP and APNG keep everything.
-- A loop count the file did not have (a GIF that plays once) is written as "play once".
+- How many times it plays is kept, whatever each format calls it: a GIF's NETSCAPE loop count
+  is the plays after the first (and a GIF without one plays once), APNG's num_plays and WebP's
+  loop count every play. Copied number for number, a GIF that played twice became a WebP
+  that plays once, and an APNG that played once a GIF that plays twice.
 Pillow merges consecutive frames that are identical into one with their summed duration, which
 plays the same.
 """
@@ -42,13 +45,18 @@ def read_frames(im: PIL.Image.Image) -> tuple[np.ndarray, Animation]:
         im.seek(index)
         frames.append(np.asarray(im.convert("RGBA")))
         durations.append(round(float(im.info.get("duration") or _DEFAULT_DURATION)))
-    loop = im.info.get("loop")
     if all(int(f[..., 3].min()) == 255 for f in frames):
         frames = [f[..., :3] for f in frames]
     frames = [np.ascontiguousarray(f) for f in frames]
-    animation = Animation(tuple(frames[1:]), tuple(durations),
-                          None if loop is None else int(loop))
-    return frames[0], animation
+    return frames[0], Animation(tuple(frames[1:]), tuple(durations), _plays(im))
+
+
+def _plays(im: PIL.Image.Image) -> int:
+    """How many times the animation `im` plays, 0 for forever."""
+    loop = im.info.get("loop")
+    if im.format == "GIF":
+        return 1 if loop is None else 0 if int(loop) == 0 else int(loop) + 1
+    return 0 if loop is None else int(loop)
 
 
 def encode_frames(frames: Sequence[np.ndarray], animation: Animation, fmt: str,
@@ -62,11 +70,11 @@ def encode_frames(frames: Sequence[np.ndarray], animation: Animation, fmt: str,
         opts: dict[str, object] = {"disposal": 2, "optimize": False}
         if any(f.shape[2] in (2, 4) for f in frames):
             opts["transparency"] = GIF_TRANSPARENT
-        if animation.loop is not None:
-            opts["loop"] = animation.loop
+        if animation.plays != 1:  # no loop count: played once
+            opts["loop"] = 0 if animation.plays == 0 else animation.plays - 1
     else:
         pictures = [PIL.Image.fromarray(f[..., 0] if f.shape[2] == 1 else f) for f in frames]
-        opts = {"loop": 1 if animation.loop is None else animation.loop}
+        opts = {"loop": animation.plays}
     buf = io.BytesIO()
     pictures[0].save(buf, format=fmt, save_all=True, append_images=pictures[1:],
                      duration=list(animation.durations), **opts, **options)
