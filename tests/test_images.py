@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +15,15 @@ import cv2
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import psnr
+from conftest import INSTANT_MODEL, psnr
 from draw import draw_cel
 from PIL import ImageCms, ImageOps
 
 from upscaler import Upscaler
 from upscaler.channels import from_model_output, resize_to_scale, settle_alpha, to_model_input
+from upscaler.cli import main
 from upscaler.errors import MediaError
+from upscaler.image_data import icc_space
 from upscaler.media.images import Image, is_image_path, read_image, write_image
 from upscaler.media.images import write as images_write
 from upscaler.pixels import from_planes, to_planes
@@ -138,6 +144,63 @@ def test_palette_png_with_transparency_becomes_rgba(tmp_path: Path) -> None:
     np.testing.assert_array_equal(px[0, 2], [0, 0, 255, 0])
     im.save(tmp_path / "opaque.png")
     assert read_image(tmp_path / "opaque.png").pixels.shape == (3, 4, 3)
+
+
+def test_16bit_grey_with_a_colour_key_keeps_its_transparency(tmp_path: Path) -> None:
+    """A 16-bit grey PNG whose tRNS names the grey that is transparent came out opaque (8-bit
+    grey and 16-bit RGB with a key kept theirs)."""
+    grey = (np.random.default_rng(11).integers(0, 4, (16, 24)) * 1000).astype(np.uint16)
+    PIL.Image.fromarray(grey).save(tmp_path / "key.png", transparency=1000)
+    out = tmp_path / "out.png"
+    assert main([str(tmp_path / "key.png"), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 0
+    written = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[::4, ::4]  # grey + alpha, widened
+    assert written.dtype == np.uint16
+    np.testing.assert_array_equal(written[..., 0], grey)
+    np.testing.assert_array_equal(written[..., 3] == 0, grey == 1000)
+
+
+def test_lab_tiff_becomes_rgb_without_its_lab_profile(tmp_path: Path) -> None:
+    """"LAB" has an A in it: a Lab TIFF came out RGBA, still carrying its Lab profile on RGB
+    pixels, which a colour-managed viewer shows wrongly."""
+    rgb = _random((16, 24, 3), seed=1)
+    PIL.Image.fromarray(rgb).convert("LAB").save(tmp_path / "lab.tif")
+    image = read_image(tmp_path / "lab.tif")
+    assert image.pixels.shape == (16, 24, 3)
+    assert image.icc_profile is None or icc_space(image.icc_profile) == "RGB"
+    assert psnr(image.pixels, rgb, 255) > 30  # Lab's rounding
+
+
+def test_exif_pixel_size_of_the_stored_picture_is_not_kept(tmp_path: Path) -> None:
+    """The Exif IFD's PixelXDimension and PixelYDimension said 24x16 of a 64x96 output."""
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    details = exif.get_ifd(0x8769)
+    details.update({0xA002: 24, 0xA003: 16, 0x9003: "2020:01:01 00:00:00"})
+    PIL.Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(tmp_path / "cam.jpg", exif=exif)
+    out = tmp_path / "out.jpg"
+    assert main([str(tmp_path / "cam.jpg"), "-o", str(out), *INSTANT_MODEL, "--quiet"]) == 0
+    with PIL.Image.open(out) as im:
+        assert im.size == (64, 96)
+        assert dict(im.getexif().get_ifd(0x8769)) == {0x9003: "2020:01:01 00:00:00"}
+
+
+def test_a_picture_over_pillows_warning_size_gets_one_line(tmp_path: Path) -> None:
+    """Pillow warns of a decompression bomb from 89 megapixels: two lines of Python's went to
+    the terminal before the job's own (in a folder job, through its bar)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    src = tmp_path / "huge.png"  # 10000x10000 declared, its data cut short
+    src.write_bytes(b"\x89PNG\r\n\x1a\n"
+                    + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 10000, 8, 0, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    done = subprocess.run([sys.executable, "-m", "upscaler", str(src), "-o",
+                           str(tmp_path / "out.png"), *INSTANT_MODEL, "--quiet"],
+                          capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (
+        5, f"upscale: error: {src}: damaged or truncated image: image file is truncated "
+           "(0 bytes not processed)\n")
 
 
 def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:

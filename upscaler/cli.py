@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -527,7 +528,7 @@ def _disk_of(path: Path) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     keep_frame_buffers()  # see heap.py
-    _quiet_opencv()
+    _quiet_libraries()
     try:
         # Ray, where a run uses it, stops after the run's last line is out.
         with _stop_on_signals() as fired, contextlib.ExitStack() as cluster:
@@ -541,12 +542,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 128 + fired[0] if fired and code == 130 else code
 
 
-def _quiet_opencv() -> None:
+def _quiet_libraries() -> None:
     """OpenCV's own log lines (under a memory limit: "Can't spawn new thread") are not for our
-    users: what fails in OpenCV reaches us as an exception, which becomes our one line."""
+    users: what fails in OpenCV reaches us as an exception, which becomes our one line. Nor
+    is Pillow's warning for a picture of 89 to 179 megapixels (its bomb limit warns, then
+    refuses at twice that, which becomes our one line), two lines of Python's in the middle of
+    a folder job's bar."""
     import cv2
+    import PIL.Image
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    warnings.filterwarnings("ignore", category=PIL.Image.DecompressionBombWarning)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

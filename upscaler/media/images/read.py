@@ -41,6 +41,8 @@ from upscaler.media.images.png import colour_chunks
 _LOSSY_FORMATS = frozenset({"JPEG", "AVIF"})
 _X_RESOLUTION = 282  # TIFF's tag
 _ORIENTATION_TAG = 0x0112
+_EXIF_IFD = 0x8769
+_PIXEL_SIZE_TAGS = (0xA002, 0xA003)  # PixelXDimension, PixelYDimension
 
 # EXIF orientation value -> the array operation that makes the picture upright.
 _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
@@ -236,7 +238,11 @@ def _decode_16bit(im: PIL.Image.Image, data: bytes, path: Path,
         arr = np.asarray(im)
         if arr.min() < 0 or arr.max() > 65535:
             raise MediaError("pixel values outside the 16-bit range", path)
-        return arr.astype(np.uint16)[..., None]
+        grey = arr.astype(np.uint16)
+        key = im.info.get("transparency")
+        if isinstance(key, int):  # a tRNS colour key: that grey is transparent
+            return np.dstack([grey, np.where(grey == key, 0, 65535).astype(np.uint16)])
+        return grey[..., None]
     # Pillow has no 16-bit colour modes and would cut these to 8 bits.
     arr = opencv()
     if arr is None or arr.dtype != np.uint16:
@@ -267,10 +273,13 @@ def _decode_8bit(
         target = "LA"
     elif mode in ("P", "RGB"):
         target = "RGBA" if transparent else "RGB"
-    elif "A" in mode or "a" in mode:
+    elif mode in ("RGBA", "RGBa", "PA"):
         target = "RGBA"
     else:  # YCbCr, LAB, HSV, RGBX
         target = "RGB"
+        if icc is not None and icc_space(icc) not in ("RGB", ""):
+            # A Lab or YCbCr profile describes the values before they became RGB.
+            icc = None
     if target != mode:
         im = im.convert(target)
     arr = np.asarray(im)
@@ -296,6 +305,10 @@ def _exif_without_orientation(raw: bytes | None) -> bytes | None:
     except (OSError, SyntaxError, ValueError, struct.error):
         return None  # unreadable EXIF is not worth failing the picture for
     exif.pop(_ORIENTATION_TAG, None)
+    # The stored picture's width and height: the upscaled one has others.
+    details = exif.get_ifd(_EXIF_IFD)
+    for tag in _PIXEL_SIZE_TAGS:
+        details.pop(tag, None)
     return exif.tobytes() if len(exif) else None
 
 
