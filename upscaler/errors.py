@@ -107,6 +107,15 @@ class MediaError(UpscalerError):
     exit_code = 5
 
 
+class FormatError(MediaError):
+    """A picture the image format asked for cannot hold (transparency or an animation in JPEG,
+    a TIFF's pages, a side over the format's limit). The picture is fine and the choice is the
+    user's: exit 2, as for a bad option, where the input's problems are 5. Still a MediaError,
+    so a folder job reports that picture and goes on with the rest."""
+
+    exit_code = 2
+
+
 class SourceChangedError(MediaError):
     """A video's source replaced or written over while the job ran: its segments hold the old
     file's pictures, which the new file's sound must not be joined to."""
@@ -138,7 +147,9 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "success, also when outputs that exist were skipped"),
     (1, "any other error (a Ray cluster that failed, say)"),
     (2, "bad arguments, options or job file; an output that is a folder, an input or another "
-        "job's; video settings the encoder refuses; --ray without Ray installed"),
+        "job's; video settings the encoder refuses; an image format that cannot hold the "
+        "picture (transparency or an animation in JPEG, pages outside TIFF); --ray without Ray "
+        "installed"),
     (3, "a model that cannot be read or built"),
     (4, "an executor that cannot run here, or is not installed (a .pth without the torch "
         "extra)"),

@@ -38,7 +38,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 import PIL.Image
 
-from upscaler.errors import MediaError, OutputExistsError
+from upscaler.errors import FormatError, MediaError, OutputExistsError
 from upscaler.image_data import (
     ANIMATED_FORMATS,
     EXIF_FORMATS,
@@ -165,13 +165,13 @@ def _icc_for(icc: bytes | None, pixels: np.ndarray) -> bytes | None:
 
 def _check_pages(image: Image, fmt: str, path: Path) -> None:
     if image.pages and fmt != "TIFF":
-        raise MediaError(f"{fmt} cannot hold the {len(image.pages) + 1} pages of a TIFF; "
+        raise FormatError(f"{fmt} cannot hold the {len(image.pages) + 1} pages of a TIFF; "
                          "write TIFF", path)
 
 
 def _check_animation(image: Image, fmt: str, path: Path) -> None:
     if image.animation is not None and fmt not in ANIMATED_FORMATS:
-        raise MediaError(f"{fmt} cannot hold an animation ({len(image.frames)} frames); "
+        raise FormatError(f"{fmt} cannot hold an animation ({len(image.frames)} frames); "
                          "write PNG, WebP or GIF", path)
 
 
@@ -228,7 +228,7 @@ def check_size(image: Image, path: str | Path, fmt: str | None,
     fmt = _output_format(path, fmt, image.source_format)
     limit = MAX_SIDE.get(fmt)
     if limit is not None and max(size) > limit:
-        raise MediaError(f"{fmt} holds pictures up to {limit} px a side, and this one would be "
+        raise FormatError(f"{fmt} holds pictures up to {limit} px a side, and this one would be "
                          f"{size[1]}x{size[0]}; write PNG or TIFF, or give a smaller --scale",
                          path)
 
@@ -237,8 +237,8 @@ def _transparent(pixels: np.ndarray) -> bool:
     return pixels.shape[2] in (2, 4) and int(pixels[..., -1].min()) < np.iinfo(pixels.dtype).max
 
 
-def _transparency_error(fmt: str, path: Path) -> MediaError:
-    return MediaError(f"{fmt} cannot store transparency; write PNG, WebP or TIFF, or give "
+def _transparency_error(fmt: str, path: Path) -> FormatError:
+    return FormatError(f"{fmt} cannot store transparency; write PNG, WebP or TIFF, or give "
                       "--background (e.g. '#ffffff') to flatten onto", path)
 
 
