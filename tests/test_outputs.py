@@ -74,18 +74,35 @@ def test_a_name_without_extension_takes_the_format(tmp_path: Path, img: Path) ->
     assert main([str(img), "-o", str(tmp_path / "same.jpeg"), "--format", "jpg", *FAST]) == 0
 
 
+def test_a_folder_whose_output_is_itself_is_refused_so(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`--suffix ''` made the output folder the input folder, refused as "inside" it."""
+    src = tmp_path / "stills"
+    save(src / "pic.png", draw_cel(12, 12))
+    for args in (["--suffix", ""], ["-o", str(src)]):
+        assert main([str(src), *args, *FAST]) == 2
+        assert error_lines(capsys) == [f"upscale: error: {src}: the output folder would be the "
+                                       "input folder, whose pictures it would overwrite"]
+    assert files(src) == ["pic.png"]
+
+
 def test_two_images_that_would_become_one_file(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Every pair is named at once (only the first was, so a run found one at a time)."""
     src = tmp_path / "stills"
     save(src / "pic.jpg", draw_cel(12, 12))
     save(src / "pic.png", draw_cel(12, 12, seed=1))
+    save(src / "Q.jpeg", draw_cel(12, 12, seed=2))
+    save(src / "Q.png", draw_cel(12, 12, seed=3))
     out = tmp_path / "out"
     assert main([str(src), "-o", str(out), "--format", "webp", *FAST]) == 2
     (line,) = error_lines(capsys)
-    assert "pic.jpg and pic.png would both be written to" in line
+    assert line == (f"upscale: error: {src}: Q.jpeg and Q.png would both be written to "
+                    f"{out / 'Q.webp'}; pic.jpg and pic.png would both be written to "
+                    f"{out / 'pic.webp'}; rename one of each, or leave out --format")
     assert not out.exists()
     assert main([str(src), "-o", str(out), *FAST]) == 0  # without --format both are kept
-    assert files(out) == ["pic.jpg", "pic.png"]
+    assert files(out) == ["Q.jpeg", "Q.png", "pic.jpg", "pic.png"]
 
 
 @pytest.mark.parametrize("suffix", [".avi", ".ts"])

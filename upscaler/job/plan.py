@@ -157,6 +157,9 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
     dst = folder_output(src, out, options)
     if dst.exists() and not dst.is_dir():
         raise UsageError("the output of a folder must be a folder, and this is a file", dst)
+    if _same_file(dst, src):  # `--suffix ''`, or -o naming the folder itself
+        raise UsageError("the output folder would be the input folder, whose pictures it "
+                         "would overwrite", dst)
     if _inside(dst, src):
         raise UsageError(f"the output folder must not be inside the input folder {src}", dst)
     images, videos, others, hidden = sort_folder(src, dst)
@@ -178,18 +181,25 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
         reason = "; ".join(n.split(": ", 1)[1] for n in notes) or "it is empty"
         raise MediaError(f"no images to upscale in this folder ({reason})", src)
     items, by_output = [], {}
+    clashes: list[str] = []  # every pair, so that one run names them all
     for image in images:
         target = folder_item_output(image, src, dst, options)
         key = _path_key(target)
         if key in by_output:
-            raise UsageError(f"{by_output[key].relative_to(src)} and {image.relative_to(src)} "
-                             f"would both be written to {target}; rename one, or leave out "
-                             "--format", src)
+            clashes.append(f"{by_output[key].relative_to(src)} and {image.relative_to(src)} "
+                           f"would both be written to {target}")
+            continue
         by_output[key] = image
         check_name_length(target)
         if target.is_dir():  # else counted as an output that exists, and skipped
             raise UsageError(f"the output of {image.relative_to(src)} is a folder", target)
         items.append((image, target))
+    if clashes:
+        rest = len(clashes) - 3
+        more = f"; and {rest} more such pair{'s' * (rest != 1)}" if rest > 0 else ""
+        which = "one of each" if len(clashes) > 1 else "one"
+        raise UsageError(f"{'; '.join(clashes[:3])}{more}; rename {which}, or leave out "
+                         "--format", src)
     check_writable(dst)
     return Task("folder", src, dst, options, tuple(items), tuple(notes))
 
