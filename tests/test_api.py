@@ -1,5 +1,8 @@
 """The public Python API: `upscaler.Upscaler` on pictures in memory, `upscaler.upscale_path`."""
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import upscaler
 from upscaler.cli import main
 
 MODEL = "realesr-animevideov3"
+INSTANT = Path(__file__).resolve().parent / "data" / "nearest4x.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +162,51 @@ def test_compare_takes_one_model_name_and_refuses_none(tmp_path: Path) -> None:
     assert [r.model for r in result.results] == [MODEL]
     with pytest.raises(upscaler.UpscalerError, match="names no model"):
         upscaler.compare(picture, models=[])
+
+
+@pytest.mark.parametrize("executor", ["openvino", "onnxruntime"])
+def test_closing_an_upscaler_another_thread_is_using_waits_for_its_call(executor: str) -> None:
+    """close() from another thread freed the executor's request under the call: OpenVINO's
+    AttributeError ("'NoneType' object has no attribute 'infer'"), not an UpscalerError. A
+    call of 700 small tiles (1 s here) is surely under way 0.3 s after it began."""
+    busy = upscaler.Upscaler(model=str(INSTANT), tile=16, executor=executor)
+    picture = np.zeros((420, 420, 3), np.uint8)
+    busy.upscale(picture[:32, :32])  # loaded and warm
+    seen: list[object] = []
+
+    def work() -> None:
+        try:
+            seen.append(busy.upscale(picture).shape)
+            busy.upscale(picture)
+        except BaseException as e:  # what it ends with is what is tested
+            seen.append(e)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.3)
+    busy.close()  # waits for the call under way, which then ends whole
+    thread.join(60)
+    assert seen[0] == (1680, 1680, 3), seen
+    assert isinstance(seen[1], upscaler.UpscalerError) and "closed" in str(seen[1]), seen
+
+
+def test_api_arguments_of_the_wrong_kind_are_our_errors(tmp_path: Path) -> None:
+    """They were Python's own TypeErrors, with no exit_code (or, for `progress`, at the first
+    report); a numpy integer tile was refused ("must be an integer, not int64"), and one time
+    given to compare as a string was split into its characters ("--at .: not a time")."""
+    picture = tmp_path / "cel.png"
+    Image.fromarray(draw_cel(12, 16)).save(picture)
+    for call, needle in (
+            (lambda: upscaler.upscale_path(5), "input must be a path"),
+            (lambda: upscaler.upscale_path(picture, progress=5), "progress must be callable"),
+            (lambda: upscaler.compare(picture, models=[5]), "each of models must be a path"),
+            (lambda: upscaler.compare(picture, at=[object()]), "each of at must be")):
+        with pytest.raises(upscaler.UpscalerError, match=needle) as info:
+            call()
+        assert info.value.exit_code == 2 and isinstance(info.value, TypeError)
+    done = upscaler.upscale_path(os.fsencode(picture), tmp_path / "out.png",
+                                 model=str(INSTANT), tile=np.int64(16))
+    assert done.done == 1
+    clip = Path(__file__).resolve().parents[1] / "samples" / "clip.mkv"
+    found = upscaler.compare(clip, models=str(INSTANT), at="1.5")
+    assert [f.label for f in found.frames] == ["0:01.460"]

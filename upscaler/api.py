@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -25,7 +27,7 @@ import PIL.Image
 from upscaler.comparison import Comparison
 from upscaler.comparison import compare as _compare
 from upscaler.config import Job, Options, names_folder, option_fields, validate_options
-from upscaler.errors import ArgumentTypeError, UsageError
+from upscaler.errors import ArgumentTypeError, UpscalerError, UsageError, ran_out
 from upscaler.media.images import Image
 from upscaler.pipeline import Progress, ProgressCallback, run_job
 from upscaler.pipeline import Upscaler as _Pipeline
@@ -49,6 +51,9 @@ def _options(**given: Any) -> Options:
     for name, value in given.items():
         if isinstance(value, os.PathLike) and kinds[name] is str:
             given[name] = value = os.fspath(value)
+        if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+            # A tile computed with numpy (np.int64(16)) is the number it holds.
+            given[name] = value = value.item()
         if value is not None and not _is_kind(value, kinds[name]):
             raise ArgumentTypeError(f"{name} must be {_KIND_NAMES[kinds[name]]}, "
                                     f"not {type(value).__name__}")
@@ -92,13 +97,20 @@ class Upscaler:
         options_ = _options(**given)
         self._pipeline = _Pipeline(options_, reuse=options_.reuse)
         self._closed = False
+        # `upscale` calls under way, which close() waits for: the executor's buffers must not
+        # be freed under a call another thread is making.
+        self._calls = 0
+        self._idle = threading.Condition()
 
     @property
     def scale(self) -> float:
         return self._pipeline.options.scale or self._pipeline.model_scale
 
     def close(self) -> None:
-        self._closed = True
+        """Free the model; waits for `upscale` calls other threads are making to end."""
+        with self._idle:
+            self._closed = True
+            self._idle.wait_for(lambda: self._calls == 0)
         self._pipeline.close()
 
     def __enter__(self) -> Upscaler:
@@ -119,17 +131,41 @@ class Upscaler:
     def upscale(self, picture: np.ndarray) -> np.ndarray: ...
 
     def upscale(self, picture: _Picture) -> _Picture:
-        self._check_open()
+        with self._idle:
+            self._check_open()
+            self._calls += 1
         try:
+            return self._upscale(picture)
+        finally:
+            with self._idle:
+                self._calls -= 1
+                self._idle.notify_all()
+
+    def _upscale(self, picture: _Picture) -> _Picture:
+        with self._calling():
             if isinstance(picture, PIL.Image.Image):
                 return self._upscale_pil(picture)
             if isinstance(picture, np.ndarray):
                 return self._upscale_array(picture)
-        except RuntimeError:
-            self._check_open()  # closed by another thread while this one was upscaling
-            raise
         raise ArgumentTypeError(f"expected a PIL image or a numpy array, not "
                                 f"{type(picture).__name__}")
+
+    @contextlib.contextmanager
+    def _calling(self) -> Iterator[None]:
+        """What goes wrong in a call as our errors: closed by another thread while this one
+        was upscaling (the executor's request gone under it: an AttributeError from inside
+        OpenVINO, a RuntimeError from ONNX Runtime) as the UsageError a closed Upscaler gives;
+        running out of memory as an OutOfMemoryError (exit 4), as the command says it."""
+        try:
+            yield
+        except UpscalerError:
+            raise
+        except Exception as e:
+            self._check_open()
+            memory = ran_out(e, None)
+            if memory is not None:
+                raise memory from e
+            raise
 
     def upscale_frames(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """The frames of an animation or video, numpy arrays as `upscale` takes them, upscaled
@@ -148,13 +184,10 @@ class Upscaler:
                 given.append((array.dtype, array.ndim == 2))
                 yield _picture_array(array[..., None] if array.ndim == 2 else array)
 
-        try:
+        with self._calling():
             for n, upscaled in enumerate(self._pipeline.upscale_frames(checked())):
                 dtype, flat = given[n]
                 yield (upscaled[..., 0] if flat else upscaled).astype(dtype, copy=False)
-        except RuntimeError:
-            self._check_open()
-            raise
 
     def _upscale_array(self, array: np.ndarray) -> np.ndarray:
         _check_dtype(array)
@@ -253,10 +286,29 @@ def upscale_path(input: str | os.PathLike[str], output: str | os.PathLike[str] |
     job's counters; raises UpscalerError (with `exit_code`) on any problem, before any work
     when the problem can be seen up front.
     """
-    typed = os.fspath(output) if output is not None else ""
-    job = Job(Path(os.fspath(input)), Path(typed) if typed else None, _options(**options),
+    if output is not None:
+        _path(output, "output")
+    typed = os.fsdecode(output) if output is not None else ""  # as typed: "out/" is a folder
+    job = Job(_path(input, "input"), Path(typed) if typed else None, _options(**options),
               output_is_folder=names_folder(typed))
-    return run_job(job, progress) if progress is not None else run_job(job)
+    return run_job(job, _callback(progress)) if progress is not None else run_job(job)
+
+
+def _path(value: object, name: str) -> Path:
+    """`value` as a path (str, bytes or os.PathLike); ArgumentTypeError naming `name` for
+    anything else, as a wrong option's type gives."""
+    if not isinstance(value, str | bytes | os.PathLike):
+        raise ArgumentTypeError(f"{name} must be a path (str or os.PathLike), not "
+                                f"{type(value).__name__}")
+    return Path(os.fsdecode(value))
+
+
+def _callback(progress: object) -> ProgressCallback:
+    """`progress`, checked up front: a value that cannot be called failed at the first report,
+    with Python's TypeError."""
+    if not callable(progress):
+        raise ArgumentTypeError(f"progress must be callable, not {type(progress).__name__}")
+    return progress  # type: ignore[return-value]
 
 
 def compare(input: str | os.PathLike[str], models: Sequence[str | os.PathLike[str]] | None = None,
@@ -271,8 +323,16 @@ def compare(input: str | os.PathLike[str], models: Sequence[str | os.PathLike[st
     """
     if isinstance(models, str | os.PathLike):
         models = [models]  # one name, not its letters
-    names = [os.fspath(m) for m in models] if models is not None else None
+    names = [os.fspath(_path(m, "each of models")) for m in models] if models is not None else None
     if names == []:
         raise UsageError("models names no model (None gives the defaults)")
-    return _compare(Path(os.fspath(input)), names, [str(t) for t in at], _options(**options),
-               progress)
+    if isinstance(at, str | int | float):
+        at = [at]  # one time, not its characters ("1.5" was 1, ".", 5)
+    times = [str(t) if isinstance(t, str | int | float) else _bad_time(t) for t in at]
+    return _compare(_path(input, "input"), names, times, _options(**options),
+                    _callback(progress) if progress is not None else None)
+
+
+def _bad_time(value: object) -> str:
+    raise ArgumentTypeError(f"each of at must be seconds or a time string, not "
+                            f"{type(value).__name__}")
