@@ -158,8 +158,38 @@ def test_the_reader_converts_common_formats_itself(tmp_path: Path, pix_fmt: str,
         assert np.array_equal(frame, expected)
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuva420p", "yuva444p10le"])
+def test_the_reader_converts_y_cb_cr_with_alpha_itself(tmp_path: Path, pix_fmt: str) -> None:
+    """Its alpha plane too, on the frames' full scale; read without it (an output that
+    drops alpha), the colours alone. swscale made a 10-bit alpha of 1023 65472, which came
+    back 1022."""
+    src = make_clip(tmp_path / "src.mkv", size="64x36", pix_fmt=pix_fmt, codec="ffv1",
+                    seconds=0.2)
+    info = probe(src)
+    assert info.pix_fmt == pix_fmt and info.alpha
+    deep = pix_fmt.endswith("10le")
+    raw = subprocess.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-i", str(src), "-f", "rawvideo",
+                          "-pix_fmt", pix_fmt, "pipe:1"], capture_output=True, check=True).stdout
+    planes = np.frombuffer(raw, "<u2" if deep else np.uint8).reshape(info.frame_count, -1)
+    colours_fmt = "yuv" + pix_fmt[4:]
+    luma = 64 * 36
+    with VideoReader(info, alpha=True) as reader:
+        assert reader.converter is not None
+        frames = list(reader)
+    with VideoReader(info) as reader:
+        assert reader._command()[-3:] == ["-pix_fmt", colours_fmt, "pipe:1"]
+        opaque = list(reader)
+    for frame, plain, stored in zip(frames, opaque, planes, strict=True):
+        colours = ours(stored[:-luma], colours_fmt, info.yuv_matrix, info.yuv_range, 64, 36)
+        assert np.array_equal(frame[..., :3], colours) and np.array_equal(plain, colours)
+        alpha = stored[-luma:].reshape(36, 64).astype(np.int64)
+        top = 1023 if deep else 255
+        full = 65535 if deep else 255
+        assert np.array_equal(frame[..., 3], np.rint(alpha * full / top).astype(frame.dtype))
+
+
 @pytest.mark.parametrize(("pix_fmt", "codec", "value_range"), [
-    ("nv12", "rawvideo", "tv"), ("yuva420p", "ffv1", "tv"),
+    ("nv12", "rawvideo", "tv"),
     ("gray", "ffv1", "tv"), ("bgr0", "ffv1", None)])
 def test_other_formats_still_come_through_swscale(tmp_path: Path, pix_fmt: str, codec: str,
                                                   value_range: str | None) -> None:

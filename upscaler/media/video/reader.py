@@ -84,10 +84,10 @@ class VideoReader:
         self.alpha = alpha and info.alpha
         self.shape = (height, width, 4 if self.alpha else 3)
         self.frames_read = 0
-        # Common Y'CbCr formats come through the pipe as they are and are converted here;
-        # None: swscale converts to RGB (RGBA) in the decoder.
-        self.converter = None if self.alpha else rgb.converter(
-            info.pix_fmt, info.yuv_matrix, info.yuv_range, self.dtype, height, width)
+        # Common Y'CbCr formats (with their alpha plane, where kept) come through the pipe as
+        # they are and are converted here; None: swscale converts to RGB (RGBA) in the decoder.
+        self.converter = rgb.converter(info.pix_fmt, info.yuv_matrix, info.yuv_range,
+                                       self.dtype, height, width, alpha=self.alpha)
         # swscale's 16-bit RGB put on the scales the rest of the job's 16-bit frames are on:
         # colours with white at SWSCALE_16BIT_PEAK, an alpha opaque at 65535.
         white, opaque = swscale_white(info.pix_fmt, info.bit_depth, info.yuv_range)

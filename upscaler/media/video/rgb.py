@@ -43,10 +43,12 @@ _EIGHT_BIT_SCALE = 256.0  # 8-bit frames' RGB is made on 16 bits, then rounded
 
 
 class RgbConverter:
-    """Converts one planar Y'CbCr format of one size into (H, W, 3) RGB frames.
+    """Converts one planar Y'CbCr format of one size into (H, W, 3) RGB frames, or, with an
+    alpha plane (layout.alpha), (H, W, 4) RGBA ones, the alpha on the frames' full scale
+    (255; 65535 for 16-bit frames, as the writer takes it).
 
-    `planes` is a buffer the size of one raw frame, Y then Cb then Cr, as the rawvideo muxer
-    writes them; the reader fills it and `convert` turns it into a new frame.
+    `planes` is a buffer the size of one raw frame, Y then Cb then Cr (then alpha), as the
+    rawvideo muxer writes them; the reader fills it and `convert` turns it into a new frame.
     """
 
     def __init__(self, layout: PlanarYuv, matrix: str, value_range: str, height: int,
@@ -69,7 +71,10 @@ class RgbConverter:
         chroma_w, chroma_h = -(-width // layout.sub_w), -(-height // layout.sub_h)
         luma, chroma = height * width, chroma_h * chroma_w
         # rawvideo is little-endian; deeper formats are only chosen on little-endian hosts.
-        self.planes = np.empty(luma + 2 * chroma, self.dtype)
+        self.planes = np.empty(luma * (1 + layout.alpha) + 2 * chroma, self.dtype)
+        self._alpha = (self.planes[luma + 2 * chroma:].reshape(height, width)
+                       if layout.alpha else None)
+        self._opaque = 65535 / ((1 << layout.bits) - 1)  # a deep alpha's code to 16 bits
         self._wide = self.planes if shift == 0 else np.empty(self.planes.size, np.uint16)
         self._y = self._wide[:luma].reshape(height, width)
         self._cb, self._cr = (self._wide[luma + i * chroma : luma + (i + 1) * chroma]
@@ -80,7 +85,15 @@ class RgbConverter:
         self._ycc = np.empty((height, width, 3), np.uint16)
 
     def convert(self) -> np.ndarray:
-        """The frame in `planes`, as a new (H, W, 3) RGB array."""
+        """The frame in `planes`, as a new (H, W, 3) RGB or (H, W, 4) RGBA array."""
+        colours = self._colours()
+        if self._alpha is None:
+            return colours
+        alpha = (self._alpha if self.dtype == np.uint8 else
+                 cv2.multiply(self._alpha, self._opaque, dtype=cv2.CV_16U))
+        return cv2.merge([*cv2.split(colours), alpha])
+
+    def _colours(self) -> np.ndarray:
         if self._shift:
             np.left_shift(self.planes, self._shift, out=self._wide, dtype=np.uint16)
         chroma = [self._cb, self._cr]
@@ -99,8 +112,9 @@ class RgbConverter:
 
 
 def converter(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, height: int,
-              width: int) -> RgbConverter | None:
-    """An RgbConverter from `pix_fmt` frames of this size to RGB of `dtype`, or None where
-    swscale should convert (a format, matrix or depth this module does not read)."""
-    layout = layout_here(pix_fmt, matrix, value_range, dtype)
+              width: int, alpha: bool = False) -> RgbConverter | None:
+    """An RgbConverter from `pix_fmt` frames of this size to RGB of `dtype` (RGBA, with
+    `alpha`, of a format that has it), or None where swscale should convert (a format, matrix
+    or depth this module does not read)."""
+    layout = layout_here(pix_fmt, matrix, value_range, dtype, alpha=alpha)
     return None if layout is None else RgbConverter(layout, matrix, value_range, height, width)

@@ -102,10 +102,12 @@ _SEMI_PLANAR = {"nv12": PlanarYuv("nv12", 2, 2, 8, interleaved=True),
 
 
 def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, *,
-                written: bool = False) -> PlanarYuv | None:
+                written: bool = False, alpha: bool = False) -> PlanarYuv | None:
     """The layout of `pix_fmt` where this process converts between it and frames of `dtype`
-    (rgb.py reading, yuv.py writing, which also makes the semi-planar and alpha formats:
-    `written`);
+    (rgb.py reading, yuv.py writing, which also makes the semi-planar formats: `written`).
+    A planar format with alpha (yuva444p12le: ProRes 4444's) has its alpha plane where it is
+    written or read with `alpha`; read without, the colours' own format, which ffmpeg gives
+    by leaving the alpha out.
     None where swscale does: a format, matrix or range this module has no numbers for, or a
     depth the frames' dtype cannot hold (8-bit codes go with uint8 frames, deeper ones with
     uint16)."""
@@ -115,10 +117,11 @@ def layout_here(pix_fmt: str, matrix: str, value_range: str, dtype: np.dtype, *,
         # same planes: swscale's own conversion to yuvj420p left chroma 0.5 codes low.
         plain = planar_yuv("yuv" + pix_fmt[4:])
         layout = replace(plain, pix_fmt=pix_fmt) if plain else None
+    colours = planar_yuv("yuv" + pix_fmt[4:]) if pix_fmt.startswith("yuva") else None
+    if layout is None and colours is not None and sys.byteorder == "little":
+        layout = replace(colours, pix_fmt=pix_fmt, alpha=True) if written or alpha else colours
     if layout is None and written and sys.byteorder == "little":
-        colours = planar_yuv("yuv" + pix_fmt[4:]) if pix_fmt.startswith("yuva") else None
-        layout = (replace(colours, pix_fmt=pix_fmt, alpha=True) if colours
-                  else _SEMI_PLANAR.get(pix_fmt))
+        layout = _SEMI_PLANAR.get(pix_fmt)
     if layout is None or matrix not in LUMA_WEIGHTS or value_range not in ("tv", "pc"):
         return None
     if (layout.bits == 8) != (np.dtype(dtype) == np.uint8):
