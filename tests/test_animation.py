@@ -104,7 +104,8 @@ def test_gif_that_plays_once_still_plays_once_and_converts_to_webp(tmp_path: Pat
 @pytest.mark.parametrize(("src_suffix", "loop", "out_suffix", "expected"), [
     (".gif", 5, ".webp", 6), (".gif", 5, ".png", 6), (".png", 3, ".gif", 2),
     (".png", 1, ".gif", None), (".webp", 1, ".gif", None), (".gif", 0, ".webp", 0),
-    (".webp", 0, ".gif", 0), (".gif", 2, ".gif", 2)])
+    (".webp", 0, ".gif", 0), (".gif", 2, ".gif", 2),
+    (".gif", 65535, ".webp", 65535)])  # 65536 plays: more than WebP's count holds
 def test_how_often_an_animation_plays_is_kept_across_formats(
         tmp_path: Path, src_suffix: str, loop: int, out_suffix: str,
         expected: int | None) -> None:

@@ -1,8 +1,11 @@
 """The public Python API: `upscaler.Upscaler` on pictures in memory, `upscaler.upscale_path`."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -164,8 +167,10 @@ def test_compare_takes_one_model_name_and_refuses_none(tmp_path: Path) -> None:
         upscaler.compare(picture, models=[])
 
 
-@pytest.mark.parametrize("executor", ["openvino", "onnxruntime"])
-def test_closing_an_upscaler_another_thread_is_using_waits_for_its_call(executor: str) -> None:
+@pytest.mark.parametrize(("executor", "frames"), [("openvino", False), ("onnxruntime", False),
+                                                ("openvino", True)])
+def test_closing_an_upscaler_another_thread_is_using_waits_for_its_call(executor: str,
+                                                                        frames: bool) -> None:
     """close() from another thread freed the executor's request under the call: OpenVINO's
     AttributeError ("'NoneType' object has no attribute 'infer'"), not an UpscalerError. A
     call of 700 small tiles (1 s here) is surely under way 0.3 s after it began."""
@@ -176,6 +181,8 @@ def test_closing_an_upscaler_another_thread_is_using_waits_for_its_call(executor
 
     def work() -> None:
         try:
+            if frames:  # each frame's model work too
+                seen.extend(big.shape for big in busy.upscale_frames([picture, picture + 1]))
             seen.append(busy.upscale(picture).shape)
             busy.upscale(picture)
         except BaseException as e:  # what it ends with is what is tested
@@ -208,5 +215,41 @@ def test_api_arguments_of_the_wrong_kind_are_our_errors(tmp_path: Path) -> None:
                                  model=str(INSTANT), tile=np.int64(16))
     assert done.done == 1
     clip = Path(__file__).resolve().parents[1] / "samples" / "clip.mkv"
-    found = upscaler.compare(clip, models=str(INSTANT), at="1.5")
-    assert [f.label for f in found.frames] == ["0:01.460"]
+    for at in ("1.5", np.float32(1.5), [np.float64(1.5)]):
+        found = upscaler.compare(clip, models=str(INSTANT), at=at)
+        assert [f.label for f in found.frames] == ["0:01.460"]
+    assert upscaler.Upscaler(model=str(INSTANT), reuse=np.False_).scale == 4
+
+
+def test_what_the_callers_frames_raise_goes_on_as_it_is() -> None:
+    """A MemoryError of the caller's own came out as our OutOfMemoryError, which an
+    `except MemoryError` misses."""
+    up = upscaler.Upscaler(model=str(INSTANT))
+
+    def frames() -> Iterator[np.ndarray]:
+        yield np.zeros((8, 8, 3), np.uint8)
+        raise MemoryError("my own cache")
+
+    with pytest.raises(MemoryError, match="my own cache") as info:
+        list(up.upscale_frames(frames()))
+    assert type(info.value) is MemoryError
+    up.close()
+
+
+def test_close_from_a_signal_handler_during_a_call_returns() -> None:
+    """close() waited for every call under way, also the one its own thread was in (a signal
+    handler's): it never returned."""
+    script = (
+        "import signal, numpy as np, upscaler\n"
+        f"up = upscaler.Upscaler(model={str(INSTANT)!r}, tile=16)\n"
+        "up.upscale(np.zeros((32, 32, 3), np.uint8))\n"
+        "signal.signal(signal.SIGALRM, lambda *_: up.close())\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
+        "try:\n"
+        "    up.upscale(np.zeros((420, 420, 3), np.uint8))\n"
+        "except upscaler.UpscalerError as e:\n"
+        "    print('ended:', e)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ended: this Upscaler is closed"), done.stdout

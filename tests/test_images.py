@@ -182,6 +182,19 @@ def test_exif_pixel_size_of_the_stored_picture_is_not_kept(tmp_path: Path) -> No
     with PIL.Image.open(out) as im:
         assert im.size == (64, 96)
         assert dict(im.getexif().get_ifd(0x8769)) == {0x9003: "2020:01:01 00:00:00"}
+    # No Exif IFD is added where there was none, nor left with no entries.
+    for name, sizes_only in (("make", False), ("sizes", True)):
+        exif = PIL.Image.Exif()
+        exif[0x010F] = "Cam"
+        if sizes_only:
+            exif.get_ifd(0x8769).update({0xA002: 24, 0xA003: 16})
+        PIL.Image.fromarray(np.zeros((16, 24, 3), np.uint8)).save(tmp_path / f"{name}.jpg",
+                                                                    exif=exif)
+        out = tmp_path / f"{name}_out.jpg"
+        assert main([str(tmp_path / f"{name}.jpg"), "-o", str(out), *INSTANT_MODEL,
+                     "--quiet"]) == 0
+        with PIL.Image.open(out) as im:
+            assert dict(im.getexif()) == {0x010F: "Cam"}
 
 
 def test_a_picture_over_pillows_warning_size_gets_one_line(tmp_path: Path) -> None:

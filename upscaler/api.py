@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import itertools
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,7 +53,7 @@ def _options(**given: Any) -> Options:
     for name, value in given.items():
         if isinstance(value, os.PathLike) and kinds[name] is str:
             given[name] = value = os.fspath(value)
-        if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+        if isinstance(value, np.generic):
             # A tile computed with numpy (np.int64(16)) is the number it holds.
             given[name] = value = value.item()
         if value is not None and not _is_kind(value, kinds[name]):
@@ -97,9 +99,9 @@ class Upscaler:
         options_ = _options(**given)
         self._pipeline = _Pipeline(options_, reuse=options_.reuse)
         self._closed = False
-        # `upscale` calls under way, which close() waits for: the executor's buffers must not
-        # be freed under a call another thread is making.
-        self._calls = 0
+        # Model calls under way, by thread, which close() waits for: the executor's buffers
+        # must not be freed under a call another thread is making.
+        self._callers: collections.Counter[int] = collections.Counter()
         self._idle = threading.Condition()
 
     @property
@@ -107,11 +109,30 @@ class Upscaler:
         return self._pipeline.options.scale or self._pipeline.model_scale
 
     def close(self) -> None:
-        """Free the model; waits for `upscale` calls other threads are making to end."""
+        """Free the model; waits for the model calls other threads are making (in `upscale`
+        and `upscale_frames`) to end. From inside a call of its own thread (a signal handler,
+        the frames it is given) it cannot wait for that one, and does not."""
+        me = threading.get_ident()
         with self._idle:
             self._closed = True
-            self._idle.wait_for(lambda: self._calls == 0)
+            self._idle.wait_for(lambda: self._callers.total() == self._callers[me])
         self._pipeline.close()
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """A model call under way on this thread, which close() waits for."""
+        me = threading.get_ident()
+        with self._idle:
+            self._check_open()
+            self._callers[me] += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._callers[me] -= 1
+                if not self._callers[me]:
+                    del self._callers[me]
+                self._idle.notify_all()
 
     def __enter__(self) -> Upscaler:
         self._check_open()
@@ -131,18 +152,7 @@ class Upscaler:
     def upscale(self, picture: np.ndarray) -> np.ndarray: ...
 
     def upscale(self, picture: _Picture) -> _Picture:
-        with self._idle:
-            self._check_open()
-            self._calls += 1
-        try:
-            return self._upscale(picture)
-        finally:
-            with self._idle:
-                self._calls -= 1
-                self._idle.notify_all()
-
-    def _upscale(self, picture: _Picture) -> _Picture:
-        with self._calling():
+        with self._call(), self._calling():
             if isinstance(picture, PIL.Image.Image):
                 return self._upscale_pil(picture)
             if isinstance(picture, np.ndarray):
@@ -151,16 +161,19 @@ class Upscaler:
                                 f"{type(picture).__name__}")
 
     @contextlib.contextmanager
-    def _calling(self) -> Iterator[None]:
-        """What goes wrong in a call as our errors: closed by another thread while this one
-        was upscaling (the executor's request gone under it: an AttributeError from inside
-        OpenVINO, a RuntimeError from ONNX Runtime) as the UsageError a closed Upscaler gives;
-        running out of memory as an OutOfMemoryError (exit 4), as the command says it."""
+    def _calling(self, theirs: Sequence[BaseException] = ()) -> Iterator[None]:
+        """What goes wrong in a call as our errors: closed while this one was upscaling (the
+        executor's request gone under it: an AttributeError from inside OpenVINO, a
+        RuntimeError from ONNX Runtime) as the UsageError a closed Upscaler gives; running out
+        of memory as an OutOfMemoryError (exit 4), as the command says it. What the caller's
+        own frames raised (`theirs`) goes on as it is."""
         try:
             yield
         except UpscalerError:
             raise
         except Exception as e:
+            if any(e is mine for mine in theirs):
+                raise
             self._check_open()
             memory = ran_out(e, None)
             if memory is not None:
@@ -178,16 +191,35 @@ class Upscaler:
         # it was (H, W), to be given back without the channel axis.
         given: list[tuple[np.dtype, bool]] = []
 
+        theirs: list[BaseException] = []  # what `frames` itself raised, passed on as it is
+
         def checked() -> Iterator[np.ndarray]:
-            for array in frames:
+            source = iter(frames)
+            while True:
+                try:
+                    array = next(source)
+                except StopIteration:
+                    return
+                except BaseException as e:
+                    theirs.append(e)
+                    raise
                 _check_dtype(array)
                 given.append((array.dtype, array.ndim == 2))
                 yield _picture_array(array[..., None] if array.ndim == 2 else array)
 
-        with self._calling():
-            for n, upscaled in enumerate(self._pipeline.upscale_frames(checked())):
+        pipeline = self._pipeline.upscale_frames(checked())
+        try:
+            for n in itertools.count():
+                # Each frame's model work is a call close() waits for; the time this
+                # generator waits for its caller is not.
+                with self._call(), self._calling(theirs):
+                    upscaled = next(pipeline, None)
+                if upscaled is None:
+                    return
                 dtype, flat = given[n]
                 yield (upscaled[..., 0] if flat else upscaled).astype(dtype, copy=False)
+        finally:
+            pipeline.close()
 
     def _upscale_array(self, array: np.ndarray) -> np.ndarray:
         _check_dtype(array)
@@ -326,13 +358,15 @@ def compare(input: str | os.PathLike[str], models: Sequence[str | os.PathLike[st
     names = [os.fspath(_path(m, "each of models")) for m in models] if models is not None else None
     if names == []:
         raise UsageError("models names no model (None gives the defaults)")
-    if isinstance(at, str | int | float):
+    if isinstance(at, str | int | float | np.generic):
         at = [at]  # one time, not its characters ("1.5" was 1, ".", 5)
-    times = [str(t) if isinstance(t, str | int | float) else _bad_time(t) for t in at]
+    times = []
+    for time in at:
+        time = time.item() if isinstance(time, np.generic) else time
+        if isinstance(time, bool) or not isinstance(time, str | int | float):
+            raise ArgumentTypeError(f"each of at must be seconds or a time string, not "
+                                    f"{type(time).__name__}")
+        times.append(str(time))
     return _compare(_path(input, "input"), names, times, _options(**options),
                     _callback(progress) if progress is not None else None)
 
-
-def _bad_time(value: object) -> str:
-    raise ArgumentTypeError(f"each of at must be seconds or a time string, not "
-                            f"{type(value).__name__}")

@@ -190,9 +190,6 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
                            f"would both be written to {target}")
             continue
         by_output[key] = image
-        check_name_length(target)
-        if target.is_dir():  # else counted as an output that exists, and skipped
-            raise UsageError(f"the output of {image.relative_to(src)} is a folder", target)
         items.append((image, target))
     if clashes:
         rest = len(clashes) - 3
@@ -200,6 +197,10 @@ def _plan_folder(src: Path, out: Path | None, options: Options) -> Task:
         which = "one of each" if len(clashes) > 1 else "one"
         raise UsageError(f"{'; '.join(clashes[:3])}{more}; rename {which}, or leave out "
                          "--format", src)
+    for image, target in items:
+        check_name_length(target)
+        if target.is_dir():  # else counted as an output that exists, and skipped
+            raise UsageError(f"the output of {image.relative_to(src)} is a folder", target)
     check_writable(dst)
     return Task("folder", src, dst, options, tuple(items), tuple(notes))
 

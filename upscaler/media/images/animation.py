@@ -32,6 +32,7 @@ from upscaler.image_data import Animation
 
 GIF_TRANSPARENT = 255  # the palette index of transparent pixels in written GIFs
 _DEFAULT_DURATION = 100  # milliseconds, what browsers show a frame without one for
+_MOST_LOOPS = 65535  # the largest loop count GIF's and WebP's 16-bit fields hold
 
 
 def is_animated(im: PIL.Image.Image) -> bool:
@@ -54,9 +55,11 @@ def read_frames(im: PIL.Image.Image) -> tuple[np.ndarray, Animation]:
 def _plays(im: PIL.Image.Image) -> int:
     """How many times the animation `im` plays, 0 for forever."""
     loop = im.info.get("loop")
-    if im.format == "GIF":
-        return 1 if loop is None else 0 if int(loop) == 0 else int(loop) + 1
-    return 0 if loop is None else int(loop)
+    if loop is None:
+        return 1 if im.format == "GIF" else 0  # a GIF without a loop count plays once
+    if im.format == "GIF" and int(loop) != 0:
+        return int(loop) + 1  # the plays after the first
+    return int(loop)
 
 
 def encode_frames(frames: Sequence[np.ndarray], animation: Animation, fmt: str,
@@ -71,10 +74,11 @@ def encode_frames(frames: Sequence[np.ndarray], animation: Animation, fmt: str,
         if any(f.shape[2] in (2, 4) for f in frames):
             opts["transparency"] = GIF_TRANSPARENT
         if animation.plays != 1:  # no loop count: played once
-            opts["loop"] = 0 if animation.plays == 0 else animation.plays - 1
+            opts["loop"] = min(animation.plays - 1, _MOST_LOOPS) if animation.plays else 0
     else:
         pictures = [PIL.Image.fromarray(f[..., 0] if f.shape[2] == 1 else f) for f in frames]
-        opts = {"loop": animation.plays}
+        # WebP's count is 16 bits (a GIF's 65535 repeats are 65536 plays); APNG's 32.
+        opts = {"loop": min(animation.plays, _MOST_LOOPS) if fmt == "WEBP" else animation.plays}
     buf = io.BytesIO()
     pictures[0].save(buf, format=fmt, save_all=True, append_images=pictures[1:],
                      duration=list(animation.durations), **opts, **options)

@@ -305,10 +305,13 @@ def _exif_without_orientation(raw: bytes | None) -> bytes | None:
     except (OSError, SyntaxError, ValueError, struct.error):
         return None  # unreadable EXIF is not worth failing the picture for
     exif.pop(_ORIENTATION_TAG, None)
-    # The stored picture's width and height: the upscaled one has others.
-    details = exif.get_ifd(_EXIF_IFD)
-    for tag in _PIXEL_SIZE_TAGS:
-        details.pop(tag, None)
+    if _EXIF_IFD in exif:  # (get_ifd would add one where there is none)
+        # The stored picture's width and height: the upscaled one has others.
+        details = exif.get_ifd(_EXIF_IFD)
+        for tag in _PIXEL_SIZE_TAGS:
+            details.pop(tag, None)
+        if not details:  # an IFD of no entries is not one: the pointer goes
+            del exif[_EXIF_IFD]
     return exif.tobytes() if len(exif) else None
 
 
