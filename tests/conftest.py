@@ -120,6 +120,13 @@ def logged_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return log
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by this Python in a process of its own (what signals, imports and exits
+    do to a whole process), its output as text."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
 @pytest.fixture
 def cel() -> np.ndarray:
     """A drawn RGB uint8 cel, 96x128."""

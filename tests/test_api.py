@@ -1,8 +1,6 @@
 """The public Python API: `upscaler.Upscaler` on pictures in memory, `upscaler.upscale_path`."""
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python
 from draw import draw_cel
 from PIL import Image
 
@@ -249,7 +248,6 @@ def test_close_from_a_signal_handler_during_a_call_returns() -> None:
         "    up.upscale(np.zeros((420, 420, 3), np.uint8))\n"
         "except upscaler.UpscalerError as e:\n"
         "    print('ended:', e)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ended: this Upscaler is closed"), done.stdout

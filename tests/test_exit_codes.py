@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_python
 from draw import draw_cel
 from PIL import Image
 
@@ -269,8 +269,7 @@ def test_ctrl_c_while_the_command_loads_is_one_line() -> None:
         "sys.argv = ['upscale', 'x.png']\n"
         "from upscaler.launch import main\n"
         "sys.exit(main())\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = run_python(script)
     assert (done.returncode, done.stderr) == (130, "upscale: interrupted\n")
     # The package itself loads none of them: the console script imports it before the guard.
     loaded = subprocess.run([sys.executable, "-c", "import sys, upscaler.launch; "
