@@ -304,6 +304,54 @@ def conv_model(path: Path, in_shape: list, out_channels: int = 3) -> Path:
     return path
 
 
+def _odd_model(path: Path, kind: str) -> Path:
+    """A user's ONNX file no executor can run on a picture: empty, of no input, of an integer
+    input, of two inputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    if kind == "empty":
+        path.write_bytes(b"")
+        return path
+    shape = [1, 3, "h", "w"]
+    image = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    if kind == "no input":
+        nodes = [helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(
+            np.zeros((1, 3, 4, 4), np.float32)))]
+        inputs = []
+    elif kind == "integer input":
+        nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
+        inputs = [helper.make_tensor_value_info("x", TensorProto.INT64, shape)]
+    else:
+        nodes = [helper.make_node("Add", ["x", "b"], ["y"])]
+        inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+                  for name in ("x", "b")]
+    graph = helper.make_graph(nodes, path.stem, inputs, [image])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
+def test_onnx_files_no_executor_can_run_are_refused_alike(
+        tmp_path: Path, executor: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """OpenVINO gave a traceback for an empty file or one of no input, and ran an integer
+    input, writing a picture of 0 and 255 alone (exit 0); ONNX Runtime failed a model of two
+    inputs at its first frame (exit 4). Each is refused before any work now, exit 3."""
+    src = save(tmp_path / "a.png", draw_cel(12, 16))
+    for kind, needle in (("empty", ": "), ("no input", "expected one NCHW image input"),
+                         ("integer input", "expected float"),
+                         ("two inputs", "expected one NCHW image input")):
+        model = _odd_model(tmp_path / f"{kind.replace(' ', '_')}.onnx", kind)
+        code = main([str(src), "-o", str(tmp_path / "out.png"), "--model", str(model),
+                     "--executor", executor, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 3 and needle in err and "Traceback" not in err, (kind, err)
+        assert len(err.strip().splitlines()) == 1 and str(model) in err, err
+        assert not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
 def test_a_users_onnx_model_is_checked_alike_on_every_executor(
         tmp_path: Path, executor: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -152,6 +152,9 @@ class OnnxRuntimeExecutor(ClosingExecutor):
         self._session: Any = None
         self._session = self._live()
 
+        if len(self._session.get_inputs()) != 1 or not self._session.get_outputs():
+            # (Two inputs failed at the first frame, "Required inputs are missing", exit 4.)
+            raise ModelError("expected one NCHW image input", path)
         model_input = self._session.get_inputs()[0]
         self._input_name = model_input.name
         model_output = self._session.get_outputs()[0]

@@ -87,9 +87,16 @@ class OpenVinoExecutor(ClosingExecutor):
         path = onnx_file(model, "fp32")
         self.path = path
         ov_model = _read_onnx(path)
-        rank = ov_model.input(0).get_partial_shape().rank
-        if len(ov_model.inputs) != 1 or rank.is_dynamic or rank.get_length() != 4:
+        # (An empty file reads as a model of no inputs, whose input(0) raised IndexError.)
+        if len(ov_model.inputs) != 1 or len(ov_model.outputs) < 1:
             raise ModelError("expected one NCHW image input", path)
+        rank = ov_model.input(0).get_partial_shape().rank
+        if rank.is_dynamic or rank.get_length() != 4:
+            raise ModelError("expected one NCHW image input", path)
+        kind = ov_model.input(0).get_element_type()
+        if not kind.is_real():
+            # An integer input ran, and wrote a picture of 0 and 255 alone.
+            raise ModelError(f"model input is {kind.get_type_name()}, expected float", path)
         out_shape = ov_model.output(0).get_partial_shape()
         out_channels = (_static(out_shape)[1] if out_shape.rank.is_static
                         and out_shape.rank.get_length() == 4 else None)

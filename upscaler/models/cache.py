@@ -4,6 +4,8 @@ Entries are keyed by everything that changes the built file: the model's source 
 content hash, so an edited user model is rebuilt), the format, the precision, the tile shape and
 this package's version. Each is built under a temporary name beside its final place and renamed
 into it, so a killed build or two processes building at once never leave a broken entry behind.
+Its size is kept beside it (a hidden `.NAME.size`): an entry damaged afterwards (a disk that
+lost its end, a file emptied by hand) is built again, where every run failed to load it.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ def get_or_build(key: BuildKey, build: Callable[[Path], None]) -> Path:
     """
     final = built_path(key)
     if final.exists():
-        return final
+        if _intact(final):
+            return final
+        _remove(final)  # damaged since it was built: built again below
     final.parent.mkdir(parents=True, exist_ok=True)
     with _temp_sibling(final) as tmp:
         try:
@@ -90,6 +94,8 @@ def get_or_build(key: BuildKey, build: Callable[[Path], None]) -> Path:
         except Exception as e:
             raise ModelError(f"building {key.fmt} ({key.precision}) failed: {e}",
                              key.model.path) from e
+        # The size first: a process that finds the entry finds its size with it.
+        _write_seal(final, _size(tmp))
         try:
             os.replace(tmp, final)
         except OSError:
@@ -99,6 +105,32 @@ def get_or_build(key: BuildKey, build: Callable[[Path], None]) -> Path:
                 raise
     _remove_earlier_versions(final)
     return final
+
+
+def _seal(final: Path) -> Path:
+    return final.with_name(f".{final.name}.size")
+
+
+def _size(path: Path) -> int:
+    """A built file's bytes, or a package folder's files' together."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def _write_seal(final: Path, size: int) -> None:
+    tmp = final.with_name(f".{final.name}.size.{os.getpid()}")
+    tmp.write_text(str(size), encoding="ascii")
+    os.replace(tmp, _seal(final))
+
+
+def _intact(final: Path) -> bool:
+    """Whether `final` is as big as it was built (a cache of a version before 0.2.16 kept no
+    size: such an entry is built again once)."""
+    try:
+        return int(_seal(final).read_text(encoding="ascii")) == _size(final)
+    except (OSError, ValueError):
+        return False
 
 
 def _remove_earlier_versions(final: Path) -> None:
@@ -112,6 +144,7 @@ def _remove_earlier_versions(final: Path) -> None:
         if (path != final and path.name.startswith(prefix) and path.name.endswith(ext)
                 and _VERSION.fullmatch(version)):
             _remove(path)
+            _seal(path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -139,4 +172,6 @@ def clear(remove: Callable[[Path], None] = _remove) -> int:
     entries = list(root.iterdir()) if root.is_dir() else []
     for entry in entries:
         remove(entry)
-    return sum(entry.name != FFMPEG_FACTS for entry in entries)
+    # Neither what ffmpeg said of itself nor the hidden sizes of the builds are builds.
+    return sum(entry.name != FFMPEG_FACTS and not entry.name.startswith(".")
+               for entry in entries)
