@@ -334,6 +334,22 @@ def _odd_model(path: Path, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
+def test_a_model_fixed_to_small_tiles_runs(tmp_path: Path, executor: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A user's ONNX fixed to 16x16 was refused, "tile size 16 must be larger than the overlap
+    20", whatever --overlap said: its tiles overlap by half a tile now, as a --tile that small
+    does."""
+    model = conv_model(tmp_path / "fixed16.onnx", [1, 3, 16, 16])
+    for size, extra in (((10, 12), []), ((24, 32), []), ((24, 32), ["--overlap", "0"])):
+        pixels = draw_cel(*size)
+        src = save(tmp_path / "a.png", pixels)
+        out = tmp_path / "out.png"
+        assert main([str(src), "-o", str(out), "--model", str(model), "--executor", executor,
+                     "--quiet", "--overwrite", *extra]) == 0, capsys.readouterr().err
+        np.testing.assert_array_equal(load(out), pixels.repeat(2, 0).repeat(2, 1))
+
+
+@pytest.mark.parametrize("executor", ["onnxruntime", "openvino"])
 def test_onnx_files_no_executor_can_run_are_refused_alike(
         tmp_path: Path, executor: str, capsys: pytest.CaptureFixture[str]) -> None:
     """OpenVINO gave a traceback for an empty file or one of no input, and ran an integer

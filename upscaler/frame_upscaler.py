@@ -175,8 +175,12 @@ class FrameUpscaler:
         key = (height, width, self.tile, self.max_pixels, self.overlap)
         plan = self._plans.get(key)
         if plan is None:
-            plan = plan_tiles(height, width, self._tile_shape(height, width), self.overlap,
-                              self.executor.scale, pad_to_tile=self.fixed)
+            shape = self._tile_shape(height, width)
+            # A model fixed to tiles smaller than twice the overlap (a user's 16x16 ONNX)
+            # overlaps them by half a tile, as a --tile that small does (pipeline._overlap).
+            overlap = min(self.overlap, min(shape) // 2) if self.fixed else self.overlap
+            plan = plan_tiles(height, width, shape, overlap, self.executor.scale,
+                              pad_to_tile=self.fixed)
             self._plans[key] = plan
             self.plans_built += 1
         return plan
