@@ -176,9 +176,10 @@ class FrameUpscaler:
         plan = self._plans.get(key)
         if plan is None:
             shape = self._tile_shape(height, width)
-            # A model fixed to tiles smaller than twice the overlap (a user's 16x16 ONNX)
-            # overlaps them by half a tile, as a --tile that small does (pipeline._overlap).
-            overlap = min(self.overlap, min(shape) // 2) if self.fixed else self.overlap
+            # A model fixed to tiles no larger than the overlap (a user's 16x16 ONNX) overlaps
+            # them by half a tile, as a --tile that small does (pipeline._overlap).
+            small = self.fixed and min(shape) <= self.overlap
+            overlap = min(shape) // 2 if small else self.overlap
             plan = plan_tiles(height, width, shape, overlap, self.executor.scale,
                               pad_to_tile=self.fixed)
             self._plans[key] = plan
