@@ -306,7 +306,7 @@ def conv_model(path: Path, in_shape: list, out_channels: int = 3) -> Path:
 
 def _odd_model(path: Path, kind: str) -> Path:
     """A user's ONNX file no executor can run on a picture: empty, of no input, of an integer
-    input, of two inputs."""
+    input, of two inputs, scaling its two sides differently."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -322,6 +322,11 @@ def _odd_model(path: Path, kind: str) -> Path:
     elif kind == "integer input":
         nodes = [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)]
         inputs = [helper.make_tensor_value_info("x", TensorProto.INT64, shape)]
+    elif kind == "uneven scale":  # 2x down, 4x across
+        nodes = [helper.make_node("Constant", [], ["s"], value=numpy_helper.from_array(
+                     np.array([1, 1, 2, 4], np.float32))),
+                 helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")]
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
     else:
         nodes = [helper.make_node("Add", ["x", "b"], ["y"])]
         inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
@@ -358,7 +363,9 @@ def test_onnx_files_no_executor_can_run_are_refused_alike(
     src = save(tmp_path / "a.png", draw_cel(12, 16))
     for kind, needle in (("empty", ": "), ("no input", "expected one NCHW image input"),
                          ("integer input", "expected float"),
-                         ("two inputs", "expected one NCHW image input")):
+                         ("two inputs", "expected one NCHW image input"),
+                         # (It said "not an integer multiple", which both sides were.)
+                         ("uneven scale", "scales the height 2x and the width 4x")):
         model = _odd_model(tmp_path / f"{kind.replace(' ', '_')}.onnx", kind)
         code = main([str(src), "-o", str(tmp_path / "out.png"), "--model", str(model),
                      "--executor", executor, "--quiet"])

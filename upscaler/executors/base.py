@@ -112,9 +112,14 @@ def measured_scale(run: Callable[[np.ndarray], np.ndarray], fixed_tile: tuple[in
 
 
 def integer_scale(in_h: int, in_w: int, out_h: int, out_w: int, path: object) -> int:
-    if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
+    if out_h % in_h or out_w % in_w:
         raise ModelError(f"output {out_h}x{out_w} is not an integer multiple of input "
                          f"{in_h}x{in_w}", path)
+    if out_h // in_h != out_w // in_w:
+        # Each side is a multiple: the fault is that they differ (it read as if neither was).
+        raise ModelError(f"output {out_h}x{out_w} of input {in_h}x{in_w} scales the height "
+                         f"{out_h // in_h}x and the width {out_w // in_w}x; pictures need one "
+                         "scale", path)
     return out_h // in_h
 
 
