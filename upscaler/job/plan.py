@@ -375,8 +375,8 @@ def _clashes(planned: list[tuple[int, Task]]) -> Iterator[tuple[int, UpscalerErr
         on its way are."""
         parent = out.parent
         if parent not in holders:
-            holders[parent] = next((folder_ids[found] for above in (parent, *parent.parents)
-                                    if (found := _file_id(above)) in folder_ids), None)
+            holders[parent] = next((folder_ids[found] for found in _ids_on_the_way(parent)
+                                    if found in folder_ids), None)
         return holders[parent]
 
     written: dict[str, Path] = {}
@@ -420,15 +420,19 @@ def _path_key(path: Path) -> str:
     return key if os.name == "posix" and os.uname().sysname == "Linux" else key.casefold()
 
 
+def _ids_on_the_way(path: Path) -> Iterator[tuple[int, int]]:
+    """What `path` (where it exists) and each folder above it are (_file_id)."""
+    for above in (path, *path.expanduser().resolve().parents):
+        if (found := _file_id(above)) is not None:
+            yield found
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether `a` and `b` name one file: one path, or two ways to it that the path alone does
-    not show (a bind mount, a network share of a local folder, a hard link)."""
-    if _path_key(a) == _path_key(b):
-        return True
-    try:
-        return os.path.samefile(a.expanduser(), b.expanduser())
-    except OSError:
-        return False  # one of them does not exist (yet): it cannot be the other
+    not show (a bind mount, a network share of a local folder, a hard link). One that does
+    not exist (yet) cannot be the other."""
+    found = _file_id(a)
+    return _path_key(a) == _path_key(b) or (found is not None and found == _file_id(b))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -436,5 +440,5 @@ def _inside(path: Path, folder: Path) -> bool:
     a folder on its way that is `folder` reached another way (a bind mount)."""
     if path.resolve().is_relative_to(folder.resolve()):
         return True
-    return any(_same_file(above, folder) for above in (path, *path.resolve().parents)
-               if above.exists())
+    found = _file_id(folder)
+    return found is not None and found in _ids_on_the_way(path)
