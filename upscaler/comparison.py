@@ -238,15 +238,14 @@ def _video_frames(info: VideoInfo, at: Sequence[str], count: int, alpha: bool = 
     if deinterlace != "off":
         # The frames as the job gives the model: deinterlaced, or field-matched where the
         # source is telecined film, which idet tells from a few seconds at each time.
-        from upscaler.media.video.interlace import decide
-        from upscaler.media.video.reader import is_rgb
+        from upscaler.media.video.interlace import decide, takes_fieldmatch
         from upscaler.media.video.scan import sample
 
         # Around each time, and before it near the end, where too few frames follow to tell.
         spots = [max(0, min(i - INTERLACE_LOOK // 2, info.frame_count - INTERLACE_LOOK))
                  for i in indices]
         way = decide(sample(info, spots, INTERLACE_LOOK), deinterlace, info.frame_rate,
-                     matchable=not info.alpha and not is_rgb(info.pix_fmt))
+                     matchable=takes_fieldmatch(info.pix_fmt, info.alpha))
         info = dataclasses.replace(info, deinterlace=way.filter)
     frames = []
     for index in indices:

@@ -45,7 +45,7 @@ from upscaler.media.video.encoding import (
     VideoSettings,
     keeps_alpha,
 )
-from upscaler.media.video.interlace import decide
+from upscaler.media.video.interlace import decide, takes_fieldmatch
 from upscaler.media.video.mux import (
     carries_captions,
     check_container,
@@ -53,7 +53,6 @@ from upscaler.media.video.mux import (
     join_and_mux,
 )
 from upscaler.media.video.probe import StreamInfo, VideoInfo, probe
-from upscaler.media.video.reader import is_rgb
 from upscaler.media.video.scan import Scan, Watch, from_json, scan, to_json
 from upscaler.media.video.segments import (
     PARTIAL,
@@ -332,7 +331,7 @@ def _source(src: Path, dst: Path, settings: VideoSettings, watch: Watch | None =
                      f"out; the picture starts {late:.3f} s into the file, in step with the "
                      "other streams as there")
     way = decide(found, settings.deinterlace, info.frame_rate,
-                 matchable=not info.alpha and not is_rgb(info.pix_fmt))
+                 matchable=takes_fieldmatch(info.pix_fmt, info.alpha))
     order = "top field first" if way.order == "tff" else "bottom field first"
     # A filter forced on a progressive source: said so, not called interlaced.
     head = f"interlaced ({order}; {way.why})" if way.interlaced else f"{way.why} ({order})"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from upscaler.media.video.reader import is_rgb
 from upscaler.media.video.scan import Scan
 
 
@@ -93,6 +94,13 @@ def decide(found: Scan, mode: str, frame_rate: Fraction | None = None,
     elif mode == "fieldmatch" and not telecined:
         why += "; fields matched anyway (--deinterlace fieldmatch)"
     return Interlacing(interlaced, order, why, filter_, telecined)
+
+
+def takes_fieldmatch(pix_fmt: str, alpha: bool) -> bool:
+    """Whether fieldmatch takes a source's pictures as they are (decide's `matchable`): not
+    RGB, which it would convert on the way in and round, nor Y'CbCr with an alpha it would
+    drop."""
+    return not alpha and not is_rgb(pix_fmt)
 
 
 def _pulldown(found: Scan, frame_rate: Fraction | None) -> bool:

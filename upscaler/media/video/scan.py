@@ -134,9 +134,7 @@ def scan(info: VideoInfo, watch: Watch | None = None) -> Scan:
     # list decode to fewer frames than they hold packets (a second pass would be minutes).
     if code != 0 or found.errors:
         code, found, log = _decode(info, 1, _frames_to(watch, LOCATING, info.frame_count))
-    if code != 0 and not found.decoded_pts:
-        raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}", info.path)
-    return found
+    return _decoded(info, code, found, log)
 
 
 def sample(info: VideoInfo, starts: Sequence[int], frames: int) -> Scan:
@@ -148,15 +146,18 @@ def sample(info: VideoInfo, starts: Sequence[int], frames: int) -> Scan:
     parts = []
     for start in starts:
         seek = info.seconds(info.frame_pts[start]) - info.start_time
-        code, found, log = _decode(info, 0, within=(seek, frames))
-        if code != 0 and not found.decoded_pts:
-            raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}",
-                             info.path)
-        parts.append(found)
+        parts.append(_decoded(info, *_decode(info, 0, within=(seek, frames))))
     return Scan(decoded_pts=tuple(p for part in parts for p in part.decoded_pts), errors=(),
                 flagged=_total(part.flagged for part in parts),
                 idet=_total(part.idet for part in parts), hdr=parts[0].hdr,
                 repeated=_total(part.repeated for part in parts))
+
+
+def _decoded(info: VideoInfo, code: int, found: Scan, log: str) -> Scan:
+    """`found`, or MediaError where ffmpeg could not even start decoding (exit `code`)."""
+    if code != 0 and not found.decoded_pts:
+        raise MediaError(f"cannot decode: {ffmpeg.telling_line(log.splitlines())}", info.path)
+    return found
 
 
 def _total(counts: Iterable[tuple[int, ...]]) -> Any:
