@@ -26,11 +26,10 @@ import numpy as np
 from upscaler.errors import DiskFullError, MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import VideoInfo
-from upscaler.media.video.reader import is_rgb
 from upscaler.media.video.scan import Watch
 from upscaler.media.video.segments import Segment
 from upscaler.media.video.writer import Encoding
-from upscaler.media.video.ycbcr import chroma_subsampling
+from upscaler.media.video.ycbcr import chroma_subsampling, is_rgb
 
 # The real segments over the trial's estimate, measured by bench/disk_estimate.py on drawn
 # animation (160x90, 320x180 and 480x270, 96 frames, upscaled 4x by realesr-animevideov3):

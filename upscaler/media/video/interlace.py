@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from upscaler.media.video.reader import is_rgb
 from upscaler.media.video.scan import Scan
+from upscaler.media.video.ycbcr import is_rgb
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video import rgb
 from upscaler.media.video.probe import SWS_MATRICES, VideoInfo
-from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, rescaled, swscale_white
+from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, is_rgb, rescaled, swscale_white
 
 # Containers whose seeks find the keyframe before a time through an index: Matroska/WebM,
 # MP4/MOV, AVI, NUT. Any other is sought early and cut by timestamps (`_command`).
@@ -53,10 +53,6 @@ def widened(frame: np.ndarray) -> np.ndarray:
     if frame.shape[2] == 4:
         wide[..., 3] += frame[..., 3]
     return wide
-
-
-def is_rgb(pix_fmt: str) -> bool:
-    return pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb"))
 
 
 class VideoReader:

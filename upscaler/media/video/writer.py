@@ -22,8 +22,8 @@ import numpy as np
 from upscaler.errors import MediaError
 from upscaler.media import ffmpeg
 from upscaler.media.video.probe import SWS_MATRICES
-from upscaler.media.video.reader import SWS_FLAGS, is_rgb
-from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, chroma_subsampling, rescaled
+from upscaler.media.video.reader import SWS_FLAGS
+from upscaler.media.video.ycbcr import SWSCALE_16BIT_PEAK, chroma_subsampling, is_rgb, rescaled
 from upscaler.media.video.yuv import YuvConverter, converter
 
 # The encoder runs beside the model on the same cores. At the lowest priority it takes the

@@ -30,6 +30,10 @@ SWSCALE_16BIT_PEAK = 65280.0
 _PLANAR = re.compile(r"yuv(?:420|422|444)p(?:(10|12|16)le)?")
 
 
+def is_rgb(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("gbr", "rgb", "bgr", "argb", "abgr", "0rgb", "0bgr", "x2rgb"))
+
+
 def swscale_white(pix_fmt: str, bits: int, value_range: str) -> tuple[int, int]:
     """The codes white and an opaque alpha get when swscale converts a deep `pix_fmt` to
     16-bit RGB(A): RGB formats spread the codes over 16 bits (1023 -> 65535), grey formats
@@ -37,7 +41,7 @@ def swscale_white(pix_fmt: str, bits: int, value_range: str) -> tuple[int, int]:
     alpha of Y'CbCr; limited-range Y'CbCr gives SWSCALE_16BIT_PEAK. Taken as they came, a
     grey 10-bit frame came back up to 4 codes brighter and a 10-bit alpha of 1023 as 1022."""
     shifted = ((1 << bits) - 1) << (16 - bits) if bits < 16 else 65535
-    if pix_fmt.startswith(("gbr", "rgb", "bgr")):
+    if is_rgb(pix_fmt):
         return 65535, 65535
     if pix_fmt.startswith(("gray", "ya")) or value_range == "pc":
         return shifted, shifted
