@@ -134,6 +134,26 @@ def test_video_output_names_that_cannot_be_written(tmp_path: Path,
     assert files(tmp_path / "videos") == ["clip.mkv"]
 
 
+@pytest.mark.parametrize("container", ["mp4", "matroska", "avi", "mpegts"])
+def test_a_video_under_a_picture_name_is_told_so(tmp_path: Path, container: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A video named .png was "not an image, or in a format we cannot read", where a picture
+    named .mkv is told what it holds; an empty picture file said the same."""
+    from upscaler.media import ffmpeg
+
+    src = tmp_path / "clip.png"
+    ffmpeg.run([ffmpeg.ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                "testsrc=s=32x18:r=12:d=0.5", "-c:v", "mpeg4", "-f", container, str(src)], src)
+    assert main([str(src), *FAST]) == 5
+    assert error_lines(capsys) == [
+        f"upscale: error: {src}: holds a video, not a picture; give it the video's extension "
+        "to upscale it as a video"]
+    empty = tmp_path / "empty.webp"
+    empty.write_bytes(b"")
+    assert main([str(empty), *FAST]) == 5
+    assert error_lines(capsys) == [f"upscale: error: {empty}: an empty file, no image"]
+
+
 @pytest.mark.parametrize(("name", "fmt", "said"),
                          [("cel.mkv", "PNG", "PNG"), ("cel.mp4", "JPEG", "JPEG"),
                           ("cel.webm", "WEBP", "WEBP")])

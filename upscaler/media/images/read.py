@@ -71,20 +71,25 @@ def read_image(path: str | Path) -> Image:
         data = path.read_bytes()
     except OSError as e:
         raise MediaError(f"cannot read: {e.strerror or e}", path) from e
-    with _decoding(path), PIL.Image.open(io.BytesIO(data)) as im:
+    if not data:
+        raise MediaError("an empty file, no image", path)
+    with _decoding(path, data), PIL.Image.open(io.BytesIO(data)) as im:
         im.load()
         return _decode(im, data, path)
 
 
 @contextlib.contextmanager
-def _decoding(path: Path) -> Iterator[None]:
-    """What Pillow raises while decoding `path`, as a MediaError naming it."""
+def _decoding(path: Path, data: bytes = b"") -> Iterator[None]:
+    """What Pillow raises while decoding `path` (its bytes `data`), as a MediaError naming it."""
     try:
         yield
     except PIL.UnidentifiedImageError as e:
         if path.suffix.lower() == ".avif" and not avif_supported():
             raise MediaError("reading AVIF needs Pillow 11.3 or newer, built with AVIF (pip "
                              "install -U pillow)", path) from e
+        if _is_video(data):  # as a picture under a video's name is told (probe.py)
+            raise MediaError("holds a video, not a picture; give it the video's extension to "
+                             "upscale it as a video", path) from e
         raise MediaError("not an image, or in a format we cannot read", path) from e
     except PIL.Image.DecompressionBombError as e:
         raise MediaError(f"refusing a picture this large: {e}", path) from e
@@ -96,6 +101,13 @@ def _decoding(path: Path) -> Iterator[None]:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, RuntimeError,
             ZeroDivisionError, struct.error, zlib.error) as e:
         raise MediaError(f"damaged or truncated image: {e}", path) from e
+
+
+def _is_video(data: bytes) -> bool:
+    """Whether `data` begins as a video container does: MP4/MOV, Matroska/WebM, AVI, MPEG-TS."""
+    return (data[4:8] == b"ftyp" or data[:4] == b"\x1a\x45\xdf\xa3"
+            or (data[:4] == b"RIFF" and data[8:12] == b"AVI ")
+            or (len(data) > 376 and data[0] == data[188] == data[376] == 0x47))
 
 
 def _decode(im: PIL.Image.Image, data: bytes, path: Path) -> Image:
